@@ -1,0 +1,233 @@
+"""The config tree: dataclasses are the single source of truth; YAML uses their field names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+@dataclass
+class DataConfig:
+    """How a cohort's images are read and normalised for the models."""
+
+    spatial_dims: Literal[2, 3] = 2
+    # Size the images are resized to; None keeps the cohort's uns["rg"]["image_size"].
+    image_size: list[int] | None = None
+    channels: int = 1
+    # minmax: each image to [-1, 1]; percentile: clip to [lower, upper] percentiles then [-1, 1];
+    # fixed: map [a_min, a_max] to [-1, 1] (CT in HU, say).
+    intensity: Literal["minmax", "percentile", "fixed"] = "minmax"
+    percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
+    a_min: float = 0.0
+    a_max: float = 1.0
+    augment: bool = False
+    # Fraction of the cohort whose loaded images are kept in memory (MONAI CacheDataset).
+    cache_rate: float = 1.0
+    batch_size: int = 16
+    num_workers: int = 0
+
+    def __post_init__(self):
+        if self.image_size is not None and len(self.image_size) != self.spatial_dims:
+            raise ValueError(
+                f"key 'data.image_size' has {len(self.image_size)} entries "
+                f"{self.image_size} but data.spatial_dims is {self.spatial_dims}"
+            )
+        if not 0.0 <= self.cache_rate <= 1.0:
+            raise ValueError(f"key 'data.cache_rate' must be in [0, 1]; got {self.cache_rate}")
+        if self.channels < 1:
+            raise ValueError(f"key 'data.channels' must be >= 1; got {self.channels}")
+        lo, hi = (self.percentiles + [None, None])[:2]
+        if len(self.percentiles) != 2 or not 0 <= lo < hi <= 100:
+            raise ValueError(
+                f"key 'data.percentiles' must be [lower, upper] within 0..100; "
+                f"got {self.percentiles}"
+            )
+
+
+@dataclass
+class PhantomConfig:
+    """The built-in phantom cohort (radiogenomics.data.phantom)."""
+
+    n: int = 256
+    spatial_dims: Literal[2, 3] = 2
+    # Edge length of the square/cubic images; None: 64 in 2D, 32 in 3D.
+    size: int | None = None
+    n_genes: int = 256
+    noise: float = 0.5
+    # Fraction of patients with no expression and of patients with no image (unpaired patients).
+    frac_image_only: float = 0.0
+    frac_expression_only: float = 0.0
+    image_format: Literal["nii.gz", "npy", "png"] = "nii.gz"
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"key 'phantom.n' must be >= 1; got {self.n}")
+        if self.size is not None and self.size < 16:
+            raise ValueError(f"key 'phantom.size' must be >= 16; got {self.size}")
+        if self.n_genes < 64:
+            raise ValueError(f"key 'phantom.n_genes' must be >= 64; got {self.n_genes}")
+        for key in ("frac_image_only", "frac_expression_only"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"key 'phantom.{key}' must be in [0, 1); got {getattr(self, key)}")
+        if self.frac_image_only + self.frac_expression_only >= 1.0:
+            raise ValueError("config keys 'phantom.frac_image_only' + 'phantom.frac_expression_only' must be < 1")
+        if self.image_format == "png" and self.spatial_dims == 3:
+            raise ValueError("key 'phantom.image_format' is 'png', which cannot hold 3D volumes")
+
+
+@dataclass
+class Config:
+    """Root of the config tree."""
+
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    phantom: PhantomConfig = field(default_factory=PhantomConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass with errors that name the key
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`, converting where it is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ValueError as err:
+                errors.append(str(err))
+        raise ValueError(errors[0] if len(errors) == 1 else f"key '{key}': got {value!r}, expected {_type_name(tp)}")
+    if origin is Literal:
+        for arg in args:
+            if value == arg and type(value) is type(arg):
+                return value
+        # YAML "3" vs 3: accept the string form of a numeric choice
+        for arg in args:
+            if str(value) == str(arg):
+                return arg
+        raise ValueError(f"key '{key}' must be one of {', '.join(map(repr, args))}; got {value!r}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"key '{key}' must be a list; got {value!r}")
+        (item_tp,) = args[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"key '{key}' must be a mapping; got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, prefix=key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"key '{key}' must be true or false; got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"key '{key}' must be an integer; got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ValueError(f"key '{key}' must be a number; got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"key '{key}' must be a string; got {value!r}")
+    raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
+
+
+def from_dict(cls, data: dict | None, prefix: str = ""):
+    """Build dataclass `cls` from a nested dict; unknown keys and bad values raise ValueError."""
+    data = {} if data is None else data
+    where = f"'{prefix}'" if prefix else "the config root"
+    if not isinstance(data, dict):
+        raise ValueError(f"config section {where} must be a mapping; got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            raise ValueError(f"unknown key '{full}'{hint}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or the defaults when `path` is None) and apply `key=value` overrides."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {path} is not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {path} must hold a mapping at the top level")
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return from_dict(Config, data)
+    except ValueError as err:
+        raise ValueError(f"config {path or '(defaults)'}: {err}") from None
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Apply one `section.key=value` override in place; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} must look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    keys = dotted.strip().split(".")
+    if not all(keys):
+        raise ValueError(f"override {item!r} has an empty key")
+    node = data
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {item!r}: '{k}' is not a config section")
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ValueError(f"override {item!r}: value is not valid YAML: {err}") from err
+
+
+def save_config(cfg, path: str | Path) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from radiogenomics.data.io import atomic_write_text
+
+    return atomic_write_text(Path(path), dump_config(cfg))
+
+
+def dump_config(cfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

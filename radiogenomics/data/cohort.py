@@ -1,0 +1,351 @@
+"""Paired cohorts on AnnData: build, set up, validate, read and write (DESIGN section 2).
+
+Expression is `X` (patients x genes, float32); rows of patients without expression are NaN and
+flagged `has_expression=False`. `obs` holds covariates and the `image`/`mask` paths (relative to
+the cohort's root, the folder of its h5ad, or absolute). `uns["rg"]` holds the setup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections import Counter
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from radiogenomics import _keys as K
+from radiogenomics.data.io import atomic_write, load_image
+
+log = logging.getLogger(__name__)
+_MAX_LISTED = 10
+
+
+class CohortError(ValueError):
+    """A cohort failed validation; the message lists every problem found (patient, column, file)."""
+
+
+def _fail(problems: list[str], what: str) -> None:
+    if problems:
+        shown = "\n  - ".join(problems[:_MAX_LISTED])
+        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        raise CohortError(f"{what}: {len(problems)} problem(s):\n  - {shown}{more}")
+
+
+def make_cohort(
+    expression: pd.DataFrame | None,
+    obs: pd.DataFrame,
+    *,
+    spatial_dims: int = 2,
+    categorical: list[str] | tuple = (),
+    numeric: list[str] | tuple = (),
+    provenance: dict | None = None,
+) -> ad.AnnData:
+    """Assemble a cohort from an expression table (patients x genes) and a per-patient table.
+
+    `obs` is indexed by patient id and may hold `image`/`mask` path columns and covariates.
+    Patients in `obs` but not in `expression` get NaN rows and `has_expression=False`; patients
+    in `expression` but not in `obs` are added. The setup is written with `setup_cohort`.
+    """
+    obs = obs.copy()
+    obs.index = obs.index.astype(str)
+    if expression is None:
+        expression = pd.DataFrame(index=obs.index, dtype=np.float32)
+    expression = expression.copy()
+    expression.index = expression.index.astype(str)
+    expression.columns = expression.columns.astype(str)
+    _check_unique(expression.index, "expression table patient ids")
+    _check_unique(obs.index, "patient table ids")
+    _check_unique(expression.columns, "gene names")
+    bad = [g for g in expression.columns if not pd.api.types.is_numeric_dtype(expression[g])]
+    if bad:
+        examples = {g: expression[g][pd.to_numeric(expression[g], errors="coerce").isna()].iloc[:1].tolist() for g in bad[:3]}
+        raise CohortError(f"non-numeric expression for gene(s) {bad[:_MAX_LISTED]}: e.g. {examples}")
+    ids = list(obs.index) + [i for i in expression.index if i not in obs.index]
+    obs = obs.reindex(ids)
+    X = expression.reindex(ids).to_numpy(dtype=np.float32)
+    obs[K.HAS_EXPRESSION] = pd.Index(ids).isin(expression.index) if expression.shape[1] else False
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=expression.columns))
+    setup_cohort(adata, spatial_dims=spatial_dims, categorical=categorical, numeric=numeric, provenance=provenance)
+    return adata
+
+
+def _check_unique(index: pd.Index, what: str) -> None:
+    dup = index[index.duplicated()].unique().tolist()
+    if dup:
+        raise CohortError(f"duplicate {what}: {dup[:_MAX_LISTED]}")
+
+
+def setup_cohort(
+    adata: ad.AnnData,
+    *,
+    spatial_dims: int | None = None,
+    categorical: list[str] | tuple | None = None,
+    numeric: list[str] | tuple | None = None,
+    provenance: dict | None = None,
+) -> ad.AnnData:
+    """Write `uns["rg"]` (covariate vocabularies and statistics, modality flags, provenance).
+
+    Categorical covariates become pandas categoricals (their categories are the vocabulary);
+    numeric ones keep the user's scale in `obs` and their mean/std go to `uns` for the models.
+    Arguments left as None keep what `uns["rg"]` already says.
+    """
+    rg = dict(adata.uns.get(K.UNS, {}))
+    old_cov = rg.get(K.COVARIATES, {})
+    categorical = list(old_cov.get(K.CATEGORICAL, {}) if categorical is None else categorical)
+    numeric = list(old_cov.get(K.NUMERIC, {}) if numeric is None else numeric)
+    spatial_dims = int(rg.get(K.SPATIAL_DIMS, 2) if spatial_dims is None else spatial_dims)
+    if spatial_dims not in (2, 3):
+        raise CohortError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
+    obs = adata.obs
+    for key in list(categorical) + list(numeric):
+        if key not in obs.columns:
+            raise CohortError(f"covariate column '{key}' not found in obs; columns: {list(obs.columns)}")
+    both = set(categorical) & set(numeric)
+    if both:
+        raise CohortError(f"covariate(s) {sorted(both)} declared both categorical and numeric")
+    cov_cat, cov_num = {}, {}
+    for key in categorical:
+        col = obs[key]
+        if not isinstance(col.dtype, pd.CategoricalDtype):
+            col = col.astype("string").astype("category")
+        col = col.cat.remove_unused_categories()
+        obs[key] = col.cat.rename_categories([str(c) for c in col.cat.categories])
+        cov_cat[key] = [str(c) for c in obs[key].cat.categories]
+    for key in numeric:
+        values = pd.to_numeric(obs[key], errors="coerce")
+        bad = obs.index[values.isna() & obs[key].notna()].tolist()
+        if bad:
+            raise CohortError(f"numeric covariate '{key}' has non-numeric values for patient(s) {bad[:_MAX_LISTED]}: {obs.loc[bad[:3], key].tolist()}")
+        obs[key] = values.astype(np.float64)
+        mean, std = float(np.nanmean(values)), float(np.nanstd(values))
+        cov_num[key] = {"mean": mean, "std": std if std > 0 else 1.0}
+    for col in (K.IMAGE, K.MASK):
+        if col in obs.columns:
+            obs[col] = obs[col].astype(object).where(obs[col].notna(), None).map(lambda v: "" if v is None else str(v))
+    if K.HAS_EXPRESSION not in obs.columns:
+        obs[K.HAS_EXPRESSION] = np.isfinite(np.asarray(adata.X)).any(axis=1) if adata.n_vars else False
+    obs[K.HAS_IMAGE] = (obs[K.IMAGE] != "").to_numpy() if K.IMAGE in obs.columns else False
+    obs[K.HAS_MASK] = (obs[K.MASK] != "").to_numpy() if K.MASK in obs.columns else False
+    for col in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK):
+        obs[col] = obs[col].astype(bool)
+    rg[K.SPATIAL_DIMS] = spatial_dims
+    rg[K.COVARIATES] = {K.CATEGORICAL: cov_cat, K.NUMERIC: cov_num}
+    prov = dict(rg.get(K.PROVENANCE, {}))
+    prov.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault("library", f"radiogenomics {_version()}")
+    prov.update({k: str(v) for k, v in (provenance or {}).items()})
+    rg[K.PROVENANCE] = prov
+    adata.uns[K.UNS] = rg
+    return adata
+
+
+def _version() -> str:
+    from radiogenomics import __version__
+
+    return __version__
+
+
+def cohort_root(adata: ad.AnnData, root: str | Path | None = None) -> Path:
+    """The folder relative image/mask paths are resolved against."""
+    if root is not None:
+        return Path(root)
+    return Path(adata.uns.get(K.UNS, {}).get(K.ROOT, "."))
+
+
+def resolve(adata: ad.AnnData, value: str, root: str | Path | None = None) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else cohort_root(adata, root) / path
+
+
+def covariate_keys(adata: ad.AnnData) -> tuple[list[str], list[str]]:
+    cov = adata.uns.get(K.UNS, {}).get(K.COVARIATES, {})
+    return list(cov.get(K.CATEGORICAL, {})), list(cov.get(K.NUMERIC, {}))
+
+
+# --------------------------------------------------------------------------------------------
+# validation
+
+
+def validate_cohort(adata: ad.AnnData, *, root: str | Path | None = None, check_files: bool = True, progress: bool = True) -> dict:
+    """Check a cohort against the data contract; raise CohortError listing every problem.
+
+    Checks: unique patient ids, numeric finite expression for patients flagged with expression,
+    declared covariates present with their vocabularies, image/mask files present and readable
+    with `spatial_dims` spatial axes, masks with the image's spatial shape and integer labels.
+    With `check_files`, also records `image_size`, `channels` and mask labels in `uns["rg"]`.
+    Returns a summary dict.
+    """
+    if K.UNS not in adata.uns:
+        raise CohortError("cohort has no uns['rg'] setup; build it with make_cohort or setup_cohort")
+    rg = adata.uns[K.UNS]
+    problems: list[str] = []
+    dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
+    if dup:
+        problems.append(f"duplicate patient ids: {dup[:_MAX_LISTED]}")
+    dupg = adata.var_names[adata.var_names.duplicated()].unique().tolist()
+    if dupg:
+        problems.append(f"duplicate gene names: {dupg[:_MAX_LISTED]}")
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    if adata.n_vars and not np.issubdtype(X.dtype, np.number):
+        problems.append(f"expression X has non-numeric dtype {X.dtype}")
+    elif adata.n_vars:
+        flagged = adata.obs[K.HAS_EXPRESSION].to_numpy(bool)
+        rows, cols = np.nonzero(~np.isfinite(X) & flagged[:, None])
+        for r, c in list(zip(rows, cols, strict=True))[:_MAX_LISTED]:
+            problems.append(f"patient '{adata.obs_names[r]}': expression of gene '{adata.var_names[c]}' is {X[r, c]}")
+        if len(rows) > _MAX_LISTED:
+            problems.append(f"... {len(rows)} non-finite expression values in all")
+    for key, vocab in rg.get(K.COVARIATES, {}).get(K.CATEGORICAL, {}).items():
+        if key not in adata.obs.columns:
+            problems.append(f"covariate column '{key}' declared in uns['rg'] is missing from obs")
+            continue
+        unseen = sorted(set(adata.obs[key].dropna().astype(str)) - set(map(str, vocab)))
+        if unseen:
+            problems.append(f"covariate '{key}' has values {unseen} outside its vocabulary {list(vocab)}")
+    for key in rg.get(K.COVARIATES, {}).get(K.NUMERIC, {}):
+        if key not in adata.obs.columns:
+            problems.append(f"covariate column '{key}' declared in uns['rg'] is missing from obs")
+        elif not pd.api.types.is_numeric_dtype(adata.obs[key]):
+            problems.append(f"numeric covariate '{key}' has dtype {adata.obs[key].dtype}")
+    summary = {
+        "patients": adata.n_obs,
+        "genes": adata.n_vars,
+        "with_expression": int(adata.obs[K.HAS_EXPRESSION].sum()),
+        "with_image": int(adata.obs[K.HAS_IMAGE].sum()),
+        "with_mask": int(adata.obs[K.HAS_MASK].sum()),
+        "paired": int((adata.obs[K.HAS_EXPRESSION] & adata.obs[K.HAS_IMAGE]).sum()),
+        "spatial_dims": int(rg.get(K.SPATIAL_DIMS, 2)),
+    }
+    if check_files and summary["with_image"] + summary["with_mask"]:
+        problems += _check_files(adata, root, progress, summary)
+    _fail(problems, "cohort validation failed")
+    return summary
+
+
+def _check_files(adata, root, progress, summary) -> list[str]:
+    rg = adata.uns[K.UNS]
+    spatial_dims = int(rg.get(K.SPATIAL_DIMS, 2))
+    obs = adata.obs
+    problems: list[str] = []
+    shapes: Counter = Counter()
+    channels: Counter = Counter()
+    labels: set = set()
+    rows = obs[obs[K.HAS_IMAGE] | obs[K.HAS_MASK]]
+    for pid, row in tqdm(rows.iterrows(), total=len(rows), desc="checking images", disable=not progress, leave=False):
+        image = mask = None
+        if row[K.HAS_MASK] and not row[K.HAS_IMAGE]:
+            problems.append(f"patient '{pid}': has a mask but no image")
+        for col in (K.IMAGE, K.MASK):
+            if not row.get(col, ""):
+                continue
+            path = resolve(adata, row[col], root)
+            try:
+                arr = load_image(path, spatial_dims)
+            except (OSError, ValueError) as err:
+                problems.append(f"patient '{pid}', {col} {path}: {err}")
+                continue
+            if col == K.IMAGE:
+                image = arr
+            else:
+                mask = arr
+        if image is not None:
+            shapes[tuple(image.shape[1:])] += 1
+            channels[image.shape[0]] += 1
+        if mask is not None:
+            if mask.shape[0] != 1:
+                problems.append(f"patient '{pid}': mask {row[K.MASK]} has {mask.shape[0]} channels; a mask has one")
+            if image is not None and mask.shape[1:] != image.shape[1:]:
+                problems.append(
+                    f"patient '{pid}': image {row[K.IMAGE]} has spatial shape {tuple(image.shape[1:])} "
+                    f"but mask {row[K.MASK]} has {tuple(mask.shape[1:])}"
+                )
+            values = np.unique(mask)
+            if (values < 0).any() or not np.allclose(values, np.round(values)):
+                shown = values[:6].tolist()
+                problems.append(f"patient '{pid}': mask {row[K.MASK]} is neither binary nor integer labels (values {shown}...)")
+            else:
+                labels.update(int(v) for v in values)
+    if shapes:
+        size = list(shapes.most_common(1)[0][0])
+        rg[K.IMAGE_SIZE] = size
+        rg[K.CHANNELS] = int(channels.most_common(1)[0][0])
+        summary["image_size"] = size
+        summary["image_sizes_seen"] = len(shapes)
+        if len(channels) > 1:
+            problems.append(f"images differ in channel count: {dict(channels)}")
+    if labels:
+        rg["mask_labels"] = sorted(labels)
+        summary["mask_labels"] = sorted(labels)
+    return problems
+
+
+def check_covariates(adata_or_uns, values: dict) -> dict:
+    """Check requested covariate values (at sampling time) against the cohort's vocabularies."""
+    uns = adata_or_uns.uns if hasattr(adata_or_uns, "uns") else adata_or_uns
+    cov = uns.get(K.UNS, uns).get(K.COVARIATES, {})
+    cat, num = cov.get(K.CATEGORICAL, {}), cov.get(K.NUMERIC, {})
+    out = {}
+    for key, value in values.items():
+        if key in cat:
+            allowed = [str(v) for v in cat[key]]
+            if str(value) not in allowed:
+                raise ValueError(f"covariate '{key}' has no category {value!r}; the cohort's categories are {allowed}")
+            out[key] = str(value)
+        elif key in num:
+            try:
+                out[key] = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"numeric covariate '{key}' needs a number; got {value!r}") from None
+        else:
+            raise ValueError(f"unknown covariate '{key}'; the cohort's covariates are {sorted(cat) + sorted(num)}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# h5ad
+
+
+def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
+    """Write a cohort as h5ad, atomically. Relative image paths stay relative to its folder."""
+    path = Path(path)
+    rg = dict(adata.uns.get(K.UNS, {}))
+    root = rg.pop(K.ROOT, None)
+    out = adata.copy()
+    out.uns[K.UNS] = rg
+    if root is not None and Path(root).resolve() != path.parent.resolve():
+        for col in (K.IMAGE, K.MASK):
+            if col in out.obs.columns:
+                out.obs[col] = [_relocate(v, Path(root), path.parent) for v in out.obs[col]]
+    return atomic_write(path, lambda tmp: out.write_h5ad(tmp))
+
+
+def _relocate(value: str, old_root: Path, new_root: Path) -> str:
+    if not value or Path(value).is_absolute():
+        return value
+    import os
+
+    absolute = (old_root / value).resolve()
+    try:
+        return os.path.relpath(absolute, new_root.resolve())
+    except ValueError:  # other drive on Windows
+        return str(absolute)
+
+
+def read_cohort(path: str | Path) -> ad.AnnData:
+    """Read a cohort h5ad; relative image paths resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cohort file not found: {path}")
+    try:
+        adata = ad.read_h5ad(path)
+    except Exception as err:  # h5py raises OSError/KeyError variants for non-h5ad files
+        raise ValueError(f"cannot read cohort {path} as h5ad: {err}") from err
+    if K.UNS not in adata.uns:
+        raise CohortError(f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`")
+    adata.uns[K.UNS] = dict(adata.uns[K.UNS])
+    adata.uns[K.UNS][K.ROOT] = str(path.parent.resolve())
+    return adata

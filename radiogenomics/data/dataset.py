@@ -1,0 +1,138 @@
+"""A torch Dataset over a cohort: expression, covariates, image and mask per patient.
+
+Images go through MONAI dictionary transforms built from `DataConfig`: load, channel-first,
+intensity to [-1, 1], resize to the configured size (masks with nearest neighbour), optional
+augmentation. Deterministic transforms are cached (MONAI CacheDataset) for the configured
+fraction of the cohort. Patients without an image get zeros and `has_image=False`; patients
+without expression get zeros and `has_expression=False`, so a batch always has one layout.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import torch
+from monai import transforms as mt
+from monai.data import CacheDataset
+from torch.utils.data import Dataset
+
+from radiogenomics import _keys as K
+from radiogenomics.config import DataConfig
+from radiogenomics.data.cohort import covariate_keys, resolve
+
+
+class LoadCohortImaged(mt.MapTransform):
+    """Load image/mask files channel-first with the cohort's spatial_dims (MONAI readers)."""
+
+    def __init__(self, keys, spatial_dims: int):
+        super().__init__(keys, allow_missing_keys=True)
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, data):
+        from radiogenomics.data.io import load_image
+
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = load_image(d[key], self.spatial_dims)
+        return d
+
+
+def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
+    """The MONAI dictionary pipeline for `image` and `mask` (keys may be absent)."""
+    keys = [K.IMAGE, K.MASK]
+    steps: list = [LoadCohortImaged(keys, cfg.spatial_dims)]
+    if cfg.intensity == "minmax":
+        steps.append(mt.ScaleIntensityd(K.IMAGE, minv=-1.0, maxv=1.0, allow_missing_keys=True))
+    elif cfg.intensity == "percentile":
+        lower, upper = cfg.percentiles
+        steps.append(
+            mt.ScaleIntensityRangePercentilesd(K.IMAGE, lower=lower, upper=upper, b_min=-1.0, b_max=1.0, clip=True, allow_missing_keys=True)
+        )
+    else:
+        steps.append(mt.ScaleIntensityRanged(K.IMAGE, a_min=cfg.a_min, a_max=cfg.a_max, b_min=-1.0, b_max=1.0, clip=True, allow_missing_keys=True))
+    linear = "bilinear" if cfg.spatial_dims == 2 else "trilinear"
+    steps.append(
+        mt.Resized(keys, spatial_size=spatial_size, mode=(linear, "nearest"), anti_aliasing=(True, False), allow_missing_keys=True)
+    )
+    if cfg.augment:
+        steps += [
+            mt.RandFlipd(keys, prob=0.5, spatial_axis=0, allow_missing_keys=True),
+            mt.RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=[0.2] * (1 if cfg.spatial_dims == 2 else 3),
+                scale_range=[0.1] * cfg.spatial_dims,
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+                allow_missing_keys=True,
+            ),
+        ]
+    steps.append(mt.EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False, allow_missing_keys=True))
+    return mt.Compose(steps)
+
+
+class CohortDataset(Dataset):
+    """Patients of a cohort as dicts of tensors.
+
+    Each item: `expression` (n_genes,), `categorical` (n_cat,) long codes, `numeric` (n_num,)
+    standardised, `image` (C, *spatial) in [-1, 1], `mask` (1, *spatial) in {0, 1},
+    `has_expression`, `has_image`, `has_mask` booleans, and `index` (row in the cohort).
+    Works with `torch.utils.data.DistributedSampler` like any map-style dataset.
+    """
+
+    def __init__(self, adata: ad.AnnData, cfg: DataConfig | None = None, *, root=None, indices=None, progress: bool = False):
+        cfg = cfg or DataConfig()
+        rg = adata.uns.get(K.UNS, {})
+        cohort_dims = int(rg.get(K.SPATIAL_DIMS, 2))
+        if cohort_dims != cfg.spatial_dims:
+            raise ValueError(
+                f"config data.spatial_dims={cfg.spatial_dims} but the cohort has spatial_dims={cohort_dims} "
+                f"(image_size {list(rg.get(K.IMAGE_SIZE, []))})"
+            )
+        self.spatial_size = list(cfg.image_size or rg.get(K.IMAGE_SIZE, []))
+        has_image = adata.obs[K.HAS_IMAGE].to_numpy(bool)
+        if has_image.any() and len(self.spatial_size) != cfg.spatial_dims:
+            raise ValueError("the cohort has no uns['rg']['image_size']; validate it or set data.image_size")
+        self.channels = int(rg.get(K.CHANNELS, cfg.channels))
+        self.indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        cat_keys, num_keys = covariate_keys(adata)
+        num_stats = rg.get(K.COVARIATES, {}).get(K.NUMERIC, {})
+        obs = adata.obs
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        self.expression = torch.as_tensor(np.nan_to_num(X, nan=0.0), dtype=torch.float32)
+        self.categorical = torch.as_tensor(
+            np.stack([obs[k].cat.codes.to_numpy() for k in cat_keys], 1) if cat_keys else np.zeros((adata.n_obs, 0)),
+            dtype=torch.long,
+        )
+        num = [((obs[k].to_numpy(float) - num_stats[k]["mean"]) / num_stats[k]["std"]) for k in num_keys]
+        self.numeric = torch.as_tensor(np.stack(num, 1) if num else np.zeros((adata.n_obs, 0)), dtype=torch.float32)
+        self.flags = {k: torch.as_tensor(obs[k].to_numpy(bool)) for k in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK)}
+        records = []
+        for i in self.indices:
+            rec = {}
+            for col, flag in ((K.IMAGE, K.HAS_IMAGE), (K.MASK, K.HAS_MASK)):
+                if obs[flag].iat[i]:
+                    rec[col] = str(resolve(adata, obs[col].iat[i], root))
+            records.append(rec)
+        self.transform = image_transforms(cfg, self.spatial_size)
+        self.images = CacheDataset(records, self.transform, cache_rate=cfg.cache_rate, num_workers=0, progress=progress)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict:
+        row = int(self.indices[i])
+        files = self.images[i]
+        zeros = torch.zeros([self.channels, *self.spatial_size]) if self.spatial_size else torch.zeros(0)
+        image = files.get(K.IMAGE, zeros)
+        mask = files.get(K.MASK, torch.zeros([1, *self.spatial_size]) if self.spatial_size else torch.zeros(0))
+        return {
+            "index": row,
+            "expression": self.expression[row],
+            "categorical": self.categorical[row],
+            "numeric": self.numeric[row],
+            K.IMAGE: image,
+            K.MASK: (mask > 0.5).float() if mask.numel() else mask,
+            **{k: v[row] for k, v in self.flags.items()},
+        }
+

@@ -1,0 +1,265 @@
+"""Image and mask files: reading through MONAI, atomic writing, channel-first arrays.
+
+Every array here is channel-first, `(C, *spatial)`, with `spatial` in the file's own index order
+(numpy row/column order for PNG/TIFF/NPY, voxel order for NIfTI and DICOM).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+# MONAI's PydicomReader warns on every construction that the CUDA DICOM decoder is absent;
+# the CPU decoder is the expected path here, so keep that one message quiet.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+
+NIFTI = (".nii", ".nii.gz")
+PIL_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+NUMPY = (".npy",)
+DICOM = (".dcm", "dicom")
+FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "npy": ".npy", "png": ".png", "tif": ".tif", "dicom": ""}
+
+
+def suffix_of(path: str | Path) -> str:
+    """The file type of `path`: '.nii.gz', '.png', ..., or 'dicom' for a folder of DICOM files."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        return ".nii.gz"
+    if path.is_dir():
+        return "dicom"
+    return path.suffix.lower()
+
+
+def _loader(path: Path):
+    """A MONAI LoadImage for `path`'s type (cached: building one registers every reader)."""
+    suffix = suffix_of(path)
+    for kind, suffixes in (("nifti", NIFTI), ("pil", PIL_SUFFIXES), ("numpy", NUMPY), ("dicom", DICOM)):
+        if suffix in suffixes:
+            return _cached_loader(kind)
+    raise ValueError(
+        f"{path}: unsupported image file type {suffix!r}; use NIfTI (.nii/.nii.gz), a DICOM folder "
+        f"or .dcm file, PNG/TIFF, or .npy"
+    )
+
+
+@functools.cache
+def _cached_loader(kind: str):
+    # MONAI readers by type; PIL without the (W, H) transpose so arrays match numpy order.
+    from monai.data import NibabelReader, NumpyReader, PILReader, PydicomReader
+    from monai.transforms import LoadImage
+
+    with warnings.catch_warnings():  # see the logging note at the top: no CUDA decoder here
+        warnings.simplefilter("ignore", UserWarning)
+        reader = {
+            "nifti": NibabelReader,
+            "pil": lambda: PILReader(reverse_indexing=False),
+            "numpy": NumpyReader,
+            "dicom": PydicomReader,
+        }[kind]()
+        return LoadImage(reader=reader, image_only=True)
+
+
+def load_image(path: str | Path, spatial_dims: int | None = None) -> np.ndarray:
+    """Read an image or mask file into a float32 `(C, *spatial)` array.
+
+    `spatial_dims` decides where the channel axis is when the file does not say: an array with
+    `spatial_dims` axes gets a channel axis of 1; one with an extra axis of size <= 4 at the start
+    or end has that as channels. Anything else is a ValueError naming the file and its shape.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    loader = _loader(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            img = loader(str(path))
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as err:  # a corrupt file surfaces as many different library errors
+        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {err}") from err
+    arr = np.asarray(img.array if hasattr(img, "array") else img, dtype=np.float32)
+    meta_channel = getattr(img, "meta", {}).get("original_channel_dim", float("nan"))
+    return to_channel_first(arr, spatial_dims, meta_channel, source=str(path))
+
+
+def to_channel_first(arr: np.ndarray, spatial_dims: int | None, meta_channel=None, source="array"):
+    """Put the channel axis first, checking the number of spatial axes."""
+    if isinstance(meta_channel, (int, np.integer)) and arr.ndim >= 3:
+        arr = np.moveaxis(arr, int(meta_channel), 0)
+        if spatial_dims is not None and arr.ndim - 1 != spatial_dims:
+            raise ValueError(
+                f"{source}: shape {tuple(arr.shape)} (channels first) has {arr.ndim - 1} spatial "
+                f"dims, but the cohort has spatial_dims={spatial_dims}"
+            )
+        return arr
+    if spatial_dims is None:
+        spatial_dims = arr.ndim
+    if arr.ndim == spatial_dims:
+        return arr[None]
+    if arr.ndim == spatial_dims + 1:
+        if arr.shape[0] <= 4:
+            return arr
+        if arr.shape[-1] <= 4:
+            return np.moveaxis(arr, -1, 0)
+    # A 2D image stored with a trailing singleton (X, Y, 1) NIfTI is still 2D.
+    if arr.ndim == spatial_dims + 1 and 1 in arr.shape:
+        return np.moveaxis(arr, arr.shape.index(1), 0)
+    raise ValueError(
+        f"{source}: shape {tuple(arr.shape)} does not fit spatial_dims={spatial_dims} "
+        f"(expected {spatial_dims} spatial axes plus at most one channel axis of size <= 4)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# atomic writing
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call `write(tmp)` on a temporary name beside `path`, then rename it into place.
+
+    The temporary name keeps the suffix so writers that dispatch on it behave the same.
+    A crash leaves the old file (or none), never half of a new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name
+    suffix = ".nii.gz" if name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def save_image(array: np.ndarray, path: str | Path) -> Path:
+    """Write a `(C, *spatial)` array to `path`, the format chosen by its suffix, atomically.
+
+    PNG/TIFF hold 2D only: integer arrays are written as they are (uint8/uint16), float arrays
+    in [0, 1] as uint16. Writing is plain nibabel/PIL/numpy/pydicom: MONAI's writers add
+    resampling and metadata handling that these fixed-grid files do not need.
+    """
+    array = np.asarray(array)
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+    if array.ndim < 3:
+        raise ValueError(f"{path}: save_image takes a channel-first (C, *spatial) array; got {array.shape}")
+    if suffix in NIFTI:
+        import nibabel as nib
+
+        data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+        return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, np.eye(4)), tmp))
+    if suffix in NUMPY:
+        return atomic_write(path, lambda tmp: np.save(tmp, array))
+    if suffix in PIL_SUFFIXES:
+        return atomic_write(path, lambda tmp: _save_pil(array, tmp, path))
+    if suffix in ("", ".dcm"):
+        return _save_dicom_series(array, path)
+    raise ValueError(f"{path}: cannot write image file type {suffix!r}")
+
+
+def _save_pil(array: np.ndarray, tmp: Path, path: Path) -> None:
+    from PIL import Image
+
+    if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
+        raise ValueError(f"{path}: PNG/TIFF hold 2D images with 1, 3 or 4 channels; got shape {array.shape}")
+    if np.issubdtype(array.dtype, np.floating):
+        if array.min() < 0 or array.max() > 1:
+            raise ValueError(f"{path}: float images written as PNG/TIFF must lie in [0, 1]")
+        array = np.round(array * 65535).astype(np.uint16)
+        if array.shape[0] != 1:
+            raise ValueError(f"{path}: 16-bit PNG/TIFF must be single-channel; write uint8 for colour")
+    elif array.dtype == np.bool_ or array.max() <= 255 and array.min() >= 0:
+        array = array.astype(np.uint8)
+    elif array.min() >= 0 and array.max() <= 65535 and array.shape[0] == 1:
+        array = array.astype(np.uint16)
+    else:
+        raise ValueError(f"{path}: integer values outside the PNG/TIFF range (uint8 or 1-channel uint16)")
+    data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
+    Image.fromarray(data).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
+
+
+def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
+    """Write a single-channel volume as a folder of DICOM slices (or one .dcm for a 2D image).
+
+    Values are stored as uint16 with a rescale slope/intercept, so float data comes back within
+    one quantisation step. The folder is written under a temporary name and renamed.
+    """
+    import shutil
+
+    if array.shape[0] != 1:
+        raise ValueError(f"{path}: DICOM writing takes single-channel arrays; got {array.shape[0]} channels")
+    data = array[0].astype(np.float64)
+    lo, hi = float(data.min()), float(data.max())
+    slope = (hi - lo) / 65535 if hi > lo else 1.0
+    stored = np.round((data - lo) / slope).astype(np.uint16)
+    if path.suffix.lower() == ".dcm":
+        if stored.ndim != 2:
+            raise ValueError(f"{path}: a single .dcm file holds a 2D image; write a 3D volume to a folder")
+        return atomic_write(path, lambda tmp: _dicom_slice(stored, lo, slope, 0).save_as(tmp, enforce_file_format=True))
+    if stored.ndim != 3:
+        raise ValueError(f"{path}: a DICOM folder holds a 3D volume; got spatial shape {stored.shape}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        for k in range(stored.shape[2]):
+            _dicom_slice(stored[:, :, k], lo, slope, k).save_as(tmp / f"slice_{k:04d}.dcm", enforce_file_format=True)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _dicom_slice(plane: np.ndarray, intercept: float, slope: float, index: int):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "CT"
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"  # one series per folder
+    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.InstanceNumber = index + 1
+    ds.ImagePositionPatient = [0.0, 0.0, float(index)]
+    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    ds.PixelSpacing = [1.0, 1.0]
+    ds.SliceThickness = 1.0
+    # DICOM stores rows x columns; MONAI's PydicomReader returns (columns, rows), so transpose.
+    pixels = np.ascontiguousarray(plane.T)
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = f"{intercept:.10g}"[:16]
+    ds.RescaleSlope = f"{slope:.10g}"[:16]
+    ds.PixelData = pixels.tobytes()
+    return ds

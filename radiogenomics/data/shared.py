@@ -1,0 +1,115 @@
+"""The shared real data (`../shared/data`, see its README): find it and prepare image cohorts.
+
+The image sets there are numpy arrays (`.npz`); `prepare_shared` writes them out as PNG files plus
+an image table, so that a manifest in `data_manifests/` can build a cohort from them. The prepared
+folder is self-contained: images, masks, `images.csv`, and copies of the small tables the manifest
+reads (with `SOURCE.txt`, which carries the licence terms). Expression-only sets (TCGA-GBM, NSCLC)
+need no preparation: their manifests read the shared files directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from radiogenomics.data.io import atomic_write, atomic_write_text, save_image
+
+log = logging.getLogger(__name__)
+
+ENV_VAR = "RADIOGENOMICS_SHARED_DATA"
+
+
+def find_shared_data() -> Path:
+    """The shared data folder: $RADIOGENOMICS_SHARED_DATA, else `../shared/data` beside the repo.
+
+    The folder may not exist (an installed package, a machine without the data); callers check.
+    """
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR]).expanduser()
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+SHARED_DATA = find_shared_data()
+
+# name -> (folder under the shared data, npz file, tables copied beside the images)
+DATASETS = {
+    "tcga-lgg": (
+        "tcga-lgg",
+        "lgg_max_area_slice_256.npz",
+        ["data.csv", "expression_24genes.csv", "lgg_clinical_rtcga_110.csv", "SOURCE.txt"],
+    ),
+    "mini-mias": ("mini-mias", "mias_lesion_crops_128.npz", ["SOURCE.txt", "Licence.txt"]),
+}
+IMAGE_TABLE = "images.csv"
+
+
+def prepare_shared(
+    name: str, data_dir: str | Path | None, out_dir: str | Path, progress: bool = True
+) -> Path:
+    """Write a shared image set as PNG images and masks plus `images.csv`; return `out_dir`.
+
+    `data_dir` is the shared data folder (or the data set's own folder; None: `SHARED_DATA`).
+    `images.csv` has columns id, image, mask (paths relative to `out_dir`) and, for mini-MIAS,
+    the lesion annotations. Running it again overwrites the files; every write is atomic.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown shared data set {name!r}; choose one of {sorted(DATASETS)}")
+    folder, npz, tables = DATASETS[name]
+    data_dir = Path(SHARED_DATA if data_dir is None else data_dir)
+    source = data_dir / folder if (data_dir / folder).is_dir() else data_dir
+    for file in [npz, *tables]:
+        if not (source / file).is_file():
+            raise FileNotFoundError(f"shared data file not found: {source / file}")
+    out_dir = Path(out_dir)
+    with np.load(source / npz, allow_pickle=False) as arrays:
+        data = {key: arrays[key] for key in arrays.files}
+    rows = _lgg_rows(data) if name == "tcga-lgg" else _mias_rows(data)
+    # images (N, H, W[, C]) -> channel-first (C, H, W); masks (N, H, W) -> (1, H, W)
+    images, masks = data["images"], data["masks"]
+    for i, row in enumerate(tqdm(rows, desc=f"writing {name}", disable=not progress)):
+        image = images[i][None] if images.ndim == 3 else np.moveaxis(images[i], -1, 0)
+        save_image(image, out_dir / row["image"])
+        save_image(masks[i][None].astype(np.uint8), out_dir / row["mask"])
+    for file in tables:
+        atomic_write(out_dir / file, lambda tmp, src=source / file: shutil.copyfile(src, tmp))
+    atomic_write_text(out_dir / IMAGE_TABLE, pd.DataFrame(rows).to_csv(index=False))
+    log.info("prepared %s: %d images in %s", name, len(rows), out_dir)
+    return out_dir
+
+
+def _lgg_rows(data: dict) -> list[dict]:
+    # one slice per patient (the largest tumour area); ids are already 'TCGA-CS-4941'
+    return [
+        {"id": pid, "image": f"images/{pid}.png", "mask": f"masks/{pid}.png"}
+        for pid in map(str, data["patient"])
+    ]
+
+
+def _mias_rows(data: dict) -> list[dict]:
+    # one row per lesion: id = film refnum, with _1, _2, ... where a film has several lesions
+    refnums = [str(r) for r in data["refnum"]]
+    counts = pd.Series(refnums).value_counts()
+    seen: dict[str, int] = {}
+    rows = []
+    for i, ref in enumerate(refnums):
+        seen[ref] = seen.get(ref, 0) + 1
+        lesion_id = f"{ref}_{seen[ref]}" if counts[ref] > 1 else ref
+        rows.append(
+            {
+                "id": lesion_id,
+                "image": f"images/{lesion_id}.png",
+                "mask": f"masks/{lesion_id}.png",
+                "refnum": ref,
+                # films come in left/right pairs of one woman: mdb001+mdb002 -> mias001
+                "subject": f"mias{(int(ref[3:]) + 1) // 2:03d}",
+                **{key: data[key][i].item() for key in ("tissue", "abnormality", "severity")},
+                **{key: int(data[key][i]) for key in ("x", "y", "radius")},
+            }
+        )
+    return rows
