@@ -52,13 +52,14 @@ def make_cohort(
     """
     obs = obs.copy()
     obs.index = obs.index.astype(str)
+    # obs first: without an expression table its index is obs's, and the error should say so
+    _check_unique(obs.index, "patient table ids")
     if expression is None:
         expression = pd.DataFrame(index=obs.index, dtype=np.float32)
     expression = expression.copy()
     expression.index = expression.index.astype(str)
     expression.columns = expression.columns.astype(str)
     _check_unique(expression.index, "expression table patient ids")
-    _check_unique(obs.index, "patient table ids")
     _check_unique(expression.columns, "gene names")
     bad = [g for g in expression.columns if not pd.api.types.is_numeric_dtype(expression[g])]
     if bad:
@@ -268,7 +269,7 @@ def _check_files(adata, root, progress, summary) -> list[str]:
                 shown = values[:6].tolist()
                 problems.append(f"patient '{pid}': mask {row[K.MASK]} is neither binary nor integer labels (values {shown}...)")
             else:
-                labels.update(int(v) for v in values)
+                labels.update(int(np.rint(v)) for v in values)  # rint: 0.9999999 read back is label 1
     if shapes:
         size = list(shapes.most_common(1)[0][0])
         rg[K.IMAGE_SIZE] = size
@@ -320,7 +321,7 @@ def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
         for col in (K.IMAGE, K.MASK):
             if col in out.obs.columns:
                 out.obs[col] = [_relocate(v, Path(root), path.parent) for v in out.obs[col]]
-    return atomic_write(path, lambda tmp: out.write_h5ad(tmp))
+    return atomic_write(path, lambda tmp: out.write_h5ad(tmp, convert_strings_to_categoricals=False))
 
 
 def _relocate(value: str, old_root: Path, new_root: Path) -> str:

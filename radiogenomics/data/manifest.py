@@ -315,7 +315,7 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
     if m.images is not None:
         # the images spec decides the paths, also when the clinical table is the image table
         obs = obs.drop(columns=[c for c in images.columns if c in obs.columns]).join(images)
-    obs = _handle_missing_covariates(obs, m.covariates, provenance)
+    obs = _writable(_handle_missing_covariates(obs, m.covariates, provenance))
     if expression is not None:
         expression = _handle_missing_expression(expression.loc[[i for i in obs.index if i in expression.index]], m.expression.missing, provenance)
     adata = make_cohort(
@@ -329,6 +329,23 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
     adata.uns[K.UNS][K.ROOT] = str(root)
     log.info("manifest %s: %d patients, %d genes", source, adata.n_obs, adata.n_vars)
     return adata
+
+
+def _writable(obs: pd.DataFrame) -> pd.DataFrame:
+    """Make object columns h5ad-writable: all missing -> float NaN, mixed types -> strings.
+
+    A clinical column can be empty for the selected patients, or mix strings with numbers or
+    booleans after recoding and joining; h5py refuses to write either.
+    """
+    for col in obs.columns:
+        if obs[col].dtype != object:
+            continue
+        values = obs[col].dropna()
+        if values.empty:
+            obs[col] = obs[col].astype(np.float64)
+        elif not all(isinstance(v, str) for v in values):
+            obs[col] = obs[col].map(lambda v: v if pd.isna(v) else _key(v))
+    return obs
 
 
 def _handle_missing_covariates(obs: pd.DataFrame, spec: CovariateSpec, provenance: dict) -> pd.DataFrame:

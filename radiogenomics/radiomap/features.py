@@ -55,7 +55,7 @@ def lesion_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         "margin": float(1.0 - solidity),
         "contrast": top - bg,
         "texture": float(residual[rim].std()) if rim.sum() > 2 else 0.0,
-        "necrosis": float(dark.sum() / n),
+        "necrosis": float(dark.sum() / max(interior.sum(), 1)),
     }
 
 

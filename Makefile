@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each sets up .venv first).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(STAMP)
+
+# torch is pinned and installed first: the machines here carry the 2.13.0 CPU wheel locally,
+# and an unpinned torch would pull several GB of CUDA packages.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/radiogenomics demo --config configs/demo.yaml --out demo_out
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+lint: $(STAMP)
+	$(BIN)/ruff check radiogenomics tests benchmarks
+	$(BIN)/ruff format --check radiogenomics tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest benchmarks --benchmark-only
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .benchmarks

@@ -1,0 +1,110 @@
+"""Plots. They read a cohort and never modify it; each returns the matplotlib Figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import matplotlib
+
+matplotlib.use("Agg")  # headless by default; an interactive session may switch back
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from radiogenomics import _keys as K  # noqa: E402
+from radiogenomics.data.cohort import covariate_keys, resolve  # noqa: E402
+from radiogenomics.data.io import load_image  # noqa: E402
+
+
+def _display_slice(image: np.ndarray, mask: np.ndarray | None):
+    """A 2D view of a `(C, *spatial)` image: itself in 2D, the slice with most lesion in 3D."""
+    img = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
+    msk = None if mask is None else mask[0]
+    if image.ndim - 1 == 3:
+        k = int(np.argmax(msk.sum(axis=(0, 1)))) if msk is not None and msk.any() else image.shape[-1] // 2
+        img = image[0, :, :, k]
+        msk = None if msk is None else msk[:, :, k]
+    return img, msk
+
+
+def patients(
+    adata: ad.AnnData,
+    n: int = 16,
+    *,
+    images: np.ndarray | None = None,
+    masks: np.ndarray | None = None,
+    color_by: str | None = None,
+    ncols: int = 8,
+    seed: int = 0,
+    save: str | Path | None = None,
+):
+    """A grid of patients: image (middle lesion slice in 3D) with the mask outline.
+
+    Images are read from the cohort's files unless `images`/`masks` arrays `(N, C, *spatial)`
+    are given. Titles show the patient id and `color_by` (default: the first covariate).
+    """
+    has_image = adata.obs[K.HAS_IMAGE].to_numpy(bool)
+    rows = np.flatnonzero(has_image)
+    if rows.size == 0:
+        raise ValueError("the cohort has no patients with an image to plot")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(rows, size=min(n, rows.size), replace=False))
+    cat, num = covariate_keys(adata)
+    color_by = color_by or (cat + num + [None])[0]
+    if color_by is not None and color_by not in adata.obs.columns:
+        raise ValueError(f"color_by '{color_by}' is not an obs column")
+    spatial_dims = int(adata.uns[K.UNS][K.SPATIAL_DIMS])
+    ncols = min(ncols, rows.size)
+    nrows = int(np.ceil(rows.size / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.75 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, r in zip(axes.ravel(), rows, strict=False):
+        if images is not None:
+            image = images[r]
+            mask = masks[r] if masks is not None else None
+        else:
+            image = load_image(resolve(adata, adata.obs[K.IMAGE].iat[r]), spatial_dims)
+            has_mask = adata.obs[K.HAS_MASK].iat[r]
+            mask = load_image(resolve(adata, adata.obs[K.MASK].iat[r]), spatial_dims) if has_mask else None
+        img, msk = _display_slice(image, mask)
+        if img.ndim == 3:
+            img = (img - img.min()) / max(np.ptp(img), 1e-8)
+        ax.imshow(img, cmap="gray", interpolation="nearest")
+        if msk is not None and msk.any():
+            ax.contour(msk > 0, levels=[0.5], colors="tab:red", linewidths=0.7)
+        label = adata.obs_names[r]
+        if color_by is not None:
+            value = adata.obs[color_by].iat[r]
+            label += f"\n{color_by}={value:.0f}" if isinstance(value, float) else f"\n{color_by}={value}"
+        ax.set_title(label, fontsize=6)
+    fig.suptitle(f"{rows.size} of {int(has_image.sum())} imaged patients ({spatial_dims}D)", fontsize=9)
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
+    """Heatmap of the phantom's ground-truth map (image-linked genes x lesion features)."""
+    phantom = adata.uns.get(K.UNS, {}).get(K.PHANTOM)
+    if phantom is None:
+        raise ValueError("the cohort has no phantom ground truth (uns['rg']['phantom'])")
+    truth = np.asarray(phantom["truth_map"])
+    linked = np.flatnonzero(np.abs(truth).sum(axis=1) > 0)
+    fig, ax = plt.subplots(figsize=(3.2, max(3.0, 0.045 * linked.size)))
+    lim = np.abs(truth).max()
+    im = ax.imshow(truth[linked], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_xticks(range(truth.shape[1]), list(phantom["features"]), rotation=60, ha="right", fontsize=7)
+    step = max(1, linked.size // 24)
+    ax.set_yticks(range(0, linked.size, step), adata.var_names[linked][::step], fontsize=5)
+    ax.set_title("ground-truth radiogenomic map", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="effect on feature")
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def _finish(fig, save):
+    if save is not None:
+        from radiogenomics.data.io import atomic_write
+
+        atomic_write(Path(save), lambda tmp: fig.savefig(tmp, dpi=150, format=Path(save).suffix.lstrip(".") or "png"))
+    return fig

@@ -1,0 +1,26 @@
+"""Shared fixtures: small phantom cohorts in 2D and 3D, written once per session."""
+
+from __future__ import annotations
+
+import pytest
+
+from radiogenomics.data.cohort import read_cohort
+from radiogenomics.data.phantom import make_phantom, write_phantom
+
+
+@pytest.fixture(scope="session", params=[2, 3], ids=["2d", "3d"])
+def spatial_dims(request) -> int:
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def phantom(spatial_dims):
+    """An in-memory phantom (48 patients, a few unpaired) for the given spatial_dims."""
+    return make_phantom(48, spatial_dims, seed=7, frac_image_only=0.1, frac_expression_only=0.1, progress=False)
+
+
+@pytest.fixture(scope="session")
+def phantom_cohort(phantom, tmp_path_factory):
+    """The same phantom written to disk (h5ad + NIfTI files) and read back."""
+    out = tmp_path_factory.mktemp(f"phantom{phantom.adata.uns['rg']['spatial_dims']}d")
+    return read_cohort(write_phantom(phantom, out, progress=False))
