@@ -347,6 +347,19 @@ def read_cohort(path: str | Path) -> ad.AnnData:
         raise ValueError(f"cannot read cohort {path} as h5ad: {err}") from err
     if K.UNS not in adata.uns:
         raise CohortError(f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`")
-    adata.uns[K.UNS] = dict(adata.uns[K.UNS])
-    adata.uns[K.UNS][K.ROOT] = str(path.parent.resolve())
+    rg = _as_lists(dict(adata.uns[K.UNS]))
+    for key in (K.IMAGE_SIZE, "mask_labels"):
+        if key in rg:
+            rg[key] = [int(v) for v in rg[key]]
+    rg[K.ROOT] = str(path.parent.resolve())
+    adata.uns[K.UNS] = rg
     return adata
+
+
+def _as_lists(node):
+    """h5ad returns lists of strings as numpy arrays; give vocabularies back as lists."""
+    if isinstance(node, dict):
+        return {k: _as_lists(v) for k, v in node.items()}
+    if isinstance(node, np.ndarray) and node.ndim == 1 and node.dtype.kind in "OUS":
+        return [str(v) for v in node]
+    return node

@@ -238,7 +238,8 @@ def _handle_missing_expression(table: pd.DataFrame, how: str, provenance: dict) 
 def read_clinical(spec: ClinicalSpec, root: Path) -> pd.DataFrame:
     path = _file(root, spec.path, "clinical")
     skip = [r + 1 for r in spec.skip_rows]  # +1: pandas counts the header line
-    table = pd.read_csv(path, sep=_sep(path, spec.sep), skiprows=skip, na_values=spec.na_values)
+    # ids as text: '001' must stay '001' to join the (text) expression and image ids
+    table = pd.read_csv(path, sep=_sep(path, spec.sep), skiprows=skip, na_values=spec.na_values, dtype={spec.id_column: str})
     if spec.id_column not in table.columns:
         raise ValueError(f"clinical table {path} has no id column '{spec.id_column}'; columns start {list(table.columns[:8])}")
     table.index = _map_ids(table.pop(spec.id_column), spec, f"clinical table {path}")
@@ -332,19 +333,23 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
 
 
 def _writable(obs: pd.DataFrame) -> pd.DataFrame:
-    """Make object columns h5ad-writable: all missing -> float NaN, mixed types -> strings.
+    """Make the extra text columns of obs h5ad-writable however the h5ad is written.
 
-    A clinical column can be empty for the selected patients, or mix strings with numbers or
-    booleans after recoding and joining; h5py refuses to write either.
+    A clinical column can be empty for the selected patients, mix strings with numbers or
+    booleans after recoding and joining, or have missing values; h5py writes none of these as
+    strings. All missing -> float NaN; values -> strings; with missing values -> categorical.
     """
     for col in obs.columns:
-        if obs[col].dtype != object:
+        if obs[col].dtype != object or col in (K.IMAGE, K.MASK):
             continue
         values = obs[col].dropna()
         if values.empty:
             obs[col] = obs[col].astype(np.float64)
-        elif not all(isinstance(v, str) for v in values):
+            continue
+        if not all(isinstance(v, str) for v in values):
             obs[col] = obs[col].map(lambda v: v if pd.isna(v) else _key(v))
+        if len(values) < len(obs):
+            obs[col] = obs[col].astype("category")
     return obs
 
 
@@ -382,7 +387,7 @@ def _build_from_table(path: Path, spatial_dims: int | None, root: Path | None) -
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
     root = path.parent.resolve() if root is None else root
-    table = pd.read_csv(path, sep=_sep(path, None))
+    table = pd.read_csv(path, sep=_sep(path, None), dtype={"id": str})  # '001' stays '001'
     if "id" not in table.columns:
         raise ValueError(f"CSV manifest {path} needs an 'id' column; columns: {list(table.columns)}")
     table = table.set_index(table.pop("id").astype(str))
