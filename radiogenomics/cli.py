@@ -28,8 +28,20 @@ def _config_args(p: argparse.ArgumentParser, config_positional: bool = False) ->
     if config_positional:
         p.add_argument("config", type=Path, help="YAML config (see configs/)")
     else:
-        p.add_argument("--config", type=Path, default=None, help="YAML config (see configs/); defaults when omitted")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config value (repeatable)")
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=None,
+            help="YAML config (see configs/); defaults when omitted",
+        )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
@@ -45,7 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="build the phantom cohort and figures of its patients")
     _config_args(p)
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
+    )
 
     cohort = sub.add_parser("cohort", help="build, validate and generate cohorts")
     csub = cohort.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -56,21 +70,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="image edge length (phantom.size)")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p = csub.add_parser("build", help="build a validated cohort .h5ad from a manifest (YAML or CSV)")
+    p = csub.add_parser(
+        "build", help="build a validated cohort .h5ad from a manifest (YAML or CSV)"
+    )
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
-    p.add_argument("--root", type=Path, default=None, help="folder the manifest's paths are relative to (overrides its root)")
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="folder the manifest's paths are relative to (overrides its root)",
+    )
     p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
-    p.add_argument("--no-check-files", action="store_true", help="skip reading every image and mask")
+    p.add_argument(
+        "--no-check-files", action="store_true", help="skip reading every image and mask"
+    )
     p = csub.add_parser("validate", help="validate a cohort .h5ad against the data contract")
     p.add_argument("cohort", type=Path)
-    p.add_argument("--no-check-files", action="store_true", help="skip reading every image and mask")
-    p = csub.add_parser("prepare-shared", help="write a shared real image set (../shared/data) as image files")
+    p.add_argument(
+        "--no-check-files", action="store_true", help="skip reading every image and mask"
+    )
+    p = csub.add_parser(
+        "prepare-shared", help="write a shared real image set (../shared/data) as image files"
+    )
     p.add_argument("name", help="tcga-lgg or mini-mias")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--data-dir", type=Path, default=None, help="the shared data folder (default: ../shared/data)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the shared data folder (default: ../shared/data)",
+    )
 
-    p = sub.add_parser("select-genes", help="select genes (differential expression or pathway gene sets)")
+    p = sub.add_parser(
+        "select-genes", help="select genes (differential expression or pathway gene sets)"
+    )
     _config_args(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -125,7 +159,9 @@ def cmd_demo(args) -> int:
         frac_expression_only=ph_cfg.frac_expression_only,
         progress=not args.quiet,
     )
-    path = write_phantom(phantom, out / "cohort", image_format=ph_cfg.image_format, progress=not args.quiet)
+    path = write_phantom(
+        phantom, out / "cohort", image_format=ph_cfg.image_format, progress=not args.quiet
+    )
     adata = read_cohort(path)
     summary = validate_cohort(adata, progress=not args.quiet)
     _say("phantom cohort", path)
@@ -146,7 +182,12 @@ def cmd_cohort(args) -> int:
         from radiogenomics.data.phantom import make_phantom, write_phantom
 
         overrides = list(args.overrides)
-        for flag, key in (("n", "phantom.n"), ("spatial_dims", "phantom.spatial_dims"), ("size", "phantom.size"), ("seed", "seed")):
+        for flag, key in (
+            ("n", "phantom.n"),
+            ("spatial_dims", "phantom.spatial_dims"),
+            ("size", "phantom.size"),
+            ("seed", "seed"),
+        ):
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
         cfg = load_config(args.config, overrides)
@@ -154,7 +195,17 @@ def cmd_cohort(args) -> int:
             print(dump_config(cfg), end="")
             return 0
         p = cfg.phantom
-        phantom = make_phantom(p.n, p.spatial_dims, p.size, p.n_genes, p.noise, cfg.seed, p.frac_image_only, p.frac_expression_only, progress=progress)
+        phantom = make_phantom(
+            p.n,
+            p.spatial_dims,
+            p.size,
+            p.n_genes,
+            p.noise,
+            cfg.seed,
+            p.frac_image_only,
+            p.frac_expression_only,
+            progress=progress,
+        )
         path = write_phantom(phantom, args.out, image_format=p.image_format, progress=progress)
         _say("phantom cohort", path)
         return 0
@@ -171,7 +222,9 @@ def cmd_cohort(args) -> int:
         print(json.dumps(summary))
         return 0
     if args.action == "validate":
-        summary = validate_cohort(read_cohort(args.cohort), check_files=not args.no_check_files, progress=progress)
+        summary = validate_cohort(
+            read_cohort(args.cohort), check_files=not args.no_check_files, progress=progress
+        )
         print(f"{args.cohort}: valid")
         print(json.dumps(summary))
         return 0
@@ -194,7 +247,10 @@ def cmd_pending(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     handler = {"demo": cmd_demo, "cohort": cmd_cohort}.get(args.verb, cmd_pending)
     try:
         return handler(args)

@@ -77,7 +77,9 @@ class PhantomConfig:
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"key 'phantom.{key}' must be in [0, 1); got {getattr(self, key)}")
         if self.frac_image_only + self.frac_expression_only >= 1.0:
-            raise ValueError("config keys 'phantom.frac_image_only' + 'phantom.frac_expression_only' must be < 1")
+            raise ValueError(
+                "config keys 'phantom.frac_image_only' + 'phantom.frac_expression_only' must be < 1"
+            )
         if self.image_format == "png" and self.spatial_dims == 3:
             raise ValueError("key 'phantom.image_format' is 'png', which cannot hold 3D volumes")
 
@@ -115,7 +117,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ValueError as err:
                 errors.append(str(err))
-        raise ValueError(errors[0] if len(errors) == 1 else f"key '{key}': got {value!r}, expected {_type_name(tp)}")
+        raise ValueError(
+            errors[0]
+            if len(errors) == 1
+            else f"key '{key}': got {value!r}, expected {_type_name(tp)}"
+        )
     if origin is Literal:
         for arg in args:
             if value == arg and type(value) is type(arg):
@@ -172,7 +178,9 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
         full = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            hint = (
+                f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            )
             raise ValueError(f"unknown key '{full}'{hint}")
         kwargs[key] = _coerce(value, hints[key], full)
     return cls(**kwargs)

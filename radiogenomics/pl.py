@@ -21,7 +21,11 @@ def _display_slice(image: np.ndarray, mask: np.ndarray | None):
     img = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
     msk = None if mask is None else mask[0]
     if image.ndim - 1 == 3:
-        k = int(np.argmax(msk.sum(axis=(0, 1)))) if msk is not None and msk.any() else image.shape[-1] // 2
+        k = (
+            int(np.argmax(msk.sum(axis=(0, 1))))
+            if msk is not None and msk.any()
+            else image.shape[-1] // 2
+        )
         img = image[0, :, :, k]
         msk = None if msk is None else msk[:, :, k]
     return img, msk
@@ -66,7 +70,11 @@ def patients(
         else:
             image = load_image(resolve(adata, adata.obs[K.IMAGE].iat[r]), spatial_dims)
             has_mask = adata.obs[K.HAS_MASK].iat[r]
-            mask = load_image(resolve(adata, adata.obs[K.MASK].iat[r]), spatial_dims) if has_mask else None
+            mask = (
+                load_image(resolve(adata, adata.obs[K.MASK].iat[r]), spatial_dims)
+                if has_mask
+                else None
+            )
         img, msk = _display_slice(image, mask)
         if img.ndim == 3:
             img = (img - img.min()) / max(np.ptp(img), 1e-8)
@@ -76,9 +84,13 @@ def patients(
         label = adata.obs_names[r]
         if color_by is not None:
             value = adata.obs[color_by].iat[r]
-            label += f"\n{color_by}={value:.0f}" if isinstance(value, float) else f"\n{color_by}={value}"
+            label += (
+                f"\n{color_by}={value:.0f}" if isinstance(value, float) else f"\n{color_by}={value}"
+            )
         ax.set_title(label, fontsize=6)
-    fig.suptitle(f"{rows.size} of {int(has_image.sum())} imaged patients ({spatial_dims}D)", fontsize=9)
+    fig.suptitle(
+        f"{rows.size} of {int(has_image.sum())} imaged patients ({spatial_dims}D)", fontsize=9
+    )
     fig.tight_layout()
     return _finish(fig, save)
 
@@ -92,8 +104,12 @@ def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
     linked = np.flatnonzero(np.abs(truth).sum(axis=1) > 0)
     fig, ax = plt.subplots(figsize=(3.2, max(3.0, 0.045 * linked.size)))
     lim = np.abs(truth).max()
-    im = ax.imshow(truth[linked], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    ax.set_xticks(range(truth.shape[1]), list(phantom["features"]), rotation=60, ha="right", fontsize=7)
+    im = ax.imshow(
+        truth[linked], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest"
+    )
+    ax.set_xticks(
+        range(truth.shape[1]), list(phantom["features"]), rotation=60, ha="right", fontsize=7
+    )
     step = max(1, linked.size // 24)
     ax.set_yticks(range(0, linked.size, step), adata.var_names[linked][::step], fontsize=5)
     ax.set_title("ground-truth radiogenomic map", fontsize=8)
@@ -106,5 +122,8 @@ def _finish(fig, save):
     if save is not None:
         from radiogenomics.data.io import atomic_write
 
-        atomic_write(Path(save), lambda tmp: fig.savefig(tmp, dpi=150, format=Path(save).suffix.lstrip(".") or "png"))
+        atomic_write(
+            Path(save),
+            lambda tmp: fig.savefig(tmp, dpi=150, format=Path(save).suffix.lstrip(".") or "png"),
+        )
     return fig

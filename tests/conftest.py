@@ -16,7 +16,9 @@ def spatial_dims(request) -> int:
 @pytest.fixture(scope="session")
 def phantom(spatial_dims):
     """An in-memory phantom (48 patients, a few unpaired) for the given spatial_dims."""
-    return make_phantom(48, spatial_dims, seed=7, frac_image_only=0.1, frac_expression_only=0.1, progress=False)
+    return make_phantom(
+        48, spatial_dims, seed=7, frac_image_only=0.1, frac_expression_only=0.1, progress=False
+    )
 
 
 @pytest.fixture(scope="session")

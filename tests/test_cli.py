@@ -19,7 +19,18 @@ def _last_json(out: str) -> dict:
 
 
 def test_demo_writes_cohort_and_figures(tmp_path, capsys):
-    rc = main(["-q", "demo", "--out", str(tmp_path), "--set", "phantom.n=24", "--set", "phantom.frac_image_only=0"])
+    rc = main(
+        [
+            "-q",
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--set",
+            "phantom.n=24",
+            "--set",
+            "phantom.frac_image_only=0",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert f"phantom cohort: {tmp_path / 'cohort' / 'cohort.h5ad'}" in out
@@ -33,10 +44,18 @@ def test_demo_writes_cohort_and_figures(tmp_path, capsys):
 @pytest.mark.parametrize("dims", [2, 3])
 def test_cohort_phantom_then_validate(tmp_path, capsys, dims):
     out = tmp_path / "ph"
-    assert main(["-q", "cohort", "phantom", "--n", "6", "--spatial-dims", str(dims), "--out", str(out)]) == 0
+    assert (
+        main(
+            ["-q", "cohort", "phantom", "--n", "6", "--spatial-dims", str(dims), "--out", str(out)]
+        )
+        == 0
+    )
     assert main(["-q", "cohort", "validate", str(out / "cohort.h5ad")]) == 0
     summary = _last_json(capsys.readouterr().out)
-    assert summary["spatial_dims"] == dims and summary["image_size"] == [64 if dims == 2 else 32] * dims
+    assert (
+        summary["spatial_dims"] == dims
+        and summary["image_size"] == [64 if dims == 2 else 32] * dims
+    )
 
 
 def test_cohort_build_from_csv_manifest(tmp_path, capsys):
@@ -45,7 +64,15 @@ def test_cohort_build_from_csv_manifest(tmp_path, capsys):
     for i in range(4):
         save_image(rng.random((1, 16, 16)).astype(np.float32), tmp_path / f"img{i}.nii.gz")
         save_image((rng.random((1, 16, 16)) > 0.5).astype(np.uint8), tmp_path / f"msk{i}.nii.gz")
-        rows.append({"id": f"P{i}", "image": f"img{i}.nii.gz", "mask": f"msk{i}.nii.gz", "grade": "G2" if i % 2 else "G3", "age": 40 + i})
+        rows.append(
+            {
+                "id": f"P{i}",
+                "image": f"img{i}.nii.gz",
+                "mask": f"msk{i}.nii.gz",
+                "grade": "G2" if i % 2 else "G3",
+                "age": 40 + i,
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
     out = tmp_path / "elsewhere" / "cohort.h5ad"
     assert main(["-q", "cohort", "build", str(tmp_path / "manifest.csv"), "--out", str(out)]) == 0
@@ -59,7 +86,18 @@ def test_cohort_build_from_csv_manifest(tmp_path, capsys):
 def test_build_reports_the_bad_file(tmp_path, capsys):
     pd.DataFrame([{"id": "P0", "image": "missing.nii.gz"}]).to_csv(tmp_path / "m.csv", index=False)
     save_image(np.zeros((1, 8, 8), np.float32), tmp_path / "x.nii.gz")
-    rc = main(["-q", "cohort", "build", str(tmp_path / "m.csv"), "--spatial-dims", "2", "--out", str(tmp_path / "c.h5ad")])
+    rc = main(
+        [
+            "-q",
+            "cohort",
+            "build",
+            str(tmp_path / "m.csv"),
+            "--spatial-dims",
+            "2",
+            "--out",
+            str(tmp_path / "c.h5ad"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert "patient 'P0'" in err and "missing.nii.gz" in err
@@ -67,7 +105,9 @@ def test_build_reports_the_bad_file(tmp_path, capsys):
 
 
 def test_overrides_dry_run_and_bad_keys(tmp_path, capsys):
-    assert main(["demo", "--dry-run", "--set", "phantom.n=7", "--set", "data.image_size=[32,32]"]) == 0
+    assert (
+        main(["demo", "--dry-run", "--set", "phantom.n=7", "--set", "data.image_size=[32,32]"]) == 0
+    )
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["phantom"]["n"] == 7 and cfg["data"]["image_size"] == [32, 32]
     assert main(["demo", "--set", "phantom.nn=3"]) == 2

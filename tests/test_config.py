@@ -127,12 +127,16 @@ def test_malformed_override(item):
     ],
 )
 def test_unknown_key_names_it_and_suggests(override, key, suggestion):
-    with pytest.raises(ValueError, match=rf"unknown key '{re.escape(key)}' \(did you mean '{suggestion}'\?\)"):
+    with pytest.raises(
+        ValueError, match=rf"unknown key '{re.escape(key)}' \(did you mean '{suggestion}'\?\)"
+    ):
         load_config(overrides=[override])
 
 
 def test_unknown_key_without_close_match_lists_known_keys():
-    with pytest.raises(ValueError, match=r"unknown key 'data\.zzzz'; known keys: spatial_dims, image_size"):
+    with pytest.raises(
+        ValueError, match=r"unknown key 'data\.zzzz'; known keys: spatial_dims, image_size"
+    ):
         load_config(overrides=["data.zzzz=1"])
 
 
@@ -159,7 +163,10 @@ def test_unknown_nested_key_in_yaml_names_file_and_key(tmp_path):
         ("data.a_min=low", r"key 'data\.a_min' must be a number; got 'low'"),
         ("data.augment=3", r"key 'data\.augment' must be true or false; got 3"),
         ("device=3", r"key 'device' must be a string; got 3"),
-        ("data.intensity=zscore", r"key 'data\.intensity' must be one of 'minmax', 'percentile', 'fixed'"),
+        (
+            "data.intensity=zscore",
+            r"key 'data\.intensity' must be one of 'minmax', 'percentile', 'fixed'",
+        ),
         ("data.image_size=64", r"key 'data\.image_size' must be a list; got 64"),
         ("data.image_size=[64, x]", r"key 'data\.image_size\[1\]' must be an integer; got 'x'"),
         ("phantom.size=big", r"key 'phantom\.size' must be an integer; got 'big'"),
@@ -174,8 +181,14 @@ def test_bad_values_name_the_key(override, pattern):
 @pytest.mark.parametrize(
     "overrides, pattern",
     [
-        (["data.image_size=[64, 64, 64]"], r"key 'data\.image_size' has 3 entries \[64, 64, 64\] but data\.spatial_dims is 2"),
-        (["data.spatial_dims=3", "data.image_size=[64, 64]"], r"key 'data\.image_size' has 2 entries .* data\.spatial_dims is 3"),
+        (
+            ["data.image_size=[64, 64, 64]"],
+            r"key 'data\.image_size' has 3 entries \[64, 64, 64\] but data\.spatial_dims is 2",
+        ),
+        (
+            ["data.spatial_dims=3", "data.image_size=[64, 64]"],
+            r"key 'data\.image_size' has 2 entries .* data\.spatial_dims is 3",
+        ),
         (["data.cache_rate=1.5"], r"key 'data\.cache_rate' must be in \[0, 1\]; got 1\.5"),
         (["data.channels=0"], r"key 'data\.channels' must be >= 1; got 0"),
         (["data.percentiles=[99, 1]"], r"key 'data\.percentiles' must be \[lower, upper\]"),
@@ -188,7 +201,10 @@ def test_bad_values_name_the_key(override, pattern):
             ["phantom.frac_image_only=0.6", "phantom.frac_expression_only=0.5"],
             r"'phantom\.frac_image_only' \+ 'phantom\.frac_expression_only' must be < 1",
         ),
-        (["phantom.spatial_dims=3", "phantom.image_format=png"], r"key 'phantom\.image_format' is 'png'"),
+        (
+            ["phantom.spatial_dims=3", "phantom.image_format=png"],
+            r"key 'phantom\.image_format' is 'png'",
+        ),
     ],
 )
 def test_bad_combinations_name_the_key(overrides, pattern):
@@ -199,7 +215,9 @@ def test_bad_combinations_name_the_key(overrides, pattern):
 def test_bad_value_in_yaml_file_names_file_and_key(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("data:\n  spatial_dims: 4\n")
-    with pytest.raises(ValueError, match=rf"config {path}: key 'data\.spatial_dims' must be one of 2, 3"):
+    with pytest.raises(
+        ValueError, match=rf"config {path}: key 'data\.spatial_dims' must be one of 2, 3"
+    ):
         load_config(path)
 
 
@@ -223,5 +241,7 @@ def test_invalid_yaml_and_non_mapping(tmp_path):
 def test_from_dict_builds_sections_directly():
     data = from_dict(DataConfig, {"spatial_dims": 3, "image_size": [8, 8, 8]}, prefix="data")
     assert data == DataConfig(spatial_dims=3, image_size=[8, 8, 8])
-    with pytest.raises(ValueError, match=r"unknown key 'data\.chanels' \(did you mean 'channels'\?\)"):
+    with pytest.raises(
+        ValueError, match=r"unknown key 'data\.chanels' \(did you mean 'channels'\?\)"
+    ):
         from_dict(DataConfig, {"chanels": 3}, prefix="data")

@@ -31,7 +31,9 @@ def test_item_layout_and_ranges(phantom_cohort, phantom, spatial_dims):
     assert item["categorical"].dtype == torch.long and item["categorical"].shape == (2,)
     # Numeric covariates are standardised with the cohort's statistics.
     stats = phantom_cohort.uns["rg"]["covariates"]["numeric"]["age"]
-    assert item["numeric"].item() == pytest.approx((obs["age"].iat[i] - stats["mean"]) / stats["std"], rel=1e-5)
+    assert item["numeric"].item() == pytest.approx(
+        (obs["age"].iat[i] - stats["mean"]) / stats["std"], rel=1e-5
+    )
     assert bool(item["has_image"]) and bool(item["has_expression"])
 
 
@@ -42,7 +44,10 @@ def test_unpaired_patients_get_zeros_and_flags(phantom_cohort, spatial_dims):
     no_expr = int(np.flatnonzero(~obs[K.HAS_EXPRESSION])[0])
     assert not bool(ds[no_img]["has_image"]) and float(ds[no_img]["image"].abs().sum()) == 0.0
     assert ds[no_img]["image"].shape == ds[no_expr]["image"].shape
-    assert not bool(ds[no_expr]["has_expression"]) and float(ds[no_expr]["expression"].abs().sum()) == 0.0
+    assert (
+        not bool(ds[no_expr]["has_expression"])
+        and float(ds[no_expr]["expression"].abs().sum()) == 0.0
+    )
     batch = next(iter(DataLoader(ds, batch_size=48)))  # one layout: mixed patients collate
     assert batch["image"].shape[0] == 48
     assert batch["has_image"].sum().item() == int(obs[K.HAS_IMAGE].sum())

@@ -25,10 +25,7 @@ def _uint8_image(channels: int, seed: int = 0) -> np.ndarray:
 
 # (file name, spatial_dims, channels): every combination the formats allow
 EXACT_CASES = [
-    (name, sd, c)
-    for sd in (2, 3)
-    for c in (1, 3)
-    for name in ("img.nii.gz", "img.nii", "img.npy")
+    (name, sd, c) for sd in (2, 3) for c in (1, 3) for name in ("img.nii.gz", "img.nii", "img.npy")
 ]
 
 
@@ -91,7 +88,9 @@ def test_round_trip_dicom_series_folder_3d(tmp_path):
     array = _float_image(1, 3) * 100 - 500
     path = save_image(array, tmp_path / "series")
     assert path.is_dir()
-    assert sorted(p.name for p in path.iterdir()) == [f"slice_{k:04d}.dcm" for k in range(SHAPE[3][2])]
+    assert sorted(p.name for p in path.iterdir()) == [
+        f"slice_{k:04d}.dcm" for k in range(SHAPE[3][2])
+    ]
     assert suffix_of(path) == "dicom"
     back = load_image(path, 3)
     assert back.shape == array.shape
@@ -120,7 +119,11 @@ def test_constant_dicom_image(tmp_path):
     "name, array, pattern",
     [
         ("img.png", np.zeros((1, 9, 7, 6), np.uint8), r"PNG/TIFF hold 2D images"),
-        ("img.png", np.zeros((2, 9, 7), np.uint8), r"PNG/TIFF hold 2D images with 1, 3 or 4 channels"),
+        (
+            "img.png",
+            np.zeros((2, 9, 7), np.uint8),
+            r"PNG/TIFF hold 2D images with 1, 3 or 4 channels",
+        ),
         ("img.png", np.full((1, 9, 7), 2.0, np.float32), r"must lie in \[0, 1\]"),
         ("img.png", np.full((3, 9, 7), 0.5, np.float32), r"16-bit PNG/TIFF must be single-channel"),
         ("img.tif", np.full((1, 9, 7), -3, np.int16), r"integer values outside the PNG/TIFF range"),
@@ -168,7 +171,10 @@ def test_2d_file_in_3d_raises_naming_file_and_shape(tmp_path, name):
 
 def test_rgb_png_in_3d_raises(tmp_path):
     path = save_image(_uint8_image(3), tmp_path / "rgb.png")
-    with pytest.raises(ValueError, match=r"shape \(3, 9, 7\) \(channels first\) has 2 spatial dims, but the cohort has spatial_dims=3") as info:
+    with pytest.raises(
+        ValueError,
+        match=r"shape \(3, 9, 7\) \(channels first\) has 2 spatial dims, but the cohort has spatial_dims=3",
+    ) as info:
         load_image(path, 3)
     assert str(path) in str(info.value)
 
@@ -186,7 +192,9 @@ def test_channel_last_npy_is_moved_first(tmp_path):
     np.testing.assert_array_equal(load_image(tmp_path / "hwc.npy", 2), array)
 
 
-@pytest.mark.parametrize("name", ["bad.nii.gz", "bad.nii", "bad.png", "bad.tif", "bad.npy", "bad.dcm"])
+@pytest.mark.parametrize(
+    "name", ["bad.nii.gz", "bad.nii", "bad.png", "bad.tif", "bad.npy", "bad.dcm"]
+)
 def test_corrupt_file_raises_value_error_naming_it(tmp_path, name):
     path = tmp_path / name
     path.write_bytes(b"\x00garbage\xff" * 40)

@@ -41,7 +41,9 @@ def test_shapes_and_contract(phantom, spatial_dims):
     assert list(rg[K.COVARIATES][K.NUMERIC]) == ["age"]
     truth = rg[K.PHANTOM]["truth_map"]
     assert truth.shape == (adata.n_vars, len(FEATURES))
-    np.testing.assert_allclose(truth, rg[K.PHANTOM]["program_loadings"] @ feature_effects(), atol=1e-5)
+    np.testing.assert_allclose(
+        truth, rg[K.PHANTOM]["program_loadings"] @ feature_effects(), atol=1e-5
+    )
     # Image-only patients have NaN expression; expression-only patients have no image.
     no_expr = ~adata.obs[K.HAS_EXPRESSION].to_numpy()
     no_img = ~adata.obs[K.HAS_IMAGE].to_numpy()
@@ -56,11 +58,15 @@ def test_written_cohort_validates_and_keeps_truth(phantom, phantom_cohort, tmp_p
     assert summary["mask_labels"] == [0, 1]
     # Files hold exactly the rendered arrays.
     first = np.flatnonzero(phantom_cohort.obs[K.HAS_IMAGE])[0]
-    image = load_image(f"{phantom_cohort.uns['rg']['root']}/{phantom_cohort.obs[K.IMAGE].iat[first]}")
+    image = load_image(
+        f"{phantom_cohort.uns['rg']['root']}/{phantom_cohort.obs[K.IMAGE].iat[first]}"
+    )
     np.testing.assert_array_equal(image, phantom.images[first])
     # h5ad round trip keeps the ground truth and per-patient programs.
     again = read_cohort(write_cohort(phantom_cohort, tmp_path / "copy.h5ad"))
-    np.testing.assert_array_equal(again.uns["rg"]["phantom"]["truth_map"], phantom.adata.uns["rg"]["phantom"]["truth_map"])
+    np.testing.assert_array_equal(
+        again.uns["rg"]["phantom"]["truth_map"], phantom.adata.uns["rg"]["phantom"]["truth_map"]
+    )
     pd.testing.assert_frame_equal(again.obsm[K.PROGRAMS], phantom.adata.obsm[K.PROGRAMS])
     assert validate_cohort(again, progress=False)["with_image"] == summary["with_image"]
 
@@ -73,7 +79,9 @@ def test_gene_blocks_follow_their_program():
     for p, name in enumerate(PROGRAMS):
         genes = np.flatnonzero(W[:, p])
         r = [np.corrcoef(X[:, g], z[:, p])[0, 1] * np.sign(W[g, p]) for g in genes]
-        assert np.median(r) > 0.5, f"program {name}: median signed gene correlation {np.median(r):.2f}"
+        assert np.median(r) > 0.5, (
+            f"program {name}: median signed gene correlation {np.median(r):.2f}"
+        )
     # Subtype shifts programs: subtype A has larger 'size' than subtype C (planted +0.8 vs -0.8).
     sub = ph.adata.obs["subtype"].to_numpy()
     assert z[sub == "A", 0].mean() - z[sub == "C", 0].mean() > 1.0
@@ -89,13 +97,16 @@ def test_planted_associations_measured_on_images(dims):
     Z = ph.adata.obsm[K.PROGRAMS]
     Zs = ((Z - Z.mean()) / Z.std()).to_numpy()
     Fs = ((F - F.mean()) / F.std()).to_numpy()
-    coef = np.linalg.lstsq(np.c_[np.ones(len(Zs)), Zs], Fs, rcond=None)[0][1:]  # programs x features
+    # programs x features
+    coef = np.linalg.lstsq(np.c_[np.ones(len(Zs)), Zs], Fs, rcond=None)[0][1:]
     floor = 0.6 if dims == 2 else 0.4
     for j, feature in enumerate(FEATURES):
         col = coef[:, j]
         driver = PROGRAMS.index(feature)
         assert col[driver] > floor, f"{feature}: driver coefficient {col[driver]:.2f}"
-        assert np.argmax(np.abs(col)) == driver, f"{feature}: strongest program is {PROGRAMS[np.argmax(np.abs(col))]}"
+        assert np.argmax(np.abs(col)) == driver, (
+            f"{feature}: strongest program is {PROGRAMS[np.argmax(np.abs(col))]}"
+        )
         for control in ("immune", "proliferation"):
             assert abs(col[PROGRAMS.index(control)]) < 0.15, f"{feature} leaks from {control}"
     # The planted cross-talk (larger lesions are more necrotic) shows up with its sign.

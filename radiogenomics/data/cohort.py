@@ -31,7 +31,9 @@ class CohortError(ValueError):
 def _fail(problems: list[str], what: str) -> None:
     if problems:
         shown = "\n  - ".join(problems[:_MAX_LISTED])
-        more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        more = (
+            f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
+        )
         raise CohortError(f"{what}: {len(problems)} problem(s):\n  - {shown}{more}")
 
 
@@ -63,14 +65,25 @@ def make_cohort(
     _check_unique(expression.columns, "gene names")
     bad = [g for g in expression.columns if not pd.api.types.is_numeric_dtype(expression[g])]
     if bad:
-        examples = {g: expression[g][pd.to_numeric(expression[g], errors="coerce").isna()].iloc[:1].tolist() for g in bad[:3]}
-        raise CohortError(f"non-numeric expression for gene(s) {bad[:_MAX_LISTED]}: e.g. {examples}")
+        examples = {
+            g: expression[g][pd.to_numeric(expression[g], errors="coerce").isna()].iloc[:1].tolist()
+            for g in bad[:3]
+        }
+        raise CohortError(
+            f"non-numeric expression for gene(s) {bad[:_MAX_LISTED]}: e.g. {examples}"
+        )
     ids = list(obs.index) + [i for i in expression.index if i not in obs.index]
     obs = obs.reindex(ids)
     X = expression.reindex(ids).to_numpy(dtype=np.float32)
     obs[K.HAS_EXPRESSION] = pd.Index(ids).isin(expression.index) if expression.shape[1] else False
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=expression.columns))
-    setup_cohort(adata, spatial_dims=spatial_dims, categorical=categorical, numeric=numeric, provenance=provenance)
+    setup_cohort(
+        adata,
+        spatial_dims=spatial_dims,
+        categorical=categorical,
+        numeric=numeric,
+        provenance=provenance,
+    )
     return adata
 
 
@@ -104,7 +117,9 @@ def setup_cohort(
     obs = adata.obs
     for key in list(categorical) + list(numeric):
         if key not in obs.columns:
-            raise CohortError(f"covariate column '{key}' not found in obs; columns: {list(obs.columns)}")
+            raise CohortError(
+                f"covariate column '{key}' not found in obs; columns: {list(obs.columns)}"
+            )
     both = set(categorical) & set(numeric)
     if both:
         raise CohortError(f"covariate(s) {sorted(both)} declared both categorical and numeric")
@@ -120,15 +135,24 @@ def setup_cohort(
         values = pd.to_numeric(obs[key], errors="coerce")
         bad = obs.index[values.isna() & obs[key].notna()].tolist()
         if bad:
-            raise CohortError(f"numeric covariate '{key}' has non-numeric values for patient(s) {bad[:_MAX_LISTED]}: {obs.loc[bad[:3], key].tolist()}")
+            raise CohortError(
+                f"numeric covariate '{key}' has non-numeric values for patient(s) {bad[:_MAX_LISTED]}: {obs.loc[bad[:3], key].tolist()}"
+            )
         obs[key] = values.astype(np.float64)
         mean, std = float(np.nanmean(values)), float(np.nanstd(values))
         cov_num[key] = {"mean": mean, "std": std if std > 0 else 1.0}
     for col in (K.IMAGE, K.MASK):
         if col in obs.columns:
-            obs[col] = obs[col].astype(object).where(obs[col].notna(), None).map(lambda v: "" if v is None else str(v))
+            obs[col] = (
+                obs[col]
+                .astype(object)
+                .where(obs[col].notna(), None)
+                .map(lambda v: "" if v is None else str(v))
+            )
     if K.HAS_EXPRESSION not in obs.columns:
-        obs[K.HAS_EXPRESSION] = np.isfinite(np.asarray(adata.X)).any(axis=1) if adata.n_vars else False
+        obs[K.HAS_EXPRESSION] = (
+            np.isfinite(np.asarray(adata.X)).any(axis=1) if adata.n_vars else False
+        )
     obs[K.HAS_IMAGE] = (obs[K.IMAGE] != "").to_numpy() if K.IMAGE in obs.columns else False
     obs[K.HAS_MASK] = (obs[K.MASK] != "").to_numpy() if K.MASK in obs.columns else False
     for col in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK):
@@ -136,7 +160,9 @@ def setup_cohort(
     rg[K.SPATIAL_DIMS] = spatial_dims
     rg[K.COVARIATES] = {K.CATEGORICAL: cov_cat, K.NUMERIC: cov_num}
     prov = dict(rg.get(K.PROVENANCE, {}))
-    prov.setdefault("created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    prov.setdefault(
+        "created", datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    )
     prov.setdefault("library", f"radiogenomics {_version()}")
     prov.update({k: str(v) for k, v in (provenance or {}).items()})
     rg[K.PROVENANCE] = prov
@@ -171,7 +197,13 @@ def covariate_keys(adata: ad.AnnData) -> tuple[list[str], list[str]]:
 # validation
 
 
-def validate_cohort(adata: ad.AnnData, *, root: str | Path | None = None, check_files: bool = True, progress: bool = True) -> dict:
+def validate_cohort(
+    adata: ad.AnnData,
+    *,
+    root: str | Path | None = None,
+    check_files: bool = True,
+    progress: bool = True,
+) -> dict:
     """Check a cohort against the data contract; raise CohortError listing every problem.
 
     Checks: unique patient ids, numeric finite expression for patients flagged with expression,
@@ -181,7 +213,9 @@ def validate_cohort(adata: ad.AnnData, *, root: str | Path | None = None, check_
     Returns a summary dict.
     """
     if K.UNS not in adata.uns:
-        raise CohortError("cohort has no uns['rg'] setup; build it with make_cohort or setup_cohort")
+        raise CohortError(
+            "cohort has no uns['rg'] setup; build it with make_cohort or setup_cohort"
+        )
     rg = adata.uns[K.UNS]
     problems: list[str] = []
     dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
@@ -197,7 +231,9 @@ def validate_cohort(adata: ad.AnnData, *, root: str | Path | None = None, check_
         flagged = adata.obs[K.HAS_EXPRESSION].to_numpy(bool)
         rows, cols = np.nonzero(~np.isfinite(X) & flagged[:, None])
         for r, c in list(zip(rows, cols, strict=True))[:_MAX_LISTED]:
-            problems.append(f"patient '{adata.obs_names[r]}': expression of gene '{adata.var_names[c]}' is {X[r, c]}")
+            problems.append(
+                f"patient '{adata.obs_names[r]}': expression of gene '{adata.var_names[c]}' is {X[r, c]}"
+            )
         if len(rows) > _MAX_LISTED:
             problems.append(f"... {len(rows)} non-finite expression values in all")
     for key, vocab in rg.get(K.COVARIATES, {}).get(K.CATEGORICAL, {}).items():
@@ -206,7 +242,9 @@ def validate_cohort(adata: ad.AnnData, *, root: str | Path | None = None, check_
             continue
         unseen = sorted(set(adata.obs[key].dropna().astype(str)) - set(map(str, vocab)))
         if unseen:
-            problems.append(f"covariate '{key}' has values {unseen} outside its vocabulary {list(vocab)}")
+            problems.append(
+                f"covariate '{key}' has values {unseen} outside its vocabulary {list(vocab)}"
+            )
     for key in rg.get(K.COVARIATES, {}).get(K.NUMERIC, {}):
         if key not in adata.obs.columns:
             problems.append(f"covariate column '{key}' declared in uns['rg'] is missing from obs")
@@ -236,7 +274,9 @@ def _check_files(adata, root, progress, summary) -> list[str]:
     channels: Counter = Counter()
     labels: set = set()
     rows = obs[obs[K.HAS_IMAGE] | obs[K.HAS_MASK]]
-    for pid, row in tqdm(rows.iterrows(), total=len(rows), desc="checking images", disable=not progress, leave=False):
+    for pid, row in tqdm(
+        rows.iterrows(), total=len(rows), desc="checking images", disable=not progress, leave=False
+    ):
         image = mask = None
         if row[K.HAS_MASK] and not row[K.HAS_IMAGE]:
             problems.append(f"patient '{pid}': has a mask but no image")
@@ -258,7 +298,9 @@ def _check_files(adata, root, progress, summary) -> list[str]:
             channels[image.shape[0]] += 1
         if mask is not None:
             if mask.shape[0] != 1:
-                problems.append(f"patient '{pid}': mask {row[K.MASK]} has {mask.shape[0]} channels; a mask has one")
+                problems.append(
+                    f"patient '{pid}': mask {row[K.MASK]} has {mask.shape[0]} channels; a mask has one"
+                )
             if image is not None and mask.shape[1:] != image.shape[1:]:
                 problems.append(
                     f"patient '{pid}': image {row[K.IMAGE]} has spatial shape {tuple(image.shape[1:])} "
@@ -267,9 +309,13 @@ def _check_files(adata, root, progress, summary) -> list[str]:
             values = np.unique(mask)
             if (values < 0).any() or not np.allclose(values, np.round(values)):
                 shown = values[:6].tolist()
-                problems.append(f"patient '{pid}': mask {row[K.MASK]} is neither binary nor integer labels (values {shown}...)")
+                problems.append(
+                    f"patient '{pid}': mask {row[K.MASK]} is neither binary nor integer labels (values {shown}...)"
+                )
             else:
-                labels.update(int(np.rint(v)) for v in values)  # rint: 0.9999999 read back is label 1
+                labels.update(
+                    int(np.rint(v)) for v in values
+                )  # rint: 0.9999999 read back is label 1
     if shapes:
         size = list(shapes.most_common(1)[0][0])
         rg[K.IMAGE_SIZE] = size
@@ -294,15 +340,21 @@ def check_covariates(adata_or_uns, values: dict) -> dict:
         if key in cat:
             allowed = [str(v) for v in cat[key]]
             if str(value) not in allowed:
-                raise ValueError(f"covariate '{key}' has no category {value!r}; the cohort's categories are {allowed}")
+                raise ValueError(
+                    f"covariate '{key}' has no category {value!r}; the cohort's categories are {allowed}"
+                )
             out[key] = str(value)
         elif key in num:
             try:
                 out[key] = float(value)
             except (TypeError, ValueError):
-                raise ValueError(f"numeric covariate '{key}' needs a number; got {value!r}") from None
+                raise ValueError(
+                    f"numeric covariate '{key}' needs a number; got {value!r}"
+                ) from None
         else:
-            raise ValueError(f"unknown covariate '{key}'; the cohort's covariates are {sorted(cat) + sorted(num)}")
+            raise ValueError(
+                f"unknown covariate '{key}'; the cohort's covariates are {sorted(cat) + sorted(num)}"
+            )
     return out
 
 
@@ -321,7 +373,9 @@ def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
         for col in (K.IMAGE, K.MASK):
             if col in out.obs.columns:
                 out.obs[col] = [_relocate(v, Path(root), path.parent) for v in out.obs[col]]
-    return atomic_write(path, lambda tmp: out.write_h5ad(tmp, convert_strings_to_categoricals=False))
+    return atomic_write(
+        path, lambda tmp: out.write_h5ad(tmp, convert_strings_to_categoricals=False)
+    )
 
 
 def _relocate(value: str, old_root: Path, new_root: Path) -> str:
@@ -346,7 +400,9 @@ def read_cohort(path: str | Path) -> ad.AnnData:
     except Exception as err:  # h5py raises OSError/KeyError variants for non-h5ad files
         raise ValueError(f"cannot read cohort {path} as h5ad: {err}") from err
     if K.UNS not in adata.uns:
-        raise CohortError(f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`")
+        raise CohortError(
+            f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`"
+        )
     rg = _as_lists(dict(adata.uns[K.UNS]))
     for key in (K.IMAGE_SIZE, "mask_labels"):
         if key in rg:

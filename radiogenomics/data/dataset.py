@@ -46,13 +46,37 @@ def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
     elif cfg.intensity == "percentile":
         lower, upper = cfg.percentiles
         steps.append(
-            mt.ScaleIntensityRangePercentilesd(K.IMAGE, lower=lower, upper=upper, b_min=-1.0, b_max=1.0, clip=True, allow_missing_keys=True)
+            mt.ScaleIntensityRangePercentilesd(
+                K.IMAGE,
+                lower=lower,
+                upper=upper,
+                b_min=-1.0,
+                b_max=1.0,
+                clip=True,
+                allow_missing_keys=True,
+            )
         )
     else:
-        steps.append(mt.ScaleIntensityRanged(K.IMAGE, a_min=cfg.a_min, a_max=cfg.a_max, b_min=-1.0, b_max=1.0, clip=True, allow_missing_keys=True))
+        steps.append(
+            mt.ScaleIntensityRanged(
+                K.IMAGE,
+                a_min=cfg.a_min,
+                a_max=cfg.a_max,
+                b_min=-1.0,
+                b_max=1.0,
+                clip=True,
+                allow_missing_keys=True,
+            )
+        )
     linear = "bilinear" if cfg.spatial_dims == 2 else "trilinear"
     steps.append(
-        mt.Resized(keys, spatial_size=spatial_size, mode=(linear, "nearest"), anti_aliasing=(True, False), allow_missing_keys=True)
+        mt.Resized(
+            keys,
+            spatial_size=spatial_size,
+            mode=(linear, "nearest"),
+            anti_aliasing=(True, False),
+            allow_missing_keys=True,
+        )
     )
     if cfg.augment:
         steps += [
@@ -67,7 +91,11 @@ def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
                 allow_missing_keys=True,
             ),
         ]
-    steps.append(mt.EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False, allow_missing_keys=True))
+    steps.append(
+        mt.EnsureTyped(
+            keys, data_type="tensor", dtype=torch.float32, track_meta=False, allow_missing_keys=True
+        )
+    )
     return mt.Compose(steps)
 
 
@@ -80,7 +108,15 @@ class CohortDataset(Dataset):
     Works with `torch.utils.data.DistributedSampler` like any map-style dataset.
     """
 
-    def __init__(self, adata: ad.AnnData, cfg: DataConfig | None = None, *, root=None, indices=None, progress: bool = False):
+    def __init__(
+        self,
+        adata: ad.AnnData,
+        cfg: DataConfig | None = None,
+        *,
+        root=None,
+        indices=None,
+        progress: bool = False,
+    ):
         cfg = cfg or DataConfig()
         rg = adata.uns.get(K.UNS, {})
         cohort_dims = int(rg.get(K.SPATIAL_DIMS, 2))
@@ -92,7 +128,9 @@ class CohortDataset(Dataset):
         self.spatial_size = list(cfg.image_size or rg.get(K.IMAGE_SIZE, []))
         has_image = adata.obs[K.HAS_IMAGE].to_numpy(bool)
         if has_image.any() and len(self.spatial_size) != cfg.spatial_dims:
-            raise ValueError("the cohort has no uns['rg']['image_size']; validate it or set data.image_size")
+            raise ValueError(
+                "the cohort has no uns['rg']['image_size']; validate it or set data.image_size"
+            )
         self.channels = int(rg.get(K.CHANNELS, cfg.channels))
         self.indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         cat_keys, num_keys = covariate_keys(adata)
@@ -101,12 +139,22 @@ class CohortDataset(Dataset):
         X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         self.expression = torch.as_tensor(np.nan_to_num(X, nan=0.0), dtype=torch.float32)
         self.categorical = torch.as_tensor(
-            np.stack([obs[k].cat.codes.to_numpy() for k in cat_keys], 1) if cat_keys else np.zeros((adata.n_obs, 0)),
+            np.stack([obs[k].cat.codes.to_numpy() for k in cat_keys], 1)
+            if cat_keys
+            else np.zeros((adata.n_obs, 0)),
             dtype=torch.long,
         )
-        num = [((obs[k].to_numpy(float) - num_stats[k]["mean"]) / num_stats[k]["std"]) for k in num_keys]
-        self.numeric = torch.as_tensor(np.stack(num, 1) if num else np.zeros((adata.n_obs, 0)), dtype=torch.float32)
-        self.flags = {k: torch.as_tensor(obs[k].to_numpy(bool)) for k in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK)}
+        num = [
+            ((obs[k].to_numpy(float) - num_stats[k]["mean"]) / num_stats[k]["std"])
+            for k in num_keys
+        ]
+        self.numeric = torch.as_tensor(
+            np.stack(num, 1) if num else np.zeros((adata.n_obs, 0)), dtype=torch.float32
+        )
+        self.flags = {
+            k: torch.as_tensor(obs[k].to_numpy(bool))
+            for k in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK)
+        }
         records = []
         for i in self.indices:
             rec = {}
@@ -115,7 +163,9 @@ class CohortDataset(Dataset):
                     rec[col] = str(resolve(adata, obs[col].iat[i], root))
             records.append(rec)
         self.transform = image_transforms(cfg, self.spatial_size)
-        self.images = CacheDataset(records, self.transform, cache_rate=cfg.cache_rate, num_workers=0, progress=progress)
+        self.images = CacheDataset(
+            records, self.transform, cache_rate=cfg.cache_rate, num_workers=0, progress=progress
+        )
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -123,9 +173,15 @@ class CohortDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         row = int(self.indices[i])
         files = self.images[i]
-        zeros = torch.zeros([self.channels, *self.spatial_size]) if self.spatial_size else torch.zeros(0)
+        zeros = (
+            torch.zeros([self.channels, *self.spatial_size])
+            if self.spatial_size
+            else torch.zeros(0)
+        )
         image = files.get(K.IMAGE, zeros)
-        mask = files.get(K.MASK, torch.zeros([1, *self.spatial_size]) if self.spatial_size else torch.zeros(0))
+        mask = files.get(
+            K.MASK, torch.zeros([1, *self.spatial_size]) if self.spatial_size else torch.zeros(0)
+        )
         return {
             "index": row,
             "expression": self.expression[row],
@@ -135,4 +191,3 @@ class CohortDataset(Dataset):
             K.MASK: (mask > 0.5).float() if mask.numel() else mask,
             **{k: v[row] for k, v in self.flags.items()},
         }
-

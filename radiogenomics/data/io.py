@@ -24,7 +24,14 @@ NIFTI = (".nii", ".nii.gz")
 PIL_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 NUMPY = (".npy",)
 DICOM = (".dcm", "dicom")
-FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "npy": ".npy", "png": ".png", "tif": ".tif", "dicom": ""}
+FORMATS = {
+    "nii.gz": ".nii.gz",
+    "nii": ".nii",
+    "npy": ".npy",
+    "png": ".png",
+    "tif": ".tif",
+    "dicom": "",
+}
 
 
 def suffix_of(path: str | Path) -> str:
@@ -41,7 +48,12 @@ def suffix_of(path: str | Path) -> str:
 def _loader(path: Path):
     """A MONAI LoadImage for `path`'s type (cached: building one registers every reader)."""
     suffix = suffix_of(path)
-    for kind, suffixes in (("nifti", NIFTI), ("pil", PIL_SUFFIXES), ("numpy", NUMPY), ("dicom", DICOM)):
+    for kind, suffixes in (
+        ("nifti", NIFTI),
+        ("pil", PIL_SUFFIXES),
+        ("numpy", NUMPY),
+        ("dicom", DICOM),
+    ):
         if suffix in suffixes:
             return _cached_loader(kind)
     raise ValueError(
@@ -160,7 +172,9 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
     path = Path(path)
     suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
     if array.ndim < 3:
-        raise ValueError(f"{path}: save_image takes a channel-first (C, *spatial) array; got {array.shape}")
+        raise ValueError(
+            f"{path}: save_image takes a channel-first (C, *spatial) array; got {array.shape}"
+        )
     if suffix in NIFTI:
         import nibabel as nib
 
@@ -179,19 +193,25 @@ def _save_pil(array: np.ndarray, tmp: Path, path: Path) -> None:
     from PIL import Image
 
     if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
-        raise ValueError(f"{path}: PNG/TIFF hold 2D images with 1, 3 or 4 channels; got shape {array.shape}")
+        raise ValueError(
+            f"{path}: PNG/TIFF hold 2D images with 1, 3 or 4 channels; got shape {array.shape}"
+        )
     if np.issubdtype(array.dtype, np.floating):
         if array.min() < 0 or array.max() > 1:
             raise ValueError(f"{path}: float images written as PNG/TIFF must lie in [0, 1]")
         array = np.round(array * 65535).astype(np.uint16)
         if array.shape[0] != 1:
-            raise ValueError(f"{path}: 16-bit PNG/TIFF must be single-channel; write uint8 for colour")
+            raise ValueError(
+                f"{path}: 16-bit PNG/TIFF must be single-channel; write uint8 for colour"
+            )
     elif array.dtype == np.bool_ or array.max() <= 255 and array.min() >= 0:
         array = array.astype(np.uint8)
     elif array.min() >= 0 and array.max() <= 65535 and array.shape[0] == 1:
         array = array.astype(np.uint16)
     else:
-        raise ValueError(f"{path}: integer values outside the PNG/TIFF range (uint8 or 1-channel uint16)")
+        raise ValueError(
+            f"{path}: integer values outside the PNG/TIFF range (uint8 or 1-channel uint16)"
+        )
     data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
     Image.fromarray(data).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
@@ -205,22 +225,33 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
     import shutil
 
     if array.shape[0] != 1:
-        raise ValueError(f"{path}: DICOM writing takes single-channel arrays; got {array.shape[0]} channels")
+        raise ValueError(
+            f"{path}: DICOM writing takes single-channel arrays; got {array.shape[0]} channels"
+        )
     data = array[0].astype(np.float64)
     lo, hi = float(data.min()), float(data.max())
     slope = (hi - lo) / 65535 if hi > lo else 1.0
     stored = np.round((data - lo) / slope).astype(np.uint16)
     if path.suffix.lower() == ".dcm":
         if stored.ndim != 2:
-            raise ValueError(f"{path}: a single .dcm file holds a 2D image; write a 3D volume to a folder")
-        return atomic_write(path, lambda tmp: _dicom_slice(stored, lo, slope, 0).save_as(tmp, enforce_file_format=True))
+            raise ValueError(
+                f"{path}: a single .dcm file holds a 2D image; write a 3D volume to a folder"
+            )
+        return atomic_write(
+            path,
+            lambda tmp: _dicom_slice(stored, lo, slope, 0).save_as(tmp, enforce_file_format=True),
+        )
     if stored.ndim != 3:
-        raise ValueError(f"{path}: a DICOM folder holds a 3D volume; got spatial shape {stored.shape}")
+        raise ValueError(
+            f"{path}: a DICOM folder holds a 3D volume; got spatial shape {stored.shape}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         for k in range(stored.shape[2]):
-            _dicom_slice(stored[:, :, k], lo, slope, k).save_as(tmp / f"slice_{k:04d}.dcm", enforce_file_format=True)
+            _dicom_slice(stored[:, :, k], lo, slope, k).save_as(
+                tmp / f"slice_{k:04d}.dcm", enforce_file_format=True
+            )
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

@@ -39,7 +39,10 @@ SUBTYPE_SHIFT = np.array(
         [-0.8, 0.8, -0.5, 0.0, -0.5, -0.3, 0.8, -0.8],
     ]
 )
-SEX_SHIFT = {"F": np.zeros(len(PROGRAMS)), "M": np.eye(len(PROGRAMS))[PROGRAMS.index("immune")] * 0.8}
+SEX_SHIFT = {
+    "F": np.zeros(len(PROGRAMS)),
+    "M": np.eye(len(PROGRAMS))[PROGRAMS.index("immune")] * 0.8,
+}
 AGE_SHIFT_PER_SD = np.eye(len(PROGRAMS))[PROGRAMS.index("necrosis")] * 0.3
 GENES_PER_PROGRAM = 16
 N_BACKGROUND_MODULES = 6
@@ -75,7 +78,9 @@ def _loadings(n_genes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     # Two thirds of the remaining genes fall in background modules, the rest are noise genes.
     modules = np.array_split(rest[: 2 * len(rest) // 3], N_BACKGROUND_MODULES)
     for m, genes in enumerate(modules):
-        V[genes, m] = rng.uniform(0.5, 1.0, len(genes)) * np.where(rng.random(len(genes)) < 0.8, 1, -1)
+        V[genes, m] = rng.uniform(0.5, 1.0, len(genes)) * np.where(
+            rng.random(len(genes)) < 0.8, 1, -1
+        )
     return W, V
 
 
@@ -101,7 +106,8 @@ def phenotype_parameters(features: np.ndarray) -> pd.DataFrame:
             "irregularity": 0.4 * _sigmoid(1.5 * f["margin"] - 0.5),
             "contrast": 0.12 + 0.45 * _sigmoid(1.2 * f["contrast"]),
             "texture": 0.01 + 0.16 * _sigmoid(1.2 * f["texture"]),
-            "necrosis": 0.75 * _sigmoid(1.8 * f["necrosis"] - 0.8),  # core radius, fraction of lesion
+            "necrosis": 0.75
+            * _sigmoid(1.8 * f["necrosis"] - 0.8),  # core radius, fraction of lesion
         }
     )
 
@@ -144,7 +150,9 @@ def render_lesion(params: pd.Series | dict, spatial_dims: int, size: int, rng: n
     core = _soft_step(params["necrosis"] - dist, size) if params["necrosis"] > 0.02 else 0.0
     texture = params["texture"] * _unit_field(rng, rho.shape, 0.8)
     # The necrotic core is dark and smooth; the viable rim carries contrast and texture.
-    image = background + inside * ((1.0 - 0.85 * core) * params["contrast"] + (1.0 - core) * texture)
+    image = background + inside * (
+        (1.0 - 0.85 * core) * params["contrast"] + (1.0 - core) * texture
+    )
     image += 0.015 * rng.standard_normal(rho.shape)
     return np.clip(image, 0.0, 1.0).astype(np.float32), mask.astype(np.uint8)
 
@@ -204,7 +212,9 @@ def make_phantom(
 
     images = np.zeros((n, 1) + (size,) * spatial_dims, np.float32)
     masks = np.zeros((n, 1) + (size,) * spatial_dims, np.uint8)
-    for i in tqdm(range(n), desc=f"rendering {spatial_dims}D phantom", disable=not progress, leave=False):
+    for i in tqdm(
+        range(n), desc=f"rendering {spatial_dims}D phantom", disable=not progress, leave=False
+    ):
         images[i, 0], masks[i, 0] = render_lesion(params.iloc[i], spatial_dims, size, prngs[i])
 
     ids = [f"PH{i:05d}" for i in range(n)]
@@ -249,7 +259,9 @@ def make_phantom(
     return Phantom(adata, images, masks)
 
 
-def write_phantom(phantom: Phantom, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True) -> Path:
+def write_phantom(
+    phantom: Phantom, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True
+) -> Path:
     """Write the phantom as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/` files."""
     from radiogenomics.data.io import FORMATS
 
@@ -260,7 +272,9 @@ def write_phantom(phantom: Phantom, out_dir: str | Path, image_format: str = "ni
     adata = phantom.adata.copy()
     image_col, mask_col = [], []
     rows = zip(adata.obs_names, adata.obs[K.HAS_IMAGE], phantom.images, phantom.masks, strict=True)
-    for pid, has_image, image, mask in tqdm(rows, total=adata.n_obs, desc="writing phantom", disable=not progress, leave=False):
+    for pid, has_image, image, mask in tqdm(
+        rows, total=adata.n_obs, desc="writing phantom", disable=not progress, leave=False
+    ):
         if not has_image:
             image_col.append("")
             mask_col.append("")
