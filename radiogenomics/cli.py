@@ -248,7 +248,7 @@ def cmd_pending(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     handler = {"demo": cmd_demo, "cohort": cmd_cohort}.get(args.verb, cmd_pending)

@@ -136,7 +136,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ValueError(f"key '{key}' must be a list; got {value!r}")
         (item_tp,) = args[:1] or (Any,)
         return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin is dict:
+    if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ValueError(f"key '{key}' must be a mapping; got {value!r}")
         return dict(value)

@@ -12,7 +12,13 @@ from radiogenomics import _keys as K
 from radiogenomics.data.cohort import read_cohort, validate_cohort, write_cohort
 from radiogenomics.data.io import load_image
 from radiogenomics.data.manifest import build_cohort, load_manifest
-from radiogenomics.data.shared import ENV_VAR, IMAGE_TABLE, SHARED_DATA, prepare_shared
+from radiogenomics.data.shared import (
+    ENV_VAR,
+    IMAGE_TABLE,
+    SHARED_DATA,
+    find_shared_data,
+    prepare_shared,
+)
 
 MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
 
@@ -42,14 +48,18 @@ def build_and_check(manifest: str, tmp_path: Path, root: Path | None = None):
     assert list(back.obs_names) == list(adata.obs_names)
     assert list(back.var_names) == list(adata.var_names)
     np.testing.assert_array_equal(back.X, adata.X)
-    assert back.uns[K.UNS][K.COVARIATES] == adata.uns[K.UNS][K.COVARIATES]
+    cov, cov_back = adata.uns[K.UNS][K.COVARIATES], back.uns[K.UNS][K.COVARIATES]
+    assert cov_back[K.NUMERIC].keys() == cov[K.NUMERIC].keys()
+    for key in cov[K.CATEGORICAL]:
+        assert vocab(back, key) == vocab(adata, key)
     for col in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK):
         assert back.obs[col].tolist() == adata.obs[col].tolist()
     return adata, back, summary
 
 
 def vocab(adata, key: str) -> list[str]:
-    return list(adata.uns[K.UNS][K.COVARIATES][K.CATEGORICAL][key])
+    # h5ad gives lists back as numpy arrays
+    return [str(v) for v in adata.uns[K.UNS][K.COVARIATES][K.CATEGORICAL][key]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,15 +116,29 @@ def test_prepare_missing_files_write_nothing(tmp_path):
         prepare_shared("tcga-brca", SHARED_DATA, out, progress=False)
 
 
-def test_manifest_roots_follow_the_convention():
+def test_shared_data_env_var(monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert find_shared_data() == tmp_path
+    monkeypatch.delenv(ENV_VAR)
+    assert find_shared_data() == MANIFESTS.parent.parent / "shared" / "data"
+
+
+def test_manifest_roots_follow_the_convention(tmp_path):
     # expression-only manifests point at ../shared/data beside the repo; image ones at prepared/
     repo = MANIFESTS.parent
     for manifest, folder in [("tcga_gbm", "tcga-gbm"), ("nsclc", "nsclc-radiogenomics")]:
         _, root = load_manifest(MANIFESTS / f"{manifest}.yaml")
         assert root == (repo.parent / "shared" / "data" / folder).resolve()
-    for manifest, folder in [("tcga_lgg_paired", "tcga-lgg"), ("tcga_lgg_110", "tcga-lgg")]:
+    images = [
+        ("tcga_lgg_paired", "tcga-lgg"),
+        ("tcga_lgg_110", "tcga-lgg"),
+        ("mini_mias", "mini-mias"),
+    ]
+    for manifest, folder in images:
         _, root = load_manifest(MANIFESTS / f"{manifest}.yaml")
         assert root == (repo / "prepared" / folder).resolve()
+    with pytest.raises(FileNotFoundError, match="root folder not found"):
+        build_cohort(MANIFESTS / "tcga_gbm.yaml", root=tmp_path / "absent")
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,8 +160,11 @@ def test_tcga_lgg_paired(prepared, tmp_path):
     assert vocab(adata, "coc_cluster") == ["coc1", "coc2", "coc3"]
     assert adata.obs["sex"].value_counts().to_dict() == {"female": 34, "male": 25}
     assert adata.obs["age"].notna().all()
-    # paths were relocated next to the h5ad and still resolve
-    assert back.obs[K.IMAGE].iloc[0].endswith(".png") and back.obs[K.IMAGE].iloc[0] != adata.obs[K.IMAGE].iloc[0]
+    # image paths were rewritten relative to the h5ad's folder (and resolved in validation)
+    image = adata.obs[K.IMAGE].iloc[0]
+    assert image == f"images/{adata.obs_names[0]}.png"
+    moved = tmp_path / back.obs[K.IMAGE].iloc[0]
+    assert moved.resolve() == (prepared["tcga-lgg"] / image).resolve()
 
 
 def test_tcga_lgg_110(prepared, tmp_path):
@@ -162,6 +189,7 @@ def test_mini_mias(prepared, tmp_path):
     assert vocab(adata, "abnormality") == ["ARCH", "ASYM", "CALC", "CIRC", "MISC", "SPIC"]
     assert adata.obs["severity"].value_counts().to_dict() == {"benign": 68, "malignant": 51}
     assert vocab(adata, "tissue") == ["dense-glandular", "fatty", "fatty-glandular"]
+    assert adata.obs["subject"].nunique() == 104  # women; left and right films share one
     assert "radius" in adata.uns[K.UNS][K.COVARIATES][K.NUMERIC]
 
 
@@ -171,6 +199,8 @@ def test_tcga_gbm(tmp_path):
     assert (summary["patients"], summary["genes"], summary["with_image"]) == (156, 840, 0)
     assert "dropped 17" in adata.uns[K.UNS][K.PROVENANCE]["covariates_missing"]
     assert vocab(adata, "subtype") == ["Classical", "Mesenchymal", "Neural", "Proneural"]
+    counts = adata.obs["subtype"].value_counts().to_dict()
+    assert counts == {"Mesenchymal": 50, "Proneural": 49, "Classical": 37, "Neural": 20}
     assert vocab(adata, "sex") == ["female", "male"]
     assert adata.obs["sex"].value_counts().to_dict() == {"male": 98, "female": 58}
     assert adata.obs_names.str.fullmatch(r"TCGA-\w\w-\w{4}").all()
@@ -183,7 +213,7 @@ def test_nsclc(tmp_path):
     assert (summary["patients"], summary["genes"], summary["with_expression"]) == (130, 1000, 130)
     assert "imputed 4519" in adata.uns[K.UNS][K.PROVENANCE]["expression_missing"]
     assert np.isfinite(adata.X).all()
-    assert vocab(adata, "sex") == ["female", "male"]
+    assert adata.obs["sex"].value_counts().to_dict() == {"male": 96, "female": 34}
     assert vocab(adata, "histology") == [
         "Adenocarcinoma", "NSCLC NOS (not otherwise specified)", "Squamous cell carcinoma"
     ]  # fmt: skip

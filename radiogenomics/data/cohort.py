@@ -373,9 +373,7 @@ def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
         for col in (K.IMAGE, K.MASK):
             if col in out.obs.columns:
                 out.obs[col] = [_relocate(v, Path(root), path.parent) for v in out.obs[col]]
-    return atomic_write(
-        path, lambda tmp: out.write_h5ad(tmp, convert_strings_to_categoricals=False)
-    )
+    return atomic_write(path, lambda tmp: out.write_h5ad(tmp))
 
 
 def _relocate(value: str, old_root: Path, new_root: Path) -> str:
@@ -409,6 +407,9 @@ def read_cohort(path: str | Path) -> ad.AnnData:
             rg[key] = [int(v) for v in rg[key]]
     rg[K.ROOT] = str(path.parent.resolve())
     adata.uns[K.UNS] = rg
+    for col in (K.IMAGE, K.MASK):  # h5ad stores repeated strings as categoricals; paths are text
+        if col in adata.obs.columns:
+            adata.obs[col] = adata.obs[col].astype(str).to_numpy(dtype=object)
     return adata
 
 

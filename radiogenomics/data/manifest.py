@@ -182,7 +182,9 @@ def read_expression(spec: ExpressionSpec, root: Path) -> tuple[pd.DataFrame, pd.
         raw = pd.read_csv(path, sep=_sep(path, spec.sep), dtype=str, keep_default_na=True)
         index_col = spec.index_column or raw.columns[0]
         if index_col not in raw.columns:
-            raise ValueError(f"expression table {path} has no column '{index_col}'; columns start {list(raw.columns[:5])}")
+            raise ValueError(
+                f"expression table {path} has no column '{index_col}'; columns start {list(raw.columns[:5])}"
+            )
         missing_drop = [c for c in spec.drop_columns if c not in raw.columns]
         if missing_drop:
             raise ValueError(f"expression table {path}: drop_columns {missing_drop} not found")
@@ -190,7 +192,9 @@ def read_expression(spec: ExpressionSpec, root: Path) -> tuple[pd.DataFrame, pd.
         if spec.orientation == "genes_x_samples":
             absent = [r for r in spec.covariate_rows if r not in raw.index]
             if absent:
-                raise ValueError(f"expression table {path}: covariate_rows {absent} not found in '{index_col}'")
+                raise ValueError(
+                    f"expression table {path}: covariate_rows {absent} not found in '{index_col}'"
+                )
             annotations = raw.loc[list(spec.covariate_rows)].T.rename(columns=spec.covariate_rows)
             raw = raw.drop(index=list(spec.covariate_rows)).T
         else:
@@ -200,7 +204,9 @@ def read_expression(spec: ExpressionSpec, root: Path) -> tuple[pd.DataFrame, pd.
         if bad.any().any():
             gene = bad.any().idxmax()
             sample = bad[gene].idxmax()
-            raise CohortError(f"expression table {path}: non-numeric value {raw.loc[sample, gene]!r} for gene '{gene}', sample '{sample}'")
+            raise CohortError(
+                f"expression table {path}: non-numeric value {raw.loc[sample, gene]!r} for gene '{gene}', sample '{sample}'"
+            )
         table.index = table.index.astype(str)
         annotations.index = table.index
     ids = _map_ids(table.index, spec, f"expression table {path}")
@@ -208,7 +214,9 @@ def read_expression(spec: ExpressionSpec, root: Path) -> tuple[pd.DataFrame, pd.
     annotations.index = ids
     dup = table.index[table.index.duplicated()].unique().tolist()
     if dup and spec.duplicates == "error":
-        raise CohortError(f"expression table {path}: several samples map to patient(s) {dup[:10]}; set expression.duplicates: first to keep the first")
+        raise CohortError(
+            f"expression table {path}: several samples map to patient(s) {dup[:10]}; set expression.duplicates: first to keep the first"
+        )
     keep = ~table.index.duplicated()
     table, annotations = table[keep], annotations[keep]
     dupg = table.columns[table.columns.duplicated()].unique().tolist()
@@ -231,7 +239,9 @@ def _handle_missing_expression(table: pd.DataFrame, how: str, provenance: dict) 
         dropped = table.columns[nan.any()].tolist()
         provenance["expression_missing"] = f"dropped {len(dropped)} genes with missing values"
         return table.drop(columns=dropped)
-    provenance["expression_missing"] = f"imputed {int(nan.sum().sum())} missing values with gene medians"
+    provenance["expression_missing"] = (
+        f"imputed {int(nan.sum().sum())} missing values with gene medians"
+    )
     return table.fillna(table.median())
 
 
@@ -239,9 +249,17 @@ def read_clinical(spec: ClinicalSpec, root: Path) -> pd.DataFrame:
     path = _file(root, spec.path, "clinical")
     skip = [r + 1 for r in spec.skip_rows]  # +1: pandas counts the header line
     # ids as text: '001' must stay '001' to join the (text) expression and image ids
-    table = pd.read_csv(path, sep=_sep(path, spec.sep), skiprows=skip, na_values=spec.na_values, dtype={spec.id_column: str})
+    table = pd.read_csv(
+        path,
+        sep=_sep(path, spec.sep),
+        skiprows=skip,
+        na_values=spec.na_values,
+        dtype={spec.id_column: str},
+    )
     if spec.id_column not in table.columns:
-        raise ValueError(f"clinical table {path} has no id column '{spec.id_column}'; columns start {list(table.columns[:8])}")
+        raise ValueError(
+            f"clinical table {path} has no id column '{spec.id_column}'; columns start {list(table.columns[:8])}"
+        )
     table.index = _map_ids(table.pop(spec.id_column), spec, f"clinical table {path}")
     dup = table.index[table.index.duplicated()].unique().tolist()
     if dup:
@@ -267,15 +285,21 @@ def read_images(spec: ImageSpec, root: Path, candidates: list[str]) -> pd.DataFr
         table = pd.read_csv(path, sep=_sep(path, None), dtype=str)
         for want in [spec.id_column] + [c for c in cols.values() if c]:
             if want not in table.columns:
-                raise ValueError(f"image table {path} has no column '{want}'; columns: {list(table.columns)}")
+                raise ValueError(
+                    f"image table {path} has no column '{want}'; columns: {list(table.columns)}"
+                )
         ids = _map_ids(table[spec.id_column], spec, f"image table {path}")
-        out = pd.DataFrame({k: table[v].fillna("").to_numpy() if v else "" for k, v in cols.items()}, index=ids)
+        out = pd.DataFrame(
+            {k: table[v].fillna("").to_numpy() if v else "" for k, v in cols.items()}, index=ids
+        )
         dup = out.index[out.index.duplicated()].unique().tolist()
         if dup:
             raise CohortError(f"image table {path}: several rows for patient(s) {dup[:10]}")
         return out
     if "{id}" not in spec.image:
-        raise ValueError(f"images.image {spec.image!r} is neither a column of an images.table nor a template with {{id}}")
+        raise ValueError(
+            f"images.image {spec.image!r} is neither a column of an images.table nor a template with {{id}}"
+        )
     rows = {}
     for pid in candidates:
         image = spec.image.format(id=pid)
@@ -283,7 +307,9 @@ def read_images(spec: ImageSpec, root: Path, candidates: list[str]) -> pd.DataFr
             mask = spec.mask.format(id=pid) if spec.mask else ""
             rows[pid] = {K.IMAGE: image, K.MASK: mask if mask and (root / mask).exists() else ""}
     if not rows:
-        raise FileNotFoundError(f"no image file matches the template {spec.image!r} under {root} for any of {len(candidates)} patients")
+        raise FileNotFoundError(
+            f"no image file matches the template {spec.image!r} under {root} for any of {len(candidates)} patients"
+        )
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
@@ -293,8 +319,16 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
     if m.expression is not None:
         expression, annotations = read_expression(m.expression, root)
     clinical = read_clinical(m.clinical, root) if m.clinical is not None else pd.DataFrame()
-    candidates = list(dict.fromkeys(list(expression.index if expression is not None else []) + list(clinical.index)))
-    images = read_images(m.images, root, candidates) if m.images is not None else pd.DataFrame(columns=[K.IMAGE, K.MASK])
+    candidates = list(
+        dict.fromkeys(
+            list(expression.index if expression is not None else []) + list(clinical.index)
+        )
+    )
+    images = (
+        read_images(m.images, root, candidates)
+        if m.images is not None
+        else pd.DataFrame(columns=[K.IMAGE, K.MASK])
+    )
     expr_ids = list(expression.index) if expression is not None else []
     img_ids = list(images.index)
     img_set = set(img_ids)
@@ -306,7 +340,9 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
         "clinical": list(clinical.index),
     }[m.patients]
     if not ids:
-        raise CohortError(f"manifest '{m.name}' selects no patients (patients: {m.patients}); check the id rules that join the tables")
+        raise CohortError(
+            f"manifest '{m.name}' selects no patients (patients: {m.patients}); check the id rules that join the tables"
+        )
     obs = pd.DataFrame(index=pd.Index(ids, name="patient"))
     if len(annotations.columns):
         obs = obs.join(annotations)
@@ -318,7 +354,11 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
         obs = obs.drop(columns=[c for c in images.columns if c in obs.columns]).join(images)
     obs = _writable(_handle_missing_covariates(obs, m.covariates, provenance))
     if expression is not None:
-        expression = _handle_missing_expression(expression.loc[[i for i in obs.index if i in expression.index]], m.expression.missing, provenance)
+        expression = _handle_missing_expression(
+            expression.loc[[i for i in obs.index if i in expression.index]],
+            m.expression.missing,
+            provenance,
+        )
     adata = make_cohort(
         expression,
         obs,
@@ -353,24 +393,32 @@ def _writable(obs: pd.DataFrame) -> pd.DataFrame:
     return obs
 
 
-def _handle_missing_covariates(obs: pd.DataFrame, spec: CovariateSpec, provenance: dict) -> pd.DataFrame:
+def _handle_missing_covariates(
+    obs: pd.DataFrame, spec: CovariateSpec, provenance: dict
+) -> pd.DataFrame:
     keys = spec.categorical + spec.numeric
     absent = [k for k in keys if k not in obs.columns]
     if absent:
-        raise ValueError(f"covariate column(s) {absent} not found; available columns: {[c for c in obs.columns if c not in (K.IMAGE, K.MASK)]}")
+        raise ValueError(
+            f"covariate column(s) {absent} not found; available columns: {[c for c in obs.columns if c not in (K.IMAGE, K.MASK)]}"
+        )
     for key in spec.numeric:
         values = pd.to_numeric(obs[key], errors="coerce")
         bad = obs.index[values.isna() & obs[key].notna()]
         if len(bad):
             shown = dict(zip(bad[:5], obs.loc[bad[:5], key].tolist(), strict=True))
-            raise CohortError(f"numeric covariate '{key}' has non-numeric values (patient: value) {shown}; list them in clinical.na_values if they mean missing")
+            raise CohortError(
+                f"numeric covariate '{key}' has non-numeric values (patient: value) {shown}; list them in clinical.na_values if they mean missing"
+            )
         obs[key] = values
     missing = obs[keys].isna()
     if not missing.any().any():
         return obs
     if spec.missing == "error":
         detail = {k: obs.index[missing[k]].tolist()[:5] for k in keys if missing[k].any()}
-        raise CohortError(f"missing covariate values (covariate: patients) {detail}; set covariates.missing to drop_patients or fill")
+        raise CohortError(
+            f"missing covariate values (covariate: patients) {detail}; set covariates.missing to drop_patients or fill"
+        )
     if spec.missing == "drop_patients":
         drop = obs.index[missing.any(axis=1)]
         provenance["covariates_missing"] = f"dropped {len(drop)} patients with missing covariates"
@@ -379,7 +427,9 @@ def _handle_missing_covariates(obs: pd.DataFrame, spec: CovariateSpec, provenanc
         obs[key] = obs[key].astype(object).where(obs[key].notna(), "unknown")
     for key in spec.numeric:
         obs[key] = obs[key].fillna(obs[key].median())
-    provenance["covariates_missing"] = f"filled {int(missing.sum().sum())} missing covariate values ('unknown' / median)"
+    provenance["covariates_missing"] = (
+        f"filled {int(missing.sum().sum())} missing covariate values ('unknown' / median)"
+    )
     return obs
 
 
@@ -389,14 +439,23 @@ def _build_from_table(path: Path, spatial_dims: int | None, root: Path | None) -
     root = path.parent.resolve() if root is None else root
     table = pd.read_csv(path, sep=_sep(path, None), dtype={"id": str})  # '001' stays '001'
     if "id" not in table.columns:
-        raise ValueError(f"CSV manifest {path} needs an 'id' column; columns: {list(table.columns)}")
+        raise ValueError(
+            f"CSV manifest {path} needs an 'id' column; columns: {list(table.columns)}"
+        )
     table = table.set_index(table.pop("id").astype(str))
     covs = [c for c in table.columns if c not in (K.IMAGE, K.MASK)]
     numeric = [c for c in covs if pd.api.types.is_numeric_dtype(table[c])]
     categorical = [c for c in covs if c not in numeric]
     if spatial_dims is None:
         spatial_dims = _guess_spatial_dims(root, table)
-    adata = make_cohort(None, table, spatial_dims=spatial_dims, categorical=categorical, numeric=numeric, provenance={"manifest": str(path.resolve())})
+    adata = make_cohort(
+        None,
+        table,
+        spatial_dims=spatial_dims,
+        categorical=categorical,
+        numeric=numeric,
+        provenance={"manifest": str(path.resolve())},
+    )
     adata.uns[K.UNS][K.ROOT] = str(root)
     return adata
 
