@@ -24,6 +24,18 @@ PENDING = {
 }
 
 
+def _common() -> argparse.ArgumentParser:
+    # -v/-q work before or after the verb; SUPPRESS keeps a sub-parser from resetting them.
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
+    )
+    p.add_argument(
+        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    return p
+
+
 def _config_args(p: argparse.ArgumentParser, config_positional: bool = False) -> None:
     if config_positional:
         p.add_argument("config", type=Path, help="YAML config (see configs/)")
@@ -53,17 +65,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"radiogenomics {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common = _common()
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = sub.add_parser("demo", help="build the phantom cohort and figures of its patients")
+    p = sub.add_parser(
+        "demo", parents=[common], help="build the phantom cohort and figures of its patients"
+    )
     _config_args(p)
     p.add_argument(
         "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
     )
 
-    cohort = sub.add_parser("cohort", help="build, validate and generate cohorts")
+    cohort = sub.add_parser("cohort", parents=[common], help="build, validate and generate cohorts")
     csub = cohort.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = csub.add_parser("phantom", help="write a phantom cohort (h5ad + image and mask files)")
+    p = csub.add_parser(
+        "phantom", parents=[common], help="write a phantom cohort (h5ad + image and mask files)"
+    )
     _config_args(p)
     p.add_argument("--n", type=int, help="patients (phantom.n)")
     p.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2 or 3 (phantom.spatial_dims)")
@@ -71,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p = csub.add_parser(
-        "build", help="build a validated cohort .h5ad from a manifest (YAML or CSV)"
+        "build",
+        parents=[common],
+        help="build a validated cohort .h5ad from a manifest (YAML or CSV)",
     )
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
@@ -85,13 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
-    p = csub.add_parser("validate", help="validate a cohort .h5ad against the data contract")
+    p = csub.add_parser(
+        "validate", parents=[common], help="validate a cohort .h5ad against the data contract"
+    )
     p.add_argument("cohort", type=Path)
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
     p = csub.add_parser(
-        "prepare-shared", help="write a shared real image set (../shared/data) as image files"
+        "prepare-shared",
+        parents=[common],
+        help="write a shared real image set (../shared/data) as image files",
     )
     p.add_argument("name", help="tcga-lgg or mini-mias")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -103,25 +126,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser(
-        "select-genes", help="select genes (differential expression or pathway gene sets)"
+        "select-genes",
+        parents=[common],
+        help="select genes (differential expression or pathway gene sets)",
     )
     _config_args(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("train", help="train a model on a cohort")
+    p = sub.add_parser("train", parents=[common], help="train a model on a cohort")
     _config_args(p, config_positional=True)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
     p.add_argument("--out", type=Path, required=True, help="run folder")
-    p = sub.add_parser("sample", help="sample synthetic patients from a trained run")
+    p = sub.add_parser(
+        "sample", parents=[common], help="sample synthetic patients from a trained run"
+    )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--covariate", action="append", default=[], metavar="KEY=VALUE")
-    p = sub.add_parser("evaluate", help="evaluate a synthetic cohort against a real one")
+    p = sub.add_parser(
+        "evaluate", parents=[common], help="evaluate a synthetic cohort against a real one"
+    )
     p.add_argument("--real", type=Path, required=True)
     p.add_argument("--synthetic", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("map", help="learn a radiogenomic map")
+    p = sub.add_parser("map", parents=[common], help="learn a radiogenomic map")
     _config_args(p)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
@@ -137,36 +166,49 @@ def _say(what: str, path) -> None:
     print(f"{what}: {path}")
 
 
+def _phantom(cfg: Config, progress: bool):
+    from radiogenomics.data.phantom import make_phantom
+
+    p = cfg.phantom
+    return make_phantom(
+        n=p.n,
+        spatial_dims=p.spatial_dims,
+        size=p.size,
+        n_genes=p.n_genes,
+        noise=p.noise,
+        seed=cfg.seed,
+        frac_image_only=p.frac_image_only,
+        frac_expression_only=p.frac_expression_only,
+        progress=progress,
+    )
+
+
 def cmd_demo(args) -> int:
     from radiogenomics import pl
     from radiogenomics.data.cohort import read_cohort, validate_cohort
-    from radiogenomics.data.phantom import make_phantom, write_phantom
+    from radiogenomics.data.phantom import write_phantom
 
     cfg = _resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
     out = args.out
-    ph_cfg = cfg.phantom
-    phantom = make_phantom(
-        n=ph_cfg.n,
-        spatial_dims=ph_cfg.spatial_dims,
-        size=ph_cfg.size,
-        n_genes=ph_cfg.n_genes,
-        noise=ph_cfg.noise,
-        seed=cfg.seed,
-        frac_image_only=ph_cfg.frac_image_only,
-        frac_expression_only=ph_cfg.frac_expression_only,
-        progress=not args.quiet,
-    )
+    phantom = _phantom(cfg, progress=not args.quiet)
     path = write_phantom(
-        phantom, out / "cohort", image_format=ph_cfg.image_format, progress=not args.quiet
+        phantom, out / "cohort", image_format=cfg.phantom.image_format, progress=not args.quiet
     )
     adata = read_cohort(path)
     summary = validate_cohort(adata, progress=not args.quiet)
     _say("phantom cohort", path)
     _say("images and masks", out / "cohort" / "images")
-    pl.patients(adata, n=16, images=phantom.images, masks=phantom.masks, save=out / "patients.png")
+    pl.patients(
+        adata,
+        n=16,
+        images=phantom.images,
+        masks=phantom.masks,
+        color_by="subtype",
+        save=out / "patients.png",
+    )
     _say("patient figure", out / "patients.png")
     pl.truth_map(adata, save=out / "truth_map.png")
     _say("ground-truth map figure", out / "truth_map.png")
@@ -179,7 +221,7 @@ def cmd_cohort(args) -> int:
 
     progress = not args.quiet
     if args.action == "phantom":
-        from radiogenomics.data.phantom import make_phantom, write_phantom
+        from radiogenomics.data.phantom import write_phantom
 
         overrides = list(args.overrides)
         for flag, key in (
@@ -194,19 +236,10 @@ def cmd_cohort(args) -> int:
         if args.dry_run:
             print(dump_config(cfg), end="")
             return 0
-        p = cfg.phantom
-        phantom = make_phantom(
-            p.n,
-            p.spatial_dims,
-            p.size,
-            p.n_genes,
-            p.noise,
-            cfg.seed,
-            p.frac_image_only,
-            p.frac_expression_only,
-            progress=progress,
+        phantom = _phantom(cfg, progress)
+        path = write_phantom(
+            phantom, args.out, image_format=cfg.phantom.image_format, progress=progress
         )
-        path = write_phantom(phantom, args.out, image_format=p.image_format, progress=progress)
         _say("phantom cohort", path)
         return 0
     if args.action == "build":

@@ -20,7 +20,8 @@ class DataConfig:
     spatial_dims: Literal[2, 3] = 2
     # Size the images are resized to; None keeps the cohort's uns["rg"]["image_size"].
     image_size: list[int] | None = None
-    channels: int = 1
+    # Image channels; None takes the cohort's (uns["rg"]["channels"]), a number must match it.
+    channels: int | None = None
     # minmax: each image to [-1, 1]; percentile: clip to [lower, upper] percentiles then [-1, 1];
     # fixed: map [a_min, a_max] to [-1, 1] (CT in HU, say).
     intensity: Literal["minmax", "percentile", "fixed"] = "minmax"
@@ -41,8 +42,16 @@ class DataConfig:
             )
         if not 0.0 <= self.cache_rate <= 1.0:
             raise ValueError(f"key 'data.cache_rate' must be in [0, 1]; got {self.cache_rate}")
-        if self.channels < 1:
+        if self.channels is not None and self.channels < 1:
             raise ValueError(f"key 'data.channels' must be >= 1; got {self.channels}")
+        if self.a_min >= self.a_max:
+            raise ValueError(
+                f"key 'data.a_min' ({self.a_min}) must be below 'data.a_max' ({self.a_max})"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"key 'data.batch_size' must be >= 1; got {self.batch_size}")
+        if self.num_workers < 0:
+            raise ValueError(f"key 'data.num_workers' must be >= 0; got {self.num_workers}")
         lo, hi = (self.percentiles + [None, None])[:2]
         if len(self.percentiles) != 2 or not 0 <= lo < hi <= 100:
             raise ValueError(
@@ -71,8 +80,10 @@ class PhantomConfig:
             raise ValueError(f"key 'phantom.n' must be >= 1; got {self.n}")
         if self.size is not None and self.size < 16:
             raise ValueError(f"key 'phantom.size' must be >= 16; got {self.size}")
-        if self.n_genes < 64:
-            raise ValueError(f"key 'phantom.n_genes' must be >= 64; got {self.n_genes}")
+        if self.n_genes < 128:  # 8 programs x 16 genes
+            raise ValueError(f"key 'phantom.n_genes' must be >= 128; got {self.n_genes}")
+        if self.noise < 0:
+            raise ValueError(f"key 'phantom.noise' must be >= 0; got {self.noise}")
         for key in ("frac_image_only", "frac_expression_only"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"key 'phantom.{key}' must be in [0, 1); got {getattr(self, key)}")

@@ -522,9 +522,21 @@ def _mixed_cohort(tmp_path):
     adata = make_cohort(
         expr, obs, categorical=["subtype"], numeric=["age"], provenance={"source": "test"}
     )
+    # e0 came from the expression table only: give it covariates, which every patient needs
+    # (the statistics in uns stay those of setup).
+    adata.obs.loc["e0", ["subtype", "age"]] = ["A", 58.0]
     adata.uns[K.UNS][K.ROOT] = str(root)
     validate_cohort(adata, progress=False)  # records image_size, channels, mask_labels
     return adata, root
+
+
+def test_missing_covariate_names_patient(tmp_path):
+    adata, _ = _mixed_cohort(tmp_path)
+    adata.obs.loc["e0", "age"] = np.nan
+    adata.obs.loc["p1", "subtype"] = np.nan
+    with pytest.raises(CohortError, match=r"'age' is missing for patient\(s\) \['e0'\]") as err:
+        validate_cohort(adata, progress=False)
+    assert "'subtype' is missing for patient(s) ['p1']" in str(err.value)
 
 
 def test_h5ad_round_trip(tmp_path):
@@ -540,7 +552,7 @@ def test_h5ad_round_trip(tmp_path):
     assert isinstance(back.obs["subtype"].dtype, pd.CategoricalDtype)
     assert list(back.obs["subtype"].cat.categories) == ["B", "A"]  # order kept, unused dropped
     assert back.obs["subtype"].iloc[:3].tolist() == ["B", "A", "B"]
-    assert pd.isna(back.obs["subtype"].iloc[3])  # the expression-only patient has no subtype
+    assert back.obs["subtype"].iloc[3] == "A"  # the expression-only patient's covariates kept
     np.testing.assert_array_equal(back.obs["age"].to_numpy(), adata.obs["age"].to_numpy())
     for flag in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK):
         assert back.obs[flag].dtype == bool
@@ -621,3 +633,15 @@ def test_read_cohort_errors(tmp_path):
     ad.AnnData(X=np.zeros((2, 2), np.float32)).write_h5ad(plain)
     with pytest.raises(CohortError, match=r"plain\.h5ad is an AnnData without uns\['rg'\]"):
         read_cohort(plain)
+
+
+def test_write_keeps_paths_of_a_cohort_built_in_memory(tmp_path, monkeypatch):
+    """No root recorded: relative paths mean the working folder, and stay valid after writing."""
+    monkeypatch.chdir(tmp_path)
+    image, mask = _write_pair(tmp_path / "img", "p0", seed=0)
+    obs = pd.DataFrame({K.IMAGE: [f"img/{image}"], K.MASK: [f"img/{mask}"]}, index=["p0"])
+    adata = make_cohort(None, obs)
+    validate_cohort(adata, progress=False)
+    back = read_cohort(write_cohort(adata, tmp_path / "sub" / "c.h5ad"))
+    assert back.obs[K.IMAGE].iat[0] == f"../img/{image}"
+    assert validate_cohort(back, progress=False)["with_image"] == 1

@@ -89,7 +89,7 @@ def test_overrides():
     assert cfg.data.spatial_dims == 3
     assert cfg.phantom.n == 10
     # everything else stays at its default
-    assert cfg.data.channels == 1
+    assert cfg.data.channels is None  # taken from the cohort
     assert cfg.phantom.n_genes == 256
     assert cfg.seed == 0
 
@@ -195,7 +195,7 @@ def test_bad_values_name_the_key(override, pattern):
         (["data.percentiles=[1]"], r"key 'data\.percentiles' must be \[lower, upper\]"),
         (["phantom.n=0"], r"key 'phantom\.n' must be >= 1; got 0"),
         (["phantom.size=8"], r"key 'phantom\.size' must be >= 16; got 8"),
-        (["phantom.n_genes=10"], r"key 'phantom\.n_genes' must be >= 64; got 10"),
+        (["phantom.n_genes=10"], r"key 'phantom\.n_genes' must be >= 128; got 10"),
         (["phantom.frac_image_only=1.0"], r"key 'phantom\.frac_image_only' must be in \[0, 1\)"),
         (
             ["phantom.frac_image_only=0.6", "phantom.frac_expression_only=0.5"],

@@ -83,3 +83,25 @@ def test_spatial_dims_mismatch_names_both(phantom_cohort, spatial_dims):
     other = 3 if spatial_dims == 2 else 2
     with pytest.raises(ValueError, match=rf"spatial_dims={other}.*spatial_dims={spatial_dims}"):
         CohortDataset(phantom_cohort, _cfg(other))
+
+
+def test_subset_keeps_vocabulary_codes(phantom_cohort, spatial_dims):
+    """A subset AnnData drops unused categories; codes must still follow uns' vocabulary."""
+    sub = phantom_cohort[phantom_cohort.obs["subtype"] != "A"].copy()
+    assert list(sub.obs["subtype"].cat.categories) == ["B", "C"]
+    ds = CohortDataset(sub, _cfg(spatial_dims))
+    codes = ds.categorical[:, 1].numpy()
+    expected = sub.obs["subtype"].map({"A": 0, "B": 1, "C": 2}).astype(int).to_numpy()
+    np.testing.assert_array_equal(codes, expected)
+
+
+def test_missing_covariate_and_channel_mismatch_are_errors(phantom_cohort, spatial_dims):
+    bad = phantom_cohort.copy()
+    bad.obs["age"] = bad.obs["age"].astype(float)
+    bad.obs.iloc[3, bad.obs.columns.get_loc("age")] = np.nan
+    with pytest.raises(
+        ValueError, match=rf"'age' is missing for patient\(s\) \['{bad.obs_names[3]}'\]"
+    ):
+        CohortDataset(bad, _cfg(spatial_dims))
+    with pytest.raises(ValueError, match=r"data.channels=3 .* 1 channel"):
+        CohortDataset(phantom_cohort, _cfg(spatial_dims, channels=3))

@@ -245,11 +245,14 @@ def validate_cohort(
             problems.append(
                 f"covariate '{key}' has values {unseen} outside its vocabulary {list(vocab)}"
             )
+        problems += _missing_covariate(adata, key)
     for key in rg.get(K.COVARIATES, {}).get(K.NUMERIC, {}):
         if key not in adata.obs.columns:
             problems.append(f"covariate column '{key}' declared in uns['rg'] is missing from obs")
         elif not pd.api.types.is_numeric_dtype(adata.obs[key]):
             problems.append(f"numeric covariate '{key}' has dtype {adata.obs[key].dtype}")
+        else:
+            problems += _missing_covariate(adata, key)
     summary = {
         "patients": adata.n_obs,
         "genes": adata.n_vars,
@@ -263,6 +266,15 @@ def validate_cohort(
         problems += _check_files(adata, root, progress, summary)
     _fail(problems, "cohort validation failed")
     return summary
+
+
+def _missing_covariate(adata, key: str) -> list[str]:
+    missing = adata.obs_names[adata.obs[key].isna().to_numpy()].tolist()
+    if not missing:
+        return []
+    return [
+        f"covariate '{key}' is missing for patient(s) {missing[:_MAX_LISTED]} (fill or drop them: the models need every covariate)"
+    ]
 
 
 def _check_files(adata, root, progress, summary) -> list[str]:
@@ -366,10 +378,11 @@ def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
     """Write a cohort as h5ad, atomically. Relative image paths stay relative to its folder."""
     path = Path(path)
     rg = dict(adata.uns.get(K.UNS, {}))
-    root = rg.pop(K.ROOT, None)
+    # A cohort never read from disk resolves relative paths against the working folder.
+    root = rg.pop(K.ROOT, ".")
     out = adata.copy()
     out.uns[K.UNS] = rg
-    if root is not None and Path(root).resolve() != path.parent.resolve():
+    if Path(root).resolve() != path.parent.resolve():
         for col in (K.IMAGE, K.MASK):
             if col in out.obs.columns:
                 out.obs[col] = [_relocate(v, Path(root), path.parent) for v in out.obs[col]]

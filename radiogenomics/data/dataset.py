@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import torch
 from monai import transforms as mt
 from monai.data import CacheDataset
@@ -99,6 +100,18 @@ def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
     return mt.Compose(steps)
 
 
+def _codes(obs, key: str, vocab) -> np.ndarray:
+    """Codes against the cohort's vocabulary: a subset AnnData drops unused categories, so the
+    column's own codes would shift."""
+    codes = pd.Categorical(obs[key].astype(str), categories=[str(v) for v in vocab]).codes
+    bad = obs.index[codes < 0].tolist()
+    if bad:
+        raise ValueError(
+            f"covariate '{key}' of patient(s) {bad[:10]} is missing or outside the vocabulary {list(vocab)}"
+        )
+    return codes
+
+
 class CohortDataset(Dataset):
     """Patients of a cohort as dicts of tensors.
 
@@ -131,15 +144,24 @@ class CohortDataset(Dataset):
             raise ValueError(
                 "the cohort has no uns['rg']['image_size']; validate it or set data.image_size"
             )
-        self.channels = int(rg.get(K.CHANNELS, cfg.channels))
+        if has_image.any() and K.CHANNELS not in rg:
+            raise ValueError(
+                "the cohort has no uns['rg']['channels']; validate it with validate_cohort first"
+            )
+        self.channels = int(rg.get(K.CHANNELS, cfg.channels or 1))
+        if cfg.channels is not None and has_image.any() and cfg.channels != self.channels:
+            raise ValueError(
+                f"config data.channels={cfg.channels} but the cohort's images have {self.channels} channel(s)"
+            )
         self.indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         cat_keys, num_keys = covariate_keys(adata)
         num_stats = rg.get(K.COVARIATES, {}).get(K.NUMERIC, {})
+        vocab = rg.get(K.COVARIATES, {}).get(K.CATEGORICAL, {})
         obs = adata.obs
         X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         self.expression = torch.as_tensor(np.nan_to_num(X, nan=0.0), dtype=torch.float32)
         self.categorical = torch.as_tensor(
-            np.stack([obs[k].cat.codes.to_numpy() for k in cat_keys], 1)
+            np.stack([_codes(obs, k, vocab[k]) for k in cat_keys], 1)
             if cat_keys
             else np.zeros((adata.n_obs, 0)),
             dtype=torch.long,
@@ -148,6 +170,10 @@ class CohortDataset(Dataset):
             ((obs[k].to_numpy(float) - num_stats[k]["mean"]) / num_stats[k]["std"])
             for k in num_keys
         ]
+        for k, values in zip(num_keys, num, strict=True):
+            if not np.isfinite(values).all():
+                missing = obs.index[~np.isfinite(values)].tolist()[:10]
+                raise ValueError(f"numeric covariate '{k}' is missing for patient(s) {missing}")
         self.numeric = torch.as_tensor(
             np.stack(num, 1) if num else np.zeros((adata.n_obs, 0)), dtype=torch.float32
         )

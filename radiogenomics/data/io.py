@@ -45,8 +45,9 @@ def suffix_of(path: str | Path) -> str:
     return path.suffix.lower()
 
 
-def _loader(path: Path):
-    """A MONAI LoadImage for `path`'s type (cached: building one registers every reader)."""
+def _reader(path: Path):
+    """The MONAI reader for `path`'s type. Called directly rather than through LoadImage, whose
+    fall-back through every other reader turns one corrupt file into pages of tracebacks."""
     suffix = suffix_of(path)
     for kind, suffixes in (
         ("nifti", NIFTI),
@@ -55,7 +56,7 @@ def _loader(path: Path):
         ("dicom", DICOM),
     ):
         if suffix in suffixes:
-            return _cached_loader(kind)
+            return _cached_reader(kind)
     raise ValueError(
         f"{path}: unsupported image file type {suffix!r}; use NIfTI (.nii/.nii.gz), a DICOM folder "
         f"or .dcm file, PNG/TIFF, or .npy"
@@ -63,20 +64,18 @@ def _loader(path: Path):
 
 
 @functools.cache
-def _cached_loader(kind: str):
+def _cached_reader(kind: str):
     # MONAI readers by type; PIL without the (W, H) transpose so arrays match numpy order.
     from monai.data import NibabelReader, NumpyReader, PILReader, PydicomReader
-    from monai.transforms import LoadImage
 
     with warnings.catch_warnings():  # see the logging note at the top: no CUDA decoder here
         warnings.simplefilter("ignore", UserWarning)
-        reader = {
+        return {
             "nifti": NibabelReader,
             "pil": lambda: PILReader(reverse_indexing=False),
             "numpy": NumpyReader,
             "dicom": PydicomReader,
         }[kind]()
-        return LoadImage(reader=reader, image_only=True)
 
 
 def load_image(path: str | Path, spatial_dims: int | None = None) -> np.ndarray:
@@ -89,18 +88,18 @@ def load_image(path: str | Path, spatial_dims: int | None = None) -> np.ndarray:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
-    loader = _loader(path)
+    reader = _reader(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = loader(str(path))
-    except (ValueError, FileNotFoundError):
-        raise
+            data, meta = reader.get_data(reader.read(str(path)))
     except Exception as err:  # a corrupt file surfaces as many different library errors
-        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {err}") from err
-    arr = np.asarray(img.array if hasattr(img, "array") else img, dtype=np.float32)
-    meta_channel = getattr(img, "meta", {}).get("original_channel_dim", float("nan"))
-    return to_channel_first(arr, spatial_dims, meta_channel, source=str(path))
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {first}") from err
+    arr = np.asarray(data, dtype=np.float32)
+    return to_channel_first(
+        arr, spatial_dims, meta.get("original_channel_dim", float("nan")), source=str(path)
+    )
 
 
 def to_channel_first(arr: np.ndarray, spatial_dims: int | None, meta_channel=None, source="array"):
@@ -122,9 +121,6 @@ def to_channel_first(arr: np.ndarray, spatial_dims: int | None, meta_channel=Non
             return arr
         if arr.shape[-1] <= 4:
             return np.moveaxis(arr, -1, 0)
-    # A 2D image stored with a trailing singleton (X, Y, 1) NIfTI is still 2D.
-    if arr.ndim == spatial_dims + 1 and 1 in arr.shape:
-        return np.moveaxis(arr, arr.shape.index(1), 0)
     raise ValueError(
         f"{source}: shape {tuple(arr.shape)} does not fit spatial_dims={spatial_dims} "
         f"(expected {spatial_dims} spatial axes plus at most one channel axis of size <= 4)"
@@ -259,9 +255,12 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
             _dicom_slice(stored[:, :, k], lo, slope, k).save_as(
                 tmp / f"slice_{k:04d}.dcm", enforce_file_format=True
             )
+        # Swap folders by renames so a crash leaves the old series or the new one, never neither.
+        old = path.with_name(f".{path.name}.old")
         if path.exists():
-            shutil.rmtree(path)
+            os.replace(path, old)
         os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
