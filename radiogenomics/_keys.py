@@ -17,6 +17,7 @@ COVARIATES = "covariates"
 CATEGORICAL = "categorical"
 NUMERIC = "numeric"
 GENE_STATS = "gene_stats"
+MASK_LABELS = "mask_labels"
 PROVENANCE = "provenance"
 # Set by read_cohort from the h5ad's folder; never written, so a cohort stays relocatable.
 ROOT = "root"
@@ -25,6 +26,3 @@ ROOT = "root"
 PHANTOM = "phantom"
 PROGRAMS = "rg_programs"
 PHENOTYPE = "rg_phenotype"
-
-# layers, obsm and varm keys used by later stages
-COUNTS = "counts"

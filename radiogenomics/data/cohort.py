@@ -337,7 +337,7 @@ def _check_files(adata, root, progress, summary) -> list[str]:
         if len(channels) > 1:
             problems.append(f"images differ in channel count: {dict(channels)}")
     if labels:
-        rg["mask_labels"] = sorted(labels)
+        rg[K.MASK_LABELS] = sorted(labels)
         summary["mask_labels"] = sorted(labels)
     return problems
 
@@ -415,7 +415,7 @@ def read_cohort(path: str | Path) -> ad.AnnData:
             f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`"
         )
     rg = _as_lists(dict(adata.uns[K.UNS]))
-    for key in (K.IMAGE_SIZE, "mask_labels"):
+    for key in (K.IMAGE_SIZE, K.MASK_LABELS):
         if key in rg:
             rg[key] = [int(v) for v in rg[key]]
     rg[K.ROOT] = str(path.parent.resolve())
