@@ -26,3 +26,13 @@ ROOT = "root"
 PHANTOM = "phantom"
 PROGRAMS = "rg_programs"
 PHENOTYPE = "rg_phenotype"
+
+# obsm of a synthetic cohort: the gene generator's hidden layer (the gene latent)
+GENE_LATENT = "rg_gene_latent"
+# uns[UNS][SYNTHETIC]: how a synthetic cohort was made (model, run, seed)
+SYNTHETIC = "synthetic"
+
+# gene selection (radiogenomics.pp): var columns f"{DE}_log2fc|pval|padj|selected" and
+# f"{PATHWAYS}_selected"; uns[UNS][DE] holds the test's parameters, uns[UNS][PATHWAYS] the report
+DE = "rg_de"
+PATHWAYS = "rg_pathways"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from radiogenomics import __version__
+from radiogenomics import _keys as K
 from radiogenomics.config import Config, dump_config, load_config
 
 log = logging.getLogger("radiogenomics")
@@ -16,10 +17,6 @@ log = logging.getLogger("radiogenomics")
 # Verbs whose implementation comes with later work; they parse their documented arguments and
 # say so plainly instead of failing deep inside.
 PENDING = {
-    "select-genes": "gene selection arrives with the gene-side work (differential expression, GMT pathways)",
-    "train": "training arrives with the gene WGAN-GP and image generator work",
-    "sample": "sampling arrives with the trained models",
-    "evaluate": "evaluation arrives with the gene and image metrics",
     "map": "radiogenomic maps arrive with the map work",
 }
 
@@ -112,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
     p = csub.add_parser(
+        "split",
+        parents=[common],
+        help="split a cohort by patient into train.h5ad and test.h5ad",
+    )
+    p.add_argument("cohort", type=Path)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--stratify", default=None, help="categorical obs column to stratify on")
+    p.add_argument("--seed", type=int, default=0)
+    p = csub.add_parser(
         "prepare-shared",
         parents=[common],
         help="write a shared real image set (../shared/data) as image files",
@@ -128,28 +135,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "select-genes",
         parents=[common],
-        help="select genes (differential expression or pathway gene sets)",
+        help="select genes (differential expression, pathway gene sets or variance)",
     )
     _config_args(p)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
+    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad with the selected genes")
     p = sub.add_parser("train", parents=[common], help="train a model on a cohort")
     _config_args(p, config_positional=True)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
-    p.add_argument("--out", type=Path, required=True, help="run folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder (resumes if it has one)")
     p = sub.add_parser(
         "sample", parents=[common], help="sample synthetic patients from a trained run"
     )
     p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("--n", type=int, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--covariate", action="append", default=[], metavar="KEY=VALUE")
-    p = sub.add_parser(
-        "evaluate", parents=[common], help="evaluate a synthetic cohort against a real one"
+    p.add_argument("--n", type=int, required=True, help="number of patients")
+    p.add_argument("--out", type=Path, required=True, help="output folder (cohort.h5ad)")
+    p.add_argument(
+        "--covariate",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a covariate for every patient (repeatable); others follow the training cohort",
     )
-    p.add_argument("--real", type=Path, required=True)
-    p.add_argument("--synthetic", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="score synthetic expression against held-out real patients, with baselines",
+    )
+    p.add_argument("--real", type=Path, required=True, help="held-out real cohort .h5ad")
+    p.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort .h5ad")
+    p.add_argument(
+        "--train",
+        type=Path,
+        required=True,
+        help="the real training cohort: the ceiling score and the baselines are fitted on it",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output folder (report.md, figures)")
+    p.add_argument(
+        "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
+    )
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("map", parents=[common], help="learn a radiogenomic map")
     _config_args(p)
     p.add_argument("--data", type=Path, required=True)
@@ -261,6 +287,15 @@ def cmd_cohort(args) -> int:
         print(f"{args.cohort}: valid")
         print(json.dumps(summary))
         return 0
+    if args.action == "split":
+        from radiogenomics.data.cohort import split_cohort
+
+        train, test = split_cohort(
+            read_cohort(args.cohort), args.test_fraction, stratify=args.stratify, seed=args.seed
+        )
+        _say(f"train ({train.n_obs} patients)", write_cohort(train, args.out / "train.h5ad"))
+        _say(f"test ({test.n_obs} patients)", write_cohort(test, args.out / "test.h5ad"))
+        return 0
     if args.action == "prepare-shared":
         from radiogenomics.data.shared import prepare_shared
 
@@ -268,6 +303,116 @@ def cmd_cohort(args) -> int:
         _say(f"prepared {args.name}", out)
         return 0
     raise AssertionError(args.action)  # argparse restricts the choices
+
+
+def cmd_select_genes(args) -> int:
+    from radiogenomics import pl, pp
+    from radiogenomics.data.cohort import read_cohort, write_cohort
+
+    cfg = _resolve_config(args)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    sel = cfg.select
+    adata = read_cohort(args.data)
+    stem = args.out.with_suffix("")
+    if sel.method == "de":
+        if sel.groupby is None or sel.group is None:
+            raise ValueError("select.method 'de' needs keys 'select.groupby' and 'select.group'")
+        table = pp.rank_genes(
+            adata,
+            sel.groupby,
+            sel.group,
+            sel.reference,
+            pair_by=sel.pair_by,
+            correction=sel.correction,
+            alpha=sel.alpha,
+            min_log2fc=sel.min_log2fc,
+            log_base=sel.log_base,
+        )
+        genes = table.index[table["selected"]].tolist()
+        _write_csv(table, stem.with_name(stem.name + "_de.csv"))
+        pl.volcano(adata, save=stem.with_name(stem.name + "_volcano.png"))
+        _say("differential expression", stem.with_name(stem.name + "_de.csv"))
+        _say("volcano plot", stem.with_name(stem.name + "_volcano.png"))
+    elif sel.method == "pathway":
+        if sel.gmt is None:
+            raise ValueError("select.method 'pathway' needs key 'select.gmt' (a GMT file)")
+        report = pp.pathway_genes(adata, sel.gmt, sel.pathways)
+        genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
+        _write_csv(report, stem.with_name(stem.name + "_pathways.csv"))
+        _say("pathway report", stem.with_name(stem.name + "_pathways.csv"))
+    else:
+        genes = pp.highly_variable(adata, sel.n_top)
+    if not genes:
+        raise ValueError(f"select.method '{sel.method}' selected no gene; loosen its thresholds")
+    path = write_cohort(pp.select_genes(adata, genes), args.out)
+    _say(f"cohort with {len(genes)} selected genes", path)
+    return 0
+
+
+def _write_csv(frame, path: Path) -> None:
+    from radiogenomics.data.io import atomic_write
+
+    atomic_write(path, lambda tmp: frame.to_csv(tmp))
+
+
+def cmd_train(args) -> int:
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.models.gene_gan import GeneGAN
+
+    cfg = _resolve_config(args)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    adata = read_cohort(args.data)
+    model = GeneGAN(adata, cfg)
+    summary = model.train(run_dir=args.out, progress=not args.quiet)
+    if (args.out / "log.csv").is_file():
+        from radiogenomics import pl
+
+        pl.loss_curves(args.out / "log.csv", save=args.out / "loss_curves.png")
+        _say("loss curves", args.out / "loss_curves.png")
+    _say(f"trained {model!r}", args.out)
+    print(json.dumps(summary))
+    return 0
+
+
+def _covariate_args(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--covariate {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_sample(args) -> int:
+    from radiogenomics.data.cohort import write_cohort
+    from radiogenomics.models.gene_gan import GeneGAN
+
+    model = GeneGAN.load(args.run)
+    synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
+    synth.uns["rg"]["synthetic"]["run"] = str(args.run)
+    path = write_cohort(synth, args.out / "cohort.h5ad")
+    _say(f"{synth.n_obs} synthetic patients", path)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.evaluate.report import gene_report
+
+    train, real, synth = (read_cohort(p) for p in (args.train, args.real, args.synthetic))
+    table, report = gene_report(
+        train, real, synth, args.out, covariate=args.covariate, seed=args.seed
+    )
+    _say("metrics", args.out / "metrics.csv")
+    _say("report", report)
+    cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
+    print(table[cols].round(3).to_string())
+    return 0
 
 
 def cmd_pending(args) -> int:
@@ -284,10 +429,17 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    handler = {"demo": cmd_demo, "cohort": cmd_cohort}.get(args.verb, cmd_pending)
+    handler = {
+        "demo": cmd_demo,
+        "cohort": cmd_cohort,
+        "select-genes": cmd_select_genes,
+        "train": cmd_train,
+        "sample": cmd_sample,
+        "evaluate": cmd_evaluate,
+    }.get(args.verb, cmd_pending)
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, FloatingPointError) as err:
         # User mistakes: one clear message, no traceback (use -v for one).
         if args.verbose:
             raise

@@ -96,13 +96,121 @@ class PhantomConfig:
 
 
 @dataclass
+class GeneConfig:
+    """The gene WGAN-GP (gGAN-style): which genes, how they are scaled, network sizes."""
+
+    # Genes to model, in order; None models all of the cohort's genes.
+    genes: list[str] | None = None
+    # Natural log1p before standardising (for counts/FPKM); the inverse brings samples back.
+    log1p: bool = False
+    # Covariates the generator and critic are conditioned on; None takes all of the cohort's.
+    covariates: list[str] | None = None
+    # Noise dimension fed to the generator.
+    n_latent: int = 64
+    # Width and depth of the generator and critic MLPs (gGAN: 2 x 256, ReLU).
+    n_hidden: int = 256
+    n_layers: int = 2
+
+    def __post_init__(self):
+        for key in ("n_latent", "n_hidden", "n_layers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key 'gene.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.genes is not None and len(self.genes) == 0:
+            raise ValueError("key 'gene.genes' is an empty list; use null for all genes")
+
+
+@dataclass
+class TrainConfig:
+    """The adversarial training loop shared by the models (WGAN-GP)."""
+
+    # Generator steps; each follows n_critic critic steps on fresh batches.
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 5e-4
+    # Critic learning rate; None uses lr.
+    lr_critic: float | None = None
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    # Critic steps per generator step and the gradient penalty weight (WGAN-GP: 5 and 10).
+    n_critic: int = 5
+    gp_weight: float = 10.0
+    # Exponential moving average of the generator weights used for sampling; 0 turns it off.
+    ema_decay: float = 0.999
+    # Fraction of the training patients held out for model selection on realism.
+    val_fraction: float = 0.15
+    # Score realism on the held-out patients every this many steps and keep the best weights.
+    eval_every: int = 100
+    # Stop after this many evaluations without improvement; 0 never stops early.
+    patience: int = 0
+    # Write a resumable checkpoint every this many steps.
+    checkpoint_every: int = 500
+    # CUDA only: bf16 autocast of the forward passes (the gradient penalty stays fp32).
+    amp: bool = True
+
+    def __post_init__(self):
+        for key in ("steps", "batch_size", "n_critic", "eval_every", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key 'train.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.patience < 0:
+            raise ValueError(f"key 'train.patience' must be >= 0; got {self.patience}")
+        if self.lr <= 0 or (self.lr_critic is not None and self.lr_critic <= 0):
+            raise ValueError("keys 'train.lr' and 'train.lr_critic' must be > 0")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"key 'train.betas' must be two numbers in [0, 1); got {self.betas}")
+        if self.gp_weight < 0:
+            raise ValueError(f"key 'train.gp_weight' must be >= 0; got {self.gp_weight}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"key 'train.ema_decay' must be in [0, 1); got {self.ema_decay}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"key 'train.val_fraction' must be in [0, 1); got {self.val_fraction}")
+
+
+@dataclass
+class SelectConfig:
+    """Gene selection (`radiogenomics select-genes`, radiogenomics.pp)."""
+
+    # de: differential expression between two groups; pathway: GMT gene sets;
+    # variance: the n_top most variable genes.
+    method: Literal["de", "pathway", "variance"] = "pathway"
+    # de: the obs column with the groups, the group, and the reference ("rest" = all others).
+    groupby: str | None = None
+    group: str | None = None
+    reference: str = "rest"
+    # de: obs column pairing samples of one patient (normal/tumour): Wilcoxon signed-rank;
+    # None compares unpaired groups with the rank-sum test.
+    pair_by: str | None = None
+    correction: Literal["benjamini-hochberg", "bonferroni"] = "benjamini-hochberg"
+    alpha: float = 0.05
+    min_log2fc: float = 1.0
+    # de: base of the log the expression is on (e, 2, 10); None means linear values.
+    log_base: float | None = None
+    # pathway: the GMT file and the gene sets (names, or a substring matching one name).
+    gmt: str | None = None
+    pathways: list[str] | None = None
+    # variance: how many genes.
+    n_top: int = 1000
+
+    def __post_init__(self):
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"key 'select.alpha' must be in (0, 1); got {self.alpha}")
+        if self.min_log2fc < 0:
+            raise ValueError(f"key 'select.min_log2fc' must be >= 0; got {self.min_log2fc}")
+        if self.n_top < 1:
+            raise ValueError(f"key 'select.n_top' must be >= 1; got {self.n_top}")
+
+
+@dataclass
 class Config:
     """Root of the config tree."""
 
     seed: int = 0
     device: str = "auto"
+    # Which model `radiogenomics train` builds.
+    model: Literal["gene_gan"] = "gene_gan"
     data: DataConfig = field(default_factory=DataConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    gene: GeneConfig = field(default_factory=GeneConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 # --------------------------------------------------------------------------------------------

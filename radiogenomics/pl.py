@@ -127,3 +127,72 @@ def _finish(fig, save):
             lambda tmp: fig.savefig(tmp, dpi=150, format=Path(save).suffix.lstrip(".") or "png"),
         )
     return fig
+
+
+def volcano(
+    adata: ad.AnnData, key: str = "rg_de", *, n_labels: int = 10, save: str | Path | None = None
+):
+    """Volcano plot of `pp.rank_genes`: log2 fold change against -log10 adjusted p-value.
+
+    Selected genes are highlighted, the thresholds (alpha, min |log2 FC|) drawn as dashed lines
+    and the `n_labels` selected genes with the smallest adjusted p-value labelled.
+    """
+    cols = [f"{key}_{c}" for c in ("log2fc", "padj", "selected")]
+    missing = [c for c in cols if c not in adata.var.columns]
+    if missing:
+        raise ValueError(
+            f"var has no differential-expression columns {missing}; run pp.rank_genes(adata, "
+            f"..., key='{key}') first"
+        )
+    params = adata.uns.get(K.UNS, {}).get(key, {})
+    alpha, min_lfc = float(params.get("alpha", 0.05)), float(params.get("min_log2fc", 1.0))
+    lfc = adata.var[cols[0]].to_numpy(float)
+    padj = adata.var[cols[1]].to_numpy(float)
+    sel = adata.var[cols[2]].to_numpy(bool)
+    tiny = np.finfo(float).tiny  # padj can underflow to 0; keep -log10 finite
+    y = -np.log10(np.clip(padj, tiny, 1.0))
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.scatter(lfc[~sel], y[~sel], s=6, c="0.6", lw=0, label=f"{int((~sel).sum())} not selected")
+    ax.scatter(lfc[sel], y[sel], s=9, c="tab:red", lw=0, label=f"{int(sel.sum())} selected")
+    ax.axhline(-np.log10(alpha), color="0.3", ls="--", lw=0.7)
+    for x in (-min_lfc, min_lfc):
+        ax.axvline(x, color="0.3", ls="--", lw=0.7)
+    top = np.flatnonzero(sel)[np.argsort(padj[sel], kind="stable")][: max(n_labels, 0)]
+    for k, i in enumerate(top):  # staggered, since top genes often share an adjusted p
+        ax.annotate(
+            adata.var_names[i],
+            (lfc[i], y[i]),
+            fontsize=6,
+            xytext=(2, 2 + 6 * (k % 3)),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("log2 fold change")
+    correction = params.get("correction")
+    ax.set_ylabel("-log10 adjusted p" + (f" ({correction})" if correction else ""))
+    if params:
+        ax.set_title(
+            f"{params.get('group')} vs {params.get('reference')} ({params.get('test')})",
+            fontsize=8,
+        )
+    ax.legend(fontsize=6, frameon=False)
+    fig.tight_layout()
+    return _finish(fig, save)
+
+
+def loss_curves(log: str | Path, *, save: str | Path | None = None):
+    """Training curves from a run's `log.csv`: losses, the critic's Wasserstein estimate and the
+    gradient penalty against the step, and the held-out realism score where it was measured."""
+    import pandas as pd
+
+    frame = pd.read_csv(log)
+    panels = [c for c in ("critic", "generator", "wasserstein", "gp", "val_score") if c in frame]
+    if not panels:
+        raise ValueError(f"{log} has none of the columns critic, generator, wasserstein, gp")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False)
+    for ax, col in zip(axes[0], panels, strict=True):
+        data = frame[["step", col]].dropna()
+        ax.plot(data["step"], data[col], lw=1, marker="o" if col == "val_score" else None, ms=3)
+        ax.set_title("held-out realism" if col == "val_score" else col)
+        ax.set_xlabel("generator step")
+    fig.tight_layout()
+    return _finish(fig, save)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
+
+# The gene networks are small: on a 2-core runner, intra-op threads cost more in contention
+# than they save, and one thread keeps the test timings steady.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", params=[2, 3], ids=["2d", "3d"])

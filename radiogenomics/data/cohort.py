@@ -370,6 +370,44 @@ def check_covariates(adata_or_uns, values: dict) -> dict:
     return out
 
 
+def split_cohort(
+    adata: ad.AnnData,
+    test_fraction: float = 0.2,
+    *,
+    stratify: str | None = None,
+    seed: int = 0,
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """Patient-level (train, test) split; `stratify` names a categorical obs column.
+
+    Both halves keep the cohort's setup (vocabularies, statistics), so a model trained on one
+    accepts the other.
+    """
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
+    strata = None
+    if stratify is not None:
+        if stratify not in adata.obs.columns:
+            raise ValueError(
+                f"stratify column '{stratify}' not in obs; columns: {list(adata.obs.columns)}"
+            )
+        strata = adata.obs[stratify].astype(str).to_numpy()
+        counts = pd.Series(strata).value_counts()
+        if counts.min() < 2:
+            raise ValueError(
+                f"cannot stratify on '{stratify}': class(es) {counts[counts < 2].index.tolist()} "
+                "have a single patient"
+            )
+    try:
+        train, test = train_test_split(
+            np.arange(adata.n_obs), test_size=test_fraction, random_state=seed, stratify=strata
+        )
+    except ValueError as err:
+        raise ValueError(f"cannot split {adata.n_obs} patients: {err}") from None
+    return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
+
+
 # --------------------------------------------------------------------------------------------
 # h5ad
 

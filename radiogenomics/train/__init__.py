@@ -1,0 +1,1 @@
+"""Training engine: losses, the adversarial loop, checkpoints."""

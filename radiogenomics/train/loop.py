@@ -1,0 +1,244 @@
+"""The adversarial training loop shared by the models.
+
+A model supplies three callables: `critic_step(rng)` and `generator_step(rng)` draw their own
+batch with the given torch.Generator and return `(loss, logs)`; `evaluate(sampler)` scores the
+sampling generator on held-out patients (higher is better). The loop does everything else:
+n_critic critic steps per generator step, the EMA of the generator, model selection and early
+stopping on the held-out score, bf16 autocast on CUDA, a CSV log and resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
+
+from radiogenomics.config import TrainConfig
+from radiogenomics.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"key 'device': {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"key 'device' is {name!r} but this machine has no CUDA GPU")
+    return device
+
+
+def _ema_with_warmup(decay: float):
+    """EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n): a plain 0.999
+    would keep 74% of the initial weights after 300 steps, too slow for short runs."""
+
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        d = min(decay, (1.0 + n) / (10.0 + n))
+        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+
+    return update
+
+
+class AdversarialTrainer:
+    """Trains `generator` against `critic` with the settings of a TrainConfig."""
+
+    def __init__(
+        self,
+        generator: nn.Module,
+        critic: nn.Module,
+        cfg: TrainConfig,
+        *,
+        device: torch.device,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
+        self.cfg, self.device, self.progress = cfg, device, progress
+        self.generator = generator.to(device)
+        self.critic = critic.to(device)
+        betas = tuple(cfg.betas)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
+        self.opt_c = torch.optim.Adam(
+            self.critic.parameters(), lr=cfg.lr_critic or cfg.lr, betas=betas
+        )
+        self.ema = (
+            AveragedModel(self.generator, multi_avg_fn=_ema_with_warmup(cfg.ema_decay))
+            if cfg.ema_decay > 0
+            else None
+        )
+        self.rng = torch.Generator().manual_seed(seed)
+        self.run_dir = None if run_dir is None else Path(run_dir)
+        self.step = 0
+        self.history: list[dict] = []
+        self.best = {"score": -math.inf, "step": 0}
+        self.best_state: dict | None = None
+        self.bad_evals = 0
+        self.stopped = False
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator used for sampling: the EMA copy when there is one."""
+        return self.ema.module if self.ema is not None else self.generator
+
+    def _autocast(self):
+        on = self.device.type == "cuda" and self.cfg.amp
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+
+    # ---------------------------------------------------------------------------------------
+    def fit(self, critic_step: StepFn, generator_step: StepFn, evaluate=None) -> dict:
+        cfg = self.cfg
+        self._resume()
+        if self.stopped or self.step >= cfg.steps:
+            log.info("training already finished at step %d", self.step)
+            return self.summary()
+        record_every = max(1, cfg.steps // 1000)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", disable=not self.progress)
+        started = time.perf_counter()
+        while self.step < cfg.steps:
+            for _ in range(cfg.n_critic):
+                self.opt_c.zero_grad(set_to_none=True)
+                with self._autocast():
+                    loss_c, logs_c = critic_step(self.rng)
+                loss_c.backward()
+                self.opt_c.step()
+            self.opt_g.zero_grad(set_to_none=True)
+            self.critic.requires_grad_(False)  # the generator step needs no critic gradients
+            with self._autocast():
+                loss_g, logs_g = generator_step(self.rng)
+            loss_g.backward()
+            self.opt_g.step()
+            self.critic.requires_grad_(True)
+            if self.ema is not None:
+                self.ema.update_parameters(self.generator)
+            self.step += 1
+            bar.update(1)
+            row = {"step": self.step, **logs_c, **logs_g}
+            if not all(math.isfinite(float(v)) for v in row.values()):
+                raise FloatingPointError(
+                    f"training diverged at step {self.step}: {row}; lower train.lr or raise "
+                    "train.gp_weight"
+                )
+            if evaluate is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                row["val_score"] = self._evaluate(evaluate)
+                bar.set_postfix(val=f"{row['val_score']:.3f}", best=f"{self.best['score']:.3f}")
+            if self.step % record_every == 0 or "val_score" in row:
+                self.history.append({k: float(v) for k, v in row.items()})
+            if self.stopped:
+                log.info(
+                    "early stop at step %d: no better held-out score for %d evaluations "
+                    "(best %.4f at step %d)",
+                    self.step,
+                    cfg.patience,
+                    self.best["score"],
+                    self.best["step"],
+                )
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self.stopped:
+                self._checkpoint()
+            if self.stopped:
+                break
+        bar.close()
+        log.info("trained %d steps in %.1f s", self.step, time.perf_counter() - started)
+        return self.summary()
+
+    def _evaluate(self, evaluate) -> float:
+        sampler = self.sampler
+        was_training = sampler.training
+        sampler.eval()
+        with torch.no_grad():
+            score = float(evaluate(sampler))
+        sampler.train(was_training)
+        if score > self.best["score"]:
+            self.best = {"score": score, "step": self.step}
+            self.best_state = copy.deepcopy(sampler.state_dict())
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+            if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+                self.stopped = True
+        return score
+
+    def sampler_state(self) -> dict:
+        """Weights to sample with: the best held-out ones when scored, else the last."""
+        return self.best_state if self.best_state is not None else self.sampler.state_dict()
+
+    def summary(self) -> dict:
+        return {
+            "steps": self.step,
+            "best_score": None if self.best_state is None else self.best["score"],
+            "best_step": None if self.best_state is None else self.best["step"],
+            "early_stopped": self.stopped,
+        }
+
+    # ---------------------------------------------------------------------------------------
+    # checkpoints and the CSV log
+
+    def _checkpoint(self) -> None:
+        if self.run_dir is None:
+            return
+        modules = {
+            "generator": self.generator.state_dict(),
+            "critic": self.critic.state_dict(),
+        }
+        if self.ema is not None:
+            modules["ema"] = self.ema.state_dict()
+        if self.best_state is not None:
+            modules["best"] = self.best_state
+        state = {
+            "step": self.step,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_c": self.opt_c.state_dict(),
+            "rng": self.rng.get_state(),
+            "history": self.history,
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "stopped": self.stopped,
+        }
+        save_checkpoint(self.run_dir / "checkpoint", modules, state)
+        self.write_log()
+
+    def write_log(self) -> Path | None:
+        if self.run_dir is None or not self.history:
+            return None
+        from radiogenomics.data.io import atomic_write
+
+        frame = pd.DataFrame(self.history)
+        frame["step"] = frame["step"].astype(int)
+        path = self.run_dir / "log.csv"
+        return atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False))
+
+    def _resume(self) -> None:
+        if self.run_dir is None:
+            return
+        found = load_checkpoint(self.run_dir / "checkpoint")
+        if found is None:
+            return
+        modules, state = found
+        self.generator.load_state_dict(modules["generator"])
+        self.critic.load_state_dict(modules["critic"])
+        if self.ema is not None and "ema" in modules:
+            self.ema.load_state_dict(modules["ema"])
+        self.best_state = modules.get("best")
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_c.load_state_dict(state["opt_c"])
+        self.rng.set_state(state["rng"])
+        self.step = int(state["step"])
+        self.history = list(state["history"])
+        self.best = dict(state["best"])
+        self.bad_evals = int(state["bad_evals"])
+        self.stopped = bool(state["stopped"])

@@ -1,0 +1,147 @@
+"""Losses, the adversarial loop and checkpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from radiogenomics.config import TrainConfig
+from radiogenomics.nn.gene import GeneCritic, GeneGenerator, embedding_dim
+from radiogenomics.train.checkpoint import load_checkpoint, save_checkpoint
+from radiogenomics.train.loop import AdversarialTrainer
+from radiogenomics.train.losses import critic_loss, generator_loss, gradient_penalty
+
+
+def test_gradient_penalty_of_a_linear_critic_is_the_norm_gap():
+    # D(x) = w.x has gradient w everywhere: penalty = (||w|| - 1)^2 whatever the samples
+    w = torch.tensor([3.0, 4.0])  # ||w|| = 5
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    gp = gradient_penalty(lambda x: x @ w, real, fake)
+    assert gp.item() == pytest.approx(16.0, rel=1e-6)
+
+
+def test_gradient_penalty_matches_hand_computation_for_a_quadratic_critic():
+    # D(x) = 0.5 ||x||^2 has gradient x: penalty = mean_i (||x_hat_i|| - 1)^2
+    real, fake = torch.randn(6, 3, 2), torch.randn(6, 3, 2)
+    gp = gradient_penalty(
+        lambda x: 0.5 * (x**2).flatten(1).sum(1),
+        real,
+        fake,
+        generator=torch.Generator().manual_seed(3),
+    )
+    eps = torch.rand((6, 1, 1), generator=torch.Generator().manual_seed(3))
+    x_hat = eps * real + (1 - eps) * fake
+    expected = ((x_hat.flatten(1).norm(dim=1) - 1) ** 2).mean()
+    assert gp.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_gradient_penalty_is_fp32_under_bf16_autocast():
+    w = torch.tensor([0.6, 0.8])  # unit norm: penalty exactly 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gp = gradient_penalty(lambda x: x @ w, torch.randn(4, 2), torch.randn(4, 2))
+    assert gp.dtype == torch.float32
+    assert gp.item() == pytest.approx(0.0, abs=1e-10)
+
+
+def test_wasserstein_losses_read_like_their_equations():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([-1.0, 0.0])
+    assert critic_loss(real, fake).item() == pytest.approx(-0.5 - 2.0)
+    assert generator_loss(fake).item() == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(("vocab", "dim"), [(1, 2), (2, 2), (4, 3), (9, 4), (24, 5)])
+def test_embedding_size_follows_ggan(vocab, dim):
+    assert embedding_dim(vocab) == dim
+
+
+def test_gene_networks_shapes_and_covariates():
+    G = GeneGenerator(30, [3, 2], 1, n_latent=8, n_hidden=16, n_layers=2)
+    C = GeneCritic(30, [3, 2], 1, n_hidden=16, n_layers=3)
+    codes = torch.tensor([[0, 1], [2, 0], [1, 1], [0, 0]])
+    numeric = torch.randn(4, 1)
+    x, hidden = G(torch.randn(4, 8), codes, numeric)
+    assert x.shape == (4, 30) and hidden.shape == (4, 16)
+    assert C(x, codes, numeric).shape == (4,)
+    # 3 + 2 embedding features (sizes 2 and 2) + 1 numeric
+    assert G.covariates.out_features == 2 + 2 + 1
+    assert sum(isinstance(m, torch.nn.Linear) for m in C.body) == 3
+    # no covariates at all still works
+    G0 = GeneGenerator(5, n_latent=4, n_hidden=8)
+    out, _ = G0(torch.randn(2, 4), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0))
+    assert out.shape == (2, 5)
+
+
+def _toy_trainer(run_dir, steps, seed=0):
+    torch.manual_seed(seed)
+    G = GeneGenerator(4, n_latent=2, n_hidden=8, n_layers=1)
+    C = GeneCritic(4, n_hidden=8, n_layers=1)
+    cfg = TrainConfig(steps=steps, batch_size=8, n_critic=2, eval_every=5, checkpoint_every=5)
+    data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) * 2 + 1
+    none_c, none_u = torch.zeros(8, 0, dtype=torch.long), torch.zeros(8, 0)
+
+    def critic_step(rng):
+        real = data[torch.randint(64, (8,), generator=rng)]
+        fake = G(torch.randn(8, 2, generator=rng), none_c, none_u)[0].detach()
+        gp = gradient_penalty(lambda x: C(x, none_c, none_u), real, fake, generator=rng)
+        loss = critic_loss(C(real, none_c, none_u), C(fake, none_c, none_u)) + 10 * gp
+        return loss, {"critic": loss.item()}
+
+    def generator_step(rng):
+        loss = generator_loss(
+            C(G(torch.randn(8, 2, generator=rng), none_c, none_u)[0], none_c, none_u)
+        )
+        return loss, {"generator": loss.item()}
+
+    def evaluate(sampler):
+        x = sampler(torch.ones(8, 2), none_c, none_u)[0]
+        return -float((x.mean(0) - 1).abs().mean())
+
+    trainer = AdversarialTrainer(
+        G, C, cfg, device=torch.device("cpu"), seed=seed, run_dir=run_dir, progress=False
+    )
+    return trainer, (critic_step, generator_step, evaluate)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    straight, fns = _toy_trainer(tmp_path / "a", steps=20)
+    straight.fit(*fns)
+    first, fns = _toy_trainer(tmp_path / "b", steps=10)
+    first.fit(*fns)  # "killed" after its checkpoint at step 10
+    resumed, fns = _toy_trainer(tmp_path / "b", steps=20)
+    summary = resumed.fit(*fns)
+    assert summary["steps"] == 20
+    torch.testing.assert_close(straight.generator.state_dict(), resumed.generator.state_dict())
+    torch.testing.assert_close(straight.sampler_state(), resumed.sampler_state())
+    log = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    steps = [int(line.split(",")[0]) for line in log[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] == 20  # no step logged twice
+
+
+def test_best_weights_are_kept_and_early_stopping(tmp_path):
+    trainer, (c, g, _) = _toy_trainer(None, steps=200)
+    trainer.cfg.patience = 2
+    scores = iter([0.1, 0.5, 0.2, 0.3, 0.9])
+    summary = trainer.fit(c, g, lambda sampler: next(scores))
+    assert summary["best_score"] == 0.5 and summary["best_step"] == 10
+    assert summary["early_stopped"] and summary["steps"] == 20
+
+
+def test_divergence_is_reported_with_the_step():
+    trainer, (c, g, e) = _toy_trainer(None, steps=5)
+    with pytest.raises(FloatingPointError, match="diverged at step 1"):
+        trainer.fit(
+            lambda rng: (torch.tensor(float("nan"), requires_grad=True), {"critic": float("nan")}),
+            g,
+            e,
+        )
+
+
+def test_checkpoint_survives_a_kill_between_renames(tmp_path):
+    folder = tmp_path / "checkpoint"
+    save_checkpoint(folder, {"g": {"w": torch.ones(2)}}, {"step": 1})
+    save_checkpoint(folder, {"g": {"w": torch.full((2,), 2.0)}}, {"step": 2})
+    folder.rename(tmp_path / "checkpoint.old")  # as if killed after the first rename
+    modules, state = load_checkpoint(folder)
+    assert state["step"] == 2 and np.allclose(modules["g"]["w"].numpy(), 2.0)
+    assert load_checkpoint(tmp_path / "nothing") is None
