@@ -162,15 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate",
         parents=[common],
         help="score synthetic expression against held-out real patients, with baselines",
+        description="Either score a synthetic cohort (--train, --real, --synthetic) or run a "
+        "k-fold evaluation that trains GeneGAN on each fold (--data, --kfold, --config).",
     )
-    p.add_argument("--real", type=Path, required=True, help="held-out real cohort .h5ad")
-    p.add_argument("--synthetic", type=Path, required=True, help="synthetic cohort .h5ad")
+    p.add_argument("--real", type=Path, help="held-out real cohort .h5ad")
+    p.add_argument("--synthetic", type=Path, help="synthetic cohort .h5ad")
     p.add_argument(
         "--train",
         type=Path,
-        required=True,
         help="the real training cohort: the ceiling score and the baselines are fitted on it",
     )
+    p.add_argument("--data", type=Path, help="k-fold: the whole real cohort .h5ad")
+    p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
+    p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
+    _config_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (report.md, figures)")
     p.add_argument(
         "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
@@ -402,8 +407,34 @@ def cmd_sample(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from radiogenomics.data.cohort import read_cohort
+
+    if args.kfold is not None:
+        from radiogenomics.evaluate.report import gene_kfold
+
+        if args.data is None:
+            raise ValueError("--kfold needs --data (the whole real cohort)")
+        cfg = _resolve_config(args)
+        if args.dry_run:
+            print(dump_config(cfg), end="")
+            return 0
+        _, summary = gene_kfold(
+            read_cohort(args.data),
+            cfg,
+            args.out,
+            k=args.kfold,
+            covariate=args.covariate,
+            stratify=args.stratify,
+            progress=not args.quiet,
+        )
+        _say("k-fold scores", args.out / "kfold.csv")
+        cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
+        print(summary[cols].round(3).to_string())
+        return 0
     from radiogenomics.evaluate.report import gene_report
 
+    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
     train, real, synth = (read_cohort(p) for p in (args.train, args.real, args.synthetic))
     table, report = gene_report(
         train, real, synth, args.out, covariate=args.covariate, seed=args.seed

@@ -1,0 +1,194 @@
+"""Figures for the gene evaluation and a Markdown report that shows them.
+
+Each figure takes real and synthetic `(samples, genes)` arrays (synthetic as a dict name -> array),
+returns the matplotlib Figure and, with `save=`, writes it as a PNG atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless by default, as in radiogenomics.pl
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage  # noqa: E402
+from scipy.spatial.distance import squareform  # noqa: E402
+
+from radiogenomics.data.io import atomic_write, atomic_write_text  # noqa: E402
+from radiogenomics.evaluate.genes import _matrix, gene_distance  # noqa: E402
+
+log = logging.getLogger(__name__)
+DPI = 120
+
+
+def _save(fig, save: str | Path | None, dpi: int = DPI):
+    if save is not None:
+        atomic_write(save, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+        log.info("wrote %s", save)
+    return fig
+
+
+def _inputs(real, synthetic: Mapping, genes) -> tuple[np.ndarray, dict, np.ndarray]:
+    real = _matrix(real, "real")
+    if not isinstance(synthetic, Mapping):
+        raise ValueError(f"synthetic must be a dict name -> array; got {type(synthetic).__name__}")
+    synthetic = {name: _matrix(X, f"synthetic '{name}'") for name, X in synthetic.items()}
+    for name, X in synthetic.items():
+        if X.shape[1] != real.shape[1]:
+            raise ValueError(
+                f"synthetic '{name}' has shape {X.shape}; real has {real.shape[1]} genes"
+            )
+    genes = np.asarray(range(real.shape[1]) if genes is None else genes).astype(str)
+    if genes.size != real.shape[1]:
+        raise ValueError(f"{genes.size} gene names for real data of shape {real.shape}")
+    return real, synthetic, genes
+
+
+def _most_variable(real: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` most variable genes in real data, in their original order."""
+    return np.sort(np.argsort(-real.var(axis=0), kind="stable")[: min(n, real.shape[1])])
+
+
+def _linkage(X: np.ndarray, method: str = "average") -> np.ndarray:
+    return linkage(np.clip(squareform(gene_distance(X), checks=False), 0.0, None), method=method)
+
+
+def distance_matrices(real, synthetic: Mapping, genes=None, max_genes: int = 200, save=None):
+    """Gene-distance heatmaps side by side, genes in the order of the real data's dendrogram.
+
+    Above `max_genes` genes, the most variable ones in the real data are shown.
+    """
+    real, synthetic, genes = _inputs(real, synthetic, genes)
+    keep = _most_variable(real, max_genes)
+    order = keep[leaves_list(_linkage(real[:, keep]))]
+    panels = {"real": real, **synthetic}
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels) + 1, 4.2), squeeze=False)
+    for ax, (name, X) in zip(axes[0], panels.items(), strict=True):
+        im = ax.imshow(gene_distance(X[:, order]), cmap="viridis", vmin=0, vmax=2)
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="1 - Pearson r")
+    fig.suptitle(f"gene-gene distances ({order.size} genes, real dendrogram order)")
+    return _save(fig, save)
+
+
+def dendrograms(real, synthetic: Mapping, genes=None, n_genes: int = 40, save=None):
+    """Average-linkage dendrograms of the `n_genes` most variable real genes, real vs each set."""
+    real, synthetic, genes = _inputs(real, synthetic, genes)
+    keep = _most_variable(real, n_genes)
+    if keep.size < 2:
+        raise ValueError(f"a dendrogram needs at least 2 genes; got {keep.size}")
+    panels = {"real": real, **synthetic}
+    width = max(6.0, 0.18 * keep.size)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.8 * len(panels)), squeeze=False)
+    for ax, (name, X) in zip(axes[:, 0], panels.items(), strict=True):
+        dendrogram(
+            _linkage(X[:, keep]),
+            labels=list(genes[keep]),
+            ax=ax,
+            leaf_rotation=90,
+            leaf_font_size=7,
+            color_threshold=0,
+            above_threshold_color="k",
+        )
+        ax.set_title(name)
+        ax.set_ylabel("1 - Pearson r")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def gene_distributions(real, synthetic: Mapping, genes=None, n_genes: int = 12, save=None):
+    """Histograms of real and synthetic values for the `n_genes` most variable real genes."""
+    real, synthetic, genes = _inputs(real, synthetic, genes)
+    keep = _most_variable(real, n_genes)
+    ncols = min(4, keep.size)
+    nrows = int(np.ceil(keep.size / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), squeeze=False)
+    panels = {"real": real, **synthetic}
+    # shared bins keep the overlay honest; fewer of them for small sets, so the shape shows
+    n_bins = int(np.clip(2 * np.sqrt(min(X.shape[0] for X in panels.values())), 8, 30))
+    for ax, g in zip(axes.ravel(), keep, strict=False):
+        values = np.concatenate([X[:, g] for X in panels.values()])
+        bins = np.linspace(values.min(), values.max(), n_bins + 1)
+        for name, X in panels.items():
+            ax.hist(X[:, g], bins=bins, density=True, histtype="step", linewidth=1.4, label=name)
+        ax.set_title(genes[g], fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[keep.size :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def embedding(real, synthetic: Mapping, method: str = "pca", seed: int = 0, save=None):
+    """2D embedding fitted on real patients, synthetic patients projected into it."""
+    real, synthetic, _ = _inputs(real, synthetic, None)
+    if method == "pca":
+        from sklearn.decomposition import PCA
+
+        model = PCA(n_components=2, random_state=seed).fit(real)
+        axis = [f"PC{i + 1} ({r:.0%})" for i, r in enumerate(model.explained_variance_ratio_)]
+    elif method == "umap":
+        try:
+            import umap
+        except ImportError as err:
+            raise ValueError(
+                "method='umap' needs umap-learn: pip install umap-learn (or use method='pca')"
+            ) from err
+        model = umap.UMAP(n_components=2, random_state=seed, n_jobs=1).fit(real)
+        axis = ["UMAP1", "UMAP2"]
+    else:
+        raise ValueError(f"method must be 'pca' or 'umap'; got {method!r}")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    for name, X in {"real": real, **synthetic}.items():
+        xy = model.transform(X)
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.6, label=f"{name} ({X.shape[0]})")
+    ax.set_xlabel(axis[0])
+    ax.set_ylabel(axis[1])
+    ax.legend(fontsize=8)
+    ax.set_title(f"{method.upper()} fitted on real patients")
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def _cell(value) -> str:
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    """A pipe table; tabulate (pandas' to_markdown) is not a dependency, so it is written here."""
+    if isinstance(df.columns, pd.MultiIndex):
+        df = df.copy()
+        df.columns = [" ".join(str(p) for p in c) for c in df.columns]
+    header = [str(df.index.name or "")] + [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
+    for idx, row in df.iterrows():
+        lines.append("| " + " | ".join([_cell(idx)] + [_cell(v) for v in row]) + " |")
+    return "\n".join(lines)
+
+
+def write_report(
+    results: pd.DataFrame, figures: Mapping[str, str | Path], out: str | Path, title: str
+) -> Path:
+    """A Markdown report: the metrics table, then each figure (linked relative to `out`)."""
+    out = Path(out)
+    parts = [f"# {title}", "", _markdown_table(results), ""]
+    for name, path in figures.items():
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"figure '{name}' not found: {path}")
+        link = os.path.relpath(path.resolve(), out.resolve().parent)
+        parts += [f"## {name}", "", f"![{name}]({Path(link).as_posix()})", ""]
+    atomic_write_text(out, "\n".join(parts))
+    log.info("wrote %s", out)
+    return out
