@@ -119,7 +119,8 @@ class GeneScaler:
 
     def inverse_transform(self, Z) -> np.ndarray:
         X = self._check(Z, "inverse_transform") * self.std + self.mean
-        return (np.expm1(X) if self.log1p else X).astype(np.float32)
+        # generated values below 0 on the log1p scale would be negative counts: clip to 0
+        return (np.expm1(np.maximum(X, 0.0)) if self.log1p else X).astype(np.float32)
 
     def to_dict(self) -> dict:
         """h5ad- and JSON-writable statistics."""

@@ -96,10 +96,14 @@ def test_gene_cli_errors(gene_cohort, tmp_path, capsys):
     assert "no trained GeneGAN" in capsys.readouterr().err
     assert main(["evaluate", "--real", "x.h5ad", "--out", str(tmp_path)]) == 2
     assert "--train, --synthetic" in capsys.readouterr().err
+    gmt = tmp_path / "sets.gmt"
+    gmt.write_text("KEGG_hsa05214_GLIOMA\tglioma\tEGFR\tPDGFRA\tTP53\n")
     assert main(["select-genes", "--data", str(gene_cohort), "--out", str(tmp_path / "s.h5ad"),
-                 "--set", "select.gmt=../shared/data/genesets/kegg2021_cancer5.gmt"]) == 2  # fmt: skip
+                 "--set", f"select.gmt={gmt}", "--set", "select.pathways=[glioma]"]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert "kegg2021_cancer5.gmt" in err or "not found" in err
+    assert "sets.gmt" in err and "EGFR" in err and "GENE0" in err
+    assert main(["-q", "evaluate", "--data", str(gene_cohort), "--out", str(tmp_path)]) == 2
+    assert "evaluate needs" in capsys.readouterr().err
 
 
 def test_select_genes_by_variance_and_de(gene_cohort, tmp_path):

@@ -149,3 +149,41 @@ def test_gene_subset_and_no_covariates():
     model.train(progress=False)
     synth = model.sample(7)
     assert list(synth.var_names) == ["G3", "G1"] and model.covariates == []
+
+
+def test_loaded_model_continues_training_on_its_cohort(trained, tmp_path):
+    adata, _, run = trained
+    with pytest.raises(ValueError, match=r"loaded without a cohort"):
+        GeneGAN.load(run).train()
+    loaded = GeneGAN.load(run, adata)
+    loaded.config.train.steps = 310  # 10 more than the saved run
+    assert loaded.train(run_dir=run, progress=False)["steps"] == 310
+    # another cohort in the same run folder is refused instead of resumed
+    other = GeneGAN(adata[:100].copy(), loaded.config)
+    with pytest.raises(ValueError, match="'patients' differs"):
+        other.train(run_dir=run, progress=False)
+
+
+def test_covariate_categories_survive_save_and_load(tmp_path):
+    adata = _toy_cohort(n=30)
+    adata.obs["group"] = adata.obs["group"].cat.rename_categories({"A": "NA", "B": "None"})
+    adata.uns["rg"]["covariates"]["categorical"]["group"] = ["NA", "None"]
+    model = GeneGAN(adata, _config(steps=2, val_fraction=0.0))
+    model.save(tmp_path)
+    synth = GeneGAN.load(tmp_path, adata).sample(20, seed=0)
+    assert set(synth.obs["group"].astype(str)) <= {"NA", "None"}
+    assert not synth.obs["group"].isna().any()
+
+
+@pytest.mark.gpu
+def test_trains_and_samples_on_cuda():
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    cfg = _config(steps=20)
+    cfg.device = "cuda"
+    model = GeneGAN(_toy_cohort(), cfg)
+    model.train(progress=False)
+    synth = model.sample(100, {"group": "A"}, seed=0)
+    assert np.isfinite(synth.X).all() and synth.shape == (100, 12)

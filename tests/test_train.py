@@ -103,11 +103,23 @@ def _toy_trainer(run_dir, steps, seed=0):
     return trainer, (critic_step, generator_step, evaluate)
 
 
+class _Killed(Exception):
+    pass
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     straight, fns = _toy_trainer(tmp_path / "a", steps=20)
     straight.fit(*fns)
-    first, fns = _toy_trainer(tmp_path / "b", steps=10)
-    first.fit(*fns)  # "killed" after its checkpoint at step 10
+    first, (c, g, e) = _toy_trainer(tmp_path / "b", steps=20)
+    calls = iter(range(100))
+
+    def dies_at_step_13(rng):
+        if next(calls) == 12:  # killed mid-way between the checkpoints at steps 10 and 15
+            raise _Killed
+        return g(rng)
+
+    with pytest.raises(_Killed):
+        first.fit(c, dies_at_step_13, e)
     resumed, fns = _toy_trainer(tmp_path / "b", steps=20)
     summary = resumed.fit(*fns)
     assert summary["steps"] == 20
@@ -115,7 +127,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     torch.testing.assert_close(straight.sampler_state(), resumed.sampler_state())
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     steps = [int(line.split(",")[0]) for line in log[1:]]
-    assert steps == sorted(set(steps)) and steps[-1] == 20  # no step logged twice
+    assert steps == list(range(1, 21))  # steps 11-12 replayed once, none logged twice
+
+
+def test_a_run_folder_refuses_another_runs_checkpoint(tmp_path):
+    trainer, fns = _toy_trainer(tmp_path, steps=5)
+    trainer.fingerprint = {"patients": "abc", "genes": ["G1"]}
+    trainer.fit(*fns)
+    other, fns = _toy_trainer(tmp_path, steps=10)
+    other.fingerprint = {"patients": "xyz", "genes": ["G1"]}
+    with pytest.raises(ValueError, match="another run: its 'patients' differs"):
+        other.fit(*fns)
 
 
 def test_best_weights_are_kept_and_early_stopping(tmp_path):

@@ -441,6 +441,14 @@ def evaluate_genes(
         except ValueError as err:  # say which set, the array functions cannot
             raise ValueError(f"set '{name}': {err}") from err
     df = pd.DataFrame.from_dict(rows, orient="index")
+    for col in ("distance_corr", "dendrogram_corr"):
+        if not df.loc[CEILING, col] > 0.05:
+            log.warning(
+                "the real ceiling %s is %.3f: the held-out set is too small or its genes too "
+                "weakly correlated for ratios to mean much",
+                col,
+                df.loc[CEILING, col],
+            )
     df["distance_ratio"] = df["distance_corr"] / df.loc[CEILING, "distance_corr"]
     df["dendrogram_ratio"] = df["dendrogram_corr"] / df.loc[CEILING, "dendrogram_corr"]
     df.index.name = "set"

@@ -12,6 +12,8 @@ cohort with unpaired patients trains as it is.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from radiogenomics import _keys as K
 from radiogenomics.config import Config, dump_config, save_config
 from radiogenomics.data.cohort import covariate_keys
-from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics.data.io import atomic_write_text
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
@@ -35,7 +37,7 @@ log = logging.getLogger(__name__)
 
 META = "gene_gan.json"
 WEIGHTS = "model.safetensors"
-COVARIATE_TABLE = "covariates.csv"
+COVARIATE_TABLE = "covariates.json"
 _MAX_LISTED = 10
 
 
@@ -73,9 +75,25 @@ class GeneGAN:
             "summary": {},
         }
         self._build(cfg, meta)
-        self._covariate_table = sub.obs[cat_keys + num_keys].copy()
+        self._set_data(adata)
+
+    def _set_data(self, adata: ad.AnnData) -> None:
+        """The training tensors: this model's genes and covariates of `adata`'s patients with
+        expression, scaled and encoded; and a fingerprint a resumed run must match."""
+        sub = adata[_expression_rows(adata), self.genes]
+        X = _finite_expression(sub)
+        self._covariate_table = sub.obs[self.covariates].copy()
         self._Z = self.scaler.transform(X)
         self._codes, self._numeric = self._encode(sub.obs)
+        ids = "\n".join(map(str, sub.obs_names)).encode()
+        self._fingerprint = {
+            "genes": self.genes,
+            "categorical": self.categorical,
+            "numeric": sorted(self.numeric),
+            "patients": hashlib.sha256(ids).hexdigest(),
+            "gene": dataclasses.asdict(self.config.gene),
+            "seed": self.config.seed,
+        }
 
     # ---------------------------------------------------------------------------------------
     def _build(self, cfg: Config, meta: dict) -> None:
@@ -86,8 +104,14 @@ class GeneGAN:
         self.scaler = GeneScaler.from_dict(meta["scaler"])
         self.device = pick_device(cfg.device)
         vocab = [len(v) for v in self.categorical.values()]
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
+            torch.manual_seed(cfg.seed)
+            self._make_networks(cfg, vocab)
+        self.sampler = copy.deepcopy(self.generator).eval()
+        self.trained = False
+
+    def _make_networks(self, cfg: Config, vocab: list[int]) -> None:
         g = cfg.gene
-        torch.manual_seed(cfg.seed)  # weight initialisation
         self.generator = GeneGenerator(
             len(self.genes),
             vocab,
@@ -99,8 +123,6 @@ class GeneGAN:
         self.critic = GeneCritic(
             len(self.genes), vocab, len(self.numeric), n_hidden=g.n_hidden, n_layers=g.n_layers
         )
-        self.sampler = copy.deepcopy(self.generator).eval()
-        self.trained = False
 
     @property
     def covariates(self) -> list[str]:
@@ -139,6 +161,8 @@ class GeneGAN:
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
         """Train with WGAN-GP; with `run_dir`, checkpoint there, resume, and save the model."""
+        if not hasattr(self, "_Z"):
+            raise ValueError("this GeneGAN was loaded without a cohort; GeneGAN.load(dir, adata)")
         cfg, device = self.config, self.device
         n = self._Z.shape[0]
         if n < 4:
@@ -179,7 +203,14 @@ class GeneGAN:
         if len(val_idx):
             evaluate = self._realism_score(val_idx)
         trainer = AdversarialTrainer(
-            G, C, cfg.train, device=device, seed=cfg.seed, run_dir=run_dir, progress=progress
+            G,
+            C,
+            cfg.train,
+            device=device,
+            seed=cfg.seed,
+            run_dir=run_dir,
+            progress=progress,
+            fingerprint=self._fingerprint,
         )
         summary = trainer.fit(critic_step, generator_step, evaluate)
         self.sampler.load_state_dict(trainer.sampler_state())
@@ -198,14 +229,14 @@ class GeneGAN:
         real = self._Z[val_idx]
         codes = torch.as_tensor(self._codes[val_idx]).to(self.device)
         numeric = torch.as_tensor(self._numeric[val_idx]).to(self.device)
-        n_latent = self.config.gene.n_latent
-        rng = torch.Generator().manual_seed(self.config.seed + 1)  # the same noise every time
+        n_latent, seed = self.config.gene.n_latent, self.config.seed + 1
 
         def score(sampler) -> float:
-            noise = torch.randn(len(val_idx), n_latent, generator=rng.manual_seed(1)).to(
-                self.device
+            # the same noise at every evaluation, so scores differ by the weights alone
+            noise = torch.randn(
+                len(val_idx), n_latent, generator=torch.Generator().manual_seed(seed)
             )
-            fake = sampler(noise, codes, numeric)[0].float().cpu().numpy()
+            fake = sampler(noise.to(self.device), codes, numeric)[0].float().cpu().numpy()
             return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
 
         return score
@@ -322,8 +353,12 @@ class GeneGAN:
         meta = {**self.meta, "trained": self.trained, "model": "GeneGAN"}
         atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
         save_config(self.config, run_dir / "config.yaml")
-        table = self._covariate_table
-        atomic_write(run_dir / COVARIATE_TABLE, lambda tmp: table.to_csv(tmp))
+        # the training patients' covariate rows (no ids) for sampling; JSON keeps categories
+        # such as "NA" as text and floats exact, which a CSV round trip does not
+        table = {k: [str(v) for v in self._covariate_table[k]] for k in self.categorical} | {
+            k: [float(v) for v in self._covariate_table[k]] for k in self.numeric
+        }
+        atomic_write_text(run_dir / COVARIATE_TABLE, json.dumps(table))
         log.info("saved GeneGAN to %s", run_dir)
         return run_dir
 
@@ -344,11 +379,11 @@ class GeneGAN:
         model.generator.load_state_dict(weights["generator"])
         model.critic.load_state_dict(weights["critic"])
         model.trained = bool(meta.get("trained"))
-        model._covariate_table = pd.read_csv(
-            run_dir / COVARIATE_TABLE, index_col=0, dtype={k: str for k in model.categorical}
-        )
+        table = json.loads((run_dir / COVARIATE_TABLE).read_text())
+        model._covariate_table = pd.DataFrame(table, columns=model.covariates)
         if adata is not None:
             model.check_cohort(adata)
+            model._set_data(adata)  # so the loaded model can train on (or resume with) it
         return model
 
     def check_cohort(self, adata: ad.AnnData) -> None:

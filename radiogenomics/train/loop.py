@@ -10,6 +10,7 @@ stopping on the held-out score, bf16 autocast on CUDA, a CSV log and resumable c
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 import time
@@ -68,8 +69,12 @@ class AdversarialTrainer:
         seed: int = 0,
         run_dir: str | Path | None = None,
         progress: bool = True,
+        fingerprint: dict | None = None,
     ):
+        """`fingerprint` (JSON-like) says what is trained on what; a checkpoint with another
+        one is refused, so a run folder never resumes on other data or another model."""
         self.cfg, self.device, self.progress = cfg, device, progress
+        self.fingerprint = dict(fingerprint or {})
         self.generator = generator.to(device)
         self.critic = critic.to(device)
         betas = tuple(cfg.betas)
@@ -208,6 +213,7 @@ class AdversarialTrainer:
             "best": self.best,
             "bad_evals": self.bad_evals,
             "stopped": self.stopped,
+            "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
         }
         save_checkpoint(self.run_dir / "checkpoint", modules, state)
         self.write_log()
@@ -229,6 +235,14 @@ class AdversarialTrainer:
         if found is None:
             return
         modules, state = found
+        theirs = json.loads(state.get("fingerprint", "{}"))
+        for key in sorted(set(theirs) | set(self.fingerprint)):
+            if theirs.get(key) != self.fingerprint.get(key):
+                raise ValueError(
+                    f"{self.run_dir} holds a checkpoint of another run: its '{key}' differs "
+                    f"({_short(theirs.get(key))} there, {_short(self.fingerprint.get(key))} "
+                    "here); use a new --out folder or delete that one"
+                )
         self.generator.load_state_dict(modules["generator"])
         self.critic.load_state_dict(modules["critic"])
         if self.ema is not None and "ema" in modules:
@@ -242,3 +256,8 @@ class AdversarialTrainer:
         self.best = dict(state["best"])
         self.bad_evals = int(state["bad_evals"])
         self.stopped = bool(state["stopped"])
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."

@@ -32,7 +32,9 @@ def gradient_penalty(
     """
     real, fake = real.detach().float(), fake.detach().float()
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
-    eps = torch.rand(shape, device=real.device, generator=generator)
+    # drawn where the generator lives (the loop's is on the CPU, for reproducible resumes)
+    where = generator.device if generator is not None else real.device
+    eps = torch.rand(shape, device=where, generator=generator).to(real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     with torch.autocast(device_type=real.device.type, enabled=False):
         score = critic(x_hat).float()
