@@ -139,6 +139,9 @@ class TrainConfig:
     val_fraction: float = 0.15
     # Score realism on the held-out patients every this many steps and keep the best weights.
     eval_every: int = 100
+    # Keep the best weights only among evaluations from this step on: early weights can score
+    # well on gene-gene correlations before they have learned the covariates.
+    select_after: int = 500
     # Stop after this many evaluations without improvement; 0 never stops early.
     patience: int = 0
     # Write a resumable checkpoint every this many steps.
@@ -150,6 +153,8 @@ class TrainConfig:
         for key in ("steps", "batch_size", "n_critic", "eval_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'train.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.select_after < 0:
+            raise ValueError(f"key 'train.select_after' must be >= 0; got {self.select_after}")
         if self.patience < 0:
             raise ValueError(f"key 'train.patience' must be >= 0; got {self.patience}")
         if self.lr <= 0 or (self.lr_critic is not None and self.lr_critic <= 0):

@@ -30,6 +30,7 @@ def _config(steps=300, **train) -> Config:
     cfg = Config()
     cfg.gene.n_latent, cfg.gene.n_hidden = 8, 64
     cfg.train.steps, cfg.train.eval_every, cfg.train.checkpoint_every = steps, 50, 100
+    cfg.train.select_after = 100
     cfg.train.lr = 1e-3
     for key, value in train.items():
         setattr(cfg.train, key, value)

@@ -76,7 +76,9 @@ def _toy_trainer(run_dir, steps, seed=0):
     torch.manual_seed(seed)
     G = GeneGenerator(4, n_latent=2, n_hidden=8, n_layers=1)
     C = GeneCritic(4, n_hidden=8, n_layers=1)
-    cfg = TrainConfig(steps=steps, batch_size=8, n_critic=2, eval_every=5, checkpoint_every=5)
+    cfg = TrainConfig(
+        steps=steps, batch_size=8, n_critic=2, eval_every=5, checkpoint_every=5, select_after=0
+    )
     data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) * 2 + 1
     none_c, none_u = torch.zeros(8, 0, dtype=torch.long), torch.zeros(8, 0)
 
@@ -147,6 +149,14 @@ def test_best_weights_are_kept_and_early_stopping(tmp_path):
     summary = trainer.fit(c, g, lambda sampler: next(scores))
     assert summary["best_score"] == 0.5 and summary["best_step"] == 10
     assert summary["early_stopped"] and summary["steps"] == 20
+
+
+def test_no_selection_before_select_after():
+    trainer, (c, g, _) = _toy_trainer(None, steps=20)
+    trainer.cfg.select_after = 10
+    scores = iter([0.9, 0.1, 0.3, 0.2])  # the best score comes too early to count
+    summary = trainer.fit(c, g, lambda sampler: next(scores))
+    assert summary["best_score"] == 0.3 and summary["best_step"] == 15
 
 
 def test_divergence_is_reported_with_the_step():

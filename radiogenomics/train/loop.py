@@ -168,6 +168,8 @@ class AdversarialTrainer:
         with torch.no_grad():
             score = float(evaluate(sampler))
         sampler.train(was_training)
+        if self.step < self.cfg.select_after:
+            return score
         if score > self.best["score"]:
             self.best = {"score": score, "step": self.step}
             self.best_state = copy.deepcopy(sampler.state_dict())
