@@ -46,7 +46,7 @@ class GeneGAN:
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None):
         cfg = copy.deepcopy(config) if config is not None else Config()
-        rows = _expression_rows(adata)
+        _expression_rows(adata)  # a cohort without expression fails here, before the genes
         genes = list(cfg.gene.genes) if cfg.gene.genes is not None else list(adata.var_names)
         missing = [g for g in genes if g not in adata.var_names]
         if missing:
@@ -64,24 +64,24 @@ class GeneGAN:
                 )
             cat_keys = [c for c in cat_keys if c in cfg.gene.covariates]
             num_keys = [c for c in num_keys if c in cfg.gene.covariates]
-        sub = adata[rows, genes]
-        X = _finite_expression(sub)
         meta = {
             "genes": genes,
             "categorical": {k: [str(v) for v in uns_cov[K.CATEGORICAL][k]] for k in cat_keys},
             "numeric": {k: dict(uns_cov[K.NUMERIC][k]) for k in num_keys},
-            "scaler": GeneScaler(log1p=cfg.gene.log1p).fit(X, genes=genes).to_dict(),
-            "n_train": int(X.shape[0]),
+            "scaler": None,  # fitted by _set_data
             "summary": {},
         }
         self._build(cfg, meta)
-        self._set_data(adata)
+        self._set_data(adata, fit_scaler=True)
 
-    def _set_data(self, adata: ad.AnnData) -> None:
+    def _set_data(self, adata: ad.AnnData, fit_scaler: bool = False) -> None:
         """The training tensors: this model's genes and covariates of `adata`'s patients with
         expression, scaled and encoded; and a fingerprint a resumed run must match."""
         sub = adata[_expression_rows(adata), self.genes]
         X = _finite_expression(sub)
+        if fit_scaler:
+            self.scaler.fit(X, genes=self.genes)
+            self.meta.update(scaler=self.scaler.to_dict(), n_train=int(X.shape[0]))
         self._covariate_table = sub.obs[self.covariates].copy()
         self._Z = self.scaler.transform(X)
         self._codes, self._numeric = self._encode(sub.obs)
@@ -101,7 +101,11 @@ class GeneGAN:
         self.genes: list[str] = meta["genes"]
         self.categorical: dict[str, list[str]] = meta["categorical"]
         self.numeric: dict[str, dict] = meta["numeric"]
-        self.scaler = GeneScaler.from_dict(meta["scaler"])
+        self.scaler = (
+            GeneScaler.from_dict(meta["scaler"])
+            if meta["scaler"] is not None
+            else GeneScaler(log1p=cfg.gene.log1p)
+        )
         self.device = pick_device(cfg.device)
         vocab = [len(v) for v in self.categorical.values()]
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
