@@ -170,6 +170,103 @@ class TrainConfig:
 
 
 @dataclass
+class ImageConfig:
+    """The image side (radiogenomics.nn.image): generator, critic, gene encoder, mask generator."""
+
+    # Conditioning of the image generator: the lesion mask (SPADE at every decoder scale), the
+    # gene code (FiLM at every decoder scale) and a background image fused through learned gates
+    # (Xu et al. 2019). With all three off the generator is an unconditional DCGAN-style one.
+    use_mask: bool = True
+    use_genes: bool = True
+    use_background: bool = False
+    # Feature channels of the generator's decoder, coarse to fine; one scale per entry, each
+    # doubling the resolution (the coarsest grid is image_size / 2**(len - 1)).
+    channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    # Critic (PatchGAN) channels, fine to coarse; each entry halves the resolution.
+    critic_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    # instance or none: batch norm breaks the gradient penalty, so it is not offered.
+    critic_norm: Literal["instance", "none"] = "instance"
+    # Noise fed to the image generator and the gene code size.
+    n_noise: int = 64
+    n_code: int = 64
+    # GeneEncoder MLP width and depth (expression -> gene code).
+    n_hidden: int = 256
+    n_layers: int = 2
+    # Train the MaskGenerator (gene code + noise -> mask) beside the image generator, so
+    # fully synthetic patients get gene-dependent lesion shapes.
+    train_masks: bool = True
+    # wgan-gp (default), least-squares or hinge.
+    objective: Literal["wgan-gp", "lsgan", "hinge"] = "wgan-gp"
+    # Matching-aware negatives: a real image with another patient's genes (or mask) is scored
+    # as fake with this weight (0 turns them off).
+    mismatch_weight: float = 0.5
+    # Pixel L1 weight between the generated and the real image inside the background (only
+    # with use_background): keeps the fused background faithful.
+    background_l1: float = 0.0
+    # Dilation (pixels) of the mask cut out of the background image, so the generator sees no
+    # lesion edge.
+    background_margin: int = 3
+
+    def __post_init__(self):
+        for key in ("channels", "critic_channels"):
+            values = getattr(self, key)
+            if not values or any(c < 1 for c in values):
+                raise ValueError(f"key 'image.{key}' must be a non-empty list of positive ints")
+        for key in ("n_noise", "n_code", "n_hidden", "n_layers"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key 'image.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.mismatch_weight < 0:
+            raise ValueError(f"key 'image.mismatch_weight' must be >= 0; got {self.mismatch_weight}")
+        if self.background_l1 < 0:
+            raise ValueError(f"key 'image.background_l1' must be >= 0; got {self.background_l1}")
+        if self.background_margin < 0:
+            raise ValueError(
+                f"key 'image.background_margin' must be >= 0; got {self.background_margin}"
+            )
+        if self.use_background and not self.use_mask:
+            raise ValueError("key 'image.use_background' needs image.use_mask (the lesion's place)")
+
+
+@dataclass
+class SegmentConfig:
+    """The segmentation net (a MONAI U-Net): training and architecture."""
+
+    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    strides: list[int] = field(default_factory=lambda: [2, 2, 2])
+    num_res_units: int = 2
+    dropout: float = 0.1
+    # Optimiser steps (batches), batch size and learning rate (Adam).
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 1e-3
+    # Patients held out (patient-level) to report Dice/IoU and keep the best weights.
+    val_fraction: float = 0.2
+    eval_every: int = 100
+    # Threshold on the foreground probability.
+    threshold: float = 0.5
+
+    def __post_init__(self):
+        if len(self.strides) != len(self.channels) - 1:
+            raise ValueError(
+                f"key 'segment.strides' needs len(channels) - 1 = {len(self.channels) - 1} "
+                f"entries; got {self.strides}"
+            )
+        for key in ("steps", "batch_size", "eval_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"key 'segment.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.num_res_units < 0:
+            raise ValueError(f"key 'segment.num_res_units' must be >= 0; got {self.num_res_units}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"key 'segment.dropout' must be in [0, 1); got {self.dropout}")
+        if self.lr <= 0:
+            raise ValueError(f"key 'segment.lr' must be > 0; got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ValueError(f"key 'segment.val_fraction' must be in [0, 1); got {self.val_fraction}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"key 'segment.threshold' must be in (0, 1); got {self.threshold}")
+
+
+@dataclass
 class SelectConfig:
     """Gene selection (`radiogenomics select-genes`, radiogenomics.pp)."""
 
@@ -210,11 +307,13 @@ class Config:
     seed: int = 0
     device: str = "auto"
     # Which model `radiogenomics train` builds.
-    model: Literal["gene_gan"] = "gene_gan"
+    model: Literal["gene_gan", "image_gan", "segmentation"] = "gene_gan"
     data: DataConfig = field(default_factory=DataConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     gene: GeneConfig = field(default_factory=GeneConfig)
+    image: ImageConfig = field(default_factory=ImageConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

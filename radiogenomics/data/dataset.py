@@ -9,6 +9,8 @@ without expression get zeros and `has_expression=False`, so a batch always has o
 
 from __future__ import annotations
 
+import dataclasses
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import torch
 from monai import transforms as mt
 from monai.data import CacheDataset
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
 from radiogenomics.config import DataConfig
@@ -217,3 +220,41 @@ class CohortDataset(Dataset):
             K.MASK: (mask > 0.5).float() if mask.numel() else mask,
             **{k: v[row] for k, v in self.flags.items()},
         }
+
+
+def image_rows(adata: ad.AnnData, *, need_mask: bool = False) -> np.ndarray:
+    """Row numbers of the patients with an image (and a mask, if `need_mask`)."""
+    rows = adata.obs[K.HAS_IMAGE].to_numpy(bool) if K.HAS_IMAGE in adata.obs else None
+    if rows is None or not rows.any():
+        raise ValueError("no patient of the cohort has an image (has_image is all False)")
+    if need_mask:
+        rows = rows & adata.obs[K.HAS_MASK].to_numpy(bool)
+        if not rows.any():
+            raise ValueError("no patient of the cohort has both an image and a mask")
+    return np.flatnonzero(rows)
+
+
+def load_images(
+    adata: ad.AnnData,
+    cfg: DataConfig | None = None,
+    rows=None,
+    *,
+    root=None,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images `(N, C, *spatial)` in [-1, 1] and masks `(N, 1, *spatial)` in {0, 1} of the
+    cohort rows `rows` (default: every patient with an image), in memory.
+
+    Small cohorts (the use case: tens to a few thousand lesions) fit in memory, and a GAN
+    step then indexes a tensor instead of running the transform pipeline. Augmentation is
+    off here: the models apply their own, on the tensors.
+    """
+    cfg = dataclasses.replace(cfg or DataConfig(), augment=False, cache_rate=0.0)
+    rows = image_rows(adata) if rows is None else np.asarray(rows)
+    ds = CohortDataset(adata, cfg, root=root, indices=rows, progress=False)
+    items = [ds[i] for i in tqdm(range(len(ds)), desc="loading images", disable=not progress)]
+    if not items:
+        raise ValueError("no rows to load")
+    images = torch.stack([it[K.IMAGE] for it in items])
+    masks = torch.stack([it[K.MASK] for it in items])
+    return images, masks
