@@ -195,8 +195,9 @@ class ImageConfig:
     # Train the MaskGenerator (gene code + noise -> mask) beside the image generator, so
     # fully synthetic patients get gene-dependent lesion shapes.
     train_masks: bool = True
-    # wgan-gp (default), least-squares or hinge.
-    objective: Literal["wgan-gp", "lsgan", "hinge"] = "wgan-gp"
+    # wgan-gp (default, with the gradient penalty), lsgan (least squares), hinge, or dcgan
+    # (non-saturating cross-entropy, as the lesion DCGAN).
+    objective: Literal["wgan-gp", "lsgan", "hinge", "dcgan"] = "wgan-gp"
     # Matching-aware negatives: a real image with another patient's genes (or mask) is scored
     # as fake with this weight (0 turns them off).
     mismatch_weight: float = 0.5
@@ -380,6 +381,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ValueError(f"key '{key}' must be a number; got {value!r}")
     if tp is str:
         if isinstance(value, str):

@@ -412,6 +412,58 @@ def split_cohort(
 # h5ad
 
 
+def write_patients(
+    adata: ad.AnnData,
+    images: np.ndarray,
+    masks: np.ndarray,
+    out_dir: str | Path,
+    image_format: str = "nii.gz",
+    progress: bool = True,
+    desc: str = "writing images",
+) -> Path:
+    """Write in-memory patients as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/`.
+
+    `images` and `masks` are `(n_obs, C, *spatial)` arrays in `adata`'s row order; rows whose
+    `has_image` is False are not written. Float images go to PNG only if they lie in [0, 1].
+    """
+    from radiogenomics.data.io import FORMATS, save_image
+
+    if image_format not in FORMATS:
+        raise ValueError(f"image_format must be one of {sorted(FORMATS)}; got {image_format!r}")
+    if len(images) != adata.n_obs or len(masks) != adata.n_obs:
+        raise ValueError(
+            f"{len(images)} images and {len(masks)} masks for a cohort of {adata.n_obs} patients"
+        )
+    out_dir = Path(out_dir)
+    suffix = FORMATS[image_format]
+    adata = adata.copy()
+    has_image = (
+        adata.obs[K.HAS_IMAGE].to_numpy(bool)
+        if K.HAS_IMAGE in adata.obs
+        else np.ones(adata.n_obs, bool)
+    )
+    image_col, mask_col = [], []
+    rows = zip(adata.obs_names, has_image, images, masks, strict=True)
+    for pid, present, image, mask in tqdm(
+        rows, total=adata.n_obs, desc=desc, disable=not progress, leave=False
+    ):
+        if not present:
+            image_col.append("")
+            mask_col.append("")
+            continue
+        image_rel, mask_rel = f"images/{pid}{suffix}", f"masks/{pid}{suffix}"
+        save_image(image, out_dir / image_rel)
+        save_image(mask, out_dir / mask_rel)
+        image_col.append(image_rel)
+        mask_col.append(mask_rel)
+    adata.obs[K.IMAGE] = image_col
+    adata.obs[K.MASK] = mask_col
+    adata.obs[K.HAS_IMAGE] = has_image
+    adata.obs[K.HAS_MASK] = has_image
+    adata.uns[K.UNS][K.ROOT] = str(out_dir.resolve())
+    return write_cohort(adata, out_dir / "cohort.h5ad")
+
+
 def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
     """Write a cohort as h5ad, atomically. Relative image paths stay relative to its folder."""
     path = Path(path)

@@ -23,8 +23,7 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import make_cohort, write_cohort
-from radiogenomics.data.io import save_image
+from radiogenomics.data.cohort import make_cohort, write_patients
 
 log = logging.getLogger(__name__)
 
@@ -263,30 +262,14 @@ def write_phantom(
     phantom: Phantom, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True
 ) -> Path:
     """Write the phantom as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/` files."""
-    from radiogenomics.data.io import FORMATS
-
-    if image_format not in FORMATS:
-        raise ValueError(f"image_format must be one of {sorted(FORMATS)}; got {image_format!r}")
-    out_dir = Path(out_dir)
-    suffix = FORMATS[image_format]
-    adata = phantom.adata.copy()
-    image_col, mask_col = [], []
-    rows = zip(adata.obs_names, adata.obs[K.HAS_IMAGE], phantom.images, phantom.masks, strict=True)
-    for pid, has_image, image, mask in tqdm(
-        rows, total=adata.n_obs, desc="writing phantom", disable=not progress, leave=False
-    ):
-        if not has_image:
-            image_col.append("")
-            mask_col.append("")
-            continue
-        image_rel, mask_rel = f"images/{pid}{suffix}", f"masks/{pid}{suffix}"
-        save_image(image, out_dir / image_rel)
-        save_image(mask, out_dir / mask_rel)
-        image_col.append(image_rel)
-        mask_col.append(mask_rel)
-    adata.obs[K.IMAGE] = image_col
-    adata.obs[K.MASK] = mask_col
-    adata.uns[K.UNS][K.ROOT] = str(out_dir.resolve())
-    path = write_cohort(adata, out_dir / "cohort.h5ad")
-    log.info("wrote phantom cohort %s (%d patients)", path, adata.n_obs)
+    path = write_patients(
+        phantom.adata,
+        phantom.images,
+        phantom.masks,
+        out_dir,
+        image_format,
+        progress,
+        desc="writing phantom",
+    )
+    log.info("wrote phantom cohort %s (%d patients)", path, phantom.adata.n_obs)
     return path

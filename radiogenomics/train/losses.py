@@ -41,3 +41,43 @@ def gradient_penalty(
         (grad,) = torch.autograd.grad(score.sum(), x_hat, create_graph=True)
     norm = grad.flatten(1).norm(2, dim=1)  # (B,)
     return ((norm - 1) ** 2).mean()
+
+
+# Other objectives (ImageConfig.objective). Each pair is (critic loss, generator loss); the
+# gradient penalty is added for wgan-gp only.
+
+
+def lsgan_critic_loss(real_score, fake_score):
+    """Least squares (Mao et al. 2017): E[(D(real) - 1)^2] + E[D(fake)^2], halved."""
+    return 0.5 * (((real_score.float() - 1) ** 2).mean() + (fake_score.float() ** 2).mean())
+
+
+def lsgan_generator_loss(fake_score):
+    """Least squares: E[(D(fake) - 1)^2], halved."""
+    return 0.5 * ((fake_score.float() - 1) ** 2).mean()
+
+
+def hinge_critic_loss(real_score, fake_score):
+    """Hinge: E[relu(1 - D(real))] + E[relu(1 + D(fake))]."""
+    return torch.relu(1 - real_score.float()).mean() + torch.relu(1 + fake_score.float()).mean()
+
+
+def dcgan_critic_loss(real_score, fake_score):
+    """DCGAN (binary cross-entropy on logits): E[softplus(-D(real))] + E[softplus(D(fake))]."""
+    return (
+        torch.nn.functional.softplus(-real_score.float()).mean()
+        + torch.nn.functional.softplus(fake_score.float()).mean()
+    )
+
+
+def dcgan_generator_loss(fake_score):
+    """Non-saturating DCGAN generator: E[softplus(-D(fake))] = -E[log sigmoid(D(fake))]."""
+    return torch.nn.functional.softplus(-fake_score.float()).mean()
+
+
+OBJECTIVES = {
+    "wgan-gp": (critic_loss, generator_loss),
+    "lsgan": (lsgan_critic_loss, lsgan_generator_loss),
+    "hinge": (hinge_critic_loss, generator_loss),  # the hinge generator loss is -E[D(fake)]
+    "dcgan": (dcgan_critic_loss, dcgan_generator_loss),
+}

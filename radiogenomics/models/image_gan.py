@@ -1,0 +1,665 @@
+"""ImageGAN: lesion images conditioned on masks and gene expression, on a cohort AnnData.
+
+    model = ImageGAN(adata, config)      # patients with an image; expression where present
+    model.train(run_dir="run")           # resumable; keeps the weights best on held-out realism
+    images = model.generate(masks, expression)        # real genes (and masks) -> images
+    synth = model.sample(100)            # SyntheticCohort: AnnData + images + masks
+    model.save("run"); ImageGAN.load("run", adata)
+
+The generator side is one module (GeneEncoder -> MaskGenerator, ImageGenerator) and so is the
+critic side (its own GeneEncoder, the image critic, the mask critic), so the shared loop trains,
+averages (EMA) and checkpoints them as wholes. Image-only patients train with the encoder's
+learned "no genes" code; matching-aware negatives (a real image with another patient's genes,
+or another patient's mask) use paired patients only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from radiogenomics import _keys as K
+from radiogenomics.config import Config, dump_config, save_config
+from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.io import atomic_write_text
+from radiogenomics.nn.image import GeneEncoder, ImageCritic, ImageGenerator, MaskGenerator
+from radiogenomics.pp import GeneScaler
+from radiogenomics.train.checkpoint import load_weights, save_weights
+from radiogenomics.train.loop import AdversarialTrainer, pick_device
+from radiogenomics.train.losses import OBJECTIVES, gradient_penalty
+
+log = logging.getLogger(__name__)
+
+META = "image_gan.json"
+WEIGHTS = "model.safetensors"
+_MAX_LISTED = 10
+
+
+@dataclass
+class SyntheticCohort:
+    """Synthetic patients in memory: `images` `(n, C, *spatial)` in [-1, 1], `masks`
+    `(n, 1, *spatial)` uint8, and the cohort AnnData (expression, if any, in `X`)."""
+
+    adata: ad.AnnData
+    images: np.ndarray
+    masks: np.ndarray
+
+    def write(self, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True):
+        """Write as a cohort (h5ad + image and mask files) that `read_cohort` reads back; the
+        images are stored in [0, 1]."""
+        from radiogenomics.data.cohort import write_patients
+
+        images = (np.clip(self.images, -1, 1) + 1) / 2
+        return write_patients(
+            self.adata,
+            images.astype(np.float32),
+            self.masks,
+            out_dir,
+            image_format,
+            progress,
+            desc="writing synthetic patients",
+        )
+
+
+class ImageSide(nn.Module):
+    """The generator side: gene encoder, image generator and (optionally) mask generator."""
+
+    def __init__(self, encoder, image, mask):
+        super().__init__()
+        self.encoder, self.image, self.mask = encoder, image, mask
+
+    def code(self, expression, present):
+        return None if self.encoder is None else self.encoder(expression, present)
+
+
+class CriticSide(nn.Module):
+    """The critic side: its own gene encoder (the generator's cannot be trusted to keep codes
+    apart), the image critic and (optionally) the mask critic."""
+
+    def __init__(self, encoder, image, mask):
+        super().__init__()
+        self.encoder, self.image, self.mask = encoder, image, mask
+
+    def code(self, expression, present):
+        return None if self.encoder is None else self.encoder(expression, present)
+
+
+class ImageGAN:
+    """Mask- and gene-conditioned image GAN (see the module docstring)."""
+
+    def __init__(self, adata: ad.AnnData, config: Config | None = None):
+        cfg = copy.deepcopy(config) if config is not None else Config()
+        rg = adata.uns.get(K.UNS, {})
+        dims = int(rg.get(K.SPATIAL_DIMS, 2))
+        if dims != cfg.data.spatial_dims:
+            raise ValueError(
+                f"config data.spatial_dims={cfg.data.spatial_dims} but the cohort has "
+                f"spatial_dims={dims} (image_size {list(rg.get(K.IMAGE_SIZE, []))})"
+            )
+        img = cfg.image
+        rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
+        genes: list[str] = []
+        if img.use_genes:
+            genes = list(cfg.gene.genes) if cfg.gene.genes is not None else list(adata.var_names)
+            missing = [g for g in genes if g not in adata.var_names]
+            if missing:
+                raise ValueError(
+                    f"key 'gene.genes': {len(missing)} gene(s) not in the cohort: "
+                    f"{missing[:_MAX_LISTED]}"
+                )
+            if not genes:
+                raise ValueError(
+                    "image.use_genes is true but the cohort has no genes; set image.use_genes=false"
+                )
+        meta = {
+            "genes": genes,
+            "scaler": None,
+            "spatial_dims": dims,
+            "image_size": [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))],
+            "channels": int(rg.get(K.CHANNELS, 1)),
+            "summary": {},
+        }
+        self._build(cfg, meta)
+        self._set_data(adata, rows, fit_scaler=True)
+
+    # ---------------------------------------------------------------------------------------
+    def _set_data(self, adata: ad.AnnData, rows=None, fit_scaler: bool = False) -> None:
+        """In-memory training tensors of the cohort's image patients, and the fingerprint a
+        resumed run must match."""
+        img = self.config.image
+        rows = (
+            image_rows(adata, need_mask=img.use_mask or img.train_masks) if rows is None else rows
+        )
+        sub = adata[rows]
+        self.patients = list(map(str, sub.obs_names))
+        images, masks = load_images(adata, self.config.data, rows)
+        if (
+            list(images.shape[2:]) != self.meta["image_size"]
+            or images.shape[1] != self.meta["channels"]
+        ):
+            raise ValueError(
+                f"the cohort's images load as {tuple(images.shape[1:])}; the model was built for "
+                f"({self.meta['channels']}, {', '.join(map(str, self.meta['image_size']))})"
+            )
+        self._images, self._masks = images, masks
+        present = (
+            sub.obs[K.HAS_EXPRESSION].to_numpy(bool)
+            if K.HAS_EXPRESSION in sub.obs
+            else np.ones(sub.n_obs, bool)
+        )
+        Z = np.zeros((sub.n_obs, len(self.genes)), np.float32)
+        if self.genes and present.any():
+            X = sub[present, self.genes].X
+            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64)
+            bad = ~np.isfinite(X)
+            if bad.any():
+                p, g = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"expression of patient '{sub.obs_names[present][p]}' gene "
+                    f"'{self.genes[g]}' is {X[p, g]}; impute or drop it before training"
+                )
+            if fit_scaler:
+                self.scaler.fit(X, genes=self.genes)
+                self.meta["scaler"] = self.scaler.to_dict()
+            Z[present] = self.scaler.transform(X)
+        elif self.genes and fit_scaler:
+            raise ValueError("no image patient has expression; set image.use_genes=false")
+        self._Z, self._present = torch.as_tensor(Z), torch.as_tensor(present)
+        ids = "\n".join(self.patients).encode()
+        self._fingerprint = {
+            "genes": self.genes,
+            "patients": hashlib.sha256(ids).hexdigest(),
+            "image": dataclasses.asdict(self.config.image),
+            "data": dataclasses.asdict(self.config.data),
+            "seed": self.config.seed,
+        }
+
+    def _build(self, cfg: Config, meta: dict) -> None:
+        self.config, self.meta = cfg, meta
+        self.genes: list[str] = meta["genes"]
+        self.scaler = (
+            GeneScaler.from_dict(meta["scaler"])
+            if meta["scaler"]
+            else GeneScaler(log1p=cfg.gene.log1p)
+        )
+        self.device = pick_device(cfg.device)
+        with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
+            torch.manual_seed(cfg.seed)
+            self.generator, self.critic = self._make_networks(cfg, meta)
+        self.sampler = copy.deepcopy(self.generator).eval()
+        self.trained = False
+
+    @staticmethod
+    def _make_networks(cfg: Config, meta: dict) -> tuple[ImageSide, CriticSide]:
+        img, dims, size, channels = (
+            cfg.image,
+            meta["spatial_dims"],
+            meta["image_size"],
+            meta["channels"],
+        )
+        n_genes = len(meta["genes"])
+        n_code = img.n_code if n_genes else 0
+
+        def encoder():
+            if not n_genes:
+                return None
+            return GeneEncoder(n_genes, img.n_code, n_hidden=img.n_hidden, n_layers=img.n_layers)
+
+        generator = ImageSide(
+            encoder(),
+            ImageGenerator(
+                dims,
+                channels,
+                size,
+                img.channels,
+                n_noise=img.n_noise,
+                n_code=n_code,
+                use_mask=img.use_mask,
+                background_channels=channels if img.use_background else 0,
+            ),
+            MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
+            if img.train_masks
+            else None,
+        )
+        critic = CriticSide(
+            encoder(),
+            ImageCritic(
+                dims,
+                channels,
+                img.critic_channels,
+                use_mask=img.use_mask,
+                n_code=n_code,
+                norm=img.critic_norm,
+            ),
+            ImageCritic(
+                dims, 1, img.critic_channels, use_mask=False, n_code=n_code, norm=img.critic_norm
+            )
+            if img.train_masks
+            else None,
+        )
+        return generator, critic
+
+    # ---------------------------------------------------------------------------------------
+    def background_of(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """The image with the (dilated) lesion cut out and set to -1: what the generator fills."""
+        k = self.config.image.background_margin
+        pool = F.max_pool2d if images.ndim == 4 else F.max_pool3d
+        hole = pool(masks.float(), 2 * k + 1, stride=1, padding=k) if k else masks.float()
+        return images * (1 - hole) - hole
+
+    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        if self.device.type != "cuda":
+            return x
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        return x.contiguous(memory_format=fmt)
+
+    def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
+        """Train adversarially; with `run_dir`, checkpoint there, resume, and save the model."""
+        self._need_data("training needs the cohort")
+        cfg, img, device = self.config, self.config.image, self.device
+        n = len(self.patients)
+        if n < 4:
+            raise ValueError(f"the cohort has {n} patients with images; training needs >= 4")
+        train_idx, val_idx = _split(n, cfg.train.val_fraction, cfg.seed)
+        to = lambda t: t[train_idx].to(device)  # noqa: E731
+        images, masks = self._channels_last(to(self._images)), self._channels_last(to(self._masks))
+        Z, present = to(self._Z), to(self._present)
+        if device.type == "cuda":
+            fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
+            self.generator.to(memory_format=fmt)
+            self.critic.to(memory_format=fmt)
+        G, C, B = self.generator, self.critic, cfg.train.batch_size
+        crit_loss, gen_loss = OBJECTIVES[img.objective]
+        n_train = len(train_idx)
+
+        def batch(rng):
+            idx = torch.randint(n_train, (B,), generator=rng)
+            x, m = images[idx.to(device)], masks[idx.to(device)]
+            flip = torch.rand(B, generator=rng) < 0.5  # the same left-right flip of image and mask
+            if flip.any():
+                f = flip.to(device).view(B, *[1] * (x.ndim - 1))
+                x = torch.where(f, x.flip(-1), x)
+                m = torch.where(f, m.flip(-1), m)
+            noise = torch.randn(B, img.n_noise, generator=rng).to(device)
+            maps = G.image.noise_maps(B, generator=rng, device=device)
+            perm = torch.roll(torch.arange(B), 1)  # partner for the mismatched pairs
+            return x, m, Z[idx.to(device)], present[idx.to(device)], noise, maps, perm.to(device)
+
+        def generate(x, m, code, noise, maps):
+            bg = self.background_of(x, m) if img.use_background else None
+            return G.image(m if img.use_mask else None, code, noise, bg, maps)
+
+        def soft(mask):  # masks as the mask critic sees them: real ones slightly blurred
+            pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
+            return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
+
+        def critic_step(rng):
+            x, m, z, p, noise, maps, perm = batch(rng)
+            code_c = C.code(z, p)
+            with torch.no_grad():
+                code_g = G.code(z, p)
+                fake = generate(x, m, code_g, noise, maps)
+            real_s = C.image(x, m, code_c)
+            loss = crit_loss(real_s, C.image(fake, m, code_c))
+            logs = {"critic": 0.0}
+            if img.objective == "wgan-gp":
+                gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
+                loss = loss + cfg.train.gp_weight * gp
+                logs["gp"] = gp.item()
+            if img.mismatch_weight > 0:
+                for s in mismatched_scores(C.image, x, m, code_c, p, perm, img.use_mask):
+                    loss = loss + img.mismatch_weight * crit_loss(real_s, s)
+            if G.mask is not None:
+                with torch.no_grad():
+                    fake_m = G.mask(code_g, noise)
+                real_ms = C.mask(soft(m), None, code_c)
+                loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
+                if img.objective == "wgan-gp":
+                    gp_m = gradient_penalty(
+                        lambda v: C.mask(v, None, code_c), soft(m), soft(fake_m), generator=rng
+                    )
+                    loss_m = loss_m + cfg.train.gp_weight * gp_m
+                loss = loss + loss_m
+                logs["critic_mask"] = loss_m.item()
+            logs["critic"] = loss.item()
+            return loss, logs
+
+        def generator_step(rng):
+            x, m, z, p, noise, maps, _ = batch(rng)
+            code_g = G.code(z, p)
+            code_c = C.code(z, p)
+            fake = generate(x, m, code_g, noise, maps)
+            loss = gen_loss(C.image(fake, m, code_c))
+            logs = {"generator": loss.item()}
+            if img.use_background and img.background_l1 > 0:
+                keep = (self.background_of(x, m) > -1).float()  # 1 outside the cut-out hole
+                l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
+                loss = loss + img.background_l1 * l1
+                logs["background_l1"] = l1.item()
+            if G.mask is not None:
+                loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise)), None, code_c))
+                loss = loss + loss_m
+                logs["generator_mask"] = loss_m.item()
+            return loss, logs
+
+        evaluate = self._realism_score(val_idx) if len(val_idx) >= 4 else None
+        if evaluate is None:
+            log.warning("fewer than 4 held-out patients: keeping the last weights")
+        trainer = AdversarialTrainer(
+            G,
+            C,
+            cfg.train,
+            device=device,
+            seed=cfg.seed,
+            run_dir=run_dir,
+            progress=progress,
+            fingerprint=self._fingerprint,
+        )
+        summary = trainer.fit(critic_step, generator_step, evaluate)
+        self.sampler.load_state_dict(trainer.sampler_state())
+        self.sampler.to(device).eval()
+        self.trained = True
+        self.meta["summary"] = {**summary, "n_train": n_train, "n_val": len(val_idx)}
+        self.meta["val_patients"] = [self.patients[i] for i in val_idx]
+        if run_dir is not None:
+            self.save(run_dir)
+        return summary
+
+    def _realism_score(self, val_idx: np.ndarray):
+        """Held-out score for model selection: minus the Frechet distance between the lesion
+        features (size ... necrosis, radiomap.features) of the held-out patients' real images
+        and images generated from their masks and genes, with fixed noise."""
+        from radiogenomics.evaluate.images import frechet_distance
+        from radiogenomics.radiomap.features import lesion_feature_table
+
+        idx = torch.as_tensor(val_idx)
+        x, m = self._images[idx], self._masks[idx]
+        z, p = self._Z[idx], self._present[idx]
+        real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
+
+        def score(sampler) -> float:
+            fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
+            feats = lesion_feature_table(fake[:, :1].float().cpu().numpy(), m.numpy()).to_numpy()
+            return -frechet_distance(real, feats)
+
+        return score
+
+    # ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _generate_with(self, sampler, masks, Z, present, images=None, *, seed=0, batch_size=64):
+        """Images from `sampler` for masks (N, 1, *S), standardised expression Z and flags."""
+        img = self.config.image
+        rng = torch.Generator().manual_seed(seed)
+        out = []
+        for start in range(0, len(masks), batch_size):
+            sl = slice(start, start + batch_size)
+            m = masks[sl].to(self.device)
+            b = len(m)
+            noise = torch.randn(b, img.n_noise, generator=rng).to(self.device)
+            maps = sampler.image.noise_maps(b, generator=rng, device=self.device)
+            code = sampler.code(Z[sl].to(self.device), present[sl].to(self.device))
+            bg = None
+            if img.use_background:
+                if images is None:
+                    raise ValueError("this ImageGAN fuses a background image: pass `backgrounds`")
+                bg = self.background_of(images[sl].to(self.device), m)
+            out.append(
+                sampler.image(m if img.use_mask else None, code, noise, bg, maps).float().cpu()
+            )
+        return torch.cat(out)
+
+    def _expression_tensor(self, expression, n: int):
+        """Standardised (n, n_genes) expression and presence flags from an AnnData, a
+        DataFrame (genes as columns) or an array on the cohort's scale; None: no genes."""
+        if not self.genes:
+            return torch.zeros(n, 0), torch.zeros(n, dtype=torch.bool)
+        if expression is None:
+            raise ValueError(
+                f"this ImageGAN is conditioned on {len(self.genes)} genes: pass expression"
+            )
+        if isinstance(expression, ad.AnnData):
+            missing = [g for g in self.genes if g not in expression.var_names]
+            if missing:
+                raise ValueError(f"the expression lacks the model's genes {missing[:_MAX_LISTED]}")
+            X = expression[:, self.genes].X
+            X = X.toarray() if hasattr(X, "toarray") else X
+        elif isinstance(expression, pd.DataFrame):
+            missing = [g for g in self.genes if g not in expression.columns]
+            if missing:
+                raise ValueError(f"the expression lacks the model's genes {missing[:_MAX_LISTED]}")
+            X = expression[self.genes].to_numpy()
+        else:
+            X = np.asarray(expression)
+        X = np.asarray(X, np.float64)
+        if X.shape != (n, len(self.genes)):
+            raise ValueError(f"expression has shape {X.shape}; expected ({n}, {len(self.genes)})")
+        present = np.isfinite(X).all(axis=1)
+        Z = np.zeros_like(X, dtype=np.float32)
+        if present.any():
+            Z[present] = self.scaler.transform(X[present])
+        return torch.as_tensor(Z), torch.as_tensor(present)
+
+    def _masks_tensor(self, masks, n: int | None = None) -> torch.Tensor:
+        size = self.meta["image_size"]
+        m = torch.as_tensor(np.asarray(masks), dtype=torch.float32)
+        want = (1, *size)
+        if m.ndim != len(size) + 2 or tuple(m.shape[1:]) != want or (n is not None and len(m) != n):
+            raise ValueError(
+                f"masks have shape {tuple(m.shape)}; expected ({n or 'N'}, {', '.join(map(str, want))}) "
+                f"for this {self.meta['spatial_dims']}D model"
+            )
+        return (m > 0.5).float()
+
+    def generate(
+        self, masks=None, expression=None, *, backgrounds=None, seed: int = 0
+    ) -> np.ndarray:
+        """Images `(N, C, *spatial)` in [-1, 1] for given masks `(N, 1, *spatial)` and
+        expression (AnnData, DataFrame or array on the cohort's scale; NaN rows = no genes).
+        `backgrounds` (images in [-1, 1]) are needed when the model fuses a background."""
+        if not self.trained:
+            log.warning("generating with an untrained ImageGAN")
+        n = None if masks is None else len(masks)
+        if n is None:
+            n = len(expression) if expression is not None else None
+        if n is None:
+            raise ValueError("generate needs masks or expression to know how many images")
+        m = (
+            self._masks_tensor(masks, n)
+            if masks is not None
+            else self.sample_masks(expression, n, seed=seed)
+        )
+        Z, present = self._expression_tensor(expression, n)
+        bg = (
+            None
+            if backgrounds is None
+            else torch.as_tensor(np.asarray(backgrounds), dtype=torch.float32)
+        )
+        return self._generate_with(self.sampler, m, Z, present, bg, seed=seed).numpy()
+
+    @torch.no_grad()
+    def sample_masks(self, expression=None, n: int | None = None, *, seed: int = 0) -> torch.Tensor:
+        """Lesion masks `(n, 1, *spatial)` from the MaskGenerator for the given expression."""
+        if self.sampler.mask is None:
+            raise ValueError(
+                "this ImageGAN has no mask generator (image.train_masks=false); pass masks"
+            )
+        Z, present = self._expression_tensor(expression, n)
+        rng = torch.Generator().manual_seed(seed + 7919)  # not the image noise of the same seed
+        out = []
+        for start in range(0, n, 64):
+            sl = slice(start, min(n, start + 64))
+            b = sl.stop - sl.start
+            noise = torch.randn(b, self.config.image.n_noise, generator=rng).to(self.device)
+            maps = self.sampler.mask.noise_maps(b, generator=rng, device=self.device)
+            code = self.sampler.code(Z[sl].to(self.device), present[sl].to(self.device))
+            out.append((self.sampler.mask(code, noise, maps) > 0.5).float().cpu())
+        return torch.cat(out)
+
+    def sample(
+        self,
+        n: int | None = None,
+        expression: ad.AnnData | None = None,
+        masks=None,
+        *,
+        seed: int = 0,
+    ) -> SyntheticCohort:
+        """Synthetic patients: `expression` (an AnnData, e.g. from GeneGAN.sample) or, without
+        it, `n` expression profiles drawn from the training patients; masks given, or from the
+        MaskGenerator, or drawn from the training patients' masks."""
+        if self.config.image.use_background:
+            raise ValueError(
+                "this ImageGAN fuses real backgrounds (image.use_background); use generate(masks, "
+                "expression, backgrounds=...)"
+            )
+        rng = np.random.default_rng(seed)
+        if expression is None:
+            if n is None or n < 1:
+                raise ValueError(f"n must be a positive number of patients; got {n}")
+            self._need_data("sampling without expression draws profiles from the cohort")
+            pool = (
+                np.flatnonzero(self._present.numpy())
+                if self.genes
+                else np.arange(len(self.patients))
+            )
+            Z = self._Z[rng.choice(pool, size=n)].numpy()
+            X = self.scaler.inverse_transform(Z) if self.genes else Z
+            expression = ad.AnnData(
+                X=np.asarray(X, np.float32),
+                obs=pd.DataFrame(index=[f"synthetic-{i:06d}" for i in range(n)]),
+                var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
+            )
+        n = expression.n_obs
+        if masks is None and self.sampler.mask is None:
+            self._need_data("without a mask generator, masks are drawn from the cohort's")
+            masks = self._masks[torch.as_tensor(rng.choice(len(self.patients), size=n))]
+        m = (
+            self._masks_tensor(masks, n)
+            if masks is not None
+            else self.sample_masks(expression, n, seed=seed)
+        )
+        images = self.generate(m.numpy(), expression, seed=seed)
+        adata = expression.copy()
+        adata.obs[K.HAS_EXPRESSION] = bool(self.genes)
+        adata.obs[K.HAS_IMAGE] = True
+        adata.obs[K.HAS_MASK] = True
+        rg = dict(adata.uns.get(K.UNS, {}))
+        rg.update(
+            {
+                K.SPATIAL_DIMS: self.meta["spatial_dims"],
+                K.IMAGE_SIZE: self.meta["image_size"],
+                K.CHANNELS: self.meta["channels"],
+                K.PROVENANCE: {"library": "radiogenomics", "source": "ImageGAN"},
+                K.SYNTHETIC: {
+                    **rg.get(K.SYNTHETIC, {}),
+                    "image_model": "ImageGAN",
+                    "image_seed": int(seed),
+                },
+            }
+        )
+        adata.uns[K.UNS] = rg
+        return SyntheticCohort(adata, images, m.numpy().astype(np.uint8))
+
+    def _need_data(self, why: str) -> None:
+        if not hasattr(self, "_images"):
+            raise ValueError(f"{why}: load the model with its cohort, ImageGAN.load(dir, adata)")
+
+    # ---------------------------------------------------------------------------------------
+    def save(self, run_dir: str | Path) -> Path:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(
+            run_dir / WEIGHTS,
+            {
+                "sampler": self.sampler.state_dict(),
+                "generator": self.generator.state_dict(),
+                "critic": self.critic.state_dict(),
+            },
+        )
+        meta = {**self.meta, "trained": self.trained, "model": "ImageGAN"}
+        atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
+        save_config(self.config, run_dir / "config.yaml")
+        log.info("saved ImageGAN to %s", run_dir)
+        return run_dir
+
+    @classmethod
+    def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None) -> ImageGAN:
+        """A saved model; with `adata`, refuse it unless its genes and image setup match."""
+        from radiogenomics.config import load_config
+
+        run_dir = Path(run_dir)
+        if not (run_dir / META).is_file():
+            raise FileNotFoundError(f"{run_dir} holds no trained ImageGAN ({META} not found)")
+        meta = json.loads((run_dir / META).read_text())
+        model = cls.__new__(cls)
+        model._build(load_config(run_dir / "config.yaml"), meta)
+        weights = load_weights(run_dir / WEIGHTS)
+        model.sampler.load_state_dict(weights["sampler"])
+        model.generator.load_state_dict(weights["generator"])
+        model.critic.load_state_dict(weights["critic"])
+        model.sampler.to(model.device)
+        model.trained = bool(meta.get("trained"))
+        if adata is not None:
+            model.check_cohort(adata)
+            model._set_data(adata)
+        return model
+
+    def check_cohort(self, adata: ad.AnnData) -> None:
+        """ValueError unless `adata` has this model's genes and image setup."""
+        rg = adata.uns.get(K.UNS, {})
+        dims = int(rg.get(K.SPATIAL_DIMS, 2))
+        if dims != self.meta["spatial_dims"]:
+            raise ValueError(
+                f"the cohort has spatial_dims={dims}; the model is {self.meta['spatial_dims']}D"
+            )
+        missing = [g for g in self.genes if g not in adata.var_names]
+        if missing:
+            raise ValueError(
+                f"the cohort lacks {len(missing)} of the model's {len(self.genes)} genes: "
+                f"{missing[:_MAX_LISTED]}"
+            )
+
+    def __repr__(self) -> str:
+        i = self.config.image
+        return (
+            f"ImageGAN({self.meta['spatial_dims']}D {self.meta['image_size']}x{self.meta['channels']}, "
+            f"mask={i.use_mask}, genes={len(self.genes)}, background={i.use_background}, "
+            f"mask_generator={i.train_masks}, objective={i.objective}, trained={self.trained})"
+        )
+
+    def describe(self) -> str:
+        return dump_config(self.config)
+
+
+def mismatched_scores(critic, images, masks, code, present, perm, use_mask: bool) -> list:
+    """Critic scores of matching-aware negatives (Reed et al. 2016; Xu et al. 2019): real
+    images with the gene code of their partner `perm[i]` (only where both have expression) and,
+    for mask-conditioned critics, with the partner's mask. Training scores them as fake, so
+    the critic, and through it the generator, must use the genes and the mask."""
+    scores = []
+    pair = present & present[perm]
+    if code is not None and pair.any():
+        scores.append(critic(images[pair], masks[pair], code[perm][pair]))
+    if use_mask:
+        scores.append(critic(images, masks[perm], code))
+    return scores
+
+
+def _split(n: int, fraction: float, seed: int):
+    """Patient-level train/validation split (rows are patients)."""
+    n_val = int(round(n * fraction))
+    if n_val < 2 or n - n_val < 2:
+        return np.arange(n), np.array([], dtype=int)
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -1,0 +1,376 @@
+"""Image-side networks from MONAI blocks, one code path for 2D and 3D (`spatial_dims`).
+
+- `GeneEncoder(expression[, present]) -> gene code`: an MLP; patients without expression get a
+  learned "no genes" code, so image-only patients train in the same batches.
+- `ImageGenerator(mask, code, noise[, background]) -> image`: a decoder from a noise grid;
+  at every scale the mask enters through SPADE (MONAI), the gene code through FiLM (the
+  multi-scale gene fusion of Xu et al. 2019), per-pixel noise adds texture, and an optional
+  background image is fused through learned gates. Output in [-1, 1].
+- `MaskGenerator(code, noise) -> mask probabilities`: the same decoder without a mask input.
+- `ImageCritic(image, mask, code) -> patch scores`: a PatchGAN (instance norm or none, never
+  batch norm, which breaks the gradient penalty) with a projection term for the gene code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.networks.blocks import Convolution
+from monai.networks.blocks.spade_norm import SPADE
+from monai.networks.layers.factories import Norm
+from torch import nn
+
+
+def check_image(x: torch.Tensor, spatial_dims: int, channels: int, what: str, size=None) -> None:
+    """ValueError naming the tensor when its shape is not `(B, channels, *size)`."""
+    want = (channels, *size) if size is not None else None
+    if (
+        x.ndim != spatial_dims + 2
+        or x.shape[1] != channels
+        or (want is not None and tuple(x.shape[1:]) != tuple(want))
+    ):
+        spatial = "x".join(map(str, size)) if size is not None else f"{spatial_dims} dims"
+        raise ValueError(
+            f"{what} has shape {tuple(x.shape)}; expected (batch, {channels}, {spatial}) "
+            f"for spatial_dims={spatial_dims}"
+        )
+
+
+def _conv(
+    spatial_dims, in_channels, out_channels, *, kernel_size=3, strides=1, norm=None, act=None
+):
+    return Convolution(
+        spatial_dims,
+        in_channels,
+        out_channels,
+        strides=strides,
+        kernel_size=kernel_size,
+        norm=norm,
+        act=act,
+        padding=(kernel_size - 1) // 2 if strides == 1 else 1,
+    )
+
+
+def _downsample(mask: torch.Tensor, size) -> torch.Tensor:
+    """Area-averaged mask at `size`: a soft boundary at coarse scales, not nearest aliasing."""
+    pool = F.adaptive_avg_pool2d if mask.ndim == 4 else F.adaptive_avg_pool3d
+    return pool(mask, list(size))
+
+
+class GeneEncoder(nn.Module):
+    """(expression (B, n_genes)[, present (B,) bool]) -> gene code (B, n_code).
+
+    Expression is on the model's standardised scale. Rows with `present` False (patients
+    without expression) get the learned `missing` code instead.
+    """
+
+    def __init__(self, n_genes: int, n_code: int = 64, *, n_hidden: int = 256, n_layers: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_genes
+        for _ in range(n_layers):
+            layers += [nn.Linear(width, n_hidden), nn.LeakyReLU(0.2)]
+            width = n_hidden
+        layers.append(nn.Linear(width, n_code))
+        self.mlp = nn.Sequential(*layers)
+        self.missing = nn.Parameter(torch.zeros(n_code))
+        self.n_genes, self.n_code = n_genes, n_code
+
+    def forward(self, expression: torch.Tensor, present: torch.Tensor | None = None):
+        if expression.ndim != 2 or expression.shape[1] != self.n_genes:
+            raise ValueError(
+                f"expression has shape {tuple(expression.shape)}; expected (batch, {self.n_genes})"
+            )
+        code = self.mlp(expression)
+        if present is None:
+            return code
+        return torch.where(present[:, None].bool(), code, self.missing.to(code.dtype))
+
+
+class FiLM(nn.Module):
+    """x * (1 + gamma(code)) + beta(code), per channel; zero-initialised, so it starts as identity."""
+
+    def __init__(self, n_code: int, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(n_code, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.linear(code).chunk(2, dim=1)
+        view = (*gamma.shape, *([1] * (x.ndim - 2)))  # (B, C, 1, ...)
+        return x * (1 + gamma.view(view)) + beta.view(view)
+
+
+class _DecoderBlock(nn.Module):
+    """conv -> SPADE(mask) or instance norm -> FiLM(code) -> + noise -> LeakyReLU [-> gate]."""
+
+    def __init__(self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels):
+        super().__init__()
+        self.conv = _conv(spatial_dims, in_channels, out_channels)
+        self.norm = (
+            SPADE(
+                1,
+                out_channels,
+                spatial_dims=spatial_dims,
+                hidden_channels=min(64, 2 * out_channels),
+            )
+            if use_mask
+            else Norm[Norm.INSTANCE, spatial_dims](out_channels, affine=True)
+        )
+        self.film = FiLM(n_code, out_channels) if n_code else None
+        self.noise_weight = nn.Parameter(torch.zeros(1, out_channels, *([1] * spatial_dims)))
+        self.gate = (
+            _conv(spatial_dims, out_channels + bg_channels + 1, out_channels)
+            if bg_channels
+            else None
+        )
+        self.bg_proj = (
+            _conv(spatial_dims, bg_channels, out_channels, kernel_size=1) if bg_channels else None
+        )
+
+    def forward(self, x, mask, code, noise_map, bg):
+        x = self.conv(x)
+        x = self.norm(x, mask) if isinstance(self.norm, SPADE) else self.norm(x)
+        if self.film is not None:
+            x = self.film(x, code)
+        x = F.leaky_relu(x + self.noise_weight * noise_map, 0.2)
+        if self.gate is not None:
+            # Xu et al.: the background enters through learned gates, g * generated + (1 - g) * bg
+            b = self.bg_proj(bg)
+            g = torch.sigmoid(self.gate(torch.cat([x, bg, mask], dim=1)))
+            x = g * x + (1 - g) * b
+        return x
+
+
+class ImageGenerator(nn.Module):
+    """(mask (B, 1, *S), code (B, n_code), noise (B, n_noise)[, background (B, C, *S)]) -> image.
+
+    `channels` are the decoder widths, coarse to fine: the noise is projected to a grid of
+    `image_size / 2**(len(channels) - 1)` and each further block doubles it. `activation`
+    'tanh' gives images in [-1, 1]; 'sigmoid' gives probabilities (the MaskGenerator).
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        out_channels: int,
+        image_size: Sequence[int],
+        channels: Sequence[int] = (128, 64, 32, 16),
+        *,
+        n_noise: int = 64,
+        n_code: int = 64,
+        use_mask: bool = True,
+        background_channels: int = 0,
+        activation: str = "tanh",
+    ):
+        super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
+        self.spatial_dims, self.out_channels = spatial_dims, out_channels
+        self.image_size = [int(s) for s in image_size]
+        if len(self.image_size) != spatial_dims:
+            raise ValueError(f"image_size {self.image_size} does not have {spatial_dims} entries")
+        factor = 2 ** (len(channels) - 1)
+        if any(s % factor for s in self.image_size):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**(len(channels) - 1) = "
+                f"{factor} (image.channels={list(channels)})"
+            )
+        self.base = [s // factor for s in self.image_size]
+        self.channels = list(channels)
+        self.n_noise, self.n_code, self.use_mask = n_noise, n_code, use_mask
+        self.background_channels = background_channels
+        self.fc = nn.Linear(n_noise, channels[0] * math.prod(self.base))
+        self.blocks = nn.ModuleList()
+        prev = channels[0]
+        for ch in channels:
+            self.blocks.append(
+                _DecoderBlock(
+                    spatial_dims,
+                    prev,
+                    ch,
+                    use_mask=use_mask,
+                    n_code=n_code,
+                    bg_channels=ch if background_channels else 0,
+                )
+            )
+            prev = ch
+        # Background pyramid, fine to coarse: one stride-2 conv per scale.
+        self.bg_encoder = nn.ModuleList()
+        if background_channels:
+            fine_to_coarse = self.channels[::-1]
+            prev = background_channels
+            for i, ch in enumerate(fine_to_coarse):
+                self.bg_encoder.append(
+                    _conv(
+                        spatial_dims,
+                        prev,
+                        ch,
+                        strides=1 if i == 0 else 2,
+                        kernel_size=3,
+                        norm=Norm.INSTANCE,
+                        act=("leakyrelu", {"negative_slope": 0.2}),
+                    )
+                )
+                prev = ch
+        self.head = _conv(spatial_dims, channels[-1], out_channels)
+        if activation not in ("tanh", "sigmoid"):
+            raise ValueError(f"activation must be 'tanh' or 'sigmoid'; got {activation!r}")
+        self.activation = activation
+
+    def scale_sizes(self) -> list[list[int]]:
+        return [[b * 2**i for b in self.base] for i in range(len(self.channels))]
+
+    def noise_maps(self, batch: int, *, generator: torch.Generator | None = None, device=None):
+        """Per-pixel noise, one map `(B, 1, *size)` per scale; drawn with `generator` so that a
+        seeded caller samples reproducibly."""
+        return [
+            torch.randn((batch, 1, *size), generator=generator).to(device)
+            for size in self.scale_sizes()
+        ]
+
+    def forward(
+        self,
+        mask: torch.Tensor | None,
+        code: torch.Tensor | None,
+        noise: torch.Tensor,
+        background: torch.Tensor | None = None,
+        noise_maps: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        B = noise.shape[0]
+        if noise.ndim != 2 or noise.shape[1] != self.n_noise:
+            raise ValueError(
+                f"noise has shape {tuple(noise.shape)}; expected (batch, {self.n_noise})"
+            )
+        if self.use_mask:
+            if mask is None:
+                raise ValueError("this ImageGenerator is mask-conditioned: pass a mask")
+            check_image(mask, self.spatial_dims, 1, "mask", self.image_size)
+            mask = mask.to(noise.dtype)
+        if self.n_code:
+            if code is None or code.shape != (B, self.n_code):
+                got = None if code is None else tuple(code.shape)
+                raise ValueError(f"gene code has shape {got}; expected ({B}, {self.n_code})")
+        bg_feats: list = [None] * len(self.channels)
+        if self.background_channels:
+            if background is None:
+                raise ValueError("this ImageGenerator fuses a background image: pass one")
+            check_image(
+                background,
+                self.spatial_dims,
+                self.background_channels,
+                "background",
+                self.image_size,
+            )
+            h, feats = background, []
+            for enc in self.bg_encoder:
+                h = enc(h)
+                feats.append(h)
+            bg_feats = feats[::-1]  # coarse to fine, like the decoder
+        if noise_maps is None:
+            noise_maps = self.noise_maps(B, device=noise.device)
+        x = self.fc(noise).view(B, self.channels[0], *self.base)  # (B, C, *base)
+        for i, (block, size) in enumerate(zip(self.blocks, self.scale_sizes(), strict=True)):
+            if i:
+                x = F.interpolate(x, scale_factor=2, mode="nearest")
+            m = _downsample(mask, size) if mask is not None else x.new_zeros(B, 1, *size)
+            x = block(x, m, code, noise_maps[i].to(x.dtype), bg_feats[i])
+        x = self.head(x)
+        return torch.tanh(x) if self.activation == "tanh" else torch.sigmoid(x)
+
+
+class MaskGenerator(ImageGenerator):
+    """(code (B, n_code), noise (B, n_noise)) -> lesion mask probabilities (B, 1, *S).
+
+    The ImageGenerator's decoder without a mask: the gene code modulates every scale, so lesion
+    shape can depend on the genes in fully synthetic patients. Threshold at 0.5 for a mask.
+    """
+
+    def __init__(
+        self, spatial_dims, image_size, channels=(128, 64, 32, 16), *, n_noise=64, n_code=64
+    ):
+        super().__init__(
+            spatial_dims,
+            1,
+            image_size,
+            channels,
+            n_noise=n_noise,
+            n_code=n_code,
+            use_mask=False,
+            activation="sigmoid",
+        )
+
+    def forward(self, code, noise, noise_maps=None):  # type: ignore[override]
+        return super().forward(None, code, noise, noise_maps=noise_maps)
+
+
+class ImageCritic(nn.Module):
+    """(image (B, C, *S)[, mask (B, 1, *S)][, code (B, n_code)]) -> patch scores (B, 1, *s).
+
+    A PatchGAN of stride-2 4x4 convolutions with LeakyReLU; instance norm (or none) after the
+    first layer. The gene code enters as a projection term (Miyato & Koyama 2018) at every
+    patch: score = psi(h) + <embed(code), h>, so the critic can tell right genes from wrong
+    ones, which is what the matching-aware negatives train.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: Sequence[int] = (32, 64, 128),
+        *,
+        use_mask: bool = True,
+        n_code: int = 0,
+        norm: str = "instance",
+    ):
+        super().__init__()
+        if norm not in ("instance", "none"):
+            raise ValueError(
+                f"critic norm must be 'instance' or 'none' (never batch); got {norm!r}"
+            )
+        self.spatial_dims, self.in_channels, self.use_mask, self.n_code = (
+            spatial_dims,
+            in_channels,
+            use_mask,
+            n_code,
+        )
+        layers: list[nn.Module] = []
+        prev = in_channels + (1 if use_mask else 0)
+        for i, ch in enumerate(channels):
+            layers.append(
+                Convolution(
+                    spatial_dims,
+                    prev,
+                    ch,
+                    strides=2,
+                    kernel_size=4,
+                    padding=1,
+                    norm=(Norm.INSTANCE, {"affine": True}) if (i and norm == "instance") else None,
+                    act=("leakyrelu", {"negative_slope": 0.2}),
+                )
+            )
+            prev = ch
+        self.features = nn.Sequential(*layers)
+        self.psi = _conv(spatial_dims, prev, 1)
+        self.embed = nn.Linear(n_code, prev, bias=False) if n_code else None
+
+    def forward(self, image, mask=None, code=None) -> torch.Tensor:
+        check_image(image, self.spatial_dims, self.in_channels, "image")
+        x = image
+        if self.use_mask:
+            if mask is None:
+                raise ValueError("this ImageCritic is mask-conditioned: pass a mask")
+            check_image(mask, self.spatial_dims, 1, "mask", image.shape[2:])
+            x = torch.cat([image, mask.to(image.dtype)], dim=1)
+        h = self.features(x)  # (B, F, *s)
+        score = self.psi(h)
+        if self.embed is not None:
+            if code is None:
+                raise ValueError("this ImageCritic has a gene projection: pass a gene code")
+            e = self.embed(code).view(*code.shape[:1], -1, *([1] * self.spatial_dims))
+            score = score + (h * e).sum(dim=1, keepdim=True)
+        return score

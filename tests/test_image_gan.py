@@ -1,0 +1,203 @@
+"""ImageGAN on the phantom cohorts (2D and 3D): training, generation, sampling, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from radiogenomics import _keys as K
+from radiogenomics.config import load_config
+from radiogenomics.data.cohort import read_cohort
+from radiogenomics.data.dataset import load_images
+from radiogenomics.models.image_gan import ImageGAN
+
+
+def tiny_config(spatial_dims: int, *extra: str):
+    return load_config(
+        None,
+        [
+            f"data.spatial_dims={spatial_dims}",
+            "image.channels=[16,8,4]",
+            "image.critic_channels=[4,8]",
+            "image.n_noise=8",
+            "image.n_code=4",
+            "image.n_hidden=16",
+            "image.n_layers=1",
+            "train.steps=3",
+            "train.batch_size=4",
+            "train.n_critic=1",
+            "train.val_fraction=0.15",
+            "train.eval_every=3",
+            "train.select_after=0",
+            "train.checkpoint_every=2",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_cohort, tmp_path_factory):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    run = tmp_path_factory.mktemp(f"image_gan{dims}d")
+    model = ImageGAN(phantom_cohort, tiny_config(dims))
+    summary = model.train(run, progress=False)
+    return model, run, summary
+
+
+def test_trains_on_paired_and_image_only_patients(trained, phantom_cohort):
+    model, run, summary = trained
+    has_image = phantom_cohort.obs[K.HAS_IMAGE].to_numpy(bool)
+    assert len(model.patients) == has_image.sum()
+    # image-only patients are in the training set, with the "no genes" flag
+    present = model._present.numpy()
+    assert (~present).sum() == (has_image & ~phantom_cohort.obs[K.HAS_EXPRESSION]).sum() > 0
+    assert summary["steps"] == 3 and summary["best_step"] == 3
+    log = pd.read_csv(run / "log.csv")
+    assert {"critic", "generator", "gp", "critic_mask", "val_score"} <= set(log.columns)
+    assert np.isfinite(log[["critic", "generator"]].to_numpy()).all()
+    val = model.meta["val_patients"]
+    assert set(val) <= set(model.patients) and len(val) == model.meta["summary"]["n_val"] >= 4
+
+
+def test_generate_follows_masks_and_genes(trained, phantom_cohort):
+    model, _, _ = trained
+    sub = phantom_cohort[phantom_cohort.obs[K.HAS_IMAGE].to_numpy(bool)][:5]
+    _, masks = load_images(sub, model.config.data)
+    images = model.generate(masks.numpy(), sub, seed=3)
+    size = model.meta["image_size"]
+    assert images.shape == (5, 1, *size)
+    assert images.min() >= -1 and images.max() <= 1
+    assert np.array_equal(images, model.generate(masks.numpy(), sub, seed=3))  # seeded
+    assert not np.array_equal(images, model.generate(masks.numpy(), sub, seed=4))
+    with pytest.raises(ValueError, match="masks have shape"):
+        model.generate(masks[:, :, ::2].numpy(), sub)
+    with pytest.raises(ValueError, match="masks have shape"):
+        model.generate(masks[:, 0].numpy(), sub)  # no channel axis
+    with pytest.raises(ValueError, match="lacks the model's genes"):
+        model.generate(masks.numpy(), sub[:, :10])
+    with pytest.raises(ValueError, match="expression has shape"):
+        model.generate(masks.numpy(), np.zeros((5, 3)))
+
+
+def test_sample_writes_a_cohort_that_reads_back(trained, tmp_path):
+    model, _, _ = trained
+    synth = model.sample(6, seed=1)
+    size = model.meta["image_size"]
+    assert synth.images.shape == (6, 1, *size) and synth.masks.shape == (6, 1, *size)
+    assert set(np.unique(synth.masks)) <= {0, 1}
+    assert synth.adata.n_vars == len(model.genes)
+    path = synth.write(tmp_path / "synth", progress=False)
+    back = read_cohort(path)
+    assert back.uns["rg"]["spatial_dims"] == model.meta["spatial_dims"]
+    assert back.obs[K.HAS_IMAGE].all()
+    images, masks = load_images(back, model.config.data)
+    assert images.shape == (6, 1, *size)
+    assert np.array_equal(masks.numpy().astype(np.uint8), synth.masks)
+
+
+def test_sample_masks_depend_on_expression(trained, phantom_cohort):
+    model, _, _ = trained
+    sub = phantom_cohort[phantom_cohort.obs[K.HAS_EXPRESSION].to_numpy(bool)][:4]
+    masks = model.sample_masks(sub, 4, seed=0)
+    assert masks.shape == (4, 1, *model.meta["image_size"])
+    assert set(masks.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_save_load_round_trip(trained, phantom_cohort, tmp_path):
+    model, run, _ = trained
+    loaded = ImageGAN.load(run, phantom_cohort)
+    sub = phantom_cohort[phantom_cohort.obs[K.HAS_IMAGE].to_numpy(bool)][:3]
+    _, masks = load_images(sub, model.config.data)
+    a = model.generate(masks.numpy(), sub, seed=0)
+    b = loaded.generate(masks.numpy(), sub, seed=0)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert loaded.trained and loaded.genes == model.genes
+    with pytest.raises(FileNotFoundError, match="no trained ImageGAN"):
+        ImageGAN.load(tmp_path)
+
+
+def test_load_refuses_other_cohorts(trained, tmp_path):
+    from radiogenomics.data.phantom import make_phantom, write_phantom
+
+    model, run, _ = trained
+    other_dims = 5 - model.meta["spatial_dims"]
+    other = read_cohort(
+        write_phantom(make_phantom(6, other_dims, progress=False), tmp_path, progress=False)
+    )
+    with pytest.raises(ValueError, match="spatial_dims"):
+        ImageGAN.load(run, other)
+
+
+def test_resume_continues_the_log(phantom_cohort, tmp_path):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    cfg = tiny_config(dims, "train.steps=2", "train.val_fraction=0", "image.train_masks=false")
+    ImageGAN(phantom_cohort, cfg).train(tmp_path, progress=False)
+    cfg.train.steps = 4
+    model = ImageGAN(phantom_cohort, cfg)
+    summary = model.train(tmp_path, progress=False)
+    assert summary["steps"] == 4
+    steps = pd.read_csv(tmp_path / "log.csv")["step"].tolist()
+    assert steps == [1, 2, 3, 4]
+    # another configuration refuses the folder's checkpoint
+    other = tiny_config(dims, "train.steps=6", "train.val_fraction=0", "image.n_code=6")
+    with pytest.raises(ValueError, match="checkpoint of another run"):
+        ImageGAN(phantom_cohort, other).train(tmp_path, progress=False)
+
+
+def test_image_only_unconditional_and_background_modes(phantom_cohort, tmp_path):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    cfg = tiny_config(
+        dims,
+        "train.steps=1",
+        "train.val_fraction=0",
+        "image.use_mask=false",
+        "image.use_genes=false",
+        "image.train_masks=false",
+        "image.objective=dcgan",
+    )
+    model = ImageGAN(phantom_cohort, cfg)
+    model.train(None, progress=False)
+    synth = model.sample(3, seed=0)
+    assert synth.images.shape[0] == 3 and synth.adata.n_vars == 0
+    cfg = tiny_config(
+        dims,
+        "train.steps=1",
+        "train.val_fraction=0",
+        "image.use_background=true",
+        "image.background_l1=1.0",
+        "image.train_masks=false",
+        "image.objective=hinge",
+    )
+    model = ImageGAN(phantom_cohort, cfg)
+    model.train(None, progress=False)
+    sub = phantom_cohort[phantom_cohort.obs[K.HAS_IMAGE].to_numpy(bool)][:2]
+    images, masks = load_images(sub, cfg.data)
+    out = model.generate(masks.numpy(), sub, backgrounds=images.numpy())
+    assert out.shape == images.shape
+    with pytest.raises(ValueError, match="backgrounds"):
+        model.generate(masks.numpy(), sub)
+    with pytest.raises(ValueError, match="use_background"):
+        model.sample(2)
+
+
+def test_config_errors(phantom_cohort):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    with pytest.raises(ValueError, match="spatial_dims"):
+        ImageGAN(phantom_cohort, tiny_config(5 - dims))
+    with pytest.raises(ValueError, match="gene.genes"):
+        ImageGAN(phantom_cohort, tiny_config(dims, "gene.genes=[NOPE1]"))
+    with pytest.raises(ValueError, match="use_background"):
+        tiny_config(dims, "image.use_mask=false", "image.use_background=true")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda_with_bf16_and_channels_last(phantom_cohort, tmp_path):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    model = ImageGAN(phantom_cohort, tiny_config(dims, "device=cuda", "train.steps=4"))
+    summary = model.train(tmp_path, progress=False)
+    assert summary["steps"] == 4
+    assert np.isfinite(pd.read_csv(tmp_path / "log.csv")["critic"]).all()
+    assert np.isfinite(model.sample(2).images).all()

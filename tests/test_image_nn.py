@@ -1,0 +1,198 @@
+"""Image-side networks in 2D and 3D: shapes, gradients, conditioning, errors, no batch norm."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from radiogenomics.models.image_gan import mismatched_scores
+from radiogenomics.nn.image import FiLM, GeneEncoder, ImageCritic, ImageGenerator, MaskGenerator
+from radiogenomics.train.losses import OBJECTIVES, gradient_penalty
+
+SIZES = {2: [32, 32], 3: [16, 16, 16]}
+
+
+@pytest.fixture(params=[2, 3], ids=["2d", "3d"])
+def dims(request):
+    return request.param
+
+
+def _inputs(dims, B=3, C=2, n_code=8, n_noise=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    size = SIZES[dims]
+    mask = (torch.rand(B, 1, *size, generator=g) > 0.6).float()
+    return {
+        "mask": mask,
+        "code": torch.randn(B, n_code, generator=g),
+        "noise": torch.randn(B, n_noise, generator=g),
+        "background": torch.rand(B, C, *size, generator=g) * 2 - 1,
+    }
+
+
+def _generator(dims, **kw):
+    args = dict(n_noise=16, n_code=8, use_mask=True, background_channels=2)
+    args.update(kw)
+    return ImageGenerator(dims, 2, SIZES[dims], [16, 8, 4], **args)
+
+
+def test_generator_shapes_range_and_gradients(dims):
+    torch.manual_seed(0)
+    G = _generator(dims)
+    x = _inputs(dims)
+    out = G(x["mask"], x["code"], x["noise"], x["background"])
+    assert out.shape == (3, 2, *SIZES[dims])
+    assert out.min() >= -1 and out.max() <= 1
+    out.square().mean().backward()
+    missing = [n for n, p in G.named_parameters() if p.grad is None]
+    assert not missing, f"no gradient reaches {missing}"
+    # gradients also reach the gene code (the joint model trains through it) once FiLM has
+    # left its identity start
+    for m in G.modules():
+        if isinstance(m, FiLM):
+            nn.init.normal_(m.linear.weight, std=0.1)
+    code = x["code"].clone().requires_grad_(True)
+    G(x["mask"], code, x["noise"], x["background"]).sum().backward()
+    assert code.grad.abs().sum() > 0
+
+
+def test_generator_depends_on_each_input(dims):
+    torch.manual_seed(1)
+    G = _generator(dims)
+    for p in G.modules():  # FiLM starts as identity; give it weights so the code matters
+        if isinstance(p, FiLM):
+            nn.init.normal_(p.linear.weight, std=0.5)
+    x = _inputs(dims)
+    maps = G.noise_maps(3, generator=torch.Generator().manual_seed(0))
+    base = G(x["mask"], x["code"], x["noise"], x["background"], maps)
+    for key in ("mask", "code", "noise", "background"):
+        other = dict(x)
+        other[key] = _inputs(dims, seed=5)[key]
+        changed = G(other["mask"], other["code"], other["noise"], other["background"], maps)
+        assert (changed - base).abs().mean() > 1e-4, f"the output ignores {key}"
+    # the same noise maps give the same output: sampling is reproducible
+    again = G(x["mask"], x["code"], x["noise"], x["background"], maps)
+    assert torch.equal(again, base)
+
+
+def test_film_starts_as_identity():
+    film = FiLM(4, 3)
+    x = torch.randn(2, 3, 5, 5)
+    assert torch.equal(film(x, torch.randn(2, 4)), x)
+
+
+def test_unconditional_generator_and_mask_generator(dims):
+    G = ImageGenerator(dims, 1, SIZES[dims], [16, 8], n_noise=16, n_code=0, use_mask=False)
+    out = G(None, None, torch.randn(4, 16))
+    assert out.shape == (4, 1, *SIZES[dims])
+    M = MaskGenerator(dims, SIZES[dims], [16, 8, 4], n_noise=16, n_code=8)
+    probs = M(torch.randn(4, 8), torch.randn(4, 16))
+    assert probs.shape == (4, 1, *SIZES[dims])
+    assert probs.min() >= 0 and probs.max() <= 1
+
+
+def test_generator_errors_name_the_input(dims):
+    G = _generator(dims)
+    x = _inputs(dims)
+    wrong = torch.zeros(3, 1, *[s // 2 for s in SIZES[dims]])
+    with pytest.raises(ValueError, match="mask has shape"):
+        G(wrong, x["code"], x["noise"], x["background"])
+    with pytest.raises(ValueError, match="mask has shape"):
+        G(x["mask"][:, 0], x["code"], x["noise"], x["background"])  # channel dim missing
+    with pytest.raises(ValueError, match="gene code has shape"):
+        G(x["mask"], x["code"][:, :3], x["noise"], x["background"])
+    with pytest.raises(ValueError, match="background"):
+        G(x["mask"], x["code"], x["noise"], None)
+    with pytest.raises(ValueError, match="divisible"):
+        ImageGenerator(dims, 1, [30] * dims, [16, 8, 4])
+
+
+def test_critic_patch_scores_projection_and_no_batch_norm(dims):
+    torch.manual_seed(0)
+    C = ImageCritic(dims, 2, [8, 16], use_mask=True, n_code=8)
+    x = _inputs(dims)
+    image = x["background"]
+    scores = C(image, x["mask"], x["code"])
+    assert scores.shape == (3, 1, *[s // 4 for s in SIZES[dims]])
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in C.modules())
+    assert any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in C.modules())
+    # the projection term makes scores depend on the gene code
+    assert (C(image, x["mask"], -x["code"]) - scores).abs().mean() > 1e-5
+    scores.mean().backward()
+    assert all(p.grad is not None for p in C.parameters())
+    none = ImageCritic(dims, 2, [8, 16], n_code=8, norm="none")
+    assert not any(isinstance(m, nn.modules.instancenorm._InstanceNorm) for m in none.modules())
+    with pytest.raises(ValueError, match="never batch"):
+        ImageCritic(dims, 2, [8, 16], norm="batch")
+    with pytest.raises(ValueError, match="image has shape"):
+        C(image[:, :1], x["mask"], x["code"])
+
+
+def test_gradient_penalty_through_the_critic(dims):
+    """The image critic has no batch norm, so per-sample gradients are independent: the
+    penalty of a batch equals the mean of the penalties of its samples (same eps)."""
+    torch.manual_seed(0)
+    C = ImageCritic(dims, 2, [8, 16], use_mask=True, n_code=8)
+    x = _inputs(dims)
+    real, fake = x["background"], torch.rand_like(x["background"])
+    gp = gradient_penalty(
+        lambda v: C(v, x["mask"], x["code"]), real, fake, generator=torch.Generator().manual_seed(3)
+    )
+    eps = torch.rand((3,), generator=torch.Generator().manual_seed(3))
+    singles = []
+    for i in range(3):
+        xi = (eps[i] * real[i : i + 1] + (1 - eps[i]) * fake[i : i + 1]).requires_grad_(True)
+        (g,) = torch.autograd.grad(C(xi, x["mask"][i : i + 1], x["code"][i : i + 1]).sum(), xi)
+        singles.append((g.norm() - 1) ** 2)
+    assert gp.item() == pytest.approx(torch.stack(singles).mean().item(), rel=1e-4)
+
+
+def test_gene_encoder_missing_code():
+    enc = GeneEncoder(5, 4, n_hidden=8, n_layers=1)
+    with torch.no_grad():
+        enc.missing.fill_(3.0)
+    expr = torch.randn(3, 5)
+    code = enc(expr, torch.tensor([True, False, True]))
+    assert torch.equal(code[1], torch.full((4,), 3.0))
+    assert torch.allclose(code[[0, 2]], enc(expr[[0, 2]]))
+    with pytest.raises(ValueError, match=r"expected \(batch, 5\)"):
+        enc(torch.randn(3, 4))
+
+
+def test_matching_aware_negatives_pair_right_partners():
+    """Negatives are real images with the partner's genes (both with expression only) and
+    with the partner's mask."""
+    calls = []
+
+    def critic(images, masks, code):
+        calls.append((images.clone(), masks.clone(), None if code is None else code.clone()))
+        return torch.zeros(len(images), 1, 1, 1)
+
+    images = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    masks = torch.arange(10.0, 14.0).view(4, 1, 1, 1).expand(4, 1, 2, 2)
+    code = torch.arange(20.0, 24.0).view(4, 1)
+    present = torch.tensor([True, True, False, True])
+    perm = torch.roll(torch.arange(4), 1)  # partner of i is i - 1
+    scores = mismatched_scores(critic, images, masks, code, present, perm, use_mask=True)
+    assert len(scores) == 2
+    img, msk, cod = calls[0]
+    # rows 0 (partner 3) and 1 (partner 0) qualify; row 2 has no genes, row 3's partner neither
+    assert img[:, 0, 0, 0].tolist() == [0.0, 1.0]
+    assert msk[:, 0, 0, 0].tolist() == [10.0, 11.0]
+    assert cod[:, 0].tolist() == [23.0, 20.0]
+    img, msk, cod = calls[1]
+    assert img[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert msk[:, 0, 0, 0].tolist() == [13.0, 10.0, 11.0, 12.0]
+    assert cod[:, 0].tolist() == [20.0, 21.0, 22.0, 23.0]
+    # image-only critics without masks get no negatives at all
+    calls.clear()
+    assert mismatched_scores(critic, images, masks, None, present, perm, use_mask=False) == []
+
+
+@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+def test_objectives_prefer_real_scores(objective):
+    critic_loss, generator_loss = OBJECTIVES[objective]
+    good = critic_loss(torch.full((4,), 2.0), torch.full((4,), -2.0))
+    bad = critic_loss(torch.full((4,), -2.0), torch.full((4,), 2.0))
+    assert good < bad
+    assert generator_loss(torch.full((4,), 2.0)) < generator_loss(torch.full((4,), -2.0))
