@@ -148,8 +148,26 @@ def build_parser() -> argparse.ArgumentParser:
         "sample", parents=[common], help="sample synthetic patients from a trained run"
     )
     p.add_argument("run", type=Path, help="run folder")
-    p.add_argument("--n", type=int, required=True, help="number of patients")
+    p.add_argument(
+        "--n", type=int, default=None, help="number of patients (image runs: or --expression's)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (cohort.h5ad)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="image runs: the training cohort, to draw expression profiles (and masks) from",
+    )
+    p.add_argument(
+        "--expression",
+        type=Path,
+        default=None,
+        help="image runs: a cohort .h5ad whose expression conditions the images (e.g. a "
+        "GeneGAN sample), one image per patient",
+    )
+    p.add_argument(
+        "--format", default="nii.gz", help="image runs: image file format (nii.gz, npy, png)"
+    )
     p.add_argument(
         "--covariate",
         action="append",
@@ -171,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--train",
         type=Path,
         help="the real training cohort: the ceiling score and the baselines are fitted on it",
+    )
+    p.add_argument(
+        "--segmenter",
+        type=Path,
+        default=None,
+        help="images: a trained segmentation run; adds its Dice and encoder distance",
     )
     p.add_argument("--data", type=Path, help="k-fold: the whole real cohort .h5ad")
     p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
@@ -362,18 +386,33 @@ def _write_csv(frame, path: Path) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp))
 
 
+MODELS = {
+    "gene_gan": ("radiogenomics.models.gene_gan", "GeneGAN"),
+    "image_gan": ("radiogenomics.models.image_gan", "ImageGAN"),
+    "segmentation": ("radiogenomics.models.segmenter", "Segmenter"),
+}
+# the file each model writes into its run folder, so `sample` knows what a run holds
+RUN_FILES = {"gene_gan.json": "gene_gan", "image_gan.json": "image_gan"}
+
+
+def _model_class(name: str):
+    import importlib
+
+    module, cls = MODELS[name]
+    return getattr(importlib.import_module(module), cls)
+
+
 def cmd_train(args) -> int:
     from radiogenomics.data.cohort import read_cohort
-    from radiogenomics.models.gene_gan import GeneGAN
 
     cfg = _resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
     adata = read_cohort(args.data)
-    model = GeneGAN(adata, cfg)
+    model = _model_class(cfg.model)(adata, cfg)
     summary = model.train(run_dir=args.out, progress=not args.quiet)
-    if (args.out / "log.csv").is_file():
+    if (args.out / "log.csv").is_file() and cfg.model != "segmentation":
         from radiogenomics import pl
 
         pl.loss_curves(args.out / "log.csv", save=args.out / "loss_curves.png")
@@ -393,15 +432,48 @@ def _covariate_args(items: list[str]) -> dict:
     return out
 
 
-def cmd_sample(args) -> int:
-    from radiogenomics.data.cohort import write_cohort
-    from radiogenomics.models.gene_gan import GeneGAN
+def _run_kind(run: Path) -> str:
+    for file, kind in RUN_FILES.items():
+        if (run / file).is_file():
+            return kind
+    raise FileNotFoundError(
+        f"{run} holds no trained model to sample from (none of {sorted(RUN_FILES)} found)"
+    )
 
-    model = GeneGAN.load(args.run)
-    synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
-    synth.uns["rg"]["synthetic"]["run"] = str(args.run)
-    path = write_cohort(synth, args.out / "cohort.h5ad")
-    _say(f"{synth.n_obs} synthetic patients", path)
+
+def cmd_sample(args) -> int:
+    from radiogenomics.data.cohort import read_cohort, write_cohort
+
+    kind = _run_kind(args.run)
+    if kind == "gene_gan":
+        from radiogenomics.models.gene_gan import GeneGAN
+
+        model = GeneGAN.load(args.run)
+        synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
+        synth.uns["rg"]["synthetic"]["run"] = str(args.run)
+        path = write_cohort(synth, args.out / "cohort.h5ad")
+        _say(f"{synth.n_obs} synthetic patients", path)
+        return 0
+    from radiogenomics.models.image_gan import ImageGAN
+
+    if args.covariate:
+        raise ValueError("--covariate applies to gene runs; an image run follows --expression")
+    adata = read_cohort(args.data) if args.data is not None else None
+    model = ImageGAN.load(args.run, adata)
+    expression = read_cohort(args.expression) if args.expression is not None else None
+    if expression is None and adata is None:
+        raise ValueError(
+            "an image run samples expression (and masks) from a cohort: pass --data (its "
+            "training cohort) or --expression (e.g. a GeneGAN sample's cohort.h5ad)"
+        )
+    synth = model.sample(args.n, expression, seed=args.seed)
+    synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
+    path = synth.write(args.out, image_format=args.format, progress=not args.quiet)
+    _say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
+    from radiogenomics import pl
+
+    pl.patients(synth.adata, images=synth.images, masks=synth.masks, save=args.out / "samples.png")
+    _say("sample grid", args.out / "samples.png")
     return 0
 
 
@@ -430,6 +502,8 @@ def cmd_evaluate(args) -> int:
         cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
         print(summary[cols].round(3).to_string())
         return 0
+    if args.synthetic is not None and _has_images(args.synthetic):
+        return _evaluate_images(args)
     from radiogenomics.evaluate.report import gene_report
 
     missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
@@ -443,6 +517,46 @@ def cmd_evaluate(args) -> int:
     _say("report", report)
     cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
     print(table[cols].round(3).to_string())
+    return 0
+
+
+def _has_images(path: Path) -> bool:
+    import anndata as ad
+
+    obs = ad.read_h5ad(path, backed="r").obs
+    return K.HAS_IMAGE in obs.columns and bool(obs[K.HAS_IMAGE].astype(bool).any())
+
+
+def _evaluate_images(args) -> int:
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.evaluate.report import image_report
+
+    if args.real is None:
+        raise ValueError("evaluate needs --real (held-out real patients with images and masks)")
+    cfg = _resolve_config(args)
+    segmenter = None
+    if args.segmenter is not None:
+        from radiogenomics.models.segmenter import Segmenter
+
+        segmenter = Segmenter.load(args.segmenter)
+        if args.config is None:  # read both cohorts as the segmentation net was trained
+            cfg.data = segmenter.config.data
+    real, synth = read_cohort(args.real), read_cohort(args.synthetic)
+    if cfg.data.image_size is None:  # compare at the synthetic images' size
+        cfg.data.image_size = list(synth.uns["rg"]["image_size"])
+    cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])
+    table, report = image_report(
+        real,
+        synth,
+        args.out,
+        cfg.data,
+        segmenter=segmenter,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    _say("metrics", args.out / "metrics.csv")
+    _say("report", report)
+    print(table.round(3).to_string())
     return 0
 
 

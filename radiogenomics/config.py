@@ -217,7 +217,9 @@ class ImageConfig:
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'image.{key}' must be >= 1; got {getattr(self, key)}")
         if self.mismatch_weight < 0:
-            raise ValueError(f"key 'image.mismatch_weight' must be >= 0; got {self.mismatch_weight}")
+            raise ValueError(
+                f"key 'image.mismatch_weight' must be >= 0; got {self.mismatch_weight}"
+            )
         if self.background_l1 < 0:
             raise ValueError(f"key 'image.background_l1' must be >= 0; got {self.background_l1}")
         if self.background_margin < 0:
@@ -262,7 +264,9 @@ class SegmentConfig:
         if self.lr <= 0:
             raise ValueError(f"key 'segment.lr' must be > 0; got {self.lr}")
         if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"key 'segment.val_fraction' must be in [0, 1); got {self.val_fraction}")
+            raise ValueError(
+                f"key 'segment.val_fraction' must be in [0, 1); got {self.val_fraction}"
+            )
         if not 0 < self.threshold < 1:
             raise ValueError(f"key 'segment.threshold' must be in (0, 1); got {self.threshold}")
 

@@ -201,3 +201,21 @@ def test_trains_on_cuda_with_bf16_and_channels_last(phantom_cohort, tmp_path):
     assert summary["steps"] == 4
     assert np.isfinite(pd.read_csv(tmp_path / "log.csv")["critic"]).all()
     assert np.isfinite(model.sample(2).images).all()
+
+
+def test_phantom_checks(trained, phantom_cohort):
+    from radiogenomics.data.phantom import FEATURES, PROGRAMS
+    from radiogenomics.evaluate.phantom import SHAPE, gene_swap, planted_features
+
+    model, _, _ = trained
+    table = planted_features(model, phantom_cohort, model.patients)
+    assert list(table.index) == list(FEATURES)
+    assert list(table.columns) == ["real", "synthetic", "fully_synthetic"]
+    # the real images carry their programs (the ceiling a generator is read against)
+    assert (table["real"] > 0.4).all(), table
+    swap = gene_swap(model, phantom_cohort, model.patients[:12])
+    assert swap.shape == (len(FEATURES), len(PROGRAMS))
+    # with the mask fixed, swapping genes cannot change the shape phenotypes
+    assert swap.loc[list(SHAPE)].isna().all().all()
+    with pytest.raises(ValueError, match="need >= 5"):
+        planted_features(model, phantom_cohort, model.patients[:3])
