@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
         "GeneGAN sample), one image per patient",
     )
     p.add_argument(
+        "--like",
+        type=Path,
+        default=None,
+        help="image runs: one synthetic patient per patient of this cohort, from its mask and "
+        "expression (and image as background where the model fuses one)",
+    )
+    p.add_argument(
         "--format", default="nii.gz", help="image runs: image file format (nii.gz, npy, png)"
     )
     p.add_argument(
@@ -460,6 +467,10 @@ def cmd_sample(args) -> int:
         raise ValueError("--covariate applies to gene runs; an image run follows --expression")
     adata = read_cohort(args.data) if args.data is not None else None
     model = ImageGAN.load(args.run, adata)
+    if args.like is not None:
+        synth = model.counterparts(read_cohort(args.like), seed=args.seed)
+        synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
+        return _write_images(synth, args)
     expression = read_cohort(args.expression) if args.expression is not None else None
     if expression is None and adata is None:
         raise ValueError(
@@ -468,6 +479,10 @@ def cmd_sample(args) -> int:
         )
     synth = model.sample(args.n, expression, seed=args.seed)
     synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
+    return _write_images(synth, args)
+
+
+def _write_images(synth, args) -> int:
     path = synth.write(args.out, image_format=args.format, progress=not args.quiet)
     _say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
     from radiogenomics import pl

@@ -3,6 +3,7 @@ sampling to disk, image evaluation with the segmentation net."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -53,6 +54,13 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
     assert (synth / "samples.png").is_file()
     assert sorted(p.name for p in (synth / "images").iterdir())[0].endswith(".nii.gz")
 
+    like = tmp_path / "like"
+    assert main(["-q", "sample", str(gan), "--like", str(split / "test.h5ad"), "--out",
+                 str(like)]) == 0  # fmt: skip
+    twins, test = read_cohort(like / "cohort.h5ad"), read_cohort(split / "test.h5ad")
+    assert list(twins.obs_names) == [f"{p}-syn" for p in test.obs_names]
+    np.testing.assert_array_equal(twins.X, test.X)  # the real genes condition the images
+
     assert main(["-q", "evaluate", "--real", str(split / "test.h5ad"), "--synthetic",
                  str(synth / "cohort.h5ad"), "--segmenter", str(seg), "--out",
                  str(report)]) == 0  # fmt: skip
@@ -62,5 +70,4 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
     assert table["dice"].between(0, 1).all()
     assert (report / "report.md").is_file() and (report / "synthetic_samples.png").is_file()
     # the segmentation run loads and predicts the held-out patients' masks
-    test = read_cohort(split / "test.h5ad")
     assert Segmenter.load(seg).predict(test).shape[0] == test.n_obs

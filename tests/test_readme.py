@@ -30,3 +30,14 @@ def test_readme_gene_example_runs(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(150, 256) ['B'] (150, 256)" in result.stdout
     assert "multivariate Gaussian" in result.stdout and "real (ceiling)" in result.stdout
+
+
+def test_readme_image_example_runs(tmp_path):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 3, "README has no image example"
+    result = subprocess.run(
+        [sys.executable, "-c", blocks[2]], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(8, 1, 32, 32) (8, 1, 32, 32)" in result.stdout
+    assert "(6, 1, 32, 32)" in result.stdout

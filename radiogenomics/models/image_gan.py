@@ -571,6 +571,34 @@ class ImageGAN:
         adata.uns[K.UNS] = rg
         return SyntheticCohort(adata, images, m.numpy().astype(np.uint8))
 
+    def counterparts(self, adata: ad.AnnData, *, seed: int = 0) -> SyntheticCohort:
+        """One synthetic patient per patient of `adata` with an image and a mask: generated
+        from that patient's mask and expression (and image as background, where the model
+        fuses one), so real genes and lesions go to synthetic images. Ids get '-syn'."""
+        self.check_cohort(adata)
+        rows = image_rows(adata, need_mask=True)
+        images, masks = load_images(adata, self.config.data, rows)
+        sub = adata[rows]
+        expression = None
+        if self.genes:
+            X = np.asarray(sub[:, self.genes].X, np.float64)
+            if K.HAS_EXPRESSION in sub.obs:
+                X[~sub.obs[K.HAS_EXPRESSION].to_numpy(bool)] = np.nan
+            expression = X
+        backgrounds = images.numpy() if self.config.image.use_background else None
+        fake = self.generate(masks.numpy(), expression, backgrounds=backgrounds, seed=seed)
+        out = sub.copy()
+        out.obs_names = [f"{p}-syn" for p in sub.obs_names]
+        for col in (K.IMAGE, K.MASK):
+            if col in out.obs:
+                del out.obs[col]
+        out.uns[K.UNS] = {
+            k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
+        }
+        out.uns[K.UNS][K.IMAGE_SIZE] = self.meta["image_size"]
+        out.uns[K.UNS][K.SYNTHETIC] = {"image_model": "ImageGAN", "image_seed": int(seed)}
+        return SyntheticCohort(out, fake, masks.numpy().astype(np.uint8))
+
     def _need_data(self, why: str) -> None:
         if not hasattr(self, "_images"):
             raise ValueError(f"{why}: load the model with its cohort, ImageGAN.load(dir, adata)")
