@@ -23,7 +23,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from monai.metrics import DiceMetric, MultiScaleSSIMMetric, SSIMMetric, compute_iou
-from monai.networks.layers import SkipConnection
 from monai.networks.nets import UNet
 from scipy import linalg, ndimage, stats
 from scipy.spatial import ConvexHull
@@ -35,6 +34,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
+
+from radiogenomics.nn.segmentation import unet_bottom
 
 log = logging.getLogger(__name__)
 
@@ -296,19 +297,6 @@ def _find_unet(net) -> UNet | None:
     return next((m for m in modules if isinstance(m, UNet)), None)
 
 
-def _bottom(unet: UNet) -> torch.nn.Module:
-    """The bottom layer of a MONAI UNet: the submodule of its innermost `SkipConnection`.
-
-    MONAI builds `Sequential(down, SkipConnection(<deeper block>), up)` recursively, so the
-    innermost SkipConnection (the one holding no other) wraps the deepest down path.
-    """
-    skips = [m for m in unet.modules() if isinstance(m, SkipConnection)]
-    inner = [s for s in skips if sum(isinstance(c, SkipConnection) for c in s.modules()) == 1]
-    if len(inner) != 1:
-        raise ValueError(f"expected one innermost SkipConnection in the UNet; found {len(inner)}")
-    return inner[0].submodule
-
-
 @contextlib.contextmanager
 def _inference(net):
     """Eval mode and no_grad; yields the net's device (CPU for a plain callable).
@@ -332,14 +320,14 @@ def encoder_features(net, images, batch_size: int = 32) -> np.ndarray:
     """`(N, channels[-1])` global-average-pooled outputs of a MONAI UNet's deepest down path.
 
     `net` is a `monai.networks.nets.UNet` or a module holding one (as `.unet` or anywhere among
-    its submodules). A forward hook on the UNet's bottom layer (`_bottom`) catches its output
+    its submodules). A forward hook on the UNet's bottom layer (`nn.segmentation.unet_bottom`) catches its output
     while `net(images)` runs, so a wrapper's own preprocessing applies.
     """
     images = _images(images, "images")
     unet = _find_unet(net)
     if unet is None:
         raise ValueError(f"need a monai UNet or a module holding one; got {type(net).__name__}")
-    bottom = _bottom(unet)
+    bottom = unet_bottom(unet)
     feats: list[torch.Tensor] = []
 
     def hook(module, inputs, out):

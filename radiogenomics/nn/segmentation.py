@@ -62,7 +62,7 @@ class SegmentationNet(nn.Module):
             dropout=dropout,
             norm="instance",
         )
-        self._bottom = _innermost_block(self.unet)
+        self._bottom = unet_bottom(self.unet)
 
     @property
     def n_features(self) -> int:
@@ -116,7 +116,7 @@ class SegmentationNet(nn.Module):
         return bottom.float().mean(dim=tuple(range(2, bottom.ndim)))  # (B, F, *s) -> (B, F)
 
 
-def _innermost_block(unet: nn.Module) -> nn.Module:
+def unet_bottom(unet: nn.Module) -> nn.Module:
     """The bottom layer of a MONAI UNet: the submodule of the SkipConnection that holds no
     other SkipConnection."""
     skips = [m for m in unet.modules() if isinstance(m, SkipConnection)]
