@@ -201,6 +201,10 @@ class ImageConfig:
     # Matching-aware negatives: a real image with another patient's genes (or mask) is scored
     # as fake with this weight (0 turns them off).
     mismatch_weight: float = 0.5
+    # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
+    # loss ignores a constant offset of the critic, and with the gene projection term the
+    # scores otherwise drift to magnitudes (1e4-1e5 measured) that drown the matching signal.
+    drift_weight: float = 0.001
     # Pixel L1 weight between the generated and the real image inside the background (only
     # with use_background): keeps the fused background faithful.
     background_l1: float = 0.0
@@ -220,6 +224,8 @@ class ImageConfig:
             raise ValueError(
                 f"key 'image.mismatch_weight' must be >= 0; got {self.mismatch_weight}"
             )
+        if self.drift_weight < 0:
+            raise ValueError(f"key 'image.drift_weight' must be >= 0; got {self.drift_weight}")
         if self.background_l1 < 0:
             raise ValueError(f"key 'image.background_l1' must be >= 0; got {self.background_l1}")
         if self.background_margin < 0:

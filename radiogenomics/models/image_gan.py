@@ -316,7 +316,8 @@ class ImageGAN:
             logs = {"critic": 0.0}
             if img.objective == "wgan-gp":
                 gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
-                loss = loss + cfg.train.gp_weight * gp
+                drift = real_s.float().square().mean()
+                loss = loss + cfg.train.gp_weight * gp + img.drift_weight * drift
                 logs["gp"] = gp.item()
             if img.mismatch_weight > 0:
                 for s in mismatched_scores(C.image, x, m, code_c, p, perm, img.use_mask):
@@ -327,6 +328,7 @@ class ImageGAN:
                 real_ms = C.mask(soft(m), None, code_c)
                 loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
                 if img.objective == "wgan-gp":
+                    loss_m = loss_m + img.drift_weight * real_ms.float().square().mean()
                     gp_m = gradient_penalty(
                         lambda v: C.mask(v, None, code_c), soft(m), soft(fake_m), generator=rng
                     )
