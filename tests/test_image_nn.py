@@ -196,3 +196,31 @@ def test_objectives_prefer_real_scores(objective):
     bad = critic_loss(torch.full((4,), -2.0), torch.full((4,), 2.0))
     assert good < bad
     assert generator_loss(torch.full((4,), 2.0)) < generator_loss(torch.full((4,), -2.0))
+
+
+def test_negatives_skip_partners_that_are_the_same_patient():
+    seen = []
+
+    def critic(images, masks, code):
+        seen.append(len(images))
+        return torch.zeros(len(images), 1, 1, 1)
+
+    x = torch.zeros(3, 1, 2, 2)
+    present = torch.ones(3, dtype=torch.bool)
+    distinct = torch.tensor([True, False, True])
+    mismatched_scores(critic, x, x, torch.zeros(3, 2), present, torch.roll(torch.arange(3), 1),
+                      True, distinct=distinct)  # fmt: skip
+    assert seen == [2, 2]
+
+
+def test_penalty_with_a_code_from_bf16_autocast(dims):
+    """The critic's code comes out of autocast in bf16; the penalty runs with autocast off."""
+    C = ImageCritic(dims, 2, [8, 16], use_mask=True, n_code=8)
+    enc = GeneEncoder(5, 8, n_hidden=8, n_layers=1)
+    x = _inputs(dims)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        code = enc(torch.randn(3, 5))
+        assert code.dtype == torch.bfloat16
+        gp = gradient_penalty(lambda v: C(v, x["mask"], code), x["background"],
+                              torch.rand_like(x["background"]))  # fmt: skip
+    assert gp.dtype == torch.float32 and torch.isfinite(gp)

@@ -574,6 +574,7 @@ def evaluate_images(
     seed=0,
     progress: bool = True,
     max_images: int = 500,
+    fake_source=None,
 ) -> pd.DataFrame:
     """Score synthetic images next to the region-mean baseline and the real reference.
 
@@ -585,6 +586,11 @@ def evaluate_images(
     only: its segmentation of the row's images against the masks they come with; for the real
     row, its Dice on real images, a training score if it was trained on them), `detection_auc`.
     `seg_net` is a module or a callable `images (N, C, *spatial) -> logits (N, 1, *spatial)`.
+
+    `fake_source` (one real index per fake image, or -1) says which real patient's mask (and
+    background) a fake image was generated from. Such fakes are scored only when their source
+    is in half B, never against their own source in half A, which would flatter them.
+    The baseline's region means come from half B too, for the same reason.
     """
     real, fake = _images(real_images, "real_images"), _images(fake_images, "fake_images")
     real_m, fake_m = _masks(real_masks, real, "real_masks"), _masks(fake_masks, fake, "fake_masks")
@@ -593,10 +599,20 @@ def evaluate_images(
     if len(real) < 4:
         raise ValueError(f"evaluate_images needs at least 4 real images; got shape {real.shape}")
     rng = np.random.default_rng(seed)
-    real, real_m = _subsample(max_images, rng, real, real_m)
-    ia, ib = _halves(len(real), rng)
+    if fake_source is None:
+        real, real_m = _subsample(max_images, rng, real, real_m)
+        ia, ib = _halves(len(real), rng)
+    else:
+        fake_source = np.asarray(fake_source)
+        if len(fake_source) != len(fake):
+            raise ValueError(f"fake_source has {len(fake_source)} entries for {len(fake)} fakes")
+        ia, ib = _halves(len(real), rng)
+        usable = ~np.isin(fake_source, ia)
+        fake, fake_m = fake[usable], fake_m[usable]
+        if len(fake) < 2:
+            raise ValueError("fewer than 2 fake images whose source is outside half A")
     fake, fake_m = _subsample(len(ib), rng, fake, fake_m)
-    baseline = region_mean_baseline(real, real_m, fill_masks=fake_m)
+    baseline = region_mean_baseline(real[ib], real_m[ib], fill_masks=fake_m)
     ref, ref_m = real[ia], real_m[ia]
     sets = {
         SYNTHETIC: (fake, fake_m),

@@ -33,6 +33,9 @@ def _rows(model, adata, patients):
     if K.PHANTOM not in adata.uns.get(K.UNS, {}):
         raise ValueError("the cohort is not a phantom (no uns['rg']['phantom'] ground truth)")
     patients = list(model.meta.get("val_patients", [])) if patients is None else list(patients)
+    # only patients with expression: an image-only patient's image follows the "no genes" code
+    expressed = set(adata.obs_names[adata.obs[K.HAS_EXPRESSION].to_numpy(bool)])
+    patients = [p for p in patients if p in expressed]
     if len(patients) < 5:
         raise ValueError(f"need >= 5 patients to correlate; got {len(patients)}")
     unknown = [p for p in patients if p not in model.patients]
@@ -59,12 +62,13 @@ def planted_features(model, adata, patients=None, *, seed: int = 0) -> pd.DataFr
     idx, sub = _rows(model, adata, patients)
     images, masks = model._images[idx], model._masks[idx]
     programs = sub.obsm[K.PROGRAMS]
-    fake = model.generate(masks.numpy(), sub, seed=seed)
+    bg = images.numpy() if model.config.image.use_background else None
+    fake = model.generate(masks.numpy(), sub, backgrounds=bg, seed=seed)
     tables = {
         "real": lesion_feature_table(images[:, :1].numpy(), masks.numpy()),
         "synthetic": lesion_feature_table(fake[:, :1], masks.numpy()),
     }
-    if model.sampler.mask is not None:
+    if model.sampler.mask is not None and not model.config.image.use_background:
         gen_masks = model.sample_masks(sub, sub.n_obs, seed=seed + 1)
         full = model.generate(gen_masks.numpy(), sub, seed=seed + 1)
         tables["fully_synthetic"] = lesion_feature_table(full[:, :1], gen_masks.numpy())
@@ -86,9 +90,10 @@ def gene_swap(model, adata, patients=None, *, seed: int = 0) -> pd.DataFrame:
     """
     idx, sub = _rows(model, adata, patients)
     masks = model._masks[idx].numpy()
+    bg = model._images[idx].numpy() if model.config.image.use_background else None
     partner = np.roll(np.arange(sub.n_obs), -1)
-    own = model.generate(masks, sub, seed=seed)
-    swapped = model.generate(masks, sub[partner], seed=seed)  # same seed: same noise
+    own = model.generate(masks, sub, backgrounds=bg, seed=seed)
+    swapped = model.generate(masks, sub[partner], backgrounds=bg, seed=seed)  # same noise
     delta_f = lesion_feature_table(swapped[:, :1], masks) - lesion_feature_table(own[:, :1], masks)
     prog = sub.obsm[K.PROGRAMS][list(PROGRAMS)].to_numpy()
     delta_p = prog[partner] - prog

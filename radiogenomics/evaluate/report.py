@@ -192,12 +192,20 @@ def image_report(
     for name, cohort in (("real", real), ("synthetic", synthetic)):
         rows = image_rows(cohort, need_mask=True)
         loaded[name] = load_images(cohort, data, rows, progress=progress)
+    # counterparts ('<id>-syn', from `sample --like`) carry their source patient's mask
+    real_ids = list(real.obs_names[image_rows(real, need_mask=True)])
+    synth_ids = synthetic.obs_names[image_rows(synthetic, need_mask=True)]
+    source = [
+        real_ids.index(i[:-4]) if i.endswith("-syn") and i[:-4] in real_ids else -1
+        for i in synth_ids
+    ]
     table = evaluate_images(
         *loaded["real"],
         *loaded["synthetic"],
         seg_net=None if segmenter is None else segmenter.net,
         seed=seed,
         progress=progress,
+        fake_source=source if max(source) >= 0 else None,
     )
     atomic_write(out / "metrics.csv", lambda tmp: table.to_csv(tmp))
     for name, cohort in (("real", real), ("synthetic", synthetic)):

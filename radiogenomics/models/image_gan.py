@@ -198,7 +198,7 @@ class ImageGAN:
         with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
             torch.manual_seed(cfg.seed)
             self.generator, self.critic = self._make_networks(cfg, meta)
-        self.sampler = copy.deepcopy(self.generator).eval()
+        self.sampler = copy.deepcopy(self.generator).to(self.device).eval()
         self.trained = False
 
     @staticmethod
@@ -252,11 +252,15 @@ class ImageGAN:
         return generator, critic
 
     # ---------------------------------------------------------------------------------------
+    def hole(self, masks: torch.Tensor) -> torch.Tensor:
+        """The lesion dilated by `image.background_margin`: the region the generator fills."""
+        k = self.config.image.background_margin
+        pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
+        return pool(masks.float(), 2 * k + 1, stride=1, padding=k) if k else masks.float()
+
     def background_of(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The image with the (dilated) lesion cut out and set to -1: what the generator fills."""
-        k = self.config.image.background_margin
-        pool = F.max_pool2d if images.ndim == 4 else F.max_pool3d
-        hole = pool(masks.float(), 2 * k + 1, stride=1, padding=k) if k else masks.float()
+        hole = self.hole(masks)
         return images * (1 - hole) - hole
 
     def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
@@ -294,19 +298,25 @@ class ImageGAN:
                 m = torch.where(f, m.flip(-1), m)
             noise = torch.randn(B, img.n_noise, generator=rng).to(device)
             maps = G.image.noise_maps(B, generator=rng, device=device)
+            mask_maps = (
+                None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
+            )
             perm = torch.roll(torch.arange(B), 1)  # partner for the mismatched pairs
-            return x, m, Z[idx.to(device)], present[idx.to(device)], noise, maps, perm.to(device)
+            # drawn with replacement: a partner may be the same patient, which is no negative
+            distinct = (idx != idx[perm]).to(device)
+            p = present[idx.to(device)]
+            return x, m, Z[idx.to(device)], p, noise, (maps, mask_maps), (perm.to(device), distinct)
 
         def generate(x, m, code, noise, maps):
             bg = self.background_of(x, m) if img.use_background else None
-            return G.image(m if img.use_mask else None, code, noise, bg, maps)
+            return G.image(m if img.use_mask else None, code, noise, bg, maps[0])
 
         def soft(mask):  # masks as the mask critic sees them: real ones slightly blurred
             pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
             return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
 
         def critic_step(rng):
-            x, m, z, p, noise, maps, perm = batch(rng)
+            x, m, z, p, noise, maps, (perm, distinct) = batch(rng)
             code_c = C.code(z, p)
             with torch.no_grad():
                 code_g = G.code(z, p)
@@ -320,11 +330,16 @@ class ImageGAN:
                 loss = loss + cfg.train.gp_weight * gp + img.drift_weight * drift
                 logs["gp"] = gp.item()
             if img.mismatch_weight > 0:
-                for s in mismatched_scores(C.image, x, m, code_c, p, perm, img.use_mask):
+                negatives = mismatched_scores(
+                    C.image, x, m, code_c, p, perm, img.use_mask, distinct=distinct
+                )
+                for s in negatives:
                     loss = loss + img.mismatch_weight * crit_loss(real_s, s)
+                    if img.objective == "wgan-gp":  # negatives drift like the real scores
+                        loss = loss + img.drift_weight * s.float().square().mean()
             if G.mask is not None:
                 with torch.no_grad():
-                    fake_m = G.mask(code_g, noise)
+                    fake_m = G.mask(code_g, noise, maps[1])
                 real_ms = C.mask(soft(m), None, code_c)
                 loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
                 if img.objective == "wgan-gp":
@@ -346,12 +361,12 @@ class ImageGAN:
             loss = gen_loss(C.image(fake, m, code_c))
             logs = {"generator": loss.item()}
             if img.use_background and img.background_l1 > 0:
-                keep = (self.background_of(x, m) > -1).float()  # 1 outside the cut-out hole
+                keep = 1 - self.hole(m)  # 1 outside the cut-out lesion
                 l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
                 loss = loss + img.background_l1 * l1
                 logs["background_l1"] = l1.item()
             if G.mask is not None:
-                loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise)), None, code_c))
+                loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise, maps[1])), None, code_c))
                 loss = loss + loss_m
                 logs["generator_mask"] = loss_m.item()
             return loss, logs
@@ -394,7 +409,8 @@ class ImageGAN:
         def score(sampler) -> float:
             fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
             feats = lesion_feature_table(fake[:, :1].float().cpu().numpy(), m.numpy()).to_numpy()
-            return -frechet_distance(real, feats)
+            ok = np.isfinite(real).all(1) & np.isfinite(feats).all(1)  # tiny lesions: NaN rows
+            return -frechet_distance(real[ok], feats[ok]) if ok.sum() >= 4 else -np.inf
 
         return score
 
@@ -553,7 +569,8 @@ class ImageGAN:
         )
         images = self.generate(m.numpy(), expression, seed=seed)
         adata = expression.copy()
-        adata.obs[K.HAS_EXPRESSION] = bool(self.genes)
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        adata.obs[K.HAS_EXPRESSION] = bool(self.genes) and np.isfinite(X).all(axis=1)
         adata.obs[K.HAS_IMAGE] = True
         adata.obs[K.HAS_MASK] = True
         rg = dict(adata.uns.get(K.UNS, {}))
@@ -583,7 +600,8 @@ class ImageGAN:
         sub = adata[rows]
         expression = None
         if self.genes:
-            X = np.asarray(sub[:, self.genes].X, np.float64)
+            X = sub[:, self.genes].X
+            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64)
             if K.HAS_EXPRESSION in sub.obs:
                 X[~sub.obs[K.HAS_EXPRESSION].to_numpy(bool)] = np.nan
             expression = X
@@ -672,17 +690,22 @@ class ImageGAN:
         return dump_config(self.config)
 
 
-def mismatched_scores(critic, images, masks, code, present, perm, use_mask: bool) -> list:
+def mismatched_scores(
+    critic, images, masks, code, present, perm, use_mask: bool, distinct=None
+) -> list:
     """Critic scores of matching-aware negatives (Reed et al. 2016; Xu et al. 2019): real
     images with the gene code of their partner `perm[i]` (only where both have expression) and,
     for mask-conditioned critics, with the partner's mask. Training scores them as fake, so
-    the critic, and through it the generator, must use the genes and the mask."""
+    the critic, and through it the generator, must use the genes and the mask. `distinct`
+    (B,) bool leaves out rows whose partner is the same patient."""
     scores = []
-    pair = present & present[perm]
+    distinct = torch.ones_like(present) if distinct is None else distinct
+    pair = present & present[perm] & distinct
     if code is not None and pair.any():
         scores.append(critic(images[pair], masks[pair], code[perm][pair]))
-    if use_mask:
-        scores.append(critic(images, masks[perm], code))
+    if use_mask and distinct.any():
+        c = None if code is None else code[distinct]
+        scores.append(critic(images[distinct], masks[perm][distinct], c))
     return scores
 
 

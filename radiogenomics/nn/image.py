@@ -371,6 +371,9 @@ class ImageCritic(nn.Module):
         if self.embed is not None:
             if code is None:
                 raise ValueError("this ImageCritic has a gene projection: pass a gene code")
-            e = self.embed(code).view(*code.shape[:1], -1, *([1] * self.spatial_dims))
+            # the critic's code comes from autocast; the gradient penalty runs without it
+            e = self.embed(code.to(self.embed.weight.dtype)).view(
+                *code.shape[:1], -1, *([1] * self.spatial_dims)
+            )
             score = score + (h * e).sum(dim=1, keepdim=True)
         return score
