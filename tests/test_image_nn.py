@@ -6,9 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from radiogenomics.models.image_gan import mismatched_scores
 from radiogenomics.nn.image import FiLM, GeneEncoder, ImageCritic, ImageGenerator, MaskGenerator
-from radiogenomics.train.losses import OBJECTIVES, gradient_penalty
+from radiogenomics.train.losses import OBJECTIVES, gradient_penalty, mismatched_scores
 
 SIZES = {2: [32, 32], 3: [16, 16, 16]}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -410,6 +411,30 @@ def split_cohort(
 
 # --------------------------------------------------------------------------------------------
 # h5ad
+
+
+@dataclass
+class SyntheticCohort:
+    """Synthetic patients in memory: `images` `(n, C, *spatial)` in [-1, 1], `masks`
+    `(n, 1, *spatial)` uint8, and the cohort AnnData (expression, if any, in `X`)."""
+
+    adata: ad.AnnData
+    images: np.ndarray
+    masks: np.ndarray
+
+    def write(self, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True):
+        """Write as a cohort (h5ad + image and mask files) that `read_cohort` reads back; the
+        images are stored in [0, 1]."""
+        images = (np.clip(self.images, -1, 1) + 1) / 2
+        return write_patients(
+            self.adata,
+            images.astype(np.float32),
+            self.masks,
+            out_dir,
+            image_format,
+            progress,
+            desc="writing synthetic patients",
+        )
 
 
 def write_patients(

@@ -20,7 +20,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import anndata as ad
@@ -28,72 +27,30 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from radiogenomics import _keys as K
 from radiogenomics.config import Config, dump_config, save_config
+from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.io import atomic_write_text
-from radiogenomics.nn.image import GeneEncoder, ImageCritic, ImageGenerator, MaskGenerator
+from radiogenomics.nn.image import (
+    CriticSide,
+    GeneEncoder,
+    ImageCritic,
+    ImageGenerator,
+    ImageSide,
+    MaskGenerator,
+)
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
 from radiogenomics.train.loop import AdversarialTrainer, pick_device
-from radiogenomics.train.losses import OBJECTIVES, gradient_penalty
+from radiogenomics.train.losses import OBJECTIVES, gradient_penalty, mismatched_scores
 
 log = logging.getLogger(__name__)
 
 META = "image_gan.json"
 WEIGHTS = "model.safetensors"
 _MAX_LISTED = 10
-
-
-@dataclass
-class SyntheticCohort:
-    """Synthetic patients in memory: `images` `(n, C, *spatial)` in [-1, 1], `masks`
-    `(n, 1, *spatial)` uint8, and the cohort AnnData (expression, if any, in `X`)."""
-
-    adata: ad.AnnData
-    images: np.ndarray
-    masks: np.ndarray
-
-    def write(self, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True):
-        """Write as a cohort (h5ad + image and mask files) that `read_cohort` reads back; the
-        images are stored in [0, 1]."""
-        from radiogenomics.data.cohort import write_patients
-
-        images = (np.clip(self.images, -1, 1) + 1) / 2
-        return write_patients(
-            self.adata,
-            images.astype(np.float32),
-            self.masks,
-            out_dir,
-            image_format,
-            progress,
-            desc="writing synthetic patients",
-        )
-
-
-class ImageSide(nn.Module):
-    """The generator side: gene encoder, image generator and (optionally) mask generator."""
-
-    def __init__(self, encoder, image, mask):
-        super().__init__()
-        self.encoder, self.image, self.mask = encoder, image, mask
-
-    def code(self, expression, present):
-        return None if self.encoder is None else self.encoder(expression, present)
-
-
-class CriticSide(nn.Module):
-    """The critic side: its own gene encoder (the generator's cannot be trusted to keep codes
-    apart), the image critic and (optionally) the mask critic."""
-
-    def __init__(self, encoder, image, mask):
-        super().__init__()
-        self.encoder, self.image, self.mask = encoder, image, mask
-
-    def code(self, expression, present):
-        return None if self.encoder is None else self.encoder(expression, present)
 
 
 class ImageGAN:
@@ -688,25 +645,6 @@ class ImageGAN:
 
     def describe(self) -> str:
         return dump_config(self.config)
-
-
-def mismatched_scores(
-    critic, images, masks, code, present, perm, use_mask: bool, distinct=None
-) -> list:
-    """Critic scores of matching-aware negatives (Reed et al. 2016; Xu et al. 2019): real
-    images with the gene code of their partner `perm[i]` (only where both have expression) and,
-    for mask-conditioned critics, with the partner's mask. Training scores them as fake, so
-    the critic, and through it the generator, must use the genes and the mask. `distinct`
-    (B,) bool leaves out rows whose partner is the same patient."""
-    scores = []
-    distinct = torch.ones_like(present) if distinct is None else distinct
-    pair = present & present[perm] & distinct
-    if code is not None and pair.any():
-        scores.append(critic(images[pair], masks[pair], code[perm][pair]))
-    if use_mask and distinct.any():
-        c = None if code is None else code[distinct]
-        scores.append(critic(images[distinct], masks[perm][distinct], c))
-    return scores
 
 
 def _split(n: int, fraction: float, seed: int):

@@ -377,3 +377,26 @@ class ImageCritic(nn.Module):
             )
             score = score + (h * e).sum(dim=1, keepdim=True)
         return score
+
+
+class ImageSide(nn.Module):
+    """The generator side: gene encoder, image generator and (optionally) mask generator."""
+
+    def __init__(self, encoder, image, mask):
+        super().__init__()
+        self.encoder, self.image, self.mask = encoder, image, mask
+
+    def code(self, expression, present):
+        return None if self.encoder is None else self.encoder(expression, present)
+
+
+class CriticSide(nn.Module):
+    """The critic side: its own gene encoder (the generator's cannot be trusted to keep codes
+    apart), the image critic and (optionally) the mask critic."""
+
+    def __init__(self, encoder, image, mask):
+        super().__init__()
+        self.encoder, self.image, self.mask = encoder, image, mask
+
+    def code(self, expression, present):
+        return None if self.encoder is None else self.encoder(expression, present)
