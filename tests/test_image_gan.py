@@ -178,6 +178,8 @@ def test_image_only_unconditional_and_background_modes(phantom_cohort, tmp_path)
     assert out.shape == images.shape
     with pytest.raises(ValueError, match="backgrounds"):
         model.generate(masks.numpy(), sub)
+    with pytest.raises(ValueError, match="backgrounds have shape"):
+        model.generate(masks.numpy(), sub, backgrounds=images.numpy()[:1])
     with pytest.raises(ValueError, match="use_background"):
         model.sample(2)
 

@@ -456,11 +456,14 @@ class ImageGAN:
             else self.sample_masks(expression, n, seed=seed)
         )
         Z, present = self._expression_tensor(expression, n)
-        bg = (
-            None
-            if backgrounds is None
-            else torch.as_tensor(np.asarray(backgrounds), dtype=torch.float32)
-        )
+        bg = None
+        if backgrounds is not None:
+            if not self.config.image.use_background:
+                raise ValueError("backgrounds given, but this ImageGAN fuses none (use_background)")
+            bg = torch.as_tensor(np.asarray(backgrounds), dtype=torch.float32)
+            want = (n, self.meta["channels"], *self.meta["image_size"])
+            if tuple(bg.shape) != want:
+                raise ValueError(f"backgrounds have shape {tuple(bg.shape)}; expected {want}")
         return self._generate_with(self.sampler, m, Z, present, bg, seed=seed).numpy()
 
     @torch.no_grad()
@@ -470,6 +473,10 @@ class ImageGAN:
             raise ValueError(
                 "this ImageGAN has no mask generator (image.train_masks=false); pass masks"
             )
+        if n is None:
+            if expression is None:
+                raise ValueError("sample_masks needs expression or n (a model without genes)")
+            n = len(expression) if not isinstance(expression, ad.AnnData) else expression.n_obs
         Z, present = self._expression_tensor(expression, n)
         rng = torch.Generator().manual_seed(seed + 7919)  # not the image noise of the same seed
         out = []
