@@ -198,8 +198,8 @@ class ImageConfig:
     # wgan-gp (default, with the gradient penalty), lsgan (least squares), hinge, or dcgan
     # (non-saturating cross-entropy, as the lesion DCGAN).
     objective: Literal["wgan-gp", "lsgan", "hinge", "dcgan"] = "wgan-gp"
-    # Matching-aware negatives: a real image with another patient's genes (or mask) is scored
-    # as fake with this weight (0 turns them off).
+    # Matching-aware negatives: a real image with another patient's genes (or mask) must score
+    # below the right pair by a margin (train.losses.matching_loss); this weight, 0 for off.
     mismatch_weight: float = 0.5
     # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
     # loss ignores a constant offset of the critic, and with the gene projection term the

@@ -223,3 +223,12 @@ def test_penalty_with_a_code_from_bf16_autocast(dims):
         gp = gradient_penalty(lambda v: C(v, x["mask"], code), x["background"],
                               torch.rand_like(x["background"]))  # fmt: skip
     assert gp.dtype == torch.float32 and torch.isfinite(gp)
+
+
+def test_matching_loss_is_a_bounded_margin():
+    from radiogenomics.train.losses import matching_loss
+
+    right = torch.zeros(4)
+    assert matching_loss(right, torch.full((4,), -3.0)).item() == 0.0  # past the margin
+    assert matching_loss(right, torch.zeros(4)).item() == pytest.approx(1.0)
+    assert matching_loss(right, torch.full((4,), 2.0)).item() == pytest.approx(3.0)

@@ -44,7 +44,12 @@ from radiogenomics.nn.image import (
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
 from radiogenomics.train.loop import AdversarialTrainer, pick_device
-from radiogenomics.train.losses import OBJECTIVES, gradient_penalty, mismatched_scores
+from radiogenomics.train.losses import (
+    OBJECTIVES,
+    gradient_penalty,
+    matching_loss,
+    mismatched_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -291,9 +296,7 @@ class ImageGAN:
                     C.image, x, m, code_c, p, perm, img.use_mask, distinct=distinct
                 )
                 for s in negatives:
-                    loss = loss + img.mismatch_weight * crit_loss(real_s, s)
-                    if img.objective == "wgan-gp":  # negatives drift like the real scores
-                        loss = loss + img.drift_weight * s.float().square().mean()
+                    loss = loss + img.mismatch_weight * matching_loss(real_s, s)
             if G.mask is not None:
                 with torch.no_grad():
                     fake_m = G.mask(code_g, noise, maps[1])
