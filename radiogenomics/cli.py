@@ -203,7 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="images: a trained segmentation run; adds its Dice and encoder distance",
     )
-    p.add_argument("--data", type=Path, help="k-fold: the whole real cohort .h5ad")
+    p.add_argument(
+        "--image-run",
+        type=Path,
+        default=None,
+        help="phantom: an image run to check for its planted phenotypes (with --data)",
+    )
+    p.add_argument(
+        "--data", type=Path, help="k-fold: the whole real cohort; --image-run: its phantom"
+    )
     p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
     p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
     _config_args(p)
@@ -517,6 +525,8 @@ def cmd_evaluate(args) -> int:
         cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
         print(summary[cols].round(3).to_string())
         return 0
+    if args.image_run is not None:
+        return _evaluate_phantom(args)
     if args.synthetic is not None and _has_images(args.synthetic):
         return _evaluate_images(args)
     from radiogenomics.evaluate.report import gene_report
@@ -540,6 +550,28 @@ def _has_images(path: Path) -> bool:
 
     obs = ad.read_h5ad(path, backed="r").obs
     return K.HAS_IMAGE in obs.columns and bool(obs[K.HAS_IMAGE].astype(bool).any())
+
+
+def _evaluate_phantom(args) -> int:
+    """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.data.io import atomic_write
+    from radiogenomics.evaluate.phantom import gene_swap, planted_features
+    from radiogenomics.models.image_gan import ImageGAN
+
+    if args.data is None:
+        raise ValueError("--image-run needs --data (the phantom cohort the run was trained on)")
+    adata = read_cohort(args.data)
+    model = ImageGAN.load(args.image_run, adata)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, table in (
+        ("planted_features", planted_features(model, adata, seed=args.seed)),
+        ("gene_swap", gene_swap(model, adata, seed=args.seed)),
+    ):
+        atomic_write(args.out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp))
+        _say(name, args.out / f"{name}.csv")
+        print(table.round(3).to_string())
+    return 0
 
 
 def _evaluate_images(args) -> int:

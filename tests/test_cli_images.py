@@ -41,9 +41,17 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
                  *TINY_SEG]) == 0  # fmt: skip
     assert (seg / "segmenter.safetensors").is_file()
     assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(gan),
-                 "--set", "model=image_gan", *TINY_GAN]) == 0  # fmt: skip
+                 "--set", "model=image_gan", "--set", "train.val_fraction=0.3",
+                 *TINY_GAN]) == 0  # fmt: skip
     for name in ("model.safetensors", "image_gan.json", "config.yaml", "log.csv"):
         assert (gan / name).is_file(), name
+
+    checks = tmp_path / "checks"
+    assert main(["-q", "evaluate", "--image-run", str(gan), "--data", train, "--out",
+                 str(checks)]) == 0  # fmt: skip
+    planted = pd.read_csv(checks / "planted_features.csv", index_col=0)
+    assert list(planted.columns) == ["real", "synthetic", "fully_synthetic"]
+    assert (checks / "gene_swap.csv").is_file()
 
     capsys.readouterr()
     assert main(["-q", "sample", str(gan), "--n", "5", "--out", str(synth)]) == 2
