@@ -527,14 +527,15 @@ def cmd_evaluate(args) -> int:
         return 0
     if args.image_run is not None:
         return _evaluate_phantom(args)
-    if args.synthetic is not None and _has_images(args.synthetic):
-        return _evaluate_images(args)
+    synth = read_cohort(args.synthetic) if args.synthetic is not None else None
+    if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
+        return _evaluate_images(args, synth)
     from radiogenomics.evaluate.report import gene_report
 
     missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
-    train, real, synth = (read_cohort(p) for p in (args.train, args.real, args.synthetic))
+    train, real = read_cohort(args.train), read_cohort(args.real)
     table, report = gene_report(
         train, real, synth, args.out, covariate=args.covariate, seed=args.seed
     )
@@ -543,13 +544,6 @@ def cmd_evaluate(args) -> int:
     cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
     print(table[cols].round(3).to_string())
     return 0
-
-
-def _has_images(path: Path) -> bool:
-    import anndata as ad
-
-    obs = ad.read_h5ad(path, backed="r").obs
-    return K.HAS_IMAGE in obs.columns and bool(obs[K.HAS_IMAGE].astype(bool).any())
 
 
 def _evaluate_phantom(args) -> int:
@@ -574,7 +568,7 @@ def _evaluate_phantom(args) -> int:
     return 0
 
 
-def _evaluate_images(args) -> int:
+def _evaluate_images(args, synth) -> int:
     from radiogenomics.data.cohort import read_cohort
     from radiogenomics.evaluate.report import image_report
 
@@ -588,7 +582,7 @@ def _evaluate_images(args) -> int:
         segmenter = Segmenter.load(args.segmenter)
         if args.config is None:  # read both cohorts as the segmentation net was trained
             cfg.data = segmenter.config.data
-    real, synth = read_cohort(args.real), read_cohort(args.synthetic)
+    real = read_cohort(args.real)
     if cfg.data.image_size is None:  # compare at the synthetic images' size
         cfg.data.image_size = list(synth.uns["rg"]["image_size"])
     cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])

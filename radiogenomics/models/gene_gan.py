@@ -30,7 +30,7 @@ from radiogenomics.data.io import atomic_write_text
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
-from radiogenomics.train.loop import AdversarialTrainer, pick_device
+from radiogenomics.train.loop import fit_model, pick_device
 from radiogenomics.train.losses import critic_loss, generator_loss, gradient_penalty
 
 log = logging.getLogger(__name__)
@@ -206,20 +206,9 @@ class GeneGAN:
         evaluate = None
         if len(val_idx):
             evaluate = self._realism_score(val_idx)
-        trainer = AdversarialTrainer(
-            G,
-            C,
-            cfg.train,
-            device=device,
-            seed=cfg.seed,
-            run_dir=run_dir,
-            progress=progress,
-            fingerprint=self._fingerprint,
+        summary = fit_model(
+            self, critic_step, generator_step, evaluate, run_dir=run_dir, progress=progress
         )
-        summary = trainer.fit(critic_step, generator_step, evaluate)
-        self.sampler.load_state_dict(trainer.sampler_state())
-        self.sampler.to(device).eval()
-        self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(val_idx)}
         if run_dir is not None:
             self.save(run_dir)

@@ -43,7 +43,7 @@ from radiogenomics.nn.image import (
 )
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
-from radiogenomics.train.loop import AdversarialTrainer, pick_device
+from radiogenomics.train.loop import fit_model, pick_device
 from radiogenomics.train.losses import (
     OBJECTIVES,
     gradient_penalty,
@@ -334,20 +334,9 @@ class ImageGAN:
         evaluate = self._realism_score(val_idx) if len(val_idx) >= 4 else None
         if evaluate is None:
             log.warning("fewer than 4 held-out patients: keeping the last weights")
-        trainer = AdversarialTrainer(
-            G,
-            C,
-            cfg.train,
-            device=device,
-            seed=cfg.seed,
-            run_dir=run_dir,
-            progress=progress,
-            fingerprint=self._fingerprint,
+        summary = fit_model(
+            self, critic_step, generator_step, evaluate, run_dir=run_dir, progress=progress
         )
-        summary = trainer.fit(critic_step, generator_step, evaluate)
-        self.sampler.load_state_dict(trainer.sampler_state())
-        self.sampler.to(device).eval()
-        self.trained = True
         self.meta["summary"] = {**summary, "n_train": n_train, "n_val": len(val_idx)}
         self.meta["val_patients"] = [self.patients[i] for i in val_idx]
         if run_dir is not None:

@@ -263,3 +263,24 @@ class AdversarialTrainer:
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
+
+
+def fit_model(model, critic_step: StepFn, generator_step: StepFn, evaluate, *, run_dir, progress):
+    """Train `model.generator` against `model.critic` with `model.config.train`, then load the
+    weights to sample with into `model.sampler`. `model` is a GeneGAN or an ImageGAN: both
+    hold generator, critic, sampler, config, device and _fingerprint under these names."""
+    trainer = AdversarialTrainer(
+        model.generator,
+        model.critic,
+        model.config.train,
+        device=model.device,
+        seed=model.config.seed,
+        run_dir=run_dir,
+        progress=progress,
+        fingerprint=model._fingerprint,
+    )
+    summary = trainer.fit(critic_step, generator_step, evaluate)
+    model.sampler.load_state_dict(trainer.sampler_state())
+    model.sampler.to(model.device).eval()
+    model.trained = True
+    return summary
