@@ -117,13 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--stratify", default=None, help="categorical obs column to stratify on")
+    p.add_argument(
+        "--group", default=None, help="obs column whose rows stay on one side (e.g. subject)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p = csub.add_parser(
         "prepare-shared",
         parents=[common],
         help="write a shared real image set (../shared/data) as image files",
     )
-    p.add_argument("name", help="tcga-lgg or mini-mias")
+    p.add_argument("name", help="tcga-lgg, mini-mias or mini-mias-normal")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--data-dir",
@@ -211,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data", type=Path, help="k-fold: the whole real cohort; --image-run: its phantom"
+    )
+    p.add_argument(
+        "--negatives",
+        type=Path,
+        default=None,
+        help="augmentation experiment: a cohort of normal-tissue crops; with --train (real "
+        "training lesions), --real (held-out lesions) and --synthetic (generated lesions)",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="augmentation experiment: seeds per setting"
+    )
+    p.add_argument(
+        "--classifier-steps",
+        type=int,
+        default=600,
+        help="augmentation experiment: training steps of each lesion classifier",
     )
     p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
     p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
@@ -335,7 +354,11 @@ def cmd_cohort(args) -> int:
         from radiogenomics.data.cohort import split_cohort
 
         train, test = split_cohort(
-            read_cohort(args.cohort), args.test_fraction, stratify=args.stratify, seed=args.seed
+            read_cohort(args.cohort),
+            args.test_fraction,
+            stratify=args.stratify,
+            group=args.group,
+            seed=args.seed,
         )
         _say(f"train ({train.n_obs} patients)", write_cohort(train, args.out / "train.h5ad"))
         _say(f"test ({test.n_obs} patients)", write_cohort(test, args.out / "test.h5ad"))
@@ -527,6 +550,8 @@ def cmd_evaluate(args) -> int:
         return 0
     if args.image_run is not None:
         return _evaluate_phantom(args)
+    if args.negatives is not None:
+        return _evaluate_augmentation(args)
     synth = read_cohort(args.synthetic) if args.synthetic is not None else None
     if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
         return _evaluate_images(args, synth)
@@ -566,6 +591,71 @@ def _evaluate_phantom(args) -> int:
         _say(name, args.out / f"{name}.csv")
         print(table.round(3).to_string())
     return 0
+
+
+def _evaluate_augmentation(args) -> int:
+    """Lesion-vs-normal classifier F1 with and without the synthetic lesions."""
+    import dataclasses
+
+    from radiogenomics.data.cohort import read_cohort, validate_cohort
+    from radiogenomics.data.dataset import load_images
+    from radiogenomics.data.io import atomic_write, atomic_write_text
+    from radiogenomics.evaluate.augmentation import augmentation_experiment, summarise
+
+    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"--negatives needs {', '.join(missing)}")
+    train, test = read_cohort(args.train), read_cohort(args.real)
+    normal, synth = read_cohort(args.negatives), read_cohort(args.synthetic)
+    # validation reads the files and records their size and channels
+    size = validate_cohort(normal, progress=False).get("image_size")
+    if size is None:
+        raise ValueError(f"--negatives {args.negatives}: no patient has an image")
+    train_normal, test_normal = _split_negatives(normal, train, test, args.seed)
+    # every set at the negatives' size and field, read the same way
+    data = dataclasses.replace(_resolve_config(args).data, image_size=[int(s) for s in size])
+    crops = [
+        load_images(a, data, progress=not args.quiet)[0][:, :1]
+        for a in (train, train_normal, test, test_normal, synth)
+    ]
+    table = augmentation_experiment(
+        *crops,
+        repeats=args.repeats,
+        steps=args.classifier_steps,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    summary = summarise(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out / "augmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write_text(args.out / "augmentation_summary.csv", summary.to_csv())
+    _say("augmentation", args.out / "augmentation.csv")
+    print(summary.round(3).to_string())
+    return 0
+
+
+def _split_negatives(normal, train, test, seed: int):
+    """Normal crops to train/test: a woman's tissue goes where her lesions went (`subject`),
+    the rest by subject in the lesions' proportion."""
+    import numpy as np
+    from sklearn.model_selection import GroupShuffleSplit
+
+    side = np.full(normal.n_obs, "", dtype=object)
+    if "subject" not in normal.obs:
+        groups = normal.obs_names.to_numpy()
+    else:
+        groups = normal.obs["subject"].astype(str).to_numpy()
+        for name, cohort in (("train", train), ("test", test)):
+            if "subject" in cohort.obs:
+                side[np.isin(groups, cohort.obs["subject"].astype(str))] = name
+    free = np.flatnonzero(side == "")
+    if len(free) > 1:
+        fraction = test.n_obs / (train.n_obs + test.n_obs)
+        splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+        tr, te = next(splitter.split(free, groups=groups[free]))
+        side[free[tr]], side[free[te]] = "train", "test"
+    side[side == ""] = "train"
+    return normal[side == "train"].copy(), normal[side == "test"].copy()
 
 
 def _evaluate_images(args, synth) -> int:

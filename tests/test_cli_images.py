@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from radiogenomics.cli import main
-from radiogenomics.data.cohort import read_cohort
+from radiogenomics.data.cohort import make_cohort, read_cohort, write_patients
 from radiogenomics.models.segmenter import Segmenter
 
 TINY_GAN = [
@@ -79,3 +79,22 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
     assert (report / "report.md").is_file() and (report / "synthetic_samples.png").is_file()
     # the segmentation run loads and predicts the held-out patients' masks
     assert Segmenter.load(seg).predict(test).shape[0] == test.n_obs
+
+    # augmentation experiment: lesion classifier with and without the synthetic lesions
+    normal = tmp_path / "normal"
+    rng = np.random.default_rng(0)
+    obs = pd.DataFrame({"subject": [f"w{i // 2}" for i in range(12)]},
+                       index=[f"n{i}" for i in range(12)])  # fmt: skip
+    tissue = make_cohort(None, obs)
+    tissue.obs["has_image"] = tissue.obs["has_mask"] = True
+    write_patients(tissue, rng.uniform(0, 1, (12, 1, 32, 32)).astype(np.float32),
+                   np.zeros((12, 1, 32, 32), np.uint8), normal, progress=False)  # fmt: skip
+    aug = tmp_path / "aug"
+    assert main(["-q", "evaluate", "--train", train, "--real", str(split / "test.h5ad"),
+                 "--synthetic", str(synth / "cohort.h5ad"), "--negatives",
+                 str(normal / "cohort.h5ad"), "--repeats", "1", "--classifier-steps", "3",
+                 "--out", str(aug)]) == 0  # fmt: skip
+    runs = pd.read_csv(aug / "augmentation.csv")
+    assert list(runs.setting) == ["real", "real+synthetic", "synthetic"]
+    assert runs.n_lesions.tolist() == [30, 36, 6] and runs.f1.between(0, 1).all()
+    assert (aug / "augmentation_summary.csv").is_file()

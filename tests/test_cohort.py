@@ -20,6 +20,7 @@ from radiogenomics.data.cohort import (
     read_cohort,
     resolve,
     setup_cohort,
+    split_cohort,
     validate_cohort,
     write_cohort,
 )
@@ -645,3 +646,25 @@ def test_write_keeps_paths_of_a_cohort_built_in_memory(tmp_path, monkeypatch):
     back = read_cohort(write_cohort(adata, tmp_path / "sub" / "c.h5ad"))
     assert back.obs[K.IMAGE].iat[0] == f"../img/{image}"
     assert validate_cohort(back, progress=False)["with_image"] == 1
+
+
+def test_split_by_group_keeps_groups_whole():
+    ids = [f"p{i:02d}" for i in range(40)]
+    expr = pd.DataFrame(np.zeros((40, 3)), index=ids, columns=GENES)
+    # 16 women with 1-4 rows each (lesions, left and right films)
+    obs = pd.DataFrame(
+        {"woman": [f"w{i % 16}" for i in range(40)], "grade": ["G2", "G3"] * 20}, index=ids
+    )
+    adata = make_cohort(expr, obs, categorical=["grade"])
+    for stratify in (None, "grade"):
+        train, test = split_cohort(adata, 0.25, group="woman", stratify=stratify, seed=3)
+        assert not set(train.obs["woman"]) & set(test.obs["woman"])
+        assert sorted([*train.obs_names, *test.obs_names]) == ids
+        assert 5 <= test.n_obs <= 15
+    # a row split puts some woman on both sides
+    train, test = split_cohort(adata, 0.25, seed=3)
+    assert set(train.obs["woman"]) & set(test.obs["woman"])
+    with pytest.raises(ValueError, match="group column 'subject' not in obs"):
+        split_cohort(adata, 0.25, group="subject")
+    with pytest.raises(ValueError, match="stratify column 'stage' not in obs"):
+        split_cohort(adata, 0.25, stratify="stage")

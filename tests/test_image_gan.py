@@ -161,6 +161,8 @@ def test_image_only_unconditional_and_background_modes(phantom_cohort, tmp_path)
     model.train(None, progress=False)
     synth = model.sample(3, seed=0)
     assert synth.images.shape[0] == 3 and synth.adata.n_vars == 0
+    # no mask shaped these images: each gets the whole patch as its region
+    assert synth.masks.shape == (3, 1, *synth.images.shape[2:]) and synth.masks.all()
     cfg = tiny_config(
         dims,
         "train.steps=1",

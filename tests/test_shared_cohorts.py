@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import read_cohort, validate_cohort, write_cohort
+from radiogenomics.data.cohort import read_cohort, split_cohort, validate_cohort, write_cohort
 from radiogenomics.data.io import load_image
 from radiogenomics.data.manifest import build_cohort, load_manifest
 from radiogenomics.data.shared import (
@@ -33,7 +33,7 @@ def prepared(tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("prepared")
     return {
         name: prepare_shared(name, SHARED_DATA, base / name, progress=False)
-        for name in ("tcga-lgg", "mini-mias")
+        for name in ("tcga-lgg", "mini-mias", "mini-mias-normal")
     }
 
 
@@ -133,6 +133,7 @@ def test_manifest_roots_follow_the_convention(tmp_path):
         ("tcga_lgg_paired", "tcga-lgg"),
         ("tcga_lgg_110", "tcga-lgg"),
         ("mini_mias", "mini-mias"),
+        ("mini_mias_normal", "mini-mias-normal"),
     ]
     for manifest, folder in images:
         _, root = load_manifest(MANIFESTS / f"{manifest}.yaml")
@@ -191,6 +192,29 @@ def test_mini_mias(prepared, tmp_path):
     assert vocab(adata, "tissue") == ["dense-glandular", "fatty", "fatty-glandular"]
     assert adata.obs["subject"].nunique() == 104  # women; left and right films share one
     assert "radius" in adata.uns[K.UNS][K.COVARIATES][K.NUMERIC]
+
+
+def test_mini_mias_normal_tissue(prepared, tmp_path):
+    adata, back, summary = build_and_check(
+        "mini_mias_normal.yaml", tmp_path, prepared["mini-mias-normal"]
+    )
+    # two windows from each of the 202 films without an annotated circle
+    assert summary["patients"] == 404 and summary["mask_labels"] == [0]
+    assert list(back.uns[K.UNS][K.IMAGE_SIZE]) == [64, 64]
+    assert adata.obs["refnum"].nunique() == 202
+    lesions = build_cohort(MANIFESTS / "mini_mias.yaml", root=prepared["mini-mias"])
+    assert not set(adata.obs["refnum"]) & set(lesions.obs["refnum"])
+    # windows lie inside the breast: no air (near-black) pixels, and they are not blank
+    image = load_image(prepared["mini-mias-normal"] / adata.obs[K.IMAGE].iloc[0], 2)
+    assert image.shape == (1, 64, 64) and image.min() > 10 and image.std() > 1
+
+
+def test_grouped_split_keeps_women_together(prepared):
+    lesions = build_cohort(MANIFESTS / "mini_mias.yaml", root=prepared["mini-mias"])
+    train, test = split_cohort(lesions, 0.25, group="subject", stratify="severity", seed=1)
+    assert not set(train.obs["subject"]) & set(test.obs["subject"])
+    assert train.n_obs + test.n_obs == 119 and 0.15 < test.n_obs / 119 < 0.35
+    assert set(test.obs["severity"]) == {"benign", "malignant"}
 
 
 def test_tcga_gbm(tmp_path):

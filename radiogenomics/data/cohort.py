@@ -376,37 +376,53 @@ def split_cohort(
     test_fraction: float = 0.2,
     *,
     stratify: str | None = None,
+    group: str | None = None,
     seed: int = 0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Patient-level (train, test) split; `stratify` names a categorical obs column.
 
+    `group` names an obs column whose rows must stay together (e.g. mini-MIAS `subject`: the
+    lesions and films of one woman), so no group is on both sides. With `stratify` too, the
+    split is the first fold of a `StratifiedGroupKFold` with about `1 / test_fraction` folds.
     Both halves keep the cohort's setup (vocabularies, statistics), so a model trained on one
     accepts the other.
     """
-    from sklearn.model_selection import train_test_split
+    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
 
     if not 0 < test_fraction < 1:
         raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
     strata = None
     if stratify is not None:
-        if stratify not in adata.obs.columns:
-            raise ValueError(
-                f"stratify column '{stratify}' not in obs; columns: {list(adata.obs.columns)}"
-            )
-        strata = adata.obs[stratify].astype(str).to_numpy()
+        strata = _obs_column(adata, stratify, "stratify").astype(str).to_numpy()
         counts = pd.Series(strata).value_counts()
         if counts.min() < 2:
             raise ValueError(
                 f"cannot stratify on '{stratify}': class(es) {counts[counts < 2].index.tolist()} "
                 "have a single patient"
             )
+    rows = np.arange(adata.n_obs)
     try:
-        train, test = train_test_split(
-            np.arange(adata.n_obs), test_size=test_fraction, random_state=seed, stratify=strata
-        )
+        if group is None:
+            train, test = train_test_split(
+                rows, test_size=test_fraction, random_state=seed, stratify=strata
+            )
+        else:
+            groups = _obs_column(adata, group, "group").astype(str).to_numpy()
+            if strata is None:
+                splitter = GroupShuffleSplit(1, test_size=test_fraction, random_state=seed)
+            else:
+                n_splits = max(2, round(1 / test_fraction))
+                splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
+            train, test = next(splitter.split(rows, strata, groups))
     except ValueError as err:
         raise ValueError(f"cannot split {adata.n_obs} patients: {err}") from None
     return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
+
+
+def _obs_column(adata: ad.AnnData, key: str, what: str) -> pd.Series:
+    if key not in adata.obs.columns:
+        raise ValueError(f"{what} column '{key}' not in obs; columns: {list(adata.obs.columns)}")
+    return adata.obs[key]
 
 
 # --------------------------------------------------------------------------------------------

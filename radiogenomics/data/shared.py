@@ -45,7 +45,11 @@ DATASETS = {
         ["data.csv", "expression_24genes.csv", "lgg_clinical_rtcga_110.csv", "SOURCE.txt"],
     ),
     "mini-mias": ("mini-mias", "mias_lesion_crops_128.npz", ["SOURCE.txt", "Licence.txt"]),
+    # normal-tissue windows from the lesion-free films: the negatives of the lesion classifier
+    "mini-mias-normal": ("mini-mias", "mias_full_256.npz", ["SOURCE.txt", "Licence.txt"]),
 }
+NORMAL_WINDOW = 64  # 64 px of the 256 film = the 51 mm field of a 128 px lesion crop
+NORMAL_PER_FILM = 2
 IMAGE_TABLE = "images.csv"
 
 
@@ -69,9 +73,9 @@ def prepare_shared(
     out_dir = Path(out_dir)
     with np.load(source / npz, allow_pickle=False) as arrays:
         data = {key: arrays[key] for key in arrays.files}
-    rows = _lgg_rows(data) if name == "tcga-lgg" else _mias_rows(data)
+    rows_of = {"tcga-lgg": _lgg_rows, "mini-mias": _mias_rows, "mini-mias-normal": _normal_rows}
+    rows, images, masks = rows_of[name](data)
     # images (N, H, W[, C]) -> channel-first (C, H, W); masks (N, H, W) -> (1, H, W)
-    images, masks = data["images"], data["masks"]
     for i, row in enumerate(tqdm(rows, desc=f"writing {name}", disable=not progress)):
         image = images[i][None] if images.ndim == 3 else np.moveaxis(images[i], -1, 0)
         save_image(image, out_dir / row["image"])
@@ -83,15 +87,60 @@ def prepare_shared(
     return out_dir
 
 
-def _lgg_rows(data: dict) -> list[dict]:
+def _lgg_rows(data: dict):
     # one slice per patient (the largest tumour area); ids are already 'TCGA-CS-4941'
-    return [
+    rows = [
         {"id": pid, "image": f"images/{pid}.png", "mask": f"masks/{pid}.png"}
         for pid in map(str, data["patient"])
     ]
+    return rows, data["images"], data["masks"]
 
 
-def _mias_rows(data: dict) -> list[dict]:
+def _subject(refnum: str) -> str:
+    # films come in left/right pairs of one woman: mdb001+mdb002 -> mias001
+    return f"mias{(int(refnum[3:]) + 1) // 2:03d}"
+
+
+def _normal_rows(data: dict, seed: int = 0):
+    """`NORMAL_PER_FILM` random windows inside the breast of every lesion-free film.
+
+    The breast is the film above its Otsu threshold, eroded so a window never reaches the
+    air or the film edge; masks are empty (no lesion).
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(seed)
+    half = NORMAL_WINDOW // 2
+    rows, images = [], []
+    for i, ref in enumerate(map(str, data["refnum"])):
+        if data["masks"][i].any():
+            continue
+        film = data["images"][i]
+        breast = ndimage.binary_erosion(film > threshold_otsu(film), iterations=half)
+        breast[:half] = breast[-half:] = False
+        breast[:, :half] = breast[:, -half:] = False
+        centres = np.argwhere(breast)
+        if len(centres) == 0:
+            continue
+        for j, (r, c) in enumerate(centres[rng.choice(len(centres), NORMAL_PER_FILM)]):
+            tile_id = f"{ref}_t{j + 1}"
+            images.append(film[r - half : r + half, c - half : c + half])
+            rows.append(
+                {
+                    "id": tile_id,
+                    "image": f"images/{tile_id}.png",
+                    "mask": f"masks/{tile_id}.png",
+                    "refnum": ref,
+                    "subject": _subject(ref),
+                    "tissue": data["tissue"][i].item(),
+                }
+            )
+    images = np.stack(images)
+    return rows, images, np.zeros_like(images)
+
+
+def _mias_rows(data: dict):
     # one row per lesion: id = film refnum, with _1, _2, ... where a film has several lesions
     refnums = [str(r) for r in data["refnum"]]
     counts = pd.Series(refnums).value_counts()
@@ -106,10 +155,9 @@ def _mias_rows(data: dict) -> list[dict]:
                 "image": f"images/{lesion_id}.png",
                 "mask": f"masks/{lesion_id}.png",
                 "refnum": ref,
-                # films come in left/right pairs of one woman: mdb001+mdb002 -> mias001
-                "subject": f"mias{(int(ref[3:]) + 1) // 2:03d}",
+                "subject": _subject(ref),
                 **{key: data[key][i].item() for key in ("tissue", "abnormality", "severity")},
                 **{key: int(data[key][i]) for key in ("x", "y", "radius")},
             }
         )
-    return rows
+    return rows, data["images"], data["masks"]

@@ -491,7 +491,8 @@ class ImageGAN:
     ) -> SyntheticCohort:
         """Synthetic patients: `expression` (an AnnData, e.g. from GeneGAN.sample) or, without
         it, `n` expression profiles drawn from the training patients; masks given, or from the
-        MaskGenerator, or drawn from the training patients' masks."""
+        MaskGenerator, or drawn from the training patients' masks; an unconditional model
+        (image.use_mask false) without a MaskGenerator gets whole-patch masks."""
         if self.config.image.use_background:
             raise ValueError(
                 "this ImageGAN fuses real backgrounds (image.use_background); use generate(masks, "
@@ -515,7 +516,10 @@ class ImageGAN:
                 var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
             )
         n = expression.n_obs
-        if masks is None and self.sampler.mask is None:
+        if masks is None and not self.config.image.use_mask and self.sampler.mask is None:
+            # images that no mask shaped: the whole patch is the region of interest
+            masks = torch.ones(n, 1, *self.meta["image_size"])
+        elif masks is None and self.sampler.mask is None:
             self._need_data("without a mask generator, masks are drawn from the cohort's")
             masks = self._masks[torch.as_tensor(rng.choice(len(self.patients), size=n))]
         m = (

@@ -3,8 +3,9 @@
 - `GeneEncoder(expression[, present]) -> gene code`: an MLP; patients without expression get a
   learned "no genes" code, so image-only patients train in the same batches.
 - `ImageGenerator(mask, code, noise[, background]) -> image`: a decoder from a noise grid;
-  at every scale the mask enters through SPADE (MONAI), the gene code through FiLM (the
-  multi-scale gene fusion of Xu et al. 2019), per-pixel noise adds texture, and an optional
+  at every scale the mask and its relative depth enter through SPADE (MONAI), the gene code
+  through FiLM (the multi-scale gene fusion of Xu et al. 2019), per-pixel noise adds texture
+  (its strength set by the genes through FiLM), and an optional
   background image is fused through learned gates. Output in [-1, 1].
 - `MaskGenerator(code, noise) -> mask probabilities`: the same decoder without a mask input.
 - `ImageCritic(image, mask, code) -> patch scores`: a PatchGAN (instance norm or none, never
@@ -60,6 +61,33 @@ def _downsample(mask: torch.Tensor, size) -> torch.Tensor:
     return pool(mask, list(size))
 
 
+@torch.no_grad()
+def mask_depth(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, *S) mask -> (B, 1, *S) depth: the distance to the lesion's edge over the largest
+    such distance in the sample, 0 outside and 1 at the lesion's centre.
+
+    Relative depth lets a network place a core that is a fraction of the lesion (necrosis)
+    with one threshold, where a bare mask would need the whole lesion in its receptive field.
+    MONAI's EDT (cuCIM on CUDA when installed, else SciPy) works per channel: batch rows are
+    passed as channels.
+    """
+    from monai.transforms.utils import distance_transform_edt
+
+    binary = (mask[:, 0] > 0.5).float()
+    depth = torch.as_tensor(distance_transform_edt(binary))
+    depth = depth.to(mask.device, torch.float32).unsqueeze(1)
+    peak = depth.flatten(1).amax(1).clamp_min(1.0).view(-1, *([1] * (depth.ndim - 1)))
+    return (depth / peak).to(mask.dtype)
+
+
+MASK_FEATURES = 2  # channels of mask_features
+
+
+def mask_features(mask: torch.Tensor) -> torch.Tensor:
+    """(B, 1, *S) -> (B, 2, *S): the mask and its relative depth (`mask_depth`)."""
+    return torch.cat([mask, mask_depth(mask)], dim=1)
+
+
 class GeneEncoder(nn.Module):
     """(expression (B, n_genes)[, present (B,) bool]) -> gene code (B, n_code).
 
@@ -106,14 +134,15 @@ class FiLM(nn.Module):
 
 
 class _DecoderBlock(nn.Module):
-    """conv -> SPADE(mask) or instance norm -> FiLM(code) -> + noise -> LeakyReLU [-> gate]."""
+    """conv -> SPADE(mask, depth) or instance norm -> + noise -> FiLM(code) -> LeakyReLU
+    [-> gate]. The noise enters before FiLM so that the genes can set its strength (texture)."""
 
     def __init__(self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels):
         super().__init__()
         self.conv = _conv(spatial_dims, in_channels, out_channels)
         self.norm = (
             SPADE(
-                1,
+                MASK_FEATURES,
                 out_channels,
                 spatial_dims=spatial_dims,
                 hidden_channels=min(64, 2 * out_channels),
@@ -124,7 +153,7 @@ class _DecoderBlock(nn.Module):
         self.film = FiLM(n_code, out_channels) if n_code else None
         self.noise_weight = nn.Parameter(torch.zeros(1, out_channels, *([1] * spatial_dims)))
         self.gate = (
-            _conv(spatial_dims, out_channels + bg_channels + 1, out_channels)
+            _conv(spatial_dims, out_channels + bg_channels + MASK_FEATURES, out_channels)
             if bg_channels
             else None
         )
@@ -135,9 +164,10 @@ class _DecoderBlock(nn.Module):
     def forward(self, x, mask, code, noise_map, bg):
         x = self.conv(x)
         x = self.norm(x, mask) if isinstance(self.norm, SPADE) else self.norm(x)
+        x = x + self.noise_weight * noise_map
         if self.film is not None:
             x = self.film(x, code)
-        x = F.leaky_relu(x + self.noise_weight * noise_map, 0.2)
+        x = F.leaky_relu(x, 0.2)
         if self.gate is not None:
             # Xu et al.: the background enters through learned gates, g * generated + (1 - g) * bg
             b = self.bg_proj(bg)
@@ -250,7 +280,7 @@ class ImageGenerator(nn.Module):
             if mask is None:
                 raise ValueError("this ImageGenerator is mask-conditioned: pass a mask")
             check_image(mask, self.spatial_dims, 1, "mask", self.image_size)
-            mask = mask.to(noise.dtype)
+            mask = mask_features(mask.to(noise.dtype))
         if self.n_code:
             if code is None or code.shape != (B, self.n_code):
                 got = None if code is None else tuple(code.shape)
@@ -277,7 +307,11 @@ class ImageGenerator(nn.Module):
         for i, (block, size) in enumerate(zip(self.blocks, self.scale_sizes(), strict=True)):
             if i:
                 x = F.interpolate(x, scale_factor=2, mode="nearest")
-            m = _downsample(mask, size) if mask is not None else x.new_zeros(B, 1, *size)
+            m = (
+                _downsample(mask, size)
+                if mask is not None
+                else x.new_zeros(B, MASK_FEATURES, *size)
+            )
             x = block(x, m, code, noise_maps[i].to(x.dtype), bg_feats[i])
         x = self.head(x)
         return torch.tanh(x) if self.activation == "tanh" else torch.sigmoid(x)
@@ -339,7 +373,7 @@ class ImageCritic(nn.Module):
             n_code,
         )
         layers: list[nn.Module] = []
-        prev = in_channels + (1 if use_mask else 0)
+        prev = in_channels + (MASK_FEATURES if use_mask else 0)
         for i, ch in enumerate(channels):
             layers.append(
                 Convolution(
@@ -365,7 +399,7 @@ class ImageCritic(nn.Module):
             if mask is None:
                 raise ValueError("this ImageCritic is mask-conditioned: pass a mask")
             check_image(mask, self.spatial_dims, 1, "mask", image.shape[2:])
-            x = torch.cat([image, mask.to(image.dtype)], dim=1)
+            x = torch.cat([image, mask_features(mask.to(image.dtype))], dim=1)
         h = self.features(x)  # (B, F, *s)
         score = self.psi(h)
         if self.embed is not None:
