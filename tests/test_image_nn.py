@@ -6,7 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from radiogenomics.nn.image import FiLM, GeneEncoder, ImageCritic, ImageGenerator, MaskGenerator
+from radiogenomics.nn.image import (
+    FiLM,
+    GeneEncoder,
+    ImageCritic,
+    ImageGenerator,
+    MaskGenerator,
+    mask_depth,
+    mask_features,
+)
 from radiogenomics.train.losses import OBJECTIVES, gradient_penalty, mismatched_scores
 
 SIZES = {2: [32, 32], 3: [16, 16, 16]}
@@ -104,6 +112,25 @@ def test_generator_errors_name_the_input(dims):
         G(x["mask"], x["code"], x["noise"], None)
     with pytest.raises(ValueError, match="divisible"):
         ImageGenerator(dims, 1, [30] * dims, [16, 8, 4])
+
+
+def test_mask_depth_is_relative_distance_to_the_edge(dims):
+    mask = torch.zeros(2, 1, *[9] * dims)
+    mask[(0, 0, *[slice(2, 7)] * dims)] = 1  # a 5-voxel cube: depths 1, 2, 3 from the edge
+    depth = mask_depth(mask)
+    centre = (0, 0, *[4] * dims)
+    corner = (0, 0, *[2] * dims)
+    assert depth[centre] == 1.0 and depth[corner] == pytest.approx(1 / 3)
+    assert depth[mask == 0].abs().max() == 0  # outside, and the empty second mask
+    # networks take a mask or its precomputed features alike
+    G, C, x = _generator(dims), ImageCritic(dims, 2, [8, 16]), _inputs(dims)
+    feats = mask_features(x["mask"])
+    maps = G.noise_maps(3, generator=torch.Generator().manual_seed(0))
+    same = [G(m, x["code"], x["noise"], x["background"], maps) for m in (x["mask"], feats)]
+    torch.testing.assert_close(*same)
+    torch.testing.assert_close(C(x["background"], x["mask"]), C(x["background"], feats))
+    with pytest.raises(ValueError, match="mask has shape"):
+        C(x["background"], torch.cat([feats, feats], 1))
 
 
 def test_critic_patch_scores_projection_and_no_batch_norm(dims):

@@ -40,6 +40,7 @@ from radiogenomics.nn.image import (
     ImageGenerator,
     ImageSide,
     MaskGenerator,
+    mask_features,
 )
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
@@ -240,7 +241,10 @@ class ImageGAN:
             raise ValueError(f"the cohort has {n} patients with images; training needs >= 4")
         train_idx, val_idx = _split(n, cfg.train.val_fraction, cfg.seed)
         to = lambda t: t[train_idx].to(device)  # noqa: E731
-        images, masks = self._channels_last(to(self._images)), self._channels_last(to(self._masks))
+        images = self._channels_last(to(self._images))
+        # mask and relative depth, once: the networks would otherwise recompute the depth
+        # (a distance transform) at every call; a flip keeps the depth of the flipped mask
+        masks = self._channels_last(mask_features(to(self._masks)))
         Z, present = to(self._Z), to(self._present)
         if device.type == "cuda":
             fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
@@ -270,7 +274,7 @@ class ImageGAN:
             return x, m, Z[idx.to(device)], p, noise, (maps, mask_maps), (perm.to(device), distinct)
 
         def generate(x, m, code, noise, maps):
-            bg = self.background_of(x, m) if img.use_background else None
+            bg = self.background_of(x, m[:, :1]) if img.use_background else None
             return G.image(m if img.use_mask else None, code, noise, bg, maps[0])
 
         def soft(mask):  # masks as the mask critic sees them: real ones slightly blurred
@@ -300,12 +304,15 @@ class ImageGAN:
             if G.mask is not None:
                 with torch.no_grad():
                     fake_m = G.mask(code_g, noise, maps[1])
-                real_ms = C.mask(soft(m), None, code_c)
+                real_ms = C.mask(soft(m[:, :1]), None, code_c)
                 loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
                 if img.objective == "wgan-gp":
                     loss_m = loss_m + img.drift_weight * real_ms.float().square().mean()
                     gp_m = gradient_penalty(
-                        lambda v: C.mask(v, None, code_c), soft(m), soft(fake_m), generator=rng
+                        lambda v: C.mask(v, None, code_c),
+                        soft(m[:, :1]),
+                        soft(fake_m),
+                        generator=rng,
                     )
                     loss_m = loss_m + cfg.train.gp_weight * gp_m
                 loss = loss + loss_m
@@ -321,7 +328,7 @@ class ImageGAN:
             loss = gen_loss(C.image(fake, m, code_c))
             logs = {"generator": loss.item()}
             if img.use_background and img.background_l1 > 0:
-                keep = 1 - self.hole(m)  # 1 outside the cut-out lesion
+                keep = 1 - self.hole(m[:, :1])  # 1 outside the cut-out lesion
                 l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
                 loss = loss + img.background_l1 * l1
                 logs["background_l1"] = l1.item()
@@ -346,13 +353,26 @@ class ImageGAN:
     def _realism_score(self, val_idx: np.ndarray):
         """Held-out score for model selection: minus the Frechet distance between the lesion
         features (size ... necrosis, radiomap.features) of the held-out patients' real images
-        and images generated from their masks and genes, with fixed noise."""
+        and images generated from their masks and genes, with fixed noise (unconditional
+        models: minus the whole-patch radiomic FD)."""
         from radiogenomics.evaluate.images import frechet_distance
         from radiogenomics.radiomap.features import lesion_feature_table
 
         idx = torch.as_tensor(val_idx)
         x, m = self._images[idx], self._masks[idx]
         z, p = self._Z[idx], self._present[idx]
+        if not self.config.image.use_mask:
+            # nothing puts the lesion of a generated image inside a real mask: compare whole
+            # patches by their radiomic features instead
+            from radiogenomics.evaluate.images import frd
+
+            whole = np.ones_like(m[:, :1].numpy())
+
+            def patch_score(sampler) -> float:
+                fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
+                return -frd(x[:, :1].numpy(), whole, fake[:, :1].float().numpy(), whole)
+
+            return patch_score
         real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
 
         def score(sampler) -> float:

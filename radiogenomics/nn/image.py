@@ -88,6 +88,16 @@ def mask_features(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, mask_depth(mask)], dim=1)
 
 
+def _mask_input(mask: torch.Tensor, spatial_dims: int, size) -> torch.Tensor:
+    """A mask `(B, 1, *S)`, or its `mask_features` `(B, 2, *S)` that a training loop computed
+    once for its fixed masks, as features."""
+    if mask.ndim == spatial_dims + 2 and mask.shape[1] == MASK_FEATURES:
+        check_image(mask, spatial_dims, MASK_FEATURES, "mask features", size)
+        return mask
+    check_image(mask, spatial_dims, 1, "mask", size)
+    return mask_features(mask)
+
+
 class GeneEncoder(nn.Module):
     """(expression (B, n_genes)[, present (B,) bool]) -> gene code (B, n_code).
 
@@ -279,8 +289,7 @@ class ImageGenerator(nn.Module):
         if self.use_mask:
             if mask is None:
                 raise ValueError("this ImageGenerator is mask-conditioned: pass a mask")
-            check_image(mask, self.spatial_dims, 1, "mask", self.image_size)
-            mask = mask_features(mask.to(noise.dtype))
+            mask = _mask_input(mask.to(noise.dtype), self.spatial_dims, self.image_size)
         if self.n_code:
             if code is None or code.shape != (B, self.n_code):
                 got = None if code is None else tuple(code.shape)
@@ -398,8 +407,8 @@ class ImageCritic(nn.Module):
         if self.use_mask:
             if mask is None:
                 raise ValueError("this ImageCritic is mask-conditioned: pass a mask")
-            check_image(mask, self.spatial_dims, 1, "mask", image.shape[2:])
-            x = torch.cat([image, mask_features(mask.to(image.dtype))], dim=1)
+            mask = _mask_input(mask.to(image.dtype), self.spatial_dims, image.shape[2:])
+            x = torch.cat([image, mask], dim=1)
         h = self.features(x)  # (B, F, *s)
         score = self.psi(h)
         if self.embed is not None:
