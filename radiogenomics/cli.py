@@ -503,7 +503,8 @@ def cmd_sample(args) -> int:
         synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
         return _write_images(synth, args)
     expression = read_cohort(args.expression) if args.expression is not None else None
-    if expression is None and adata is None:
+    needs_masks = model.config.image.use_mask and model.sampler.mask is None
+    if expression is None and adata is None and (model.genes or needs_masks):
         raise ValueError(
             "an image run samples expression (and masks) from a cohort: pass --data (its "
             "training cohort) or --expression (e.g. a GeneGAN sample's cohort.h5ad)"

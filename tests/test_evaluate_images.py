@@ -17,6 +17,7 @@ from radiogenomics.evaluate.images import (
     REFERENCE,
     SYNTHETIC,
     _ms_ssim_setup,
+    _segment,
     detection_auc,
     diversity,
     encoder_features,
@@ -329,3 +330,16 @@ def test_evaluate_images_rows_and_columns(sd):
     plain = evaluate_images(real, real_m, fake, fake_m, progress=False)
     assert list(plain.columns) == ["frd", "ms_ssim_diversity", "detection_auc"]
     assert plain["frd"].equals(df["frd"])  # seeded: the same subsets
+
+
+def test_segmentation_masks_follow_the_threshold():
+    images = np.zeros((2, 1, 8, 8), np.float32)
+    probability = np.linspace(0.05, 0.95, 64, dtype=np.float32).reshape(1, 1, 8, 8)
+    logits = torch.from_numpy(np.log(probability / (1 - probability))).expand(2, 1, 8, 8)
+    net = lambda x: logits[: len(x)]  # noqa: E731
+    for threshold in (0.3, 0.5, 0.8):
+        pred = _segment(net, images, threshold)
+        assert pred.shape == (2, 1, 8, 8)
+        np.testing.assert_array_equal(pred[0, 0], probability[0, 0] > threshold)
+    with pytest.raises(ValueError, match="threshold"):
+        _segment(net, images, 1.0)

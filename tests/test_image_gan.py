@@ -163,6 +163,10 @@ def test_image_only_unconditional_and_background_modes(phantom_cohort, tmp_path)
     assert synth.images.shape[0] == 3 and synth.adata.n_vars == 0
     # no mask shaped these images: each gets the whole patch as its region
     assert synth.masks.shape == (3, 1, *synth.images.shape[2:]) and synth.masks.all()
+    # nor does it need its cohort to sample: no genes, no masks to draw
+    model.save(tmp_path / "unconditional")
+    alone = ImageGAN.load(tmp_path / "unconditional")
+    np.testing.assert_array_equal(alone.sample(3, seed=0).images, synth.images)
     cfg = tiny_config(
         dims,
         "train.steps=1",

@@ -551,13 +551,16 @@ def region_mean_baseline(images, masks, fill_masks=None) -> np.ndarray:
 # everything at once
 
 
-def _segment(seg_net, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Masks `seg_net` finds: sigmoid(logits) > 0.5, i.e. logits > 0."""
+def _segment(seg_net, images: np.ndarray, threshold=0.5, batch_size: int = 32) -> np.ndarray:
+    """Masks `seg_net` finds: sigmoid(logits) > threshold, i.e. logits > logit(threshold)."""
+    if not 0 < threshold < 1:
+        raise ValueError(f"segmentation threshold must be in (0, 1); got {threshold}")
+    cut = float(np.log(threshold / (1 - threshold)))
     out = []
     with _inference(seg_net) as device:
         for i in range(0, len(images), batch_size):
             logits = seg_net(torch.from_numpy(images[i : i + batch_size]).to(device))
-            out.append(_numpy(logits) > 0)
+            out.append(_numpy(logits) > cut)
     pred = np.concatenate(out)
     if pred.shape != (images.shape[0], 1, *images.shape[2:]):
         raise ValueError(f"seg_net gave {pred.shape} for {images.shape}; need (N, 1, *spatial)")
@@ -571,6 +574,7 @@ def evaluate_images(
     fake_masks,
     *,
     seg_net=None,
+    threshold: float = 0.5,
     seed=0,
     progress: bool = True,
     max_images: int = 500,
@@ -585,7 +589,9 @@ def evaluate_images(
     NaN if it holds no MONAI UNet), `ms_ssim_diversity` (of the row's own set), `dice` (seg_net
     only: its segmentation of the row's images against the masks they come with; for the real
     row, its Dice on real images, a training score if it was trained on them), `detection_auc`.
-    `seg_net` is a module or a callable `images (N, C, *spatial) -> logits (N, 1, *spatial)`.
+    `seg_net` is a module or a callable `images (N, C, *spatial) -> logits (N, 1, *spatial)`;
+    its masks are where the probability exceeds `threshold` (the Segmenter's
+    `segment.threshold`).
 
     `fake_source` (one real index per fake image, or -1) says which real patient's mask (and
     background) a fake image was generated from. Such fakes are scored only when their source
@@ -633,7 +639,7 @@ def evaluate_images(
             row["encoder_fd"] = np.nan if enc is None else frechet_distance(ref_enc, enc)
         row["ms_ssim_diversity"] = diversity(x, seed=seed)
         if seg_net is not None:
-            row["dice"] = mask_dice(_segment(seg_net, x), m)["dice"]
+            row["dice"] = mask_dice(_segment(seg_net, x, threshold), m)["dice"]
         row["detection_auc"] = detection_auc(ref, x, seed=seed)
         rows[name] = row
     df = pd.DataFrame.from_dict(rows, orient="index")

@@ -203,6 +203,7 @@ def image_report(
         *loaded["real"],
         *loaded["synthetic"],
         seg_net=None if segmenter is None else segmenter.net,
+        threshold=0.5 if segmenter is None else segmenter.config.segment.threshold,
         seed=seed,
         progress=progress,
         fake_source=source if max(source) >= 0 else None,

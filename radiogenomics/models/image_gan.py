@@ -522,14 +522,12 @@ class ImageGAN:
         if expression is None:
             if n is None or n < 1:
                 raise ValueError(f"n must be a positive number of patients; got {n}")
-            self._need_data("sampling without expression draws profiles from the cohort")
-            pool = (
-                np.flatnonzero(self._present.numpy())
-                if self.genes
-                else np.arange(len(self.patients))
-            )
-            Z = self._Z[rng.choice(pool, size=n)].numpy()
-            X = self.scaler.inverse_transform(Z) if self.genes else Z
+            if self.genes:
+                self._need_data("sampling without expression draws profiles from the cohort")
+                pool = np.flatnonzero(self._present.numpy())
+                X = self.scaler.inverse_transform(self._Z[rng.choice(pool, size=n)].numpy())
+            else:
+                X = np.zeros((n, 0))
             expression = ad.AnnData(
                 X=np.asarray(X, np.float32),
                 obs=pd.DataFrame(index=[f"synthetic-{i:06d}" for i in range(n)]),
