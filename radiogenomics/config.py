@@ -182,6 +182,11 @@ class ImageConfig:
     # Feature channels of the generator's decoder, coarse to fine; one scale per entry, each
     # doubling the resolution (the coarsest grid is image_size / 2**(len - 1)).
     channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
+    # Give the generator (mask_depth) and the critic (critic_mask_depth) the mask's relative
+    # depth (distance to the lesion's edge over its largest value) beside the mask, so that a
+    # core can be placed as a fraction of the lesion.
+    mask_depth: bool = True
+    critic_mask_depth: bool = True
     # Critic (PatchGAN) channels, fine to coarse; each entry halves the resolution.
     critic_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
     # instance or none: batch norm breaks the gradient penalty, so it is not offered.

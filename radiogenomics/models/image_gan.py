@@ -191,6 +191,7 @@ class ImageGAN:
                 n_code=n_code,
                 use_mask=img.use_mask,
                 background_channels=channels if img.use_background else 0,
+                mask_depth=img.mask_depth,
             ),
             MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
             if img.train_masks
@@ -205,6 +206,7 @@ class ImageGAN:
                 use_mask=img.use_mask,
                 n_code=n_code,
                 norm=img.critic_norm,
+                mask_depth=img.critic_mask_depth,
             ),
             ImageCritic(
                 dims, 1, img.critic_channels, use_mask=False, n_code=n_code, norm=img.critic_norm

@@ -88,14 +88,14 @@ def mask_features(mask: torch.Tensor) -> torch.Tensor:
     return torch.cat([mask, mask_depth(mask)], dim=1)
 
 
-def _mask_input(mask: torch.Tensor, spatial_dims: int, size) -> torch.Tensor:
+def _mask_input(mask: torch.Tensor, spatial_dims: int, size, depth: bool) -> torch.Tensor:
     """A mask `(B, 1, *S)`, or its `mask_features` `(B, 2, *S)` that a training loop computed
-    once for its fixed masks, as features."""
+    once for its fixed masks, as the network's mask channels (with depth or without)."""
     if mask.ndim == spatial_dims + 2 and mask.shape[1] == MASK_FEATURES:
         check_image(mask, spatial_dims, MASK_FEATURES, "mask features", size)
-        return mask
+        return mask if depth else mask[:, :1]
     check_image(mask, spatial_dims, 1, "mask", size)
-    return mask_features(mask)
+    return mask_features(mask) if depth else mask
 
 
 class GeneEncoder(nn.Module):
@@ -147,12 +147,14 @@ class _DecoderBlock(nn.Module):
     """conv -> SPADE(mask, depth) or instance norm -> + noise -> FiLM(code) -> LeakyReLU
     [-> gate]. The noise enters before FiLM so that the genes can set its strength (texture)."""
 
-    def __init__(self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels):
+    def __init__(
+        self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels, mask_nc
+    ):
         super().__init__()
         self.conv = _conv(spatial_dims, in_channels, out_channels)
         self.norm = (
             SPADE(
-                MASK_FEATURES,
+                mask_nc,
                 out_channels,
                 spatial_dims=spatial_dims,
                 hidden_channels=min(64, 2 * out_channels),
@@ -163,7 +165,7 @@ class _DecoderBlock(nn.Module):
         self.film = FiLM(n_code, out_channels) if n_code else None
         self.noise_weight = nn.Parameter(torch.zeros(1, out_channels, *([1] * spatial_dims)))
         self.gate = (
-            _conv(spatial_dims, out_channels + bg_channels + MASK_FEATURES, out_channels)
+            _conv(spatial_dims, out_channels + bg_channels + mask_nc, out_channels)
             if bg_channels
             else None
         )
@@ -206,6 +208,7 @@ class ImageGenerator(nn.Module):
         use_mask: bool = True,
         background_channels: int = 0,
         activation: str = "tanh",
+        mask_depth: bool = True,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -224,6 +227,8 @@ class ImageGenerator(nn.Module):
         self.channels = list(channels)
         self.n_noise, self.n_code, self.use_mask = n_noise, n_code, use_mask
         self.background_channels = background_channels
+        self.mask_depth = mask_depth
+        mask_nc = MASK_FEATURES if mask_depth else 1
         self.fc = nn.Linear(n_noise, channels[0] * math.prod(self.base))
         self.blocks = nn.ModuleList()
         prev = channels[0]
@@ -236,6 +241,7 @@ class ImageGenerator(nn.Module):
                     use_mask=use_mask,
                     n_code=n_code,
                     bg_channels=ch if background_channels else 0,
+                    mask_nc=mask_nc,
                 )
             )
             prev = ch
@@ -289,7 +295,9 @@ class ImageGenerator(nn.Module):
         if self.use_mask:
             if mask is None:
                 raise ValueError("this ImageGenerator is mask-conditioned: pass a mask")
-            mask = _mask_input(mask.to(noise.dtype), self.spatial_dims, self.image_size)
+            mask = _mask_input(
+                mask.to(noise.dtype), self.spatial_dims, self.image_size, self.mask_depth
+            )
         if self.n_code:
             if code is None or code.shape != (B, self.n_code):
                 got = None if code is None else tuple(code.shape)
@@ -319,7 +327,7 @@ class ImageGenerator(nn.Module):
             m = (
                 _downsample(mask, size)
                 if mask is not None
-                else x.new_zeros(B, MASK_FEATURES, *size)
+                else x.new_zeros(B, MASK_FEATURES if self.mask_depth else 1, *size)
             )
             x = block(x, m, code, noise_maps[i].to(x.dtype), bg_feats[i])
         x = self.head(x)
@@ -369,6 +377,7 @@ class ImageCritic(nn.Module):
         use_mask: bool = True,
         n_code: int = 0,
         norm: str = "instance",
+        mask_depth: bool = True,
     ):
         super().__init__()
         if norm not in ("instance", "none"):
@@ -382,7 +391,8 @@ class ImageCritic(nn.Module):
             n_code,
         )
         layers: list[nn.Module] = []
-        prev = in_channels + (MASK_FEATURES if use_mask else 0)
+        self.mask_depth = mask_depth
+        prev = in_channels + ((MASK_FEATURES if mask_depth else 1) if use_mask else 0)
         for i, ch in enumerate(channels):
             layers.append(
                 Convolution(
@@ -407,7 +417,9 @@ class ImageCritic(nn.Module):
         if self.use_mask:
             if mask is None:
                 raise ValueError("this ImageCritic is mask-conditioned: pass a mask")
-            mask = _mask_input(mask.to(image.dtype), self.spatial_dims, image.shape[2:])
+            mask = _mask_input(
+                mask.to(image.dtype), self.spatial_dims, image.shape[2:], self.mask_depth
+            )
             x = torch.cat([image, mask], dim=1)
         h = self.features(x)  # (B, F, *s)
         score = self.psi(h)
