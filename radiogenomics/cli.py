@@ -601,7 +601,11 @@ def _evaluate_augmentation(args) -> int:
     from radiogenomics.data.cohort import read_cohort, validate_cohort
     from radiogenomics.data.dataset import load_images
     from radiogenomics.data.io import atomic_write, atomic_write_text
-    from radiogenomics.evaluate.augmentation import augmentation_experiment, summarise
+    from radiogenomics.evaluate.augmentation import (
+        augmentation_experiment,
+        split_negatives,
+        summarise,
+    )
 
     missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
     if missing:
@@ -612,7 +616,7 @@ def _evaluate_augmentation(args) -> int:
     size = validate_cohort(normal, progress=False).get("image_size")
     if size is None:
         raise ValueError(f"--negatives {args.negatives}: no patient has an image")
-    train_normal, test_normal = _split_negatives(normal, train, test, args.seed)
+    train_normal, test_normal = split_negatives(normal, train, test, seed=args.seed)
     # every set at the negatives' size and field, read the same way
     data = dataclasses.replace(_resolve_config(args).data, image_size=[int(s) for s in size])
     crops = [
@@ -633,30 +637,6 @@ def _evaluate_augmentation(args) -> int:
     _say("augmentation", args.out / "augmentation.csv")
     print(summary.round(3).to_string())
     return 0
-
-
-def _split_negatives(normal, train, test, seed: int):
-    """Normal crops to train/test: a woman's tissue goes where her lesions went (`subject`),
-    the rest by subject in the lesions' proportion."""
-    import numpy as np
-    from sklearn.model_selection import GroupShuffleSplit
-
-    side = np.full(normal.n_obs, "", dtype=object)
-    if "subject" not in normal.obs:
-        groups = normal.obs_names.to_numpy()
-    else:
-        groups = normal.obs["subject"].astype(str).to_numpy()
-        for name, cohort in (("train", train), ("test", test)):
-            if "subject" in cohort.obs:
-                side[np.isin(groups, cohort.obs["subject"].astype(str))] = name
-    free = np.flatnonzero(side == "")
-    if len(free) > 1:
-        fraction = test.n_obs / (train.n_obs + test.n_obs)
-        splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
-        tr, te = next(splitter.split(free, groups=groups[free]))
-        side[free[tr]], side[free[te]] = "train", "test"
-    side[side == ""] = "train"
-    return normal[side == "train"].copy(), normal[side == "test"].copy()
 
 
 def _evaluate_images(args, synth) -> int:

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
+from radiogenomics.data.cohort import make_cohort
 from radiogenomics.evaluate.augmentation import (
+    BASELINE,
     SETTINGS,
     augmentation_experiment,
     lesion_classifier,
+    split_negatives,
     summarise,
     train_classifier,
 )
@@ -58,12 +61,38 @@ def test_experiment_separates_useful_from_useless_synthetic_lesions():
     good = augmentation_experiment(*real, crops(30, True, 4), **args)
     # "synthetic lesions" that are dark holes teach the classifier the wrong lesions
     bad = augmentation_experiment(*real, crops(30, True, 5, bright=-1.0), **args)
-    assert list(good.setting) == list(SETTINGS) * 2
+    assert list(good.setting) == [*SETTINGS, *SETTINGS, BASELINE]
     assert set(good.n_lesions) == {8, 38, 30} and set(good.n_normal) == {30}
+    # the disks are bright: intensity statistics alone find them, and the row says so
+    assert good.loc[good.setting == BASELINE, "auc"].item() >= 0.8
     assert good.loc[good.setting == "synthetic", "auc"].mean() >= 0.9
     assert bad.loc[bad.setting == "synthetic", "auc"].mean() <= 0.5
     with pytest.raises(ValueError, match="one shape"):
         augmentation_experiment(*real, crops(4, True, 6, size=12), **args)
+    with pytest.raises(ValueError, match=r"no crops in \['synthetic'\]"):
+        augmentation_experiment(*real, crops(0, True, 6), **args)
+    with pytest.raises(ValueError, match="repeats"):
+        augmentation_experiment(*real, crops(4, True, 6), **{**args, "repeats": 0})
+
+
+def _cohort(ids, women):
+    return make_cohort(None, pd.DataFrame({"subject": women}, index=ids))
+
+
+def test_negatives_follow_their_woman_and_never_leak():
+    train = _cohort(["l1", "l2"], ["w1", "w2"])
+    test = _cohort(["l3"], ["w3"])
+    women = ["w1", "w3", "w3", "w4", "w4", "w5", "w6", "w7", "w8", "w9"]
+    normal = _cohort([f"n{i}" for i in range(len(women))], women)
+    tr, te = split_negatives(normal, train, test, seed=0)
+    assert sorted([*tr.obs_names, *te.obs_names]) == sorted(normal.obs_names)
+    assert "n0" in tr.obs_names and {"n1", "n2"} <= set(te.obs_names)
+    assert not set(tr.obs["subject"]) & set(te.obs["subject"])  # w4's two windows stay together
+    with pytest.raises(ValueError, match=r"\['w1'\] have lesions in both"):
+        split_negatives(normal, train, _cohort(["l4"], ["w1"]))
+    lonely = _cohort(["n0", "n1"], ["w1", "w1"])  # all tissue goes with w1's training lesions
+    with pytest.raises(ValueError, match="no normal-tissue crop is left for the test side"):
+        split_negatives(lonely, train, test)
 
 
 def test_summary_gain_is_paired_by_seed():

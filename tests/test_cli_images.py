@@ -95,6 +95,6 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
                  str(normal / "cohort.h5ad"), "--repeats", "1", "--classifier-steps", "3",
                  "--out", str(aug)]) == 0  # fmt: skip
     runs = pd.read_csv(aug / "augmentation.csv")
-    assert list(runs.setting) == ["real", "real+synthetic", "synthetic"]
-    assert runs.n_lesions.tolist() == [30, 36, 6] and runs.f1.between(0, 1).all()
+    assert list(runs.setting) == ["real", "real+synthetic", "synthetic", "first-order baseline"]
+    assert runs.n_lesions.tolist() == [30, 36, 6, 30] and runs.f1.between(0, 1).all()
     assert (aug / "augmentation_summary.csv").is_file()

@@ -661,6 +661,9 @@ def test_split_by_group_keeps_groups_whole():
         assert not set(train.obs["woman"]) & set(test.obs["woman"])
         assert sorted([*train.obs_names, *test.obs_names]) == ids
         assert 5 <= test.n_obs <= 15
+    # the larger side can be the test side too
+    train, test = split_cohort(adata, 0.75, group="woman", stratify="grade", seed=3)
+    assert test.n_obs > train.n_obs and not set(train.obs["woman"]) & set(test.obs["woman"])
     # a row split puts some woman on both sides
     train, test = split_cohort(adata, 0.25, seed=3)
     assert set(train.obs["woman"]) & set(test.obs["woman"])
@@ -668,3 +671,6 @@ def test_split_by_group_keeps_groups_whole():
         split_cohort(adata, 0.25, group="subject")
     with pytest.raises(ValueError, match="stratify column 'stage' not in obs"):
         split_cohort(adata, 0.25, stratify="stage")
+    adata.obs.loc["p03", "woman"] = None
+    with pytest.raises(ValueError, match=r"group column 'woman' is missing for patients \['p03'\]"):
+        split_cohort(adata, 0.25, group="woman")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,6 +119,14 @@ def test_save_load_round_trip(trained, phantom_cohort, tmp_path):
     assert loaded.trained and loaded.genes == model.genes
     with pytest.raises(FileNotFoundError, match="no trained ImageGAN"):
         ImageGAN.load(tmp_path)
+    # a run saved before the format key (no mask depth) is refused, not misread
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    meta = json.loads((old / "image_gan.json").read_text())
+    del meta["format"]
+    (old / "image_gan.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 1 .*retrain"):
+        ImageGAN.load(old)
 
 
 def test_load_refuses_other_cohorts(trained, tmp_path):

@@ -122,6 +122,10 @@ def test_mask_depth_is_relative_distance_to_the_edge(dims):
     corner = (0, 0, *[2] * dims)
     assert depth[centre] == 1.0 and depth[corner] == pytest.approx(1 / 3)
     assert depth[mask == 0].abs().max() == 0  # outside, and the empty second mask
+    # a lesion filling the field is measured to the field's edge: deepest in the middle
+    full = mask_depth(torch.ones(1, 1, *[5] * dims))
+    assert full[(0, 0, *[2] * dims)] == 1.0 and full[(0, 0, *[0] * dims)] == pytest.approx(1 / 3)
+    torch.testing.assert_close(full, full.flip(-1))
     # networks take a mask or its precomputed features alike
     G, C, x = _generator(dims), ImageCritic(dims, 2, [8, 16]), _inputs(dims)
     feats = mask_features(x["mask"])

@@ -383,7 +383,8 @@ def split_cohort(
 
     `group` names an obs column whose rows must stay together (e.g. mini-MIAS `subject`: the
     lesions and films of one woman), so no group is on both sides. With `stratify` too, the
-    split is the first fold of a `StratifiedGroupKFold` with about `1 / test_fraction` folds.
+    smaller side is one fold of a `StratifiedGroupKFold`, so its fraction is only about
+    `test_fraction` (1/k for the nearest k).
     Both halves keep the cohort's setup (vocabularies, statistics), so a model trained on one
     accepts the other.
     """
@@ -407,13 +408,21 @@ def split_cohort(
                 rows, test_size=test_fraction, random_state=seed, stratify=strata
             )
         else:
-            groups = _obs_column(adata, group, "group").astype(str).to_numpy()
+            column = _obs_column(adata, group, "group")
+            if column.isna().any():
+                missing = list(adata.obs_names[column.isna().to_numpy()][:10])
+                raise ValueError(f"group column '{group}' is missing for patients {missing}")
+            groups = column.astype(str).to_numpy()
             if strata is None:
                 splitter = GroupShuffleSplit(1, test_size=test_fraction, random_state=seed)
+                train, test = next(splitter.split(rows, strata, groups))
             else:
-                n_splits = max(2, round(1 / test_fraction))
+                # one fold of k is the smaller side; k is the nearest to 1 / that fraction
+                small = min(test_fraction, 1 - test_fraction)
+                n_splits = max(2, int(np.floor(1 / small + 0.5)))
                 splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-            train, test = next(splitter.split(rows, strata, groups))
+                rest, fold = next(splitter.split(rows, strata, groups))
+                train, test = (rest, fold) if test_fraction <= 0.5 else (fold, rest)
     except ValueError as err:
         raise ValueError(f"cannot split {adata.n_obs} patients: {err}") from None
     return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()

@@ -102,30 +102,29 @@ def _subject(refnum: str) -> str:
 
 
 def _normal_rows(data: dict, seed: int = 0):
-    """`NORMAL_PER_FILM` random windows inside the breast of every lesion-free film.
+    """`NORMAL_PER_FILM` distinct windows from every NORM film, centred inside the breast.
 
-    The breast is the film above its Otsu threshold, eroded so a window never reaches the
-    air or the film edge; masks are empty (no lesion).
+    Like a lesion crop, which is centred on a lesion: its window may reach the skin line, the
+    air or (zero-padded) past the film's edge, so position alone does not tell the two apart.
+    The breast is the film above its Otsu threshold. Masks are empty (no lesion). Films of
+    another class without annotated coordinates (mdb059, and widespread calcifications) are
+    not normal and are left out.
     """
-    from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     rng = np.random.default_rng(seed)
     half = NORMAL_WINDOW // 2
     rows, images = [], []
     for i, ref in enumerate(map(str, data["refnum"])):
-        if data["masks"][i].any():
+        if str(data["abnormality"][i]) != "NORM":
             continue
         film = data["images"][i]
-        breast = ndimage.binary_erosion(film > threshold_otsu(film), iterations=half)
-        breast[:half] = breast[-half:] = False
-        breast[:, :half] = breast[:, -half:] = False
-        centres = np.argwhere(breast)
-        if len(centres) == 0:
-            continue
-        for j, (r, c) in enumerate(centres[rng.choice(len(centres), NORMAL_PER_FILM)]):
+        centres = np.argwhere(film > threshold_otsu(film))
+        padded = np.pad(film, half)  # zeros past the film's edge, as in the lesion crops
+        picks = rng.choice(len(centres), NORMAL_PER_FILM, replace=False)
+        for j, (r, c) in enumerate(centres[picks]):
             tile_id = f"{ref}_t{j + 1}"
-            images.append(film[r - half : r + half, c - half : c + half])
+            images.append(padded[r : r + 2 * half, c : c + 2 * half])
             rows.append(
                 {
                     "id": tile_id,

@@ -18,6 +18,46 @@ from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_sco
 from tqdm.auto import tqdm
 
 SETTINGS = ("real", "real+synthetic", "synthetic")
+BASELINE = "first-order baseline"
+
+
+def split_negatives(normal, train, test, *, group: str = "subject", seed: int = 0):
+    """Normal-tissue crops to (train, test): a woman's tissue goes where her lesions went
+    (`group`), the others' by woman in the lesions' train/test proportion.
+
+    ValueError if a woman has lesions on both sides (split the lesions with `cohort split
+    --group`), or if either side would be left without normal tissue.
+    """
+    from sklearn.model_selection import GroupShuffleSplit
+
+    side = np.full(normal.n_obs, "", dtype=object)
+    if group in normal.obs:
+        groups = normal.obs[group].astype(str).to_numpy()
+        sides = {
+            name: set(cohort.obs[group].astype(str)) if group in cohort.obs else set()
+            for name, cohort in (("train", train), ("test", test))
+        }
+        both = sorted(sides["train"] & sides["test"])
+        if both:
+            raise ValueError(
+                f"'{group}' {both[:10]} have lesions in both the training and the test cohort: "
+                f"split the lesions by '{group}' (cohort split --group {group})"
+            )
+        for name, members in sides.items():
+            side[np.isin(groups, list(members))] = name
+    else:
+        groups = normal.obs_names.to_numpy()
+    free = np.flatnonzero(side == "")
+    if len(np.unique(groups[free])) > 1:
+        fraction = test.n_obs / (train.n_obs + test.n_obs)
+        splitter = GroupShuffleSplit(1, test_size=fraction, random_state=seed)
+        tr, te = next(splitter.split(free, groups=groups[free]))
+        side[free[tr]], side[free[te]] = "train", "test"
+    side[side == ""] = "train"
+    for name in ("train", "test"):
+        if not (side == name).any():
+            raise ValueError(f"no normal-tissue crop is left for the {name} side")
+    return normal[side == "train"].copy(), normal[side == "test"].copy()
 
 
 def lesion_classifier(spatial_dims: int, size) -> torch.nn.Module:
@@ -54,9 +94,12 @@ def train_classifier(
         raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
     if set(np.unique(labels)) != {0.0, 1.0}:
         raise ValueError("the classifier needs both lesions (1) and normal tissue (0)")
-    torch.manual_seed(seed)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1; got {steps}")
     rng = torch.Generator().manual_seed(seed)
-    model = lesion_classifier(images.ndim - 2, images.shape[2:])
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = lesion_classifier(images.ndim - 2, images.shape[2:])
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     y = torch.as_tensor(labels)
     pos_weight = (y == 0).sum() / (y == 1).sum()
@@ -90,7 +133,24 @@ def augmentation_experiment(
     progress: bool = True,
 ) -> pd.DataFrame:
     """One row per (seed, setting): F1, precision, recall (threshold 0.5) and ROC AUC on the
-    held-out real crops. All inputs are `(N, 1, *S)` tensors on one intensity scale."""
+    held-out real crops. All inputs are `(N, 1, *S)` tensors on one intensity scale.
+
+    A last row, `first-order baseline`, is a logistic regression on each crop's intensity
+    statistics (percentiles, spread, dark fraction): what a classifier gets without any
+    lesion shape, e.g. from where the crops were taken. Read the CNN rows against it.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1; got {repeats}")
+    named = {
+        "train_lesions": train_lesions,
+        "train_normal": train_normal,
+        "test_lesions": test_lesions,
+        "test_normal": test_normal,
+        "synthetic": synthetic,
+    }
+    empty = [name for name, t in named.items() if len(t) == 0]
+    if empty:
+        raise ValueError(f"no crops in {empty}")
     shapes = {t.shape[1:] for t in (train_lesions, train_normal, test_lesions, test_normal)}
     if len(shapes | {synthetic.shape[1:]}) != 1:
         raise ValueError(
@@ -118,20 +178,59 @@ def augmentation_experiment(
             seed=seed + r,
         )
         p = _scores(model, test)
-        pred = (p >= 0.5).astype(int)
         rows.append(
             {
                 "seed": seed + r,
                 "setting": setting,
                 "n_lesions": len(pos),
                 "n_normal": len(neg),
-                "f1": f1_score(truth, pred, zero_division=0),
-                "precision": precision_score(truth, pred, zero_division=0),
-                "recall": recall_score(truth, pred, zero_division=0),
-                "auc": roc_auc_score(truth, p),
+                **_scores_of(truth, (p >= 0.5).astype(int), p),
             }
         )
+    base = _first_order_baseline(
+        torch.cat([train_lesions, train_normal]),
+        np.r_[np.ones(len(train_lesions)), np.zeros(len(train_normal))],
+        test,
+    )
+    pred = (base >= 0.5).astype(int)
+    rows.append(
+        {
+            "seed": seed,
+            "setting": BASELINE,
+            "n_lesions": len(train_lesions),
+            "n_normal": len(train_normal),
+            **_scores_of(truth, pred, base),
+        }
+    )
     return pd.DataFrame(rows)
+
+
+def _scores_of(truth, pred, prob) -> dict:
+    return {
+        "f1": f1_score(truth, pred, zero_division=0),
+        "precision": precision_score(truth, pred, zero_division=0),
+        "recall": recall_score(truth, pred, zero_division=0),
+        "auc": roc_auc_score(truth, prob),
+    }
+
+
+def _intensity_stats(x: torch.Tensor) -> np.ndarray:
+    flat = x.flatten(1).numpy()
+    q = np.percentile(flat, [1, 10, 50, 90, 99], axis=1).T
+    dark = (flat <= flat.min(1, keepdims=True) + 0.05).mean(1, keepdims=True)
+    return np.c_[q, flat.std(1, keepdims=True), dark]
+
+
+def _first_order_baseline(train: torch.Tensor, labels, test: torch.Tensor) -> np.ndarray:
+    """Lesion probabilities of the test crops from a class-balanced logistic regression on
+    `_intensity_stats` (scikit-learn)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
+    model.fit(_intensity_stats(train), labels)
+    return model.predict_proba(_intensity_stats(test))[:, 1]
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:

@@ -181,7 +181,11 @@ def image_report(
 
     `data` is the DataConfig both cohorts are read with (same size and intensity scaling);
     `segmenter` (a trained Segmenter) adds the segmentation net's Dice and encoder distance.
+    Synthetic masks that are all whole patches (an unconditional model's) make both sides be
+    scored as whole patches, without Dice.
     """
+    import torch
+
     from radiogenomics import pl
     from radiogenomics.data.dataset import image_rows, load_images
     from radiogenomics.evaluate.images import evaluate_images
@@ -199,6 +203,12 @@ def image_report(
         real_ids.index(i[:-4]) if i.endswith("-syn") and i[:-4] in real_ids else -1
         for i in synth_ids
     ]
+    # An unconditional model's patients come with whole-patch masks (nothing shaped their
+    # lesions): compare whole patches on both sides, and there is no mask to find.
+    whole = bool(loaded["synthetic"][1].all())
+    if whole:
+        log.warning("synthetic masks are whole patches: scoring whole patches, no Dice")
+        loaded["real"] = (loaded["real"][0], torch.ones_like(loaded["real"][1]))
     table = evaluate_images(
         *loaded["real"],
         *loaded["synthetic"],
@@ -208,6 +218,8 @@ def image_report(
         progress=progress,
         fake_source=source if max(source) >= 0 else None,
     )
+    if whole and "dice" in table:
+        table = table.drop(columns="dice")
     atomic_write(out / "metrics.csv", lambda tmp: table.to_csv(tmp))
     for name, cohort in (("real", real), ("synthetic", synthetic)):
         images, masks = loaded[name]

@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 META = "image_gan.json"
 WEIGHTS = "model.safetensors"
+FORMAT = 2  # 2: mask depth channels and noise before FiLM; 1 (no key) cannot be read
 _MAX_LISTED = 10
 
 
@@ -246,7 +247,7 @@ class ImageGAN:
         images = self._channels_last(to(self._images))
         # mask and relative depth, once: the networks would otherwise recompute the depth
         # (a distance transform) at every call; a flip keeps the depth of the flipped mask
-        masks = self._channels_last(mask_features(to(self._masks)))
+        masks = self._channels_last(mask_features(self._masks[train_idx]).to(device))
         Z, present = to(self._Z), to(self._present)
         if device.type == "cuda":
             fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
@@ -366,20 +367,18 @@ class ImageGAN:
         if not self.config.image.use_mask:
             # nothing puts the lesion of a generated image inside a real mask: compare whole
             # patches by their radiomic features instead
-            from radiogenomics.evaluate.images import frd
+            from radiogenomics.evaluate.images import radiomic_table
 
             whole = np.ones_like(m[:, :1].numpy())
-
-            def patch_score(sampler) -> float:
-                fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
-                return -frd(x[:, :1].numpy(), whole, fake[:, :1].float().numpy(), whole)
-
-            return patch_score
-        real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
+            real = radiomic_table(x[:, :1].numpy(), whole, progress=False).to_numpy()
+            table = lambda v: radiomic_table(v, whole, progress=False).to_numpy()  # noqa: E731
+        else:
+            real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
+            table = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
 
         def score(sampler) -> float:
             fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
-            feats = lesion_feature_table(fake[:, :1].float().cpu().numpy(), m.numpy()).to_numpy()
+            feats = table(fake[:, :1].float().cpu().numpy())
             ok = np.isfinite(real).all(1) & np.isfinite(feats).all(1)  # tiny lesions: NaN rows
             return -frechet_distance(real[ok], feats[ok]) if ok.sum() >= 4 else -np.inf
 
@@ -615,7 +614,7 @@ class ImageGAN:
                 "critic": self.critic.state_dict(),
             },
         )
-        meta = {**self.meta, "trained": self.trained, "model": "ImageGAN"}
+        meta = {**self.meta, "trained": self.trained, "model": "ImageGAN", "format": FORMAT}
         atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
         save_config(self.config, run_dir / "config.yaml")
         log.info("saved ImageGAN to %s", run_dir)
@@ -630,6 +629,11 @@ class ImageGAN:
         if not (run_dir / META).is_file():
             raise FileNotFoundError(f"{run_dir} holds no trained ImageGAN ({META} not found)")
         meta = json.loads((run_dir / META).read_text())
+        if meta.get("format", 1) != FORMAT:
+            raise ValueError(
+                f"{run_dir} was saved by an ImageGAN of format {meta.get('format', 1)} (before "
+                f"mask depth and noise-before-FiLM); this version reads format {FORMAT}: retrain"
+            )
         model = cls.__new__(cls)
         model._build(load_config(run_dir / "config.yaml"), meta)
         weights = load_weights(run_dir / WEIGHTS)

@@ -73,8 +73,11 @@ def mask_depth(mask: torch.Tensor) -> torch.Tensor:
     """
     from monai.transforms.utils import distance_transform_edt
 
-    binary = (mask[:, 0] > 0.5).float()
-    depth = torch.as_tensor(distance_transform_edt(binary))
+    # one background voxel around the field: a lesion cut by the edge (or filling the
+    # field) then has its depth measured to the edge, not left without a zero to measure from
+    binary = F.pad((mask[:, 0] > 0.5).float(), [1, 1] * (mask.ndim - 2))
+    inner = (slice(None), *[slice(1, -1)] * (mask.ndim - 2))
+    depth = torch.as_tensor(distance_transform_edt(binary))[inner]
     depth = depth.to(mask.device, torch.float32).unsqueeze(1)
     peak = depth.flatten(1).amax(1).clamp_min(1.0).view(-1, *([1] * (depth.ndim - 1)))
     return (depth / peak).to(mask.dtype)
