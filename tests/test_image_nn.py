@@ -127,7 +127,7 @@ def test_mask_depth_is_relative_distance_to_the_edge(dims):
     assert full[(0, 0, *[2] * dims)] == 1.0 and full[(0, 0, *[0] * dims)] == pytest.approx(1 / 3)
     torch.testing.assert_close(full, full.flip(-1))
     # networks take a mask or its precomputed features alike
-    G, C, x = _generator(dims), ImageCritic(dims, 2, [8, 16]), _inputs(dims)
+    G, C, x = _generator(dims), ImageCritic(dims, 2, [8, 16], mask_depth=True), _inputs(dims)
     feats = mask_features(x["mask"])
     maps = G.noise_maps(3, generator=torch.Generator().manual_seed(0))
     same = [G(m, x["code"], x["noise"], x["background"], maps) for m in (x["mask"], feats)]
@@ -135,6 +135,9 @@ def test_mask_depth_is_relative_distance_to_the_edge(dims):
     torch.testing.assert_close(C(x["background"], x["mask"]), C(x["background"], feats))
     with pytest.raises(ValueError, match="mask has shape"):
         C(x["background"], torch.cat([feats, feats], 1))
+    # without depth, features are read as the bare mask
+    plain = ImageCritic(dims, 2, [8, 16])
+    torch.testing.assert_close(plain(x["background"], x["mask"]), plain(x["background"], feats))
 
 
 def test_critic_patch_scores_projection_and_no_batch_norm(dims):
@@ -226,6 +229,23 @@ def test_objectives_prefer_real_scores(objective):
     bad = critic_loss(torch.full((4,), -2.0), torch.full((4,), 2.0))
     assert good < bad
     assert generator_loss(torch.full((4,), 2.0)) < generator_loss(torch.full((4,), -2.0))
+
+
+def test_partners_have_similar_lesions_and_are_other_patients():
+    from radiogenomics.models.image_gan import partners
+
+    idx = torch.tensor([0, 1, 2, 3, 1])
+    masks = torch.zeros(5, 4, 4)
+    for row, rows_filled in enumerate([1, 2, 3, 4, 2]):  # lesion areas 4, 8, 12, 16, 8
+        masks[row, :rows_filled] = 1
+    perm = partners(idx, masks, "similar_mask")
+    assert perm.tolist() == [1, 0, 1, 2, 0]  # closest size, never patient 1 with itself
+    assert (idx != idx[perm]).all()
+    assert partners(idx, masks, "random").tolist() == [4, 0, 1, 2, 3]
+    same = partners(torch.tensor([7, 7]), masks[:2], "similar_mask")
+    assert same.tolist() == [1, 0]  # only one patient: any other row (skipped as no negative)
+    with pytest.raises(ValueError, match="similar_mask"):
+        partners(idx, masks, "nearest")
 
 
 def test_negatives_skip_partners_that_are_the_same_patient():

@@ -380,7 +380,7 @@ class ImageCritic(nn.Module):
         use_mask: bool = True,
         n_code: int = 0,
         norm: str = "instance",
-        mask_depth: bool = True,
+        mask_depth: bool = False,
     ):
         super().__init__()
         if norm not in ("instance", "none"):
