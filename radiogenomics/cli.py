@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--segmenter",
         type=Path,
         default=None,
-        help="images: a trained segmentation run; adds its Dice and encoder distance",
+        help="images: a trained segmentation run; adds its Dice and encoder distance (with "
+        "--image-run: its Dice on images generated from the held-out patients' masks)",
     )
     p.add_argument(
         "--image-run",
@@ -576,7 +577,7 @@ def _evaluate_phantom(args) -> int:
     """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
     from radiogenomics.data.cohort import read_cohort
     from radiogenomics.data.io import atomic_write
-    from radiogenomics.evaluate.phantom import gene_swap, planted_features
+    from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
     from radiogenomics.models.image_gan import ImageGAN
 
     if args.data is None:
@@ -584,10 +585,16 @@ def _evaluate_phantom(args) -> int:
     adata = read_cohort(args.data)
     model = ImageGAN.load(args.image_run, adata)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, table in (
+    tables = [
         ("planted_features", planted_features(model, adata, seed=args.seed)),
         ("gene_swap", gene_swap(model, adata, seed=args.seed)),
-    ):
+    ]
+    if args.segmenter is not None:
+        from radiogenomics.models.segmenter import Segmenter
+
+        judge = Segmenter.load(args.segmenter)
+        tables.append(("mask_fidelity", mask_fidelity(model, adata, judge, seed=args.seed)))
+    for name, table in tables:
         atomic_write(args.out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp))
         _say(name, args.out / f"{name}.csv")
         print(table.round(3).to_string())

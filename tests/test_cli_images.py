@@ -47,11 +47,14 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
         assert (gan / name).is_file(), name
 
     checks = tmp_path / "checks"
-    assert main(["-q", "evaluate", "--image-run", str(gan), "--data", train, "--out",
-                 str(checks)]) == 0  # fmt: skip
+    assert main(["-q", "evaluate", "--image-run", str(gan), "--data", train, "--segmenter",
+                 str(seg), "--out", str(checks)]) == 0  # fmt: skip
     planted = pd.read_csv(checks / "planted_features.csv", index_col=0)
     assert list(planted.columns) == ["real", "synthetic", "fully_synthetic"]
     assert (checks / "gene_swap.csv").is_file()
+    fidelity = pd.read_csv(checks / "mask_fidelity.csv", index_col=0)
+    assert list(fidelity.index) == ["real", "synthetic"] and fidelity["dice"].between(0, 1).all()
+    assert (fidelity["n"] == 9).all()  # the GAN's validation patients (0.3 of 30)
 
     capsys.readouterr()
     assert main(["-q", "sample", str(gan), "--n", "5", "--out", str(synth)]) == 2

@@ -9,6 +9,8 @@ with the programs of the patients whose expression conditioned the images:
   patients whose masks are generated from the genes too.
 - `gene_swap`: with mask and noise fixed, give each patient another patient's genes; the change
   in each phenotype should follow the change in its own program and no other.
+- `mask_fidelity`: do generated images respect their masks? A segmentation net's Dice on them
+  against the masks they were generated from (any cohort, not only the phantom).
 """
 
 from __future__ import annotations
@@ -105,3 +107,32 @@ def gene_swap(model, adata, patients=None, *, seed: int = 0) -> pd.DataFrame:
         index=pd.Index(FEATURES, name="phenotype"),
         columns=pd.Index(PROGRAMS, name="program swapped"),
     )
+
+
+def mask_fidelity(model, adata, segmenter, patients=None, *, seed: int = 0) -> pd.DataFrame:
+    """Dice (and IoU) of `segmenter`'s masks on the held-out patients' real images and on
+    images generated from their masks and genes, against those masks (MONAI metrics).
+
+    `patients` default to the model's validation patients (`meta['val_patients']`).
+    """
+    from radiogenomics.evaluate.images import mask_dice
+
+    patients = list(model.meta.get("val_patients", [])) if patients is None else list(patients)
+    unknown = [p for p in patients if p not in model.patients]
+    if unknown or not patients:
+        raise ValueError(
+            f"patients {unknown[:10]} are not among the model's image patients"
+            if unknown
+            else "no patients to score (the model kept no validation patients)"
+        )
+    idx = torch.as_tensor([model.patients.index(p) for p in patients])
+    images, masks = model._images[idx], model._masks[idx]
+    bg = images.numpy() if model.config.image.use_background else None
+    fake = model.generate(masks.numpy(), adata[patients], backgrounds=bg, seed=seed)
+    threshold = segmenter.config.segment.threshold
+    rows = {}
+    for name, x in (("real", images), ("synthetic", torch.from_numpy(fake))):
+        pred = segmenter.predict_tensor(x) > threshold
+        scores = mask_dice(pred.float().numpy(), masks.numpy())
+        rows[name] = {"dice": scores["dice"], "iou": scores["iou"], "n": len(patients)}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("images")
