@@ -232,7 +232,7 @@ def test_objectives_prefer_real_scores(objective):
 
 
 def test_partners_have_similar_lesions_and_are_other_patients():
-    from radiogenomics.models.image_gan import partners
+    from radiogenomics.train.losses import partners
 
     idx = torch.tensor([0, 1, 2, 3, 1])
     masks = torch.zeros(5, 4, 4)

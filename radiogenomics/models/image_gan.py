@@ -50,6 +50,7 @@ from radiogenomics.train.losses import (
     gradient_penalty,
     matching_loss,
     mismatched_scores,
+    partners,
 )
 
 log = logging.getLogger(__name__)
@@ -672,29 +673,6 @@ class ImageGAN:
 
     def describe(self) -> str:
         return dump_config(self.config)
-
-
-def partners(idx: torch.Tensor, masks: torch.Tensor, how: str) -> torch.Tensor:
-    """The partner of each batch row for the matching-aware negatives.
-
-    'random': the next row. 'similar_mask': the other patient of the batch whose lesion is
-    closest in size. The mask is given to the generator, so what it must learn from the genes
-    is what the mask does not say; a partner with a lesion of another size would let the
-    critic tell wrong genes from the shape alone (it reads size programs off the mask), and
-    the generator then answers size genes with intensity changes.
-    """
-    n = len(idx)
-    if how == "random":
-        return torch.roll(torch.arange(n), 1)
-    if how != "similar_mask":
-        raise ValueError(f"negatives must be 'random' or 'similar_mask'; got {how!r}")
-    area = masks.flatten(1).float().sum(1).cpu()
-    gap = (area[:, None] - area[None, :]).abs()
-    gap[idx[:, None] == idx[None, :]] = float("inf")  # never the same patient (or row)
-    perm = gap.argmin(1)
-    alone = torch.isinf(gap.min(1).values)  # every row is this patient: no partner
-    perm[alone] = torch.roll(torch.arange(n), 1)[alone]
-    return perm
 
 
 def _split(n: int, fraction: float, seed: int):
