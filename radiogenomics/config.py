@@ -207,10 +207,11 @@ class ImageConfig:
     # Matching-aware negatives: a real image with another patient's genes (or mask) must score
     # below the right pair by a margin (train.losses.matching_loss); this weight, 0 for off.
     mismatch_weight: float = 0.5
-    # Partners for those negatives: 'similar_mask' (the batch's patient with the closest lesion
-    # size, so the critic must read the genes from the image, not from the lesion's shape) or
-    # 'random'.
-    negatives: Literal["similar_mask", "random"] = "similar_mask"
+    # Partners for those negatives: 'random' or 'similar_mask' (the batch's patient with the
+    # closest lesion size, so the critic must read the genes from the image rather than from
+    # the lesion's shape; on the 2D phantom this did not remove the size program's pull on
+    # intensity, one run each).
+    negatives: Literal["similar_mask", "random"] = "random"
     # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
     # loss ignores a constant offset of the critic, and with the gene projection term the
     # scores otherwise drift to magnitudes (1e4-1e5 measured) that drown the matching signal.
