@@ -343,3 +343,17 @@ def test_segmentation_masks_follow_the_threshold():
         np.testing.assert_array_equal(pred[0, 0], probability[0, 0] > threshold)
     with pytest.raises(ValueError, match="threshold"):
         _segment(net, images, 1.0)
+
+
+def test_twins_are_scored_against_their_own_source():
+    real, real_m = lesions(2, 12, seed=8)
+    twins = np.clip(real + 0.01 * np.random.default_rng(0).normal(size=real.shape), -1, 1)
+    source = np.arange(12)
+    df = evaluate_images(real, real_m, twins, real_m, fake_source=source, progress=False)
+    assert df.loc[SYNTHETIC, "ssim_to_source"] > 0.95  # near copies of their sources
+    assert df.loc[BASELINE, "ssim_to_source"] < df.loc[SYNTHETIC, "ssim_to_source"] - 0.1
+    assert np.isnan(df.loc[REFERENCE, "ssim_to_source"])
+    shuffled = evaluate_images(
+        real, real_m, twins, real_m, fake_source=np.roll(source, 1), progress=False
+    )
+    assert shuffled.loc[SYNTHETIC, "ssim_to_source"] < 0.9  # the wrong sources do not match

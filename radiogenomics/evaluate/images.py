@@ -596,7 +596,9 @@ def evaluate_images(
     `fake_source` (one real index per fake image, or -1) says which real patient's mask (and
     background) a fake image was generated from. Such fakes are scored only when their source
     is in half B, never against their own source in half A, which would flatter them.
-    The baseline's region means come from half B too, for the same reason.
+    The baseline's region means come from half B too, for the same reason. With
+    `fake_source`, `ssim_to_source` is the mean SSIM of every twin with its source image (and
+    of the baseline filled into the source's mask); the reference row has none (NaN).
     """
     real, fake = _images(real_images, "real_images"), _images(fake_images, "fake_images")
     real_m, fake_m = _masks(real_masks, real, "real_masks"), _masks(fake_masks, fake, "fake_masks")
@@ -613,6 +615,14 @@ def evaluate_images(
         if len(fake_source) != len(fake):
             raise ValueError(f"fake_source has {len(fake_source)} entries for {len(fake)} fakes")
         ia, ib = _halves(len(real), rng)
+        # Paired SSIM: each twin against the real image it was made from (all twins), and the
+        # region-mean baseline filled into the same masks (means of half B).
+        paired = fake_source >= 0
+        src = fake_source[paired]
+        if paired.any():
+            twin_ssim = ssim(fake[paired], real[src])
+            fill = region_mean_baseline(real[ib], real_m[ib], fill_masks=real_m[src])
+            base_ssim = ssim(fill, real[src])
         usable = ~np.isin(fake_source, ia)
         fake, fake_m = fake[usable], fake_m[usable]
         if len(fake) < 2:
@@ -642,6 +652,9 @@ def evaluate_images(
             row["dice"] = mask_dice(_segment(seg_net, x, threshold), m)["dice"]
         row["detection_auc"] = detection_auc(ref, x, seed=seed)
         rows[name] = row
+    if fake_source is not None and paired.any():
+        rows[SYNTHETIC]["ssim_to_source"] = twin_ssim
+        rows[BASELINE]["ssim_to_source"] = base_ssim
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "set"
     return df
