@@ -204,6 +204,8 @@ class ImageGenerator(nn.Module):
     `channels` are the decoder widths, coarse to fine: the noise is projected to a grid of
     `image_size / 2**(len(channels) - 1)` and each further block doubles it. `activation`
     'tanh' gives images in [-1, 1]; 'sigmoid' gives probabilities (the MaskGenerator).
+    `mask_depth` adds the mask's relative depth to SPADE's input; the mask may also come as
+    precomputed `mask_features` (B, 2, *S).
     """
 
     def __init__(
