@@ -238,3 +238,22 @@ def test_phantom_checks(trained, phantom_cohort):
     assert swap.loc[list(SHAPE)].isna().all().all()
     with pytest.raises(ValueError, match="need >= 5"):
         planted_features(model, phantom_cohort, model.patients[:3])
+
+
+def test_selection_distance_is_joint_with_the_genes():
+    from radiogenomics.evaluate.images import frechet_distance
+    from radiogenomics.models.image_gan import _gene_components
+
+    rng = np.random.default_rng(0)
+    Z = rng.normal(size=(60, 20))
+    genes = _gene_components(Z)
+    assert genes.shape == (60, 8) and np.allclose(genes.std(0), 1)
+    assert _gene_components(Z[:2]) is None  # too few patients for components
+
+    def feature():  # an image feature that follows the genes' first component
+        return genes[:, :1] + 0.3 * rng.normal(size=(60, 1))
+
+    real = np.c_[feature(), genes]
+    follows = np.c_[feature(), genes]
+    ignores = np.c_[rng.permutation(feature()), genes]  # same distribution, wrong patients
+    assert frechet_distance(real, follows) < 0.2 < frechet_distance(real, ignores)

@@ -358,7 +358,8 @@ class ImageGAN:
         """Held-out score for model selection: minus the Frechet distance between the lesion
         features (size ... necrosis, radiomap.features) of the held-out patients' real images
         and images generated from their masks and genes, with fixed noise (unconditional
-        models: minus the whole-patch radiomic FD)."""
+        models: minus the whole-patch radiomic FD). With genes, the distance is joint with the
+        genes' principal components (`_gene_components`) over the patients with expression."""
         from radiogenomics.evaluate.images import frechet_distance
         from radiogenomics.radiomap.features import lesion_feature_table
 
@@ -377,11 +378,23 @@ class ImageGAN:
             real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
             table = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
 
+        genes = _gene_components(z[p].numpy()) if self.genes else None
+        if genes is not None:
+            keep = p.numpy()  # patients with expression: the joint distance needs their genes
+            mu, sd = np.nanmean(real[keep], 0), np.nanstd(real[keep], 0) + 1e-8
+
         def score(sampler) -> float:
             fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
             feats = table(fake[:, :1].float().cpu().numpy())
-            ok = np.isfinite(real).all(1) & np.isfinite(feats).all(1)  # tiny lesions: NaN rows
-            return -frechet_distance(real[ok], feats[ok]) if ok.sum() >= 4 else -np.inf
+            a, b = real, feats
+            if genes is not None:
+                # Frechet joint distance (DeVries et al. 2019): image features beside the
+                # genes' principal components, whose own part is equal on both sides, so what
+                # is scored is the features' distribution and how they follow the genes
+                a = np.c_[(real[keep] - mu) / sd, genes]
+                b = np.c_[(feats[keep] - mu) / sd, genes]
+            ok = np.isfinite(a).all(1) & np.isfinite(b).all(1)  # tiny lesions: NaN rows
+            return -frechet_distance(a[ok], b[ok]) if ok.sum() >= 4 else -np.inf
 
         return score
 
@@ -673,6 +686,18 @@ class ImageGAN:
 
     def describe(self) -> str:
         return dump_config(self.config)
+
+
+def _gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
+    """Up to `k` principal components of standardised expression, each scaled to unit
+    variance so the genes weigh like the standardised image features; None if too few."""
+    from sklearn.decomposition import PCA
+
+    k = min(k, Z.shape[1], len(Z) - 2)
+    if k < 1:
+        return None
+    pcs = PCA(k, random_state=0).fit_transform(Z)
+    return pcs / (pcs.std(0) + 1e-8)
 
 
 def _split(n: int, fraction: float, seed: int):
