@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 META = "image_gan.json"
 WEIGHTS = "model.safetensors"
-FORMAT = 2  # 2: mask depth channels and gene-set noise strength; 1 (no key) cannot be read
+FORMAT = 2  # 2: mask depth channels and noise before FiLM; 1 (no key) cannot be read
 _MAX_LISTED = 10
 
 
@@ -646,7 +646,7 @@ class ImageGAN:
         if meta.get("format", 1) != FORMAT:
             raise ValueError(
                 f"{run_dir} was saved by an ImageGAN of format {meta.get('format', 1)} (before "
-                f"mask depth and gene-set noise); this version reads format {FORMAT}: retrain"
+                f"mask depth and noise before FiLM); this version reads format {FORMAT}: retrain"
             )
         model = cls.__new__(cls)
         model._build(load_config(run_dir / "config.yaml"), meta)

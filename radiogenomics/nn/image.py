@@ -5,7 +5,7 @@
 - `ImageGenerator(mask, code, noise[, background]) -> image`: a decoder from a noise grid;
   at every scale the mask and its relative depth enter through SPADE (MONAI), the gene code
   through FiLM (the multi-scale gene fusion of Xu et al. 2019), per-pixel noise adds texture
-  (its strength per channel set by the genes), and an optional
+  (its strength set by the genes through FiLM), and an optional
   background image is fused through learned gates. Output in [-1, 1].
 - `MaskGenerator(code, noise) -> mask probabilities`: the same decoder without a mask input.
 - `ImageCritic(image, mask, code) -> patch scores`: a PatchGAN (instance norm or none, never
@@ -147,8 +147,8 @@ class FiLM(nn.Module):
 
 
 class _DecoderBlock(nn.Module):
-    """conv -> SPADE(mask, depth) or instance norm -> FiLM(code) -> + noise with a gene-set
-    strength (texture) -> LeakyReLU [-> gate]."""
+    """conv -> SPADE(mask, depth) or instance norm -> + noise -> FiLM(code) -> LeakyReLU
+    [-> gate]. The noise enters before FiLM so that the genes can set its strength (texture)."""
 
     def __init__(
         self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels, mask_nc
@@ -167,10 +167,6 @@ class _DecoderBlock(nn.Module):
         )
         self.film = FiLM(n_code, out_channels) if n_code else None
         self.noise_weight = nn.Parameter(torch.zeros(1, out_channels, *([1] * spatial_dims)))
-        self.noise_film = nn.Linear(n_code, out_channels) if n_code else None
-        if self.noise_film is not None:  # starts as a gene-independent strength
-            nn.init.zeros_(self.noise_film.weight)
-            nn.init.zeros_(self.noise_film.bias)
         self.gate = (
             _conv(spatial_dims, out_channels + bg_channels + mask_nc, out_channels)
             if bg_channels
@@ -183,13 +179,10 @@ class _DecoderBlock(nn.Module):
     def forward(self, x, mask, code, noise_map, bg):
         x = self.conv(x)
         x = self.norm(x, mask) if isinstance(self.norm, SPADE) else self.norm(x)
-        strength = self.noise_weight
+        x = x + self.noise_weight * noise_map
         if self.film is not None:
-            x = self.film(x, code)
-            # the genes set the noise's strength per channel (texture), apart from FiLM
-            view = (code.shape[0], -1, *([1] * (x.ndim - 2)))
-            strength = strength * (1 + self.noise_film(code).view(view))
-        x = F.leaky_relu(x + strength * noise_map, 0.2)
+            x = self.film(x, code)  # after the noise, so the genes also scale its strength
+        x = F.leaky_relu(x, 0.2)
         if self.gate is not None:
             # Xu et al.: the background enters through learned gates, g * generated + (1 - g) * bg
             b = self.bg_proj(bg)
