@@ -115,7 +115,7 @@ def train_classifier(
 
 
 @torch.no_grad()
-def _scores(model, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
+def _probabilities(model, images: torch.Tensor, batch_size: int = 128) -> np.ndarray:
     return torch.cat([model(b).squeeze(1) for b in images.split(batch_size)]).sigmoid().numpy()
 
 
@@ -177,7 +177,7 @@ def augmentation_experiment(
             batch_size=batch_size,
             seed=seed + r,
         )
-        p = _scores(model, test)
+        p = _probabilities(model, test)
         rows.append(
             {
                 "seed": seed + r,

@@ -118,13 +118,11 @@ def mask_fidelity(model, adata, segmenter, patients=None, *, seed: int = 0) -> p
     from radiogenomics.evaluate.images import mask_dice
 
     patients = list(model.meta.get("val_patients", [])) if patients is None else list(patients)
+    if not patients:
+        raise ValueError("no patients to score (the model kept no validation patients)")
     unknown = [p for p in patients if p not in model.patients]
-    if unknown or not patients:
-        raise ValueError(
-            f"patients {unknown[:10]} are not among the model's image patients"
-            if unknown
-            else "no patients to score (the model kept no validation patients)"
-        )
+    if unknown:
+        raise ValueError(f"patients {unknown[:10]} are not among the model's image patients")
     idx = torch.as_tensor([model.patients.index(p) for p in patients])
     images, masks = model._images[idx], model._masks[idx]
     bg = images.numpy() if model.config.image.use_background else None

@@ -248,7 +248,8 @@ class ImageGAN:
         images = self._channels_last(to(self._images))
         # mask and relative depth, once: the networks would otherwise recompute the depth
         # (a distance transform) at every call; a flip keeps the depth of the flipped mask
-        masks = self._channels_last(mask_features(self._masks[train_idx]).to(device))
+        masks = self._masks[train_idx]
+        masks = self._channels_last((mask_features(masks) if img.use_mask else masks).to(device))
         Z, present = to(self._Z), to(self._present)
         if device.type == "cuda":
             fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
