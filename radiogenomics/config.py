@@ -212,6 +212,11 @@ class ImageConfig:
     # the lesion's shape; on the 2D phantom this did not remove the size program's pull on
     # intensity, one run each).
     negatives: Literal["similar_mask", "random"] = "random"
+    # Gene read-back (nn.image.GeneRegressor): a critic-side head learns to read the top
+    # `gene_aux_components` principal components of expression from real images and masks; the
+    # generator pays gene_aux_weight * their squared error on its own images. 0 for off.
+    gene_aux_weight: float = 0.0
+    gene_aux_components: int = 16
     # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
     # loss ignores a constant offset of the critic, and with the gene projection term the
     # scores otherwise drift to magnitudes (1e4-1e5 measured) that drown the matching signal.
@@ -237,6 +242,14 @@ class ImageConfig:
             )
         if self.drift_weight < 0:
             raise ValueError(f"key 'image.drift_weight' must be >= 0; got {self.drift_weight}")
+        if self.gene_aux_weight < 0:
+            raise ValueError(
+                f"key 'image.gene_aux_weight' must be >= 0; got {self.gene_aux_weight}"
+            )
+        if self.gene_aux_components < 1:
+            raise ValueError(
+                f"key 'image.gene_aux_components' must be >= 1; got {self.gene_aux_components}"
+            )
         if self.background_l1 < 0:
             raise ValueError(f"key 'image.background_l1' must be >= 0; got {self.background_l1}")
         if self.background_margin < 0:

@@ -201,6 +201,44 @@ def test_image_only_unconditional_and_background_modes(phantom_cohort, tmp_path)
         model.sample(2)
 
 
+def test_gene_read_back_trains_and_saves(phantom_cohort, tmp_path):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    cfg = tiny_config(
+        dims,
+        "train.steps=2",
+        "image.train_masks=false",
+        "image.gene_aux_weight=1.0",
+        "image.gene_aux_components=3",
+    )
+    model = ImageGAN(phantom_cohort, cfg)
+    assert model.critic.regressor is not None
+    model.train(tmp_path, progress=False)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert np.isfinite(log[["gene_aux", "gene_aux_real"]].to_numpy()).all()
+    loaded = ImageGAN.load(tmp_path, phantom_cohort)
+    assert loaded.critic.regressor is not None
+    # without genes there is nothing to read back
+    off = tiny_config(dims, "image.use_genes=false", "image.gene_aux_weight=1.0")
+    assert ImageGAN(phantom_cohort, off).critic.regressor is None
+    with pytest.raises(ValueError, match="gene_aux_weight"):
+        tiny_config(dims, "image.gene_aux_weight=-1")
+
+
+def test_read_back_targets_are_unit_principal_components():
+    from radiogenomics.models.image_gan import _aux_targets
+
+    g = torch.Generator().manual_seed(0)
+    Z = torch.randn(40, 12, generator=g)
+    present = torch.ones(40, dtype=torch.bool)
+    present[:5] = False
+    t = _aux_targets(Z, present, 4)
+    assert t.shape == (40, 4)
+    assert (t[:5] == 0).all()  # no expression, no target (and no loss: masked in training)
+    torch.testing.assert_close(t[5:].std(0, correction=0), torch.ones(4), atol=1e-4, rtol=0)
+    # fewer genes than components: the extra columns stay zero
+    assert (_aux_targets(Z[:, :2], present, 4)[:, 2:] == 0).all()
+
+
 def test_config_errors(phantom_cohort):
     dims = phantom_cohort.uns["rg"]["spatial_dims"]
     with pytest.raises(ValueError, match="spatial_dims"):

@@ -36,6 +36,7 @@ from radiogenomics.data.io import atomic_write_text
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
+    GeneRegressor,
     ImageCritic,
     ImageGenerator,
     ImageSide,
@@ -215,6 +216,11 @@ class ImageGAN:
             )
             if img.train_masks
             else None,
+            GeneRegressor(
+                dims, channels, size, img.gene_aux_components, channels=img.critic_channels
+            )
+            if n_genes and img.gene_aux_weight > 0
+            else None,
         )
         return generator, critic
 
@@ -251,6 +257,7 @@ class ImageGAN:
         masks = self._masks[train_idx]
         masks = self._channels_last((mask_features(masks) if img.use_mask else masks).to(device))
         Z, present = to(self._Z), to(self._present)
+        targets = _aux_targets(Z.cpu(), present.cpu(), img.gene_aux_components).to(device)
         if device.type == "cuda":
             fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
             self.generator.to(memory_format=fmt)
@@ -275,8 +282,9 @@ class ImageGAN:
             perm = partners(idx, m[:, 0], img.negatives).to(device)
             # drawn with replacement: a partner may be the same patient, which is no negative
             distinct = (idx != idx[perm.cpu()]).to(device)
-            p = present[idx.to(device)]
-            return x, m, Z[idx.to(device)], p, noise, (maps, mask_maps), (perm.to(device), distinct)
+            p, i = present[idx.to(device)], idx.to(device)
+            negatives = (perm.to(device), distinct)
+            return x, m, Z[i], p, noise, (maps, mask_maps), negatives, targets[i]
 
         def generate(x, m, code, noise, maps):
             bg = self.background_of(x, m[:, :1]) if img.use_background else None
@@ -286,8 +294,13 @@ class ImageGAN:
             pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
             return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
 
+        def read_back(image, m, t, p):  # squared error of the genes read from the images
+            if C.regressor is None or not p.any():
+                return None
+            return (C.regressor(image, m).float() - t).square()[p].mean()
+
         def critic_step(rng):
-            x, m, z, p, noise, maps, (perm, distinct) = batch(rng)
+            x, m, z, p, noise, maps, (perm, distinct), t = batch(rng)
             code_c = C.code(z, p)
             with torch.no_grad():
                 code_g = G.code(z, p)
@@ -322,11 +335,15 @@ class ImageGAN:
                     loss_m = loss_m + cfg.train.gp_weight * gp_m
                 loss = loss + loss_m
                 logs["critic_mask"] = loss_m.item()
+            aux = read_back(x, m, t, p)  # the regressor learns from real images only
+            if aux is not None:
+                loss = loss + aux
+                logs["gene_aux_real"] = aux.item()
             logs["critic"] = loss.item()
             return loss, logs
 
         def generator_step(rng):
-            x, m, z, p, noise, maps, _ = batch(rng)
+            x, m, z, p, noise, maps, _, t = batch(rng)
             code_g = G.code(z, p)
             code_c = C.code(z, p)
             fake = generate(x, m, code_g, noise, maps)
@@ -337,6 +354,10 @@ class ImageGAN:
                 l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
                 loss = loss + img.background_l1 * l1
                 logs["background_l1"] = l1.item()
+            aux = read_back(fake, m, t, p)
+            if aux is not None:
+                loss = loss + img.gene_aux_weight * aux
+                logs["gene_aux"] = aux.item()
             if G.mask is not None:
                 loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise, maps[1])), None, code_c))
                 loss = loss + loss_m
@@ -699,6 +720,17 @@ def _gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
         return None
     pcs = PCA(k, random_state=0).fit_transform(Z)
     return pcs / (pcs.std(0) + 1e-8)
+
+
+def _aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:
+    """The gene read-back targets: up to `k` principal components (unit variance) of the
+    training patients' standardised expression; zeros for patients without expression."""
+    out = torch.zeros(len(Z), k)
+    if present.sum() > 2:
+        pcs = _gene_components(Z[present].numpy(), k)
+        if pcs is not None:
+            out[present, : pcs.shape[1]] = torch.as_tensor(pcs, dtype=torch.float32)
+    return out
 
 
 def _split(n: int, fraction: float, seed: int):

@@ -10,6 +10,9 @@
 - `MaskGenerator(code, noise) -> mask probabilities`: the same decoder without a mask input.
 - `ImageCritic(image, mask, code) -> patch scores`: a PatchGAN (instance norm or none, never
   batch norm, which breaks the gradient penalty) with a projection term for the gene code.
+- `GeneRegressor(image, mask) -> gene components`: a MONAI `Regressor` on the critic side that
+  reads a patient's genes back from a real image (an auxiliary-classifier head for continuous
+  conditions), so the generator can be asked for images whose genes can be read back.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.blocks.spade_norm import SPADE
 from monai.networks.layers.factories import Norm
+from monai.networks.nets import Regressor
 from torch import nn
 
 
@@ -439,6 +443,39 @@ class ImageCritic(nn.Module):
         return score
 
 
+class GeneRegressor(nn.Module):
+    """(image (B, C, *S), mask (B, 1 or 2, *S)) -> (B, n_out) gene components.
+
+    Trained on real paired patients only (AC-GAN's auxiliary classifier trained on real data,
+    with a regression for continuous genes): what it learns to read is what real images carry.
+    The mask is an input, so what the lesion's shape already tells is not asked of the pixels.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        size: Sequence[int],
+        n_out: int,
+        channels: Sequence[int] = (32, 64, 128),
+    ):
+        super().__init__()
+        self.spatial_dims, self.in_channels, self.size = spatial_dims, in_channels, list(size)
+        self.net = Regressor(
+            in_shape=(in_channels + 1, *size),
+            out_shape=(n_out,),
+            channels=tuple(channels),
+            strides=(2,) * len(channels),
+            num_res_units=1,
+            dropout=0.1,  # 200-odd training images: keep it from memorising them
+        )
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        check_image(image, self.spatial_dims, self.in_channels, "image", self.size)
+        m = _mask_input(mask.to(image.dtype), self.spatial_dims, image.shape[2:], False)
+        return self.net(torch.cat([image, m], dim=1))
+
+
 class ImageSide(nn.Module):
     """The generator side: gene encoder, image generator and (optionally) mask generator."""
 
@@ -452,11 +489,12 @@ class ImageSide(nn.Module):
 
 class CriticSide(nn.Module):
     """The critic side: its own gene encoder (the generator's cannot be trusted to keep codes
-    apart), the image critic and (optionally) the mask critic."""
+    apart), the image critic, (optionally) the mask critic and the gene regressor."""
 
-    def __init__(self, encoder, image, mask):
+    def __init__(self, encoder, image, mask, regressor=None):
         super().__init__()
         self.encoder, self.image, self.mask = encoder, image, mask
+        self.regressor = regressor
 
     def code(self, expression, present):
         return None if self.encoder is None else self.encoder(expression, present)
