@@ -125,7 +125,11 @@ def test_save_load_round_trip(trained, phantom_cohort, tmp_path):
     meta = json.loads((old / "image_gan.json").read_text())
     del meta["format"]
     (old / "image_gan.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="format 1 .*retrain"):
+    with pytest.raises(ValueError, match="format 1, .*retrain"):
+        ImageGAN.load(old)
+    meta["format"] = 2  # nearest upsampling: the same weights would draw other images
+    (old / "image_gan.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 2, .*retrain"):
         ImageGAN.load(old)
 
 

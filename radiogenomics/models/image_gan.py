@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 
 META = "image_gan.json"
 WEIGHTS = "model.safetensors"
-FORMAT = 2  # 2: mask depth channels and noise before FiLM; 1 (no key) cannot be read
+FORMAT = 3  # 3: linear upsampling; 2: mask depth, noise before FiLM; older cannot be read
 _MAX_LISTED = 10
 
 
@@ -667,8 +667,8 @@ class ImageGAN:
         meta = json.loads((run_dir / META).read_text())
         if meta.get("format", 1) != FORMAT:
             raise ValueError(
-                f"{run_dir} was saved by an ImageGAN of format {meta.get('format', 1)} (before "
-                f"mask depth and noise before FiLM); this version reads format {FORMAT}: retrain"
+                f"{run_dir} was saved by an ImageGAN of format {meta.get('format', 1)}, whose "
+                f"networks differ from this version's (format {FORMAT}): retrain"
             )
         model = cls.__new__(cls)
         model._build(load_config(run_dir / "config.yaml"), meta)
