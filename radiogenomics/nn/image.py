@@ -10,7 +10,7 @@
 - `MaskGenerator(code, noise) -> mask probabilities`: the same decoder without a mask input.
 - `ImageCritic(image, mask, code) -> patch scores`: a PatchGAN (instance norm or none, never
   batch norm, which breaks the gradient penalty) with a projection term for the gene code.
-- `GeneRegressor(image, mask) -> gene components`: MONAI residual units on the critic side that
+- `GeneRegressor(image, mask) -> gene components`: a MONAI `Regressor` on the critic side that
   reads a patient's genes back from a real image (an auxiliary-classifier head for continuous
   conditions), so the generator can be asked for images whose genes can be read back.
 """
@@ -22,9 +22,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.blocks import Convolution
 from monai.networks.blocks.spade_norm import SPADE
 from monai.networks.layers.factories import Norm
+from monai.networks.nets import Regressor
 from torch import nn
 
 
@@ -450,9 +451,6 @@ class GeneRegressor(nn.Module):
     Trained on real paired patients only (AC-GAN's auxiliary classifier trained on real data,
     with a regression for continuous genes): what it learns to read is what real images carry.
     The mask is an input, so what the lesion's shape already tells is not asked of the pixels.
-    MONAI residual units, then global average pooling and dropout before a linear read-out:
-    a head on the flattened map (MONAI's `Regressor`) memorised the 270 training images of
-    the 2D phantom (train r 0.99 for every component, genes unrelated to images included).
     """
 
     def __init__(
@@ -465,13 +463,13 @@ class GeneRegressor(nn.Module):
     ):
         super().__init__()
         self.spatial_dims, self.in_channels, self.size = spatial_dims, in_channels, list(size)
-        units, prev = [], in_channels + 1
-        for ch in channels:
-            units.append(ResidualUnit(spatial_dims, prev, ch, strides=2, subunits=2, dropout=0.1))
-            prev = ch
-        pool = nn.AdaptiveAvgPool2d(1) if spatial_dims == 2 else nn.AdaptiveAvgPool3d(1)
-        self.net = nn.Sequential(
-            *units, pool, nn.Flatten(), nn.Dropout(0.3), nn.Linear(prev, n_out)
+        self.net = Regressor(
+            in_shape=(in_channels + 1, *size),
+            out_shape=(n_out,),
+            channels=tuple(channels),
+            strides=(2,) * len(channels),
+            num_res_units=1,
+            dropout=0.1,  # 200-odd training images: keep it from memorising them
         )
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
