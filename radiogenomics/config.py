@@ -214,8 +214,10 @@ class ImageConfig:
     negatives: Literal["similar_mask", "random"] = "random"
     # Gene read-back (nn.image.GeneRegressor): a critic-side head learns to read the top
     # `gene_aux_components` principal components of expression from real images and masks; the
-    # generator pays gene_aux_weight * their squared error on its own images. 0 for off.
-    gene_aux_weight: float = 0.0
+    # generator pays gene_aux_weight * their squared error on its own images. 0 for off. On the
+    # 2D phantom (1500 CPU steps) it took necrosis's Spearman from 0.68 and 0.01 to 0.80 and
+    # 0.75 (seeds 0, 1); contrast and texture moved both ways.
+    gene_aux_weight: float = 1.0
     gene_aux_components: int = 16
     # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
     # loss ignores a constant offset of the critic, and with the gene projection term the

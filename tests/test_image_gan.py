@@ -221,8 +221,10 @@ def test_gene_read_back_trains_and_saves(phantom_cohort, tmp_path):
     assert np.isfinite(log[["gene_aux", "gene_aux_real"]].to_numpy()).all()
     loaded = ImageGAN.load(tmp_path, phantom_cohort)
     assert loaded.critic.regressor is not None
-    # without genes there is nothing to read back
+    # without genes there is nothing to read back; weight 0 turns it off
     off = tiny_config(dims, "image.use_genes=false", "image.gene_aux_weight=1.0")
+    assert ImageGAN(phantom_cohort, off).critic.regressor is None
+    off = tiny_config(dims, "image.gene_aux_weight=0")
     assert ImageGAN(phantom_cohort, off).critic.regressor is None
     with pytest.raises(ValueError, match="gene_aux_weight"):
         tiny_config(dims, "image.gene_aux_weight=-1")
