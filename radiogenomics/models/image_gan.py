@@ -257,7 +257,12 @@ class ImageGAN:
         masks = self._masks[train_idx]
         masks = self._channels_last((mask_features(masks) if img.use_mask else masks).to(device))
         Z, present = to(self._Z), to(self._present)
-        targets = _aux_targets(Z.cpu(), present.cpu(), img.gene_aux_components).to(device)
+        k = img.gene_aux_components
+        targets = (
+            _aux_targets(Z.cpu(), present.cpu(), k)
+            if self.critic.regressor is not None
+            else torch.zeros(len(Z), k)
+        ).to(device)
         if device.type == "cuda":
             fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
             self.generator.to(memory_format=fmt)
