@@ -231,18 +231,18 @@ def test_gene_read_back_trains_and_saves(phantom_cohort, tmp_path):
 
 
 def test_read_back_targets_are_unit_principal_components():
-    from radiogenomics.models.image_gan import _aux_targets
+    from radiogenomics.models.image_training import aux_targets
 
     g = torch.Generator().manual_seed(0)
     Z = torch.randn(40, 12, generator=g)
     present = torch.ones(40, dtype=torch.bool)
     present[:5] = False
-    t = _aux_targets(Z, present, 4)
+    t = aux_targets(Z, present, 4)
     assert t.shape == (40, 4)
     assert (t[:5] == 0).all()  # no expression, no target (and no loss: masked in training)
     torch.testing.assert_close(t[5:].std(0, correction=0), torch.ones(4), atol=1e-4, rtol=0)
     # fewer genes than components: the extra columns stay zero
-    assert (_aux_targets(Z[:, :2], present, 4)[:, 2:] == 0).all()
+    assert (aux_targets(Z[:, :2], present, 4)[:, 2:] == 0).all()
 
 
 def test_config_errors(phantom_cohort):
@@ -286,13 +286,13 @@ def test_phantom_checks(trained, phantom_cohort):
 
 def test_selection_distance_is_joint_with_the_genes():
     from radiogenomics.evaluate.images import frechet_distance
-    from radiogenomics.models.image_gan import _gene_components
+    from radiogenomics.models.image_training import gene_components
 
     rng = np.random.default_rng(0)
     Z = rng.normal(size=(60, 20))
-    genes = _gene_components(Z)
+    genes = gene_components(Z)
     assert genes.shape == (60, 8) and np.allclose(genes.std(0), 1)
-    assert _gene_components(Z[:2]) is None  # too few patients for components
+    assert gene_components(Z[:2]) is None  # too few patients for components
 
     def feature():  # an image feature that follows the genes' first component
         return genes[:, :1] + 0.3 * rng.normal(size=(60, 1))

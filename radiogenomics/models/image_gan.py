@@ -33,6 +33,7 @@ from radiogenomics.config import Config, dump_config, save_config
 from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.io import atomic_write_text
+from radiogenomics.models.image_training import realism_score, split_patients, training_steps
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
@@ -41,18 +42,10 @@ from radiogenomics.nn.image import (
     ImageGenerator,
     ImageSide,
     MaskGenerator,
-    mask_features,
 )
 from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
 from radiogenomics.train.loop import fit_model, pick_device
-from radiogenomics.train.losses import (
-    OBJECTIVES,
-    gradient_penalty,
-    matching_loss,
-    mismatched_scores,
-    partners,
-)
 
 log = logging.getLogger(__name__)
 
@@ -245,185 +238,22 @@ class ImageGAN:
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
         """Train adversarially; with `run_dir`, checkpoint there, resume, and save the model."""
         self._need_data("training needs the cohort")
-        cfg, img, device = self.config, self.config.image, self.device
-        n = len(self.patients)
+        n, cfg = len(self.patients), self.config
         if n < 4:
             raise ValueError(f"the cohort has {n} patients with images; training needs >= 4")
-        train_idx, val_idx = _split(n, cfg.train.val_fraction, cfg.seed)
-        to = lambda t: t[train_idx].to(device)  # noqa: E731
-        images = self._channels_last(to(self._images))
-        # mask and relative depth, once: the networks would otherwise recompute the depth
-        # (a distance transform) at every call; a flip keeps the depth of the flipped mask
-        masks = self._masks[train_idx]
-        masks = self._channels_last((mask_features(masks) if img.use_mask else masks).to(device))
-        Z, present = to(self._Z), to(self._present)
-        k = img.gene_aux_components
-        targets = (
-            _aux_targets(Z.cpu(), present.cpu(), k)
-            if self.critic.regressor is not None
-            else torch.zeros(len(Z), k)
-        ).to(device)
-        if device.type == "cuda":
-            fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
-            self.generator.to(memory_format=fmt)
-            self.critic.to(memory_format=fmt)
-        G, C, B = self.generator, self.critic, cfg.train.batch_size
-        crit_loss, gen_loss = OBJECTIVES[img.objective]
-        n_train = len(train_idx)
-
-        def batch(rng):
-            idx = torch.randint(n_train, (B,), generator=rng)
-            x, m = images[idx.to(device)], masks[idx.to(device)]
-            flip = torch.rand(B, generator=rng) < 0.5  # the same left-right flip of image and mask
-            if flip.any():
-                f = flip.to(device).view(B, *[1] * (x.ndim - 1))
-                x = torch.where(f, x.flip(-1), x)
-                m = torch.where(f, m.flip(-1), m)
-            noise = torch.randn(B, img.n_noise, generator=rng).to(device)
-            maps = G.image.noise_maps(B, generator=rng, device=device)
-            mask_maps = (
-                None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
-            )
-            perm = partners(idx, m[:, 0], img.negatives).to(device)
-            # drawn with replacement: a partner may be the same patient, which is no negative
-            distinct = (idx != idx[perm.cpu()]).to(device)
-            p, i = present[idx.to(device)], idx.to(device)
-            negatives = (perm.to(device), distinct)
-            return x, m, Z[i], p, noise, (maps, mask_maps), negatives, targets[i]
-
-        def generate(x, m, code, noise, maps):
-            bg = self.background_of(x, m[:, :1]) if img.use_background else None
-            return G.image(m if img.use_mask else None, code, noise, bg, maps[0])
-
-        def soft(mask):  # masks as the mask critic sees them: real ones slightly blurred
-            pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
-            return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
-
-        def read_back(image, m, t, p):  # squared error of the genes read from the images
-            if C.regressor is None or not p.any():
-                return None
-            return (C.regressor(image, m).float() - t).square()[p].mean()
-
-        def critic_step(rng):
-            x, m, z, p, noise, maps, (perm, distinct), t = batch(rng)
-            code_c = C.code(z, p)
-            with torch.no_grad():
-                code_g = G.code(z, p)
-                fake = generate(x, m, code_g, noise, maps)
-            real_s = C.image(x, m, code_c)
-            loss = crit_loss(real_s, C.image(fake, m, code_c))
-            logs = {"critic": 0.0}
-            if img.objective == "wgan-gp":
-                gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
-                drift = real_s.float().square().mean()
-                loss = loss + cfg.train.gp_weight * gp + img.drift_weight * drift
-                logs["gp"] = gp.item()
-            if img.mismatch_weight > 0:
-                negatives = mismatched_scores(
-                    C.image, x, m, code_c, p, perm, img.use_mask, distinct=distinct
-                )
-                for s in negatives:
-                    loss = loss + img.mismatch_weight * matching_loss(real_s, s)
-            if G.mask is not None:
-                with torch.no_grad():
-                    fake_m = G.mask(code_g, noise, maps[1])
-                real_ms = C.mask(soft(m[:, :1]), None, code_c)
-                loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
-                if img.objective == "wgan-gp":
-                    loss_m = loss_m + img.drift_weight * real_ms.float().square().mean()
-                    gp_m = gradient_penalty(
-                        lambda v: C.mask(v, None, code_c),
-                        soft(m[:, :1]),
-                        soft(fake_m),
-                        generator=rng,
-                    )
-                    loss_m = loss_m + cfg.train.gp_weight * gp_m
-                loss = loss + loss_m
-                logs["critic_mask"] = loss_m.item()
-            aux = read_back(x, m, t, p)  # the regressor learns from real images only
-            if aux is not None:
-                loss = loss + aux
-                logs["gene_aux_real"] = aux.item()
-            logs["critic"] = loss.item()
-            return loss, logs
-
-        def generator_step(rng):
-            x, m, z, p, noise, maps, _, t = batch(rng)
-            code_g = G.code(z, p)
-            code_c = C.code(z, p)
-            fake = generate(x, m, code_g, noise, maps)
-            loss = gen_loss(C.image(fake, m, code_c))
-            logs = {"generator": loss.item()}
-            if img.use_background and img.background_l1 > 0:
-                keep = 1 - self.hole(m[:, :1])  # 1 outside the cut-out lesion
-                l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
-                loss = loss + img.background_l1 * l1
-                logs["background_l1"] = l1.item()
-            aux = read_back(fake, m, t, p)
-            if aux is not None:
-                loss = loss + img.gene_aux_weight * aux
-                logs["gene_aux"] = aux.item()
-            if G.mask is not None:
-                loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise, maps[1])), None, code_c))
-                loss = loss + loss_m
-                logs["generator_mask"] = loss_m.item()
-            return loss, logs
-
-        evaluate = self._realism_score(val_idx) if len(val_idx) >= 4 else None
+        train_idx, val_idx = split_patients(n, cfg.train.val_fraction, cfg.seed)
+        critic_step, generator_step = training_steps(self, train_idx)
+        evaluate = realism_score(self, val_idx) if len(val_idx) >= 4 else None
         if evaluate is None:
             log.warning("fewer than 4 held-out patients: keeping the last weights")
         summary = fit_model(
             self, critic_step, generator_step, evaluate, run_dir=run_dir, progress=progress
         )
-        self.meta["summary"] = {**summary, "n_train": n_train, "n_val": len(val_idx)}
+        self.meta["summary"] = {**summary, "n_train": len(train_idx), "n_val": len(val_idx)}
         self.meta["val_patients"] = [self.patients[i] for i in val_idx]
         if run_dir is not None:
             self.save(run_dir)
         return summary
-
-    def _realism_score(self, val_idx: np.ndarray):
-        """Held-out score for model selection: minus the Frechet distance between the lesion
-        features (size ... necrosis, radiomap.features) of the held-out patients' real images
-        and images generated from their masks and genes, with fixed noise (unconditional
-        models: minus the whole-patch radiomic FD). With genes, the distance is joint with the
-        genes' principal components (`_gene_components`) over the patients with expression."""
-        from radiogenomics.evaluate.images import frechet_distance
-        from radiogenomics.radiomap.features import lesion_feature_table
-
-        idx = torch.as_tensor(val_idx)
-        x, m = self._images[idx], self._masks[idx]
-        z, p = self._Z[idx], self._present[idx]
-        if not self.config.image.use_mask:
-            # nothing puts the lesion of a generated image inside a real mask: compare whole
-            # patches by their radiomic features instead
-            from radiogenomics.evaluate.images import radiomic_table
-
-            whole = np.ones_like(m[:, :1].numpy())
-            real = radiomic_table(x[:, :1].numpy(), whole, progress=False).to_numpy()
-            table = lambda v: radiomic_table(v, whole, progress=False).to_numpy()  # noqa: E731
-        else:
-            real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
-            table = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
-
-        genes = _gene_components(z[p].numpy()) if self.genes else None
-        if genes is not None:
-            keep = p.numpy()  # patients with expression: the joint distance needs their genes
-            mu, sd = np.nanmean(real[keep], 0), np.nanstd(real[keep], 0) + 1e-8
-
-        def score(sampler) -> float:
-            fake = self._generate_with(sampler, m, z, p, x, seed=self.config.seed + 1)
-            feats = table(fake[:, :1].float().cpu().numpy())
-            a, b = real, feats
-            if genes is not None:
-                # Frechet joint distance (DeVries et al. 2019): image features beside the
-                # genes' principal components, whose own part is equal on both sides, so what
-                # is scored is the features' distribution and how they follow the genes
-                a = np.c_[(real[keep] - mu) / sd, genes]
-                b = np.c_[(feats[keep] - mu) / sd, genes]
-            ok = np.isfinite(a).all(1) & np.isfinite(b).all(1)  # tiny lesions: NaN rows
-            return -frechet_distance(a[ok], b[ok]) if ok.sum() >= 4 else -np.inf
-
-        return score
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -713,35 +543,3 @@ class ImageGAN:
 
     def describe(self) -> str:
         return dump_config(self.config)
-
-
-def _gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
-    """Up to `k` principal components of standardised expression, each scaled to unit
-    variance so the genes weigh like the standardised image features; None if too few."""
-    from sklearn.decomposition import PCA
-
-    k = min(k, Z.shape[1], len(Z) - 2)
-    if k < 1:
-        return None
-    pcs = PCA(k, random_state=0).fit_transform(Z)
-    return pcs / (pcs.std(0) + 1e-8)
-
-
-def _aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:
-    """The gene read-back targets: up to `k` principal components (unit variance) of the
-    training patients' standardised expression; zeros for patients without expression."""
-    out = torch.zeros(len(Z), k)
-    if present.sum() > 2:
-        pcs = _gene_components(Z[present].numpy(), k)
-        if pcs is not None:
-            out[present, : pcs.shape[1]] = torch.as_tensor(pcs, dtype=torch.float32)
-    return out
-
-
-def _split(n: int, fraction: float, seed: int):
-    """Patient-level train/validation split (rows are patients)."""
-    n_val = int(round(n * fraction))
-    if n_val < 2 or n - n_val < 2:
-        return np.arange(n), np.array([], dtype=int)
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
