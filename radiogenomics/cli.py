@@ -247,11 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve_config(args) -> Config:
+def resolve_config(args) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def _say(what: str, path) -> None:
+def say(what: str, path) -> None:
     # The CLI's own output: where it wrote what. Library code logs instead.
     print(f"{what}: {path}")
 
@@ -278,7 +278,7 @@ def cmd_demo(args) -> int:
     from radiogenomics.data.cohort import read_cohort, validate_cohort
     from radiogenomics.data.phantom import write_phantom
 
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
@@ -289,8 +289,8 @@ def cmd_demo(args) -> int:
     )
     adata = read_cohort(path)
     summary = validate_cohort(adata, progress=not args.quiet)
-    _say("phantom cohort", path)
-    _say("images and masks", out / "cohort" / "images")
+    say("phantom cohort", path)
+    say("images and masks", out / "cohort" / "images")
     pl.patients(
         adata,
         n=16,
@@ -299,9 +299,9 @@ def cmd_demo(args) -> int:
         color_by="subtype",
         save=out / "patients.png",
     )
-    _say("patient figure", out / "patients.png")
+    say("patient figure", out / "patients.png")
     pl.truth_map(adata, save=out / "truth_map.png")
-    _say("ground-truth map figure", out / "truth_map.png")
+    say("ground-truth map figure", out / "truth_map.png")
     print(json.dumps(summary))
     return 0
 
@@ -330,7 +330,7 @@ def cmd_cohort(args) -> int:
         path = write_phantom(
             phantom, args.out, image_format=cfg.phantom.image_format, progress=progress
         )
-        _say("phantom cohort", path)
+        say("phantom cohort", path)
         return 0
     if args.action == "build":
         from radiogenomics.data.manifest import build_cohort
@@ -341,7 +341,7 @@ def cmd_cohort(args) -> int:
         adata = build_cohort(args.manifest, **kwargs)
         summary = validate_cohort(adata, check_files=not args.no_check_files, progress=progress)
         path = write_cohort(adata, args.out)
-        _say("cohort", path)
+        say("cohort", path)
         print(json.dumps(summary))
         return 0
     if args.action == "validate":
@@ -361,14 +361,14 @@ def cmd_cohort(args) -> int:
             group=args.group,
             seed=args.seed,
         )
-        _say(f"train ({train.n_obs} patients)", write_cohort(train, args.out / "train.h5ad"))
-        _say(f"test ({test.n_obs} patients)", write_cohort(test, args.out / "test.h5ad"))
+        say(f"train ({train.n_obs} patients)", write_cohort(train, args.out / "train.h5ad"))
+        say(f"test ({test.n_obs} patients)", write_cohort(test, args.out / "test.h5ad"))
         return 0
     if args.action == "prepare-shared":
         from radiogenomics.data.shared import prepare_shared
 
         out = prepare_shared(args.name, args.data_dir, args.out, progress=progress)
-        _say(f"prepared {args.name}", out)
+        say(f"prepared {args.name}", out)
         return 0
     raise AssertionError(args.action)  # argparse restricts the choices
 
@@ -377,7 +377,7 @@ def cmd_select_genes(args) -> int:
     from radiogenomics import pl, pp
     from radiogenomics.data.cohort import read_cohort, write_cohort
 
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
@@ -401,21 +401,21 @@ def cmd_select_genes(args) -> int:
         genes = table.index[table["selected"]].tolist()
         _write_csv(table, stem.with_name(stem.name + "_de.csv"))
         pl.volcano(adata, save=stem.with_name(stem.name + "_volcano.png"))
-        _say("differential expression", stem.with_name(stem.name + "_de.csv"))
-        _say("volcano plot", stem.with_name(stem.name + "_volcano.png"))
+        say("differential expression", stem.with_name(stem.name + "_de.csv"))
+        say("volcano plot", stem.with_name(stem.name + "_volcano.png"))
     elif sel.method == "pathway":
         if sel.gmt is None:
             raise ValueError("select.method 'pathway' needs key 'select.gmt' (a GMT file)")
         report = pp.pathway_genes(adata, sel.gmt, sel.pathways)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         _write_csv(report, stem.with_name(stem.name + "_pathways.csv"))
-        _say("pathway report", stem.with_name(stem.name + "_pathways.csv"))
+        say("pathway report", stem.with_name(stem.name + "_pathways.csv"))
     else:
         genes = pp.highly_variable(adata, sel.n_top)
     if not genes:
         raise ValueError(f"select.method '{sel.method}' selected no gene; loosen its thresholds")
     path = write_cohort(pp.select_genes(adata, genes), args.out)
-    _say(f"cohort with {len(genes)} selected genes", path)
+    say(f"cohort with {len(genes)} selected genes", path)
     return 0
 
 
@@ -444,7 +444,7 @@ def _model_class(name: str):
 def cmd_train(args) -> int:
     from radiogenomics.data.cohort import read_cohort
 
-    cfg = _resolve_config(args)
+    cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
@@ -455,8 +455,8 @@ def cmd_train(args) -> int:
         from radiogenomics import pl
 
         pl.loss_curves(args.out / "log.csv", save=args.out / "loss_curves.png")
-        _say("loss curves", args.out / "loss_curves.png")
-    _say(f"trained {model!r}", args.out)
+        say("loss curves", args.out / "loss_curves.png")
+    say(f"trained {model!r}", args.out)
     print(json.dumps(summary))
     return 0
 
@@ -491,7 +491,7 @@ def cmd_sample(args) -> int:
         synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
         synth.uns["rg"]["synthetic"]["run"] = str(args.run)
         path = write_cohort(synth, args.out / "cohort.h5ad")
-        _say(f"{synth.n_obs} synthetic patients", path)
+        say(f"{synth.n_obs} synthetic patients", path)
         return 0
     from radiogenomics.models.image_gan import ImageGAN
 
@@ -517,171 +517,23 @@ def cmd_sample(args) -> int:
 
 def _write_images(synth, args) -> int:
     path = synth.write(args.out, image_format=args.format, progress=not args.quiet)
-    _say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
+    say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
     from radiogenomics import pl
 
     pl.patients(synth.adata, images=synth.images, masks=synth.masks, save=args.out / "samples.png")
-    _say("sample grid", args.out / "samples.png")
+    say("sample grid", args.out / "samples.png")
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.evaluate.cli import evaluate
 
-    if args.kfold is not None:
-        from radiogenomics.evaluate.report import gene_kfold
-
-        if args.data is None:
-            raise ValueError("--kfold needs --data (the whole real cohort)")
-        cfg = _resolve_config(args)
-        if args.dry_run:
-            print(dump_config(cfg), end="")
-            return 0
-        _, summary = gene_kfold(
-            read_cohort(args.data),
-            cfg,
-            args.out,
-            k=args.kfold,
-            covariate=args.covariate,
-            stratify=args.stratify,
-            progress=not args.quiet,
-        )
-        _say("k-fold scores", args.out / "kfold.csv")
-        cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
-        print(summary[cols].round(3).to_string())
-        return 0
-    if args.image_run is not None:
-        return _evaluate_phantom(args)
-    if args.negatives is not None:
-        return _evaluate_augmentation(args)
-    synth = read_cohort(args.synthetic) if args.synthetic is not None else None
-    if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
-        return _evaluate_images(args, synth)
-    from radiogenomics.evaluate.report import gene_report
-
-    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
-    if missing:
-        raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
-    train, real = read_cohort(args.train), read_cohort(args.real)
-    table, report = gene_report(
-        train, real, synth, args.out, covariate=args.covariate, seed=args.seed
-    )
-    _say("metrics", args.out / "metrics.csv")
-    _say("report", report)
-    cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
-    print(table[cols].round(3).to_string())
-    return 0
-
-
-def _evaluate_phantom(args) -> int:
-    """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
-    from radiogenomics.data.cohort import read_cohort
-    from radiogenomics.data.io import atomic_write
-    from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
-    from radiogenomics.models.image_gan import ImageGAN
-
-    if args.data is None:
-        raise ValueError("--image-run needs --data (the phantom cohort the run was trained on)")
-    adata = read_cohort(args.data)
-    model = ImageGAN.load(args.image_run, adata)
-    args.out.mkdir(parents=True, exist_ok=True)
-    tables = [
-        ("planted_features", planted_features(model, adata, seed=args.seed)),
-        ("gene_swap", gene_swap(model, adata, seed=args.seed)),
-    ]
-    if args.segmenter is not None:
-        from radiogenomics.models.segmenter import Segmenter
-
-        judge = Segmenter.load(args.segmenter)
-        tables.append(("mask_fidelity", mask_fidelity(model, adata, judge, seed=args.seed)))
-    for name, table in tables:
-        atomic_write(args.out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp))
-        _say(name, args.out / f"{name}.csv")
-        print(table.round(3).to_string())
-    return 0
-
-
-def _evaluate_augmentation(args) -> int:
-    """Lesion-vs-normal classifier F1 with and without the synthetic lesions."""
-    import dataclasses
-
-    from radiogenomics.data.cohort import read_cohort, validate_cohort
-    from radiogenomics.data.dataset import load_images
-    from radiogenomics.data.io import atomic_write, atomic_write_text
-    from radiogenomics.evaluate.augmentation import (
-        augmentation_experiment,
-        split_negatives,
-        summarise,
-    )
-
-    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
-    if missing:
-        raise ValueError(f"--negatives needs {', '.join(missing)}")
-    train, test = read_cohort(args.train), read_cohort(args.real)
-    normal, synth = read_cohort(args.negatives), read_cohort(args.synthetic)
-    # validation reads the files and records their size and channels
-    size = validate_cohort(normal, progress=False).get("image_size")
-    if size is None:
-        raise ValueError(f"--negatives {args.negatives}: no patient has an image")
-    train_normal, test_normal = split_negatives(normal, train, test, seed=args.seed)
-    # every set at the negatives' size and field, read the same way
-    data = dataclasses.replace(_resolve_config(args).data, image_size=[int(s) for s in size])
-    crops = [
-        load_images(a, data, progress=not args.quiet)[0][:, :1]
-        for a in (train, train_normal, test, test_normal, synth)
-    ]
-    table = augmentation_experiment(
-        *crops,
-        repeats=args.repeats,
-        steps=args.classifier_steps,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    summary = summarise(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write(args.out / "augmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
-    atomic_write_text(args.out / "augmentation_summary.csv", summary.to_csv())
-    _say("augmentation", args.out / "augmentation.csv")
-    print(summary.round(3).to_string())
-    return 0
-
-
-def _evaluate_images(args, synth) -> int:
-    from radiogenomics.data.cohort import read_cohort
-    from radiogenomics.evaluate.report import image_report
-
-    if args.real is None:
-        raise ValueError("evaluate needs --real (held-out real patients with images and masks)")
-    cfg = _resolve_config(args)
-    segmenter = None
-    if args.segmenter is not None:
-        from radiogenomics.models.segmenter import Segmenter
-
-        segmenter = Segmenter.load(args.segmenter)
-        if args.config is None:  # read both cohorts as the segmentation net was trained
-            cfg.data = segmenter.config.data
-    real = read_cohort(args.real)
-    if cfg.data.image_size is None:  # compare at the synthetic images' size
-        cfg.data.image_size = list(synth.uns["rg"]["image_size"])
-    cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])
-    table, report = image_report(
-        real,
-        synth,
-        args.out,
-        cfg.data,
-        segmenter=segmenter,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
-    _say("metrics", args.out / "metrics.csv")
-    _say("report", report)
-    print(table.round(3).to_string())
-    return 0
+    return evaluate(args)
 
 
 def cmd_pending(args) -> int:
     if getattr(args, "dry_run", False):
-        print(dump_config(_resolve_config(args)), end="")
+        print(dump_config(resolve_config(args)), end="")
         return 0
     print(f"radiogenomics {args.verb}: not available yet: {PENDING[args.verb]}.", file=sys.stderr)
     return 3

@@ -1,0 +1,164 @@
+"""`radiogenomics evaluate`: the verb's handlers (gene reports and k-fold, image reports, the
+phantom's planted-feature checks, the augmentation experiment); its arguments are parsed in
+`radiogenomics.cli`."""
+
+from __future__ import annotations
+
+from radiogenomics import _keys as K
+from radiogenomics.cli import resolve_config, say
+from radiogenomics.config import dump_config
+
+
+def evaluate(args) -> int:
+    """Dispatch on the arguments given: --kfold, --image-run, --negatives, image or gene cohorts."""
+    from radiogenomics.data.cohort import read_cohort
+
+    if args.kfold is not None:
+        from radiogenomics.evaluate.report import gene_kfold
+
+        if args.data is None:
+            raise ValueError("--kfold needs --data (the whole real cohort)")
+        cfg = resolve_config(args)
+        if args.dry_run:
+            print(dump_config(cfg), end="")
+            return 0
+        _, summary = gene_kfold(
+            read_cohort(args.data),
+            cfg,
+            args.out,
+            k=args.kfold,
+            covariate=args.covariate,
+            stratify=args.stratify,
+            progress=not args.quiet,
+        )
+        say("k-fold scores", args.out / "kfold.csv")
+        cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
+        print(summary[cols].round(3).to_string())
+        return 0
+    if args.image_run is not None:
+        return _evaluate_phantom(args)
+    if args.negatives is not None:
+        return _evaluate_augmentation(args)
+    synth = read_cohort(args.synthetic) if args.synthetic is not None else None
+    if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
+        return _evaluate_images(args, synth)
+    from radiogenomics.evaluate.report import gene_report
+
+    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
+    train, real = read_cohort(args.train), read_cohort(args.real)
+    table, report = gene_report(
+        train, real, synth, args.out, covariate=args.covariate, seed=args.seed
+    )
+    say("metrics", args.out / "metrics.csv")
+    say("report", report)
+    cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
+    print(table[cols].round(3).to_string())
+    return 0
+
+
+def _evaluate_phantom(args) -> int:
+    """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.data.io import atomic_write
+    from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
+    from radiogenomics.models.image_gan import ImageGAN
+
+    if args.data is None:
+        raise ValueError("--image-run needs --data (the phantom cohort the run was trained on)")
+    adata = read_cohort(args.data)
+    model = ImageGAN.load(args.image_run, adata)
+    args.out.mkdir(parents=True, exist_ok=True)
+    tables = [
+        ("planted_features", planted_features(model, adata, seed=args.seed)),
+        ("gene_swap", gene_swap(model, adata, seed=args.seed)),
+    ]
+    if args.segmenter is not None:
+        from radiogenomics.models.segmenter import Segmenter
+
+        judge = Segmenter.load(args.segmenter)
+        tables.append(("mask_fidelity", mask_fidelity(model, adata, judge, seed=args.seed)))
+    for name, table in tables:
+        atomic_write(args.out / f"{name}.csv", lambda tmp, t=table: t.to_csv(tmp))
+        say(name, args.out / f"{name}.csv")
+        print(table.round(3).to_string())
+    return 0
+
+
+def _evaluate_augmentation(args) -> int:
+    """Lesion-vs-normal classifier F1 with and without the synthetic lesions."""
+    import dataclasses
+
+    from radiogenomics.data.cohort import read_cohort, validate_cohort
+    from radiogenomics.data.dataset import load_images
+    from radiogenomics.data.io import atomic_write, atomic_write_text
+    from radiogenomics.evaluate.augmentation import (
+        augmentation_experiment,
+        split_negatives,
+        summarise,
+    )
+
+    missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+    if missing:
+        raise ValueError(f"--negatives needs {', '.join(missing)}")
+    train, test = read_cohort(args.train), read_cohort(args.real)
+    normal, synth = read_cohort(args.negatives), read_cohort(args.synthetic)
+    # validation reads the files and records their size and channels
+    size = validate_cohort(normal, progress=False).get("image_size")
+    if size is None:
+        raise ValueError(f"--negatives {args.negatives}: no patient has an image")
+    train_normal, test_normal = split_negatives(normal, train, test, seed=args.seed)
+    # every set at the negatives' size and field, read the same way
+    data = dataclasses.replace(resolve_config(args).data, image_size=[int(s) for s in size])
+    crops = [
+        load_images(a, data, progress=not args.quiet)[0][:, :1]
+        for a in (train, train_normal, test, test_normal, synth)
+    ]
+    table = augmentation_experiment(
+        *crops,
+        repeats=args.repeats,
+        steps=args.classifier_steps,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    summary = summarise(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out / "augmentation.csv", lambda tmp: table.to_csv(tmp, index=False))
+    atomic_write_text(args.out / "augmentation_summary.csv", summary.to_csv())
+    say("augmentation", args.out / "augmentation.csv")
+    print(summary.round(3).to_string())
+    return 0
+
+
+def _evaluate_images(args, synth) -> int:
+    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.evaluate.report import image_report
+
+    if args.real is None:
+        raise ValueError("evaluate needs --real (held-out real patients with images and masks)")
+    cfg = resolve_config(args)
+    segmenter = None
+    if args.segmenter is not None:
+        from radiogenomics.models.segmenter import Segmenter
+
+        segmenter = Segmenter.load(args.segmenter)
+        if args.config is None:  # read both cohorts as the segmentation net was trained
+            cfg.data = segmenter.config.data
+    real = read_cohort(args.real)
+    if cfg.data.image_size is None:  # compare at the synthetic images' size
+        cfg.data.image_size = list(synth.uns["rg"]["image_size"])
+    cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])
+    table, report = image_report(
+        real,
+        synth,
+        args.out,
+        cfg.data,
+        segmenter=segmenter,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    say("metrics", args.out / "metrics.csv")
+    say("report", report)
+    print(table.round(3).to_string())
+    return 0
