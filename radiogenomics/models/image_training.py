@@ -4,8 +4,8 @@ weights. Kept apart from `image_gan` (the model's API) so each file reads on its
 One critic step: WGAN-GP (or least squares / hinge) on real vs generated images from the same
 masks and genes, matching-aware negatives (a real image with another patient's genes or mask),
 the mask critic when the model generates masks, and the gene read-back head on real images.
-One generator step: the adversarial loss, the background L1 (Xu et al.) and the read-back of
-the genes from the generated images.
+One generator step: the adversarial loss, the background L1 (Xu et al.), the read-back of the
+genes from the generated images, and the mask generator's adversarial loss when there is one.
 """
 
 from __future__ import annotations
