@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -130,6 +131,33 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     steps = [int(line.split(",")[0]) for line in log[1:]]
     assert steps == list(range(1, 21))  # steps 11-12 replayed once, none logged twice
+
+
+def test_tensorboard_scalars_survive_a_resume(tmp_path):
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator",
+        reason="tensorboard is not installed (the 'tensorboard' extra)",
+    )
+    first, (c, g, e) = _toy_trainer(tmp_path, steps=20)
+    calls = iter(range(100))
+
+    def dies_at_step_13(rng):
+        if next(calls) == 12:
+            raise _Killed
+        return g(rng)
+
+    with pytest.raises(_Killed):
+        first.fit(c, dies_at_step_13, e)
+    resumed, fns = _toy_trainer(tmp_path, steps=20)
+    resumed.fit(*fns)
+    events = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert {"critic", "generator", "val_score"} <= set(events.Tags()["scalars"])
+    steps = [ev.step for ev in events.Scalars("generator")]
+    assert steps == list(range(1, 21))  # the replayed steps 11-12 are not there twice
+    logged = [ev.value for ev in events.Scalars("val_score")]
+    from_csv = pd.read_csv(tmp_path / "log.csv")["val_score"].dropna().tolist()
+    np.testing.assert_allclose(logged, from_csv, rtol=1e-6)
 
 
 def test_a_run_folder_refuses_another_runs_checkpoint(tmp_path):

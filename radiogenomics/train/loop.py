@@ -4,7 +4,8 @@ A model supplies three callables: `critic_step(rng)` and `generator_step(rng)` d
 batch with the given torch.Generator and return `(loss, logs)`; `evaluate(sampler)` scores the
 sampling generator on held-out patients (higher is better). The loop does everything else:
 n_critic critic steps per generator step, the EMA of the generator, model selection and early
-stopping on the held-out score, bf16 autocast on CUDA, a CSV log and resumable checkpoints.
+stopping on the held-out score, bf16 autocast on CUDA, a CSV log (and TensorBoard scalars when
+tensorboard is installed) and resumable checkpoints.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class AdversarialTrainer:
             return self.summary()
         record_every = max(1, cfg.steps // 1000)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", disable=not self.progress)
+        board = self._board()
         started = time.perf_counter()
         while self.step < cfg.steps:
             for _ in range(cfg.n_critic):
@@ -144,6 +146,10 @@ class AdversarialTrainer:
                 bar.set_postfix(val=f"{row['val_score']:.3f}", best=f"{self.best['score']:.3f}")
             if self.step % record_every == 0 or "val_score" in row:
                 self.history.append({k: float(v) for k, v in row.items()})
+                if board is not None:
+                    for key, value in self.history[-1].items():
+                        if key != "step":
+                            board.add_scalar(key, value, self.step)
             if self.stopped:
                 log.info(
                     "early stop at step %d: no better held-out score for %d evaluations "
@@ -158,8 +164,22 @@ class AdversarialTrainer:
             if self.stopped:
                 break
         bar.close()
+        if board is not None:
+            board.close()
         log.info("trained %d steps in %.1f s", self.step, time.perf_counter() - started)
         return self.summary()
+
+    def _board(self):
+        """A TensorBoard writer in `run_dir/tensorboard` when tensorboard is installed (the
+        `tensorboard` extra), else None. A resumed run drops the events logged after its
+        checkpoint, so a curve has one value per step."""
+        if self.run_dir is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
 
     def _evaluate(self, evaluate) -> float:
         sampler = self.sampler
