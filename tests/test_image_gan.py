@@ -284,6 +284,26 @@ def test_phantom_checks(trained, phantom_cohort):
         planted_features(model, phantom_cohort, model.patients[:3])
 
 
+def test_selection_falls_back_to_the_image_features_with_few_expressed(trained, caplog):
+    from radiogenomics.models.image_training import MIN_JOINT, realism_score
+
+    model, _, _ = trained
+    present = model._present.numpy()
+    few = np.r_[np.flatnonzero(present)[:3], np.flatnonzero(~present)[:6]]
+    with caplog.at_level("WARNING", logger="radiogenomics.models.image_training"):
+        score = realism_score(model, few)(model.sampler)
+    # 3 patients with expression cannot estimate the joint distance: before the fallback the
+    # score was -inf at every evaluation and no weights were ever selected (TCGA-LGG)
+    assert np.isfinite(score)
+    assert f"only 3 of the {len(few)} held-out patients have expression" in caplog.text
+    caplog.clear()
+    many = np.flatnonzero(present)
+    assert len(many) >= MIN_JOINT
+    with caplog.at_level("WARNING", logger="radiogenomics.models.image_training"):
+        assert np.isfinite(realism_score(model, many)(model.sampler))
+    assert "image features alone" not in caplog.text
+
+
 def test_selection_distance_is_joint_with_the_genes():
     from radiogenomics.evaluate.images import frechet_distance
     from radiogenomics.models.image_training import gene_components

@@ -10,6 +10,8 @@ genes from the generated images, and the mask generator's adversarial loss when 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,11 @@ from radiogenomics.train.losses import (
     mismatched_scores,
     partners,
 )
+
+log = logging.getLogger(__name__)
+# Held-out patients with expression needed for the joint distance: its covariance has the six
+# lesion features plus up to 8 gene components, and a handful of rows cannot estimate it.
+MIN_JOINT = 16
 
 
 def training_steps(model, train_idx: np.ndarray):
@@ -173,6 +180,17 @@ def realism_score(model, val_idx: np.ndarray):
         table = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
 
     genes = gene_components(z[p].numpy()) if model.genes else None
+    if genes is not None and int(p.sum()) < MIN_JOINT:
+        # e.g. TCGA-LGG: 12 held-out patients, 3 with expression, gave -inf at every
+        # evaluation, so no weights were ever selected
+        log.warning(
+            "only %d of the %d held-out patients have expression (the joint distance needs "
+            ">= %d): weights are selected on the image features alone",
+            int(p.sum()),
+            len(val_idx),
+            MIN_JOINT,
+        )
+        genes = None
     if genes is not None:
         keep = p.numpy()  # patients with expression: the joint distance needs their genes
         mu, sd = np.nanmean(real[keep], 0), np.nanstd(real[keep], 0) + 1e-8
