@@ -113,10 +113,22 @@ class AdversarialTrainer:
         if self.stopped or self.step >= cfg.steps:
             log.info("training already finished at step %d", self.step)
             return self.summary()
-        record_every = max(1, cfg.steps // 1000)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="training", disable=not self.progress)
         board = self._board()
         started = time.perf_counter()
+        try:
+            self._loop(critic_step, generator_step, evaluate, bar, board)
+        finally:  # a failed or killed run still flushes what it logged
+            bar.close()
+            if board is not None:
+                board.close()
+        log.info("trained %d steps in %.1f s", self.step, time.perf_counter() - started)
+        return self.summary()
+
+    def _loop(self, critic_step, generator_step, evaluate, bar, board) -> None:
+        """Generator steps (each after n_critic critic steps) until cfg.steps or early stop."""
+        cfg = self.cfg
+        record_every = max(1, cfg.steps // 1000)
         while self.step < cfg.steps:
             for _ in range(cfg.n_critic):
                 self.opt_c.zero_grad(set_to_none=True)
@@ -163,11 +175,6 @@ class AdversarialTrainer:
                 self._checkpoint()
             if self.stopped:
                 break
-        bar.close()
-        if board is not None:
-            board.close()
-        log.info("trained %d steps in %.1f s", self.step, time.perf_counter() - started)
-        return self.summary()
 
     def _board(self):
         """A TensorBoard writer in `run_dir/tensorboard` when tensorboard is installed (the
