@@ -13,6 +13,9 @@ from radiogenomics.data.cohort import (  # noqa: E402
 
 __all__ = [
     "__version__",
+    "pl",
+    "pp",
+    "tl",
     "check_covariates",
     "make_cohort",
     "read_cohort",
@@ -20,3 +23,13 @@ __all__ = [
     "validate_cohort",
     "write_cohort",
 ]
+
+
+def __getattr__(name: str):
+    # `radiogenomics.pp`, `.tl`, `.pl` (scanpy style), imported on first use: pl pulls in
+    # matplotlib, which a training job does not need
+    if name in ("pp", "tl", "pl"):
+        import importlib
+
+        return importlib.import_module(f"radiogenomics.{name}")
+    raise AttributeError(f"module 'radiogenomics' has no attribute {name!r}")

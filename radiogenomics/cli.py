@@ -425,22 +425,6 @@ def _write_csv(frame, path: Path) -> None:
     atomic_write(path, lambda tmp: frame.to_csv(tmp))
 
 
-MODELS = {
-    "gene_gan": ("radiogenomics.models.gene_gan", "GeneGAN"),
-    "image_gan": ("radiogenomics.models.image_gan", "ImageGAN"),
-    "segmentation": ("radiogenomics.models.segmenter", "Segmenter"),
-}
-# the file each model writes into its run folder, so `sample` knows what a run holds
-RUN_FILES = {"gene_gan.json": "gene_gan", "image_gan.json": "image_gan"}
-
-
-def _model_class(name: str):
-    import importlib
-
-    module, cls = MODELS[name]
-    return getattr(importlib.import_module(module), cls)
-
-
 def cmd_train(args) -> int:
     from radiogenomics.data.cohort import read_cohort
 
@@ -448,9 +432,17 @@ def cmd_train(args) -> int:
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
+    from radiogenomics.models import MODELS
+    from radiogenomics.train import distributed
+
+    distributed.init_from_env()  # under torchrun: one process per rank
     adata = read_cohort(args.data)
-    model = _model_class(cfg.model)(adata, cfg)
+    model = MODELS[cfg.model](adata, cfg)
     summary = model.train(run_dir=args.out, progress=not args.quiet)
+    if not distributed.is_main():
+        return 0  # rank 0 writes and reports
+    if summary.get("resumed_from") is not None:
+        say(f"resumed from step {summary['resumed_from']}", args.out / "checkpoint")
     if (args.out / "log.csv").is_file() and cfg.model != "segmentation":
         from radiogenomics import pl
 
@@ -471,19 +463,13 @@ def _covariate_args(items: list[str]) -> dict:
     return out
 
 
-def _run_kind(run: Path) -> str:
-    for file, kind in RUN_FILES.items():
-        if (run / file).is_file():
-            return kind
-    raise FileNotFoundError(
-        f"{run} holds no trained model to sample from (none of {sorted(RUN_FILES)} found)"
-    )
-
-
 def cmd_sample(args) -> int:
     from radiogenomics.data.cohort import read_cohort, write_cohort
+    from radiogenomics.models.base import read_meta
 
-    kind = _run_kind(args.run)
+    kind = read_meta(args.run)["model"]
+    if kind == "segmentation":
+        raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
     if kind == "gene_gan":
         from radiogenomics.models.gene_gan import GeneGAN
 

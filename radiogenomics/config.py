@@ -21,18 +21,18 @@ class DataConfig:
     # Size the images are resized to; None keeps the cohort's uns["rg"]["image_size"].
     image_size: list[int] | None = None
     # Image channels; None takes the cohort's (uns["rg"]["channels"]), a number must match it.
-    channels: int | None = None
+    in_channels: int | None = None
     # minmax: each image to [-1, 1]; percentile: clip to [lower, upper] percentiles then [-1, 1];
     # fixed: map [a_min, a_max] to [-1, 1] (CT in HU, say).
     intensity: Literal["minmax", "percentile", "fixed"] = "minmax"
     percentiles: list[float] = field(default_factory=lambda: [0.5, 99.5])
     a_min: float = 0.0
     a_max: float = 1.0
+    # CohortDataset only (the MONAI Dataset API): random flips and affine transforms, and the
+    # fraction of the cohort whose loaded images it caches. The models hold their patients'
+    # images in memory and apply their own augmentation on the tensors.
     augment: bool = False
-    # Fraction of the cohort whose loaded images are kept in memory (MONAI CacheDataset).
     cache_rate: float = 1.0
-    batch_size: int = 16
-    num_workers: int = 0
 
     def __post_init__(self):
         if self.image_size is not None and len(self.image_size) != self.spatial_dims:
@@ -42,16 +42,12 @@ class DataConfig:
             )
         if not 0.0 <= self.cache_rate <= 1.0:
             raise ValueError(f"key 'data.cache_rate' must be in [0, 1]; got {self.cache_rate}")
-        if self.channels is not None and self.channels < 1:
-            raise ValueError(f"key 'data.channels' must be >= 1; got {self.channels}")
+        if self.in_channels is not None and self.in_channels < 1:
+            raise ValueError(f"key 'data.in_channels' must be >= 1; got {self.in_channels}")
         if self.a_min >= self.a_max:
             raise ValueError(
                 f"key 'data.a_min' ({self.a_min}) must be below 'data.a_max' ({self.a_max})"
             )
-        if self.batch_size < 1:
-            raise ValueError(f"key 'data.batch_size' must be >= 1; got {self.batch_size}")
-        if self.num_workers < 0:
-            raise ValueError(f"key 'data.num_workers' must be >= 0; got {self.num_workers}")
         lo, hi = (self.percentiles + [None, None])[:2]
         if len(self.percentiles) != 2 or not 0 <= lo < hi <= 100:
             raise ValueError(
@@ -105,14 +101,18 @@ class GeneConfig:
     log1p: bool = False
     # Covariates the generator and critic are conditioned on; None takes all of the cohort's.
     covariates: list[str] | None = None
-    # Noise dimension fed to the generator.
-    n_latent: int = 64
+    # Noise dimension fed to the generator (the gene latent is its last hidden layer).
+    n_noise: int = 64
     # Width and depth of the generator and critic MLPs (gGAN: 2 x 256, ReLU).
     n_hidden: int = 256
     n_layers: int = 2
+    # Learning rate of the gene generator and critic; None uses train.lr and train.lr_critic.
+    lr: float | None = None
 
     def __post_init__(self):
-        for key in ("n_latent", "n_hidden", "n_layers"):
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"key 'gene.lr' must be > 0; got {self.lr}")
+        for key in ("n_noise", "n_hidden", "n_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'gene.{key}' must be >= 1; got {getattr(self, key)}")
         if self.genes is not None and len(self.genes) == 0:
@@ -135,8 +135,12 @@ class TrainConfig:
     gp_weight: float = 10.0
     # Exponential moving average of the generator weights used for sampling; 0 turns it off.
     ema_decay: float = 0.999
-    # Fraction of the training patients held out for model selection on realism.
+    # Fraction of the cohort's patients held out for model selection (radiogenomics.data.split:
+    # one split per cohort and seed, so every model of a cohort holds out the same patients),
+    # stratified by the obs column `stratify` and grouped by the obs column `group` where set.
     val_fraction: float = 0.15
+    stratify: str | None = None
+    group: str | None = None
     # Score realism on the held-out patients every this many steps and keep the best weights.
     eval_every: int = 100
     # Keep the best weights only among evaluations from this step on: early weights can score
@@ -146,11 +150,21 @@ class TrainConfig:
     patience: int = 0
     # Write a resumable checkpoint every this many steps.
     checkpoint_every: int = 500
+    # Record the losses (log.csv, TensorBoard) every this many steps: reading a loss off the
+    # GPU waits for it, so the steps in between run without a host-device sync.
+    log_every: int = 10
     # CUDA only: bf16 autocast of the forward passes (the gradient penalty stays fp32).
     amp: bool = True
 
     def __post_init__(self):
-        for key in ("steps", "batch_size", "n_critic", "eval_every", "checkpoint_every"):
+        for key in (
+            "steps",
+            "batch_size",
+            "n_critic",
+            "eval_every",
+            "checkpoint_every",
+            "log_every",
+        ):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'train.{key}' must be >= 1; got {getattr(self, key)}")
         if self.select_after < 0:
@@ -198,6 +212,8 @@ class ImageConfig:
     # GeneEncoder MLP width and depth (expression -> gene code).
     n_hidden: int = 256
     n_layers: int = 2
+    # Learning rate of the image networks; None uses train.lr and train.lr_critic.
+    lr: float | None = None
     # Train the MaskGenerator (gene code + noise -> mask) beside the image generator, so
     # fully synthetic patients get gene-dependent lesion shapes.
     train_masks: bool = True
@@ -239,6 +255,8 @@ class ImageConfig:
         for key in ("n_noise", "n_code", "n_hidden", "n_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'image.{key}' must be >= 1; got {getattr(self, key)}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError(f"key 'image.lr' must be > 0; got {self.lr}")
         if self.mismatch_weight < 0:
             raise ValueError(
                 f"key 'image.mismatch_weight' must be >= 0; got {self.mismatch_weight}"
@@ -275,8 +293,7 @@ class SegmentConfig:
     steps: int = 2000
     batch_size: int = 16
     lr: float = 1e-3
-    # Patients held out (patient-level) to report Dice/IoU and keep the best weights.
-    val_fraction: float = 0.2
+    # Held-out Dice/IoU every this many steps (the held-out patients: train.val_fraction).
     eval_every: int = 100
     # Threshold on the foreground probability.
     threshold: float = 0.5
@@ -296,10 +313,6 @@ class SegmentConfig:
             raise ValueError(f"key 'segment.dropout' must be in [0, 1); got {self.dropout}")
         if self.lr <= 0:
             raise ValueError(f"key 'segment.lr' must be > 0; got {self.lr}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(
-                f"key 'segment.val_fraction' must be in [0, 1); got {self.val_fraction}"
-            )
         if not 0 < self.threshold < 1:
             raise ValueError(f"key 'segment.threshold' must be in (0, 1); got {self.threshold}")
 
@@ -431,6 +444,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config annotation {tp!r} for '{key}'")
 
 
+# Keys of earlier versions: an error that names the new key (None: removed, with why).
+RENAMED = {
+    "gene.n_latent": "gene.n_noise",
+    "data.channels": "data.in_channels",
+    "segment.val_fraction": "train.val_fraction",
+    "data.batch_size": "train.batch_size (segment.batch_size for the segmentation net)",
+    "data.num_workers": None,
+}
+_REMOVED_WHY = "the models hold their images in memory and no loader has workers"
+
+
 def from_dict(cls, data: dict | None, prefix: str = ""):
     """Build dataclass `cls` from a nested dict; unknown keys and bad values raise ValueError."""
     data = {} if data is None else data
@@ -442,6 +466,13 @@ def from_dict(cls, data: dict | None, prefix: str = ""):
     kwargs = {}
     for key, value in data.items():
         full = f"{prefix}.{key}" if prefix else str(key)
+        if full in RENAMED:
+            new = RENAMED[full]
+            raise ValueError(
+                f"key '{full}' was renamed to '{new}'"
+                if new
+                else f"key '{full}' was removed: {_REMOVED_WHY}"
+            )
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = (
@@ -498,7 +529,7 @@ def apply_override(data: dict, item: str) -> None:
 
 def save_config(cfg, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically."""
-    from radiogenomics.data.io import atomic_write_text
+    from radiogenomics._atomic import atomic_write_text
 
     return atomic_write_text(Path(path), dump_config(cfg))
 

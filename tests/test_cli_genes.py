@@ -12,7 +12,7 @@ from radiogenomics.data.cohort import make_cohort, read_cohort, write_cohort
 
 FAST = [
     "--set", "train.steps=40", "--set", "train.eval_every=20", "--set", "train.checkpoint_every=20",
-    "--set", "gene.n_hidden=32", "--set", "gene.n_latent=8",
+    "--set", "gene.n_hidden=32", "--set", "gene.n_noise=8",
 ]  # fmt: skip
 
 
@@ -45,7 +45,7 @@ def test_split_train_sample_evaluate(gene_cohort, tmp_path, capsys):
     argv = ["-q", "train", "configs/gene_wgan.yaml", "--data", str(split / "train.h5ad"),
             "--out", str(run), *FAST]  # fmt: skip
     assert main(argv) == 0
-    for name in ("model.safetensors", "gene_gan.json", "config.yaml", "log.csv", "loss_curves.png"):
+    for name in ("model.safetensors", "model.json", "config.yaml", "log.csv", "loss_curves.png"):
         assert (run / name).is_file(), name
     capsys.readouterr()
     assert main(argv) == 0  # a finished run resumes to the same end and does not retrain

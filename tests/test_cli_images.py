@@ -39,11 +39,11 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
     seg, gan, synth, report = (tmp_path / n for n in ("seg", "gan", "synth", "report"))
     assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(seg),
                  *TINY_SEG]) == 0  # fmt: skip
-    assert (seg / "segmenter.safetensors").is_file()
+    assert (seg / "model.safetensors").is_file()
     assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(gan),
                  "--set", "model=image_gan", "--set", "train.val_fraction=0.3",
                  *TINY_GAN]) == 0  # fmt: skip
-    for name in ("model.safetensors", "image_gan.json", "config.yaml", "log.csv"):
+    for name in ("model.safetensors", "model.json", "config.yaml", "log.csv"):
         assert (gan / name).is_file(), name
 
     checks = tmp_path / "checks"

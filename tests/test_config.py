@@ -77,10 +77,10 @@ def test_yaml_round_trip(tmp_path):
 
 def test_yaml_file_with_overrides_on_top(tmp_path):
     path = tmp_path / "cfg.yaml"
-    path.write_text("seed: 3\ndata:\n  batch_size: 4\nphantom:\n  n: 50\n")
+    path.write_text("seed: 3\ntrain:\n  batch_size: 4\nphantom:\n  n: 50\n")
     cfg = load_config(path, overrides=["phantom.n=20"])
     assert cfg.seed == 3
-    assert cfg.data.batch_size == 4
+    assert cfg.train.batch_size == 4
     assert cfg.phantom.n == 20  # the override wins over the file
 
 
@@ -89,7 +89,7 @@ def test_overrides():
     assert cfg.data.spatial_dims == 3
     assert cfg.phantom.n == 10
     # everything else stays at its default
-    assert cfg.data.channels is None  # taken from the cohort
+    assert cfg.data.in_channels is None  # taken from the cohort
     assert cfg.phantom.n_genes == 256
     assert cfg.seed == 0
 
@@ -190,7 +190,7 @@ def test_bad_values_name_the_key(override, pattern):
             r"key 'data\.image_size' has 2 entries .* data\.spatial_dims is 3",
         ),
         (["data.cache_rate=1.5"], r"key 'data\.cache_rate' must be in \[0, 1\]; got 1\.5"),
-        (["data.channels=0"], r"key 'data\.channels' must be >= 1; got 0"),
+        (["data.in_channels=0"], r"key 'data\.in_channels' must be >= 1; got 0"),
         (["data.percentiles=[99, 1]"], r"key 'data\.percentiles' must be \[lower, upper\]"),
         (["data.percentiles=[1]"], r"key 'data\.percentiles' must be \[lower, upper\]"),
         (["phantom.n=0"], r"key 'phantom\.n' must be >= 1; got 0"),
@@ -242,6 +242,20 @@ def test_from_dict_builds_sections_directly():
     data = from_dict(DataConfig, {"spatial_dims": 3, "image_size": [8, 8, 8]}, prefix="data")
     assert data == DataConfig(spatial_dims=3, image_size=[8, 8, 8])
     with pytest.raises(
-        ValueError, match=r"unknown key 'data\.chanels' \(did you mean 'channels'\?\)"
+        ValueError, match=r"unknown key 'data\.in_chanels' \(did you mean 'in_channels'\?\)"
     ):
-        from_dict(DataConfig, {"chanels": 3}, prefix="data")
+        from_dict(DataConfig, {"in_chanels": 3}, prefix="data")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("gene.n_latent=8", r"key 'gene\.n_latent' was renamed to 'gene\.n_noise'"),
+        ("data.channels=1", r"key 'data\.channels' was renamed to 'data\.in_channels'"),
+        ("segment.val_fraction=0.2", r"renamed to 'train\.val_fraction'"),
+        ("data.num_workers=2", r"key 'data\.num_workers' was removed"),
+    ],
+)
+def test_old_key_names_say_the_new_ones(item, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(overrides=[item])

@@ -103,5 +103,5 @@ def test_missing_covariate_and_channel_mismatch_are_errors(phantom_cohort, spati
         ValueError, match=rf"'age' is missing for patient\(s\) \['{bad.obs_names[3]}'\]"
     ):
         CohortDataset(bad, _cfg(spatial_dims))
-    with pytest.raises(ValueError, match=r"data.channels=3 .* 1 channel"):
-        CohortDataset(phantom_cohort, _cfg(spatial_dims, channels=3))
+    with pytest.raises(ValueError, match=r"data.in_channels=3 .* 1 channel"):
+        CohortDataset(phantom_cohort, _cfg(spatial_dims, in_channels=3))

@@ -14,6 +14,7 @@ from radiogenomics import _keys as K
 from radiogenomics.config import load_config
 from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.dataset import load_images
+from radiogenomics.models.gene_gan import GeneGAN
 from radiogenomics.models.image_gan import ImageGAN
 
 
@@ -60,7 +61,7 @@ def test_trains_on_paired_and_image_only_patients(trained, phantom_cohort):
     log = pd.read_csv(run / "log.csv")
     assert {"critic", "generator", "gp", "critic_mask", "val_score"} <= set(log.columns)
     assert np.isfinite(log[["critic", "generator"]].to_numpy()).all()
-    val = model.meta["val_patients"]
+    val = model.held_out
     assert set(val) <= set(model.patients) and len(val) == model.meta["summary"]["n_val"] >= 4
 
 
@@ -117,20 +118,21 @@ def test_save_load_round_trip(trained, phantom_cohort, tmp_path):
     b = loaded.generate(masks.numpy(), sub, seed=0)
     np.testing.assert_allclose(a, b, atol=1e-6)
     assert loaded.trained and loaded.genes == model.genes
-    with pytest.raises(FileNotFoundError, match="no trained ImageGAN"):
+    with pytest.raises(FileNotFoundError, match="holds no trained model"):
         ImageGAN.load(tmp_path)
-    # a run saved before the format key (no mask depth) is refused, not misread
+    # a run saved by networks of another format is refused, not misread
     old = tmp_path / "old"
     shutil.copytree(run, old)
-    meta = json.loads((old / "image_gan.json").read_text())
-    del meta["format"]
-    (old / "image_gan.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="format 1, .*retrain"):
+    meta = json.loads((old / "model.json").read_text())
+    meta["format"] = 3  # before the one model core
+    (old / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 3, .*retrain"):
         ImageGAN.load(old)
-    meta["format"] = 2  # nearest upsampling: the same weights would draw other images
-    (old / "image_gan.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="format 2, .*retrain"):
+    (old / "model.json").write_text(json.dumps(meta)[:40])  # cut short
+    with pytest.raises(ValueError, match=r"model\.json is not valid JSON"):
         ImageGAN.load(old)
+    with pytest.raises(ValueError, match="holds a 'image_gan' model, not a 'gene_gan' one"):
+        GeneGAN.load(run)
 
 
 def test_load_refuses_other_cohorts(trained, tmp_path):
@@ -147,7 +149,13 @@ def test_load_refuses_other_cohorts(trained, tmp_path):
 
 def test_resume_continues_the_log(phantom_cohort, tmp_path):
     dims = phantom_cohort.uns["rg"]["spatial_dims"]
-    cfg = tiny_config(dims, "train.steps=2", "train.val_fraction=0", "image.train_masks=false")
+    cfg = tiny_config(
+        dims,
+        "train.steps=2",
+        "train.val_fraction=0",
+        "image.train_masks=false",
+        "train.log_every=1",
+    )
     ImageGAN(phantom_cohort, cfg).train(tmp_path, progress=False)
     cfg.train.steps = 4
     model = ImageGAN(phantom_cohort, cfg)

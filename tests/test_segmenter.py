@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 
@@ -16,10 +15,14 @@ from radiogenomics.config import Config
 from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.phantom import make_phantom, write_phantom
-from radiogenomics.models import segmenter as segmenter_module
-from radiogenomics.models.segmenter import CHECKPOINT, LOG, META, WEIGHTS, Segmenter
+from radiogenomics.data.split import held_out as held_out_mask
+from radiogenomics.models.base import META, WEIGHTS
+from radiogenomics.models.segmenter import Segmenter
 from radiogenomics.nn.segmentation import SegmentationNet
+from radiogenomics.train import loop as loop_module
 from radiogenomics.train.checkpoint import load_checkpoint
+
+CHECKPOINT, LOG = "checkpoint", "log.csv"
 
 
 def _dims(adata) -> int:
@@ -29,6 +32,7 @@ def _dims(adata) -> int:
 def _config(dims: int, steps: int = 40, **segment) -> Config:
     cfg = Config()
     cfg.data.spatial_dims = dims
+    cfg.train.log_every = 1  # every step in log.csv
     s = cfg.segment
     s.channels, s.strides, s.num_res_units, s.dropout = [4, 8, 16], [2, 2], 1, 0.1
     s.steps, s.batch_size, s.eval_every, s.lr = steps, 4, 20, 3e-3
@@ -114,7 +118,7 @@ def test_training_lowers_the_loss(trained, phantom_cohort):
     for name in (WEIGHTS, META, "config.yaml", LOG):
         assert (run / name).is_file(), name
     log = pd.read_csv(run / LOG)
-    assert list(log.columns) == ["step", "loss", "val_dice", "val_iou"]
+    assert list(log.columns) == ["step", "loss", "val_dice"]
     assert log["step"].tolist() == list(range(1, 41))
     assert log["val_dice"].notna().sum() == 2
 
@@ -126,7 +130,11 @@ def test_evaluate_on_held_out_and_on_a_cohort(trained, phantom_cohort):
     assert list(held_out["dice_per_patient"].index) == seg.val_patients
     assert held_out["dice"] == pytest.approx(trained[1]["best_val_dice"])
     n_val = trained[1]["n_val"]
-    assert held_out["n"] == n_val == math.ceil(0.2 * (trained[1]["n_train"] + n_val))
+    # the cohort's one split, restricted to the patients with masks
+    cohort_wide = held_out_mask(phantom_cohort.obs, seg.config.train.val_fraction, seg.config.seed)
+    with_mask = phantom_cohort.obs_names[image_rows(phantom_cohort, need_mask=True)]
+    expected = [p for p in with_mask if p in set(phantom_cohort.obs_names[cohort_wide])]
+    assert held_out["n"] == n_val == len(expected) and seg.val_patients == expected
     whole = seg.evaluate(phantom_cohort)
     assert whole["n"] == len(image_rows(phantom_cohort, need_mask=True))
     assert set(seg.val_patients) < set(whole["dice_per_patient"].index)
@@ -220,14 +228,14 @@ def test_resume_after_a_kill_continues_exactly(phantom_cohort, tmp_path, monkeyp
     first = Segmenter(phantom_cohort, _config(dims, n, eval_every=5), progress=False)
     assert first.train(run, progress=False)["steps"] == n
     # extend to 2n, killed right after the checkpoint at step n + 5
-    real_save = segmenter_module.save_checkpoint
+    real_save = loop_module.save_checkpoint
 
     def save_then_die(folder, modules, state):
         real_save(folder, modules, state)
         if state["step"] == n + 5:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(segmenter_module, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(loop_module, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         Segmenter(phantom_cohort, _config(dims, 2 * n, eval_every=5), progress=False).train(
             run, progress=False
@@ -236,13 +244,13 @@ def test_resume_after_a_kill_continues_exactly(phantom_cohort, tmp_path, monkeyp
     assert load_checkpoint(run / CHECKPOINT)[1]["step"] == n + 5
     resumed = Segmenter(phantom_cohort, _config(dims, 2 * n, eval_every=5), progress=False)
     summary = resumed.train(run, progress=False)
-    assert summary["steps"] == 2 * n
+    assert summary["steps"] == 2 * n and summary["resumed_from"] == n + 5
     steps = pd.read_csv(run / LOG)["step"]
     assert steps.tolist() == list(range(1, 2 * n + 1))  # continued, no duplicates
     # the same run without interruption ends on the same weights and losses
     straight = Segmenter(phantom_cohort, _config(dims, 2 * n, eval_every=5), progress=False)
     straight.train(tmp_path / "straight", progress=False)
-    np.testing.assert_allclose(resumed.history["loss"], straight.history["loss"], rtol=1e-6)
+    np.testing.assert_array_equal(resumed.history["loss"], straight.history["loss"])
     for (key, a), b in zip(
         resumed.net.state_dict().items(), straight.net.state_dict().values(), strict=True
     ):
@@ -263,7 +271,7 @@ def test_checkpoint_of_another_run_is_refused(phantom_cohort, tmp_path):
         other_lr.train(run, progress=False)
     fewer = phantom_cohort[phantom_cohort.obs_names[1:]].copy()
     other_patients = Segmenter(fewer, _config(dims, 10, eval_every=5), progress=False)
-    with pytest.raises(ValueError, match="another run: its '(train|val)_patients' differs"):
+    with pytest.raises(ValueError, match="another run: its '(train_patients|held_out)' differs"):
         other_patients.train(run, progress=False)
 
 
@@ -306,6 +314,7 @@ def test_held_out_dice_on_the_2d_phantom(tmp_path):
     )
     cfg = _config(2, 300, channels=[8, 16, 32, 64], strides=[2, 2, 2], num_res_units=2)
     cfg.segment.batch_size, cfg.segment.eval_every = 8, 50
+    cfg.train.val_fraction = 0.2
     seg = Segmenter(adata, cfg, progress=False)
     started = time.perf_counter()
     summary = seg.train(tmp_path / "run", progress=False)

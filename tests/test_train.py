@@ -7,10 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from radiogenomics.config import TrainConfig
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator, embedding_dim
 from radiogenomics.train.checkpoint import load_checkpoint, save_checkpoint
-from radiogenomics.train.loop import AdversarialTrainer
+from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
 from radiogenomics.train.losses import critic_loss, generator_loss, gradient_penalty
 
 
@@ -57,7 +56,7 @@ def test_embedding_size_follows_ggan(vocab, dim):
 
 
 def test_gene_networks_shapes_and_covariates():
-    G = GeneGenerator(30, [3, 2], 1, n_latent=8, n_hidden=16, n_layers=2)
+    G = GeneGenerator(30, [3, 2], 1, n_noise=8, n_hidden=16, n_layers=2)
     C = GeneCritic(30, [3, 2], 1, n_hidden=16, n_layers=3)
     codes = torch.tensor([[0, 1], [2, 0], [1, 1], [0, 0]])
     numeric = torch.randn(4, 1)
@@ -68,18 +67,17 @@ def test_gene_networks_shapes_and_covariates():
     assert G.covariates.out_features == 2 + 2 + 1
     assert sum(isinstance(m, torch.nn.Linear) for m in C.body) == 3
     # no covariates at all still works
-    G0 = GeneGenerator(5, n_latent=4, n_hidden=8)
+    G0 = GeneGenerator(5, n_noise=4, n_hidden=8)
     out, _ = G0(torch.randn(2, 4), torch.zeros(2, 0, dtype=torch.long), torch.zeros(2, 0))
     assert out.shape == (2, 5)
 
 
-def _toy_trainer(run_dir, steps, seed=0):
+def _toy_trainer(run_dir, steps, seed=0, **settings):
+    """A tiny gene GAN on the engine: (trainer, step, evaluate, (critic_step, generator_step),
+    make_step) where make_step(critic_step, generator_step) builds a step of other losses."""
     torch.manual_seed(seed)
-    G = GeneGenerator(4, n_latent=2, n_hidden=8, n_layers=1)
+    G = GeneGenerator(4, n_noise=2, n_hidden=8, n_layers=1)
     C = GeneCritic(4, n_hidden=8, n_layers=1)
-    cfg = TrainConfig(
-        steps=steps, batch_size=8, n_critic=2, eval_every=5, checkpoint_every=5, select_after=0
-    )
     data = torch.randn(64, 4, generator=torch.Generator().manual_seed(1)) * 2 + 1
     none_c, none_u = torch.zeros(8, 0, dtype=torch.long), torch.zeros(8, 0)
 
@@ -88,49 +86,124 @@ def _toy_trainer(run_dir, steps, seed=0):
         fake = G(torch.randn(8, 2, generator=rng), none_c, none_u)[0].detach()
         gp = gradient_penalty(lambda x: C(x, none_c, none_u), real, fake, generator=rng)
         loss = critic_loss(C(real, none_c, none_u), C(fake, none_c, none_u)) + 10 * gp
-        return loss, {"critic": loss.item()}
+        return loss, {"critic": loss.detach()}
 
     def generator_step(rng):
         loss = generator_loss(
             C(G(torch.randn(8, 2, generator=rng), none_c, none_u)[0], none_c, none_u)
         )
-        return loss, {"generator": loss.item()}
+        return loss, {"generator": loss.detach()}
 
-    def evaluate(sampler):
-        x = sampler(torch.ones(8, 2), none_c, none_u)[0]
+    opt_g, opt_c = adam([(G, 5e-4)], (0.5, 0.9)), adam([(C, 5e-4)], (0.5, 0.9))
+    ema = ema_of(G, 0.999)
+    loop = dict(steps=steps, eval_every=5, checkpoint_every=5, log_every=1) | settings
+    trainer = Trainer(
+        {"generator": G, "critic": C, "ema": ema},
+        {"generator": opt_g, "critic": opt_c},
+        LoopSettings(**loop),
+        device=torch.device("cpu"),
+        seed=seed,
+        run_dir=run_dir,
+        progress=False,
+        selected=ema.module,
+    )
+
+    def make_step(c=critic_step, g=generator_step):
+        return adversarial_step(
+            trainer, c, g, generator=G, critic=C, opt_g=opt_g, opt_c=opt_c, n_critic=2, ema=ema
+        )
+
+    def evaluate():
+        x = ema.module(torch.ones(8, 2), none_c, none_u)[0]
         return -float((x.mean(0) - 1).abs().mean())
 
-    trainer = AdversarialTrainer(
-        G, C, cfg, device=torch.device("cpu"), seed=seed, run_dir=run_dir, progress=False
-    )
-    return trainer, (critic_step, generator_step, evaluate)
+    return trainer, make_step(), evaluate, (critic_step, generator_step), make_step
 
 
 class _Killed(Exception):
     pass
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    straight, fns = _toy_trainer(tmp_path / "a", steps=20)
-    straight.fit(*fns)
-    first, (c, g, e) = _toy_trainer(tmp_path / "b", steps=20)
-    calls = iter(range(100))
+def _identical(a: dict, b: dict) -> None:
+    """Zero tolerance: every tensor equal bit for bit."""
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
-    def dies_at_step_13(rng):
-        if next(calls) == 12:  # killed mid-way between the checkpoints at steps 10 and 15
+
+def _kill_at(make_step, c, g, at: int):
+    """A step that raises at generator call `at` (0-based), as a kill would."""
+    calls = iter(range(1000))
+
+    def dies(rng):
+        if next(calls) == at:
             raise _Killed
         return g(rng)
 
-    with pytest.raises(_Killed):
-        first.fit(c, dies_at_step_13, e)
-    resumed, fns = _toy_trainer(tmp_path / "b", steps=20)
-    summary = resumed.fit(*fns)
-    assert summary["steps"] == 20
-    torch.testing.assert_close(straight.generator.state_dict(), resumed.generator.state_dict())
-    torch.testing.assert_close(straight.sampler_state(), resumed.sampler_state())
+    return make_step(c, dies)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    straight, step, evaluate, _, _ = _toy_trainer(tmp_path / "a", steps=20)
+    straight.fit(step, evaluate)
+    first, _, evaluate, (c, g), make_step = _toy_trainer(tmp_path / "b", steps=20)
+    with pytest.raises(_Killed):  # killed mid-way between the checkpoints at steps 10 and 15
+        first.fit(_kill_at(make_step, c, g, 12), evaluate)
+    resumed, step, evaluate, _, _ = _toy_trainer(tmp_path / "b", steps=20)
+    executed = []
+    summary = resumed.fit(lambda rng: executed.append(1) or step(rng), evaluate)
+    assert summary["steps"] == 20 and summary["resumed_from"] == 10
+    assert len(executed) == 10  # it went on from the checkpoint, not from step 0
+    for name in ("generator", "critic", "ema"):
+        _identical(straight.modules[name].state_dict(), resumed.modules[name].state_dict())
+    _identical(straight.selected_state(), resumed.selected_state())
     log = (tmp_path / "b" / "log.csv").read_text().splitlines()
     steps = [int(line.split(",")[0]) for line in log[1:]]
     assert steps == list(range(1, 21))  # steps 11-12 replayed once, none logged twice
+
+
+def test_resume_restores_the_global_rng(tmp_path):
+    # dropout draws from the global RNG: a step that uses it resumes bit-identically too
+    def draws(g, seen):
+        def g_drop(rng):
+            seen.append(torch.rand(3))  # what dropout would draw
+            return g(rng)
+
+        return g_drop
+
+    straight, _, evaluate, (c, g), make_step = _toy_trainer(tmp_path / "a", steps=20)
+    noise = []
+    straight.fit(make_step(c, draws(g, noise)), evaluate)
+    first, _, evaluate, (c, g), make_step = _toy_trainer(tmp_path / "b", steps=20)
+    with pytest.raises(_Killed):
+        first.fit(_kill_at(make_step, c, draws(g, []), 12), evaluate)
+    resumed, _, evaluate, (c, g), make_step = _toy_trainer(tmp_path / "b", steps=20)
+    again = []
+    resumed.fit(make_step(c, draws(g, again)), evaluate)
+    assert len(again) == 10
+    for a, b in zip(noise[10:], again, strict=True):
+        assert torch.equal(a, b)  # the global RNG continues where the checkpoint left it
+
+
+def test_the_users_global_rng_is_untouched(tmp_path):
+    trainer, step, evaluate, _, _ = _toy_trainer(None, steps=3)
+    torch.manual_seed(123)
+    expected = torch.rand(4)
+    torch.manual_seed(123)
+    trainer.fit(step, evaluate)
+    assert torch.equal(torch.rand(4), expected)
+
+
+def test_resume_applies_a_changed_learning_rate(tmp_path, caplog):
+    trainer, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=5)
+    trainer.fit(step, evaluate)
+    more, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=10)
+    for group in more.optimizers["generator"].param_groups:
+        group["lr"] = 1e-4  # what a changed train.lr gives
+    with caplog.at_level("WARNING"):
+        more.fit(step, evaluate)
+    assert all(g["lr"] == 1e-4 for g in more.optimizers["generator"].param_groups)
+    assert "learning rate 0.0005 in the checkpoint, 0.0001 in the config" in caplog.text
 
 
 def test_tensorboard_scalars_survive_a_resume(tmp_path):
@@ -138,18 +211,13 @@ def test_tensorboard_scalars_survive_a_resume(tmp_path):
         "tensorboard.backend.event_processing.event_accumulator",
         reason="tensorboard is not installed (the 'tensorboard' extra)",
     )
-    first, (c, g, e) = _toy_trainer(tmp_path, steps=20)
-    calls = iter(range(100))
-
-    def dies_at_step_13(rng):
-        if next(calls) == 12:
-            raise _Killed
-        return g(rng)
-
+    first, _, evaluate, (c, g), make_step = _toy_trainer(tmp_path, steps=20)
     with pytest.raises(_Killed):
-        first.fit(c, dies_at_step_13, e)
-    resumed, fns = _toy_trainer(tmp_path, steps=20)
-    resumed.fit(*fns)
+        first.fit(_kill_at(make_step, c, g, 12), evaluate)
+    resumed, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=20)
+    resumed.fit(step, evaluate)
+    # one accumulator over the folder: it orders events by step and drops the purged ones,
+    # whatever the names (and wall-clock seconds) of the two writers' files
     events = accumulator.EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert {"critic", "generator", "val_score"} <= set(events.Tags()["scalars"])
@@ -161,40 +229,58 @@ def test_tensorboard_scalars_survive_a_resume(tmp_path):
 
 
 def test_a_run_folder_refuses_another_runs_checkpoint(tmp_path):
-    trainer, fns = _toy_trainer(tmp_path, steps=5)
+    trainer, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=5)
     trainer.fingerprint = {"patients": "abc", "genes": ["G1"]}
-    trainer.fit(*fns)
-    other, fns = _toy_trainer(tmp_path, steps=10)
+    trainer.fit(step, evaluate)
+    other, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=10)
     other.fingerprint = {"patients": "xyz", "genes": ["G1"]}
     with pytest.raises(ValueError, match="another run: its 'patients' differs"):
-        other.fit(*fns)
+        other.fit(step, evaluate)
+
+
+def test_a_truncated_checkpoint_names_its_file(tmp_path):
+    trainer, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=5)
+    trainer.fit(step, evaluate)
+    state = tmp_path / "checkpoint" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    again, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=10)
+    with pytest.raises(ValueError, match=r"state\.pt is not a readable checkpoint state"):
+        again.fit(step, evaluate)
+    weights = tmp_path / "checkpoint" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:50])
+    with pytest.raises(ValueError, match=r"weights\.safetensors is not a readable safetensors"):
+        again.fit(step, evaluate)
 
 
 def test_best_weights_are_kept_and_early_stopping(tmp_path):
-    trainer, (c, g, _) = _toy_trainer(None, steps=200)
-    trainer.cfg.patience = 2
+    trainer, step, _, _, _ = _toy_trainer(None, steps=200, patience=2)
     scores = iter([0.1, 0.5, 0.2, 0.3, 0.9])
-    summary = trainer.fit(c, g, lambda sampler: next(scores))
+    summary = trainer.fit(step, lambda: next(scores))
     assert summary["best_score"] == 0.5 and summary["best_step"] == 10
     assert summary["early_stopped"] and summary["steps"] == 20
 
 
 def test_no_selection_before_select_after():
-    trainer, (c, g, _) = _toy_trainer(None, steps=20)
-    trainer.cfg.select_after = 10
+    trainer, step, _, _, _ = _toy_trainer(None, steps=20, select_after=10)
     scores = iter([0.9, 0.1, 0.3, 0.2])  # the best score comes too early to count
-    summary = trainer.fit(c, g, lambda sampler: next(scores))
+    summary = trainer.fit(step, lambda: next(scores))
     assert summary["best_score"] == 0.3 and summary["best_step"] == 15
 
 
-def test_divergence_is_reported_with_the_step():
-    trainer, (c, g, e) = _toy_trainer(None, steps=5)
-    with pytest.raises(FloatingPointError, match="diverged at step 1"):
-        trainer.fit(
-            lambda rng: (torch.tensor(float("nan"), requires_grad=True), {"critic": float("nan")}),
-            g,
-            e,
-        )
+def test_divergence_is_reported_at_the_first_recorded_step():
+    trainer, _, evaluate, (_, g), make_step = _toy_trainer(None, steps=20, log_every=4)
+
+    def nan_critic(rng):
+        return torch.tensor(float("nan"), requires_grad=True), {"critic": torch.tensor(np.nan)}
+
+    with pytest.raises(FloatingPointError, match="diverged at step 4"):
+        trainer.fit(make_step(nan_critic, g), evaluate)
+
+
+def test_losses_are_read_only_when_recorded():
+    trainer, _, evaluate, (c, g), make_step = _toy_trainer(None, steps=12, log_every=4)
+    trainer.fit(make_step(c, g), None)
+    assert [int(r["step"]) for r in trainer.history] == [4, 8, 12]
 
 
 def test_checkpoint_survives_a_kill_between_renames(tmp_path):

@@ -379,59 +379,15 @@ def split_cohort(
     group: str | None = None,
     seed: int = 0,
 ) -> tuple[ad.AnnData, ad.AnnData]:
-    """Patient-level (train, test) split; `stratify` names a categorical obs column.
-
-    `group` names an obs column whose rows must stay together (e.g. mini-MIAS `subject`: the
-    lesions and films of one woman), so no group is on both sides. With `stratify` too, the
-    smaller side is one fold of a `StratifiedGroupKFold`, so its fraction is only about
-    `test_fraction` (1/k for the nearest k).
-    Both halves keep the cohort's setup (vocabularies, statistics), so a model trained on one
-    accepts the other.
+    """Patient-level (train, test) split by `radiogenomics.data.split.held_out` (the split the
+    models use too): `stratify` names a categorical obs column, `group` one whose rows stay on
+    one side. Both halves keep the cohort's setup (vocabularies, statistics), so a model
+    trained on one accepts the other.
     """
-    from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold, train_test_split
+    from radiogenomics.data.split import held_out
 
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1); got {test_fraction}")
-    strata = None
-    if stratify is not None:
-        strata = _obs_column(adata, stratify, "stratify").astype(str).to_numpy()
-        counts = pd.Series(strata).value_counts()
-        if counts.min() < 2:
-            raise ValueError(
-                f"cannot stratify on '{stratify}': class(es) {counts[counts < 2].index.tolist()} "
-                "have a single patient"
-            )
-    rows = np.arange(adata.n_obs)
-    try:
-        if group is None:
-            train, test = train_test_split(
-                rows, test_size=test_fraction, random_state=seed, stratify=strata
-            )
-        else:
-            column = _obs_column(adata, group, "group")
-            if column.isna().any():
-                missing = list(adata.obs_names[column.isna().to_numpy()][:10])
-                raise ValueError(f"group column '{group}' is missing for patients {missing}")
-            groups = column.astype(str).to_numpy()
-            if strata is None:
-                splitter = GroupShuffleSplit(1, test_size=test_fraction, random_state=seed)
-                train, test = next(splitter.split(rows, strata, groups))
-            else:
-                # one fold of k is the smaller side; k is the nearest to 1 / that fraction
-                small = min(test_fraction, 1 - test_fraction)
-                n_splits = max(2, int(np.floor(1 / small + 0.5)))
-                splitter = StratifiedGroupKFold(n_splits, shuffle=True, random_state=seed)
-                rest, fold = next(splitter.split(rows, strata, groups))
-                train, test = (rest, fold) if test_fraction <= 0.5 else (fold, rest)
-    except ValueError as err:
-        raise ValueError(f"cannot split {adata.n_obs} patients: {err}") from None
-    return adata[np.sort(train)].copy(), adata[np.sort(test)].copy()
-
-
-def _obs_column(adata: ad.AnnData, key: str, what: str) -> pd.Series:
-    if key not in adata.obs.columns:
-        raise ValueError(f"{what} column '{key}' not in obs; columns: {list(adata.obs.columns)}")
-    return adata.obs[key]
+    test = held_out(adata.obs, test_fraction, seed, stratify=stratify, group=group)
+    return adata[~test].copy(), adata[test].copy()
 
 
 # --------------------------------------------------------------------------------------------

@@ -151,10 +151,10 @@ class CohortDataset(Dataset):
             raise ValueError(
                 "the cohort has no uns['rg']['channels']; validate it with validate_cohort first"
             )
-        self.channels = int(rg.get(K.CHANNELS, cfg.channels or 1))
-        if cfg.channels is not None and has_image.any() and cfg.channels != self.channels:
+        self.channels = int(rg.get(K.CHANNELS, cfg.in_channels or 1))
+        if cfg.in_channels is not None and has_image.any() and cfg.in_channels != self.channels:
             raise ValueError(
-                f"config data.channels={cfg.channels} but the cohort's images have {self.channels} channel(s)"
+                f"config data.in_channels={cfg.in_channels} but the cohort's images have {self.channels} channel(s)"
             )
         self.indices = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         cat_keys, num_keys = covariate_keys(adata)

@@ -34,7 +34,7 @@ def _rows(model, adata, patients):
     """The model's in-memory rows and the cohort rows of `patients` (default: held-out ones)."""
     if K.PHANTOM not in adata.uns.get(K.UNS, {}):
         raise ValueError("the cohort is not a phantom (no uns['rg']['phantom'] ground truth)")
-    patients = list(model.meta.get("val_patients", [])) if patients is None else list(patients)
+    patients = list(model.meta.get("held_out", [])) if patients is None else list(patients)
     # only patients with expression: an image-only patient's image follows the "no genes" code
     expressed = set(adata.obs_names[adata.obs[K.HAS_EXPRESSION].to_numpy(bool)])
     patients = [p for p in patients if p in expressed]
@@ -113,11 +113,11 @@ def mask_fidelity(model, adata, segmenter, patients=None, *, seed: int = 0) -> p
     """Dice (and IoU) of `segmenter`'s masks on the held-out patients' real images and on
     images generated from their masks and genes, against those masks (MONAI metrics).
 
-    `patients` default to the model's validation patients (`meta['val_patients']`).
+    `patients` default to the model's validation patients (`meta["held_out"]`).
     """
     from radiogenomics.evaluate.images import mask_dice
 
-    patients = list(model.meta.get("val_patients", [])) if patients is None else list(patients)
+    patients = list(model.meta.get("held_out", [])) if patients is None else list(patients)
     if not patients:
         raise ValueError("no patients to score (the model kept no validation patients)")
     unknown = [p for p in patients if p not in model.patients]

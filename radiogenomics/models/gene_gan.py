@@ -12,8 +12,6 @@ cohort with unpaired patients trains as it is.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -24,109 +22,92 @@ import pandas as pd
 import torch
 
 from radiogenomics import _keys as K
-from radiogenomics.config import Config, dump_config, save_config
-from radiogenomics.data.cohort import covariate_keys
-from radiogenomics.data.io import atomic_write_text
+from radiogenomics._atomic import atomic_write_text
+from radiogenomics.config import Config
+from radiogenomics.data.view import CohortView, encode_covariates
+from radiogenomics.models.base import CohortModel
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator
-from radiogenomics.pp import GeneScaler
-from radiogenomics.train.checkpoint import load_weights, save_weights
-from radiogenomics.train.loop import fit_model, pick_device
-from radiogenomics.train.losses import critic_loss, generator_loss, gradient_penalty
+from radiogenomics.train import distributed as D
+from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
+from radiogenomics.train.objectives import GeneBatch, gene_critic_loss, gene_generator_loss
 
 log = logging.getLogger(__name__)
 
-META = "gene_gan.json"
-WEIGHTS = "model.safetensors"
 COVARIATE_TABLE = "covariates.json"
-_MAX_LISTED = 10
 
 
-class GeneGAN:
+class GeneGAN(CohortModel, kind="gene_gan"):
     """Covariate-conditioned WGAN-GP over a cohort's expression (see the module docstring)."""
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None):
-        cfg = copy.deepcopy(config) if config is not None else Config()
-        _expression_rows(adata)  # a cohort without expression fails here, before the genes
-        genes = list(cfg.gene.genes) if cfg.gene.genes is not None else list(adata.var_names)
-        missing = [g for g in genes if g not in adata.var_names]
-        if missing:
+        cfg = self._config(config)
+        if adata.n_vars == 0:
             raise ValueError(
-                f"key 'gene.genes': {len(missing)} gene(s) not in the cohort: {missing[:_MAX_LISTED]}"
+                "the cohort has no genes (an image-only cohort cannot train a GeneGAN)"
             )
-        uns_cov = adata.uns.get(K.UNS, {}).get(K.COVARIATES, {})
-        cat_keys, num_keys = covariate_keys(adata)
-        if cfg.gene.covariates is not None:
-            unknown = [c for c in cfg.gene.covariates if c not in cat_keys + num_keys]
-            if unknown:
-                raise ValueError(
-                    f"key 'gene.covariates': {unknown} are not covariates of the cohort; "
-                    f"its covariates are {cat_keys + num_keys}"
-                )
-            cat_keys = [c for c in cat_keys if c in cfg.gene.covariates]
-            num_keys = [c for c in num_keys if c in cfg.gene.covariates]
+        view = CohortView(adata, genes=cfg.gene.genes, covariates=cfg.gene.covariates)
+        if not view.has_expression.any():
+            raise ValueError(
+                "no patient of the cohort has expression (has_expression is all False)"
+            )
         meta = {
-            "genes": genes,
-            "categorical": {k: [str(v) for v in uns_cov[K.CATEGORICAL][k]] for k in cat_keys},
-            "numeric": {k: dict(uns_cov[K.NUMERIC][k]) for k in num_keys},
-            "scaler": None,  # fitted by _set_data
+            "genes": view.genes,
+            "categorical": view.categorical,
+            "numeric": view.numeric,
+            "scaler": None,  # the cohort's, set by _view
             "summary": {},
         }
-        self._build(cfg, meta)
-        self._set_data(adata, fit_scaler=True)
+        self._setup(cfg, meta)
+        self._set_data(adata)
 
-    def _set_data(self, adata: ad.AnnData, fit_scaler: bool = False) -> None:
+    def _set_data(self, adata: ad.AnnData) -> None:
         """The training tensors: this model's genes and covariates of `adata`'s patients with
-        expression, scaled and encoded; and a fingerprint a resumed run must match."""
-        sub = adata[_expression_rows(adata), self.genes]
-        X = _finite_expression(sub)
-        if fit_scaler:
-            self.scaler.fit(X, genes=self.genes)
-            self.meta.update(scaler=self.scaler.to_dict(), n_train=int(X.shape[0]))
-        self._covariate_table = sub.obs[self.covariates].copy()
-        self._Z = self.scaler.transform(X)
-        self._codes, self._numeric = self._encode(sub.obs)
-        ids = "\n".join(map(str, sub.obs_names)).encode()
-        self._fingerprint = {
-            "genes": self.genes,
-            "categorical": self.categorical,
-            "numeric": sorted(self.numeric),
-            "patients": hashlib.sha256(ids).hexdigest(),
-            "gene": dataclasses.asdict(self.config.gene),
-            "seed": self.config.seed,
-        }
+        expression, scaled and encoded; the held-out split; the fingerprint a resumed run must
+        match."""
+        view = self._view(adata, covariates=self.covariates)
+        rows = np.flatnonzero(view.has_expression)
+        self._rows = rows
+        self._train_rows, self._val_rows = self._split(view, rows)
+        self._covariate_table = adata.obs.iloc[rows][self.covariates].copy()
+        self._Z = view.expression
+        self._codes = np.zeros((view.n, len(self.categorical)), np.int64)
+        self._numeric = np.zeros((view.n, len(self.numeric)), np.float32)
+        self._codes[rows], self._numeric[rows] = view.covariates(rows)
+        self.meta["n_train"] = len(self._train_rows)
+        self._fingerprint = self._fingerprint_of(
+            view,
+            self._train_rows,
+            self._val_rows,
+            categorical=self.categorical,
+            numeric=sorted(self.numeric),
+            gene=self.config.gene,
+        )
 
     # ---------------------------------------------------------------------------------------
     def _build(self, cfg: Config, meta: dict) -> None:
-        self.config, self.meta = cfg, meta
-        self.genes: list[str] = meta["genes"]
         self.categorical: dict[str, list[str]] = meta["categorical"]
         self.numeric: dict[str, dict] = meta["numeric"]
-        self.scaler = (
-            GeneScaler.from_dict(meta["scaler"])
-            if meta["scaler"] is not None
-            else GeneScaler(log1p=cfg.gene.log1p)
-        )
-        self.device = pick_device(cfg.device)
         vocab = [len(v) for v in self.categorical.values()]
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
-            torch.manual_seed(cfg.seed)
-            self._make_networks(cfg, vocab)
-        self.sampler = copy.deepcopy(self.generator).eval()
-        self.trained = False
-
-    def _make_networks(self, cfg: Config, vocab: list[int]) -> None:
         g = cfg.gene
         self.generator = GeneGenerator(
             len(self.genes),
             vocab,
             len(self.numeric),
-            n_latent=g.n_latent,
+            n_noise=g.n_noise,
             n_hidden=g.n_hidden,
             n_layers=g.n_layers,
         )
         self.critic = GeneCritic(
             len(self.genes), vocab, len(self.numeric), n_hidden=g.n_hidden, n_layers=g.n_layers
         )
+        # what `sample` runs: the selected weights of the EMA generator, once trained
+        self.sampler = copy.deepcopy(self.generator).eval()
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "critic": self.critic, "sampler": self.sampler}
+
+    def _loaded(self) -> None:
+        self.sampler.eval()
 
     @property
     def covariates(self) -> list[str]:
@@ -134,33 +115,7 @@ class GeneGAN:
 
     def _encode(self, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Covariate columns -> (codes (n, n_cat) int64, standardised numeric (n, n_num))."""
-        missing = [k for k in self.covariates if k not in obs.columns]
-        if missing:
-            raise ValueError(
-                f"covariate column(s) {missing} missing; the model needs {self.covariates}"
-            )
-        codes = np.zeros((len(obs), len(self.categorical)), dtype=np.int64)
-        for j, (key, vocab) in enumerate(self.categorical.items()):
-            values = obs[key].astype(object).to_numpy()
-            lookup = {v: i for i, v in enumerate(vocab)}
-            for i, v in enumerate(values):
-                if pd.isna(v) or str(v) not in lookup:
-                    raise ValueError(
-                        f"covariate '{key}' of patient '{obs.index[i]}' is {v!r}, which is not "
-                        f"one of the model's categories {vocab}"
-                    )
-                codes[i, j] = lookup[str(v)]
-        numeric = np.zeros((len(obs), len(self.numeric)), dtype=np.float32)
-        for j, (key, stats) in enumerate(self.numeric.items()):
-            values = pd.to_numeric(obs[key], errors="coerce").to_numpy(dtype=np.float64)
-            bad = obs.index[~np.isfinite(values)].tolist()
-            if bad:
-                raise ValueError(
-                    f"numeric covariate '{key}' is missing or not a number for patient(s) "
-                    f"{bad[:_MAX_LISTED]}"
-                )
-            numeric[:, j] = (values - stats["mean"]) / stats["std"]
-        return codes, numeric
+        return encode_covariates(obs, self.categorical, self.numeric)
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
@@ -168,66 +123,74 @@ class GeneGAN:
         if not hasattr(self, "_Z"):
             raise ValueError("this GeneGAN was loaded without a cohort; GeneGAN.load(dir, adata)")
         cfg, device = self.config, self.device
-        n = self._Z.shape[0]
-        if n < 4:
-            raise ValueError(f"the cohort has {n} patients with expression; training needs >= 4")
-        train_idx, val_idx = _split(n, cfg.train.val_fraction, cfg.seed, self._codes)
-        if len(val_idx) == 0:
+        if len(self._rows) < 4:
+            raise ValueError(
+                f"the cohort has {len(self._rows)} patients with expression; training needs >= 4"
+            )
+        if len(self._val_rows) == 0:
             log.warning("no held-out patients (train.val_fraction=0): keeping the last weights")
-        to = lambda a: torch.as_tensor(a).to(device)  # noqa: E731
-        Z, codes, numeric = (
-            to(self._Z[train_idx]),
-            to(self._codes[train_idx]),
-            to(self._numeric[train_idx]),
-        )
-        G, C, B = self.generator, self.critic, cfg.train.batch_size
-        n_train = len(train_idx)
+        to = lambda a: torch.as_tensor(a[self._train_rows]).to(device)  # noqa: E731
+        Z, codes, numeric = to(self._Z), to(self._codes), to(self._numeric)
+        G, C = self.generator.to(device), self.critic.to(device)
+        B, n_train = cfg.train.batch_size, len(Z)
 
-        def batch(rng):
+        def batch(rng) -> GeneBatch:
             idx = torch.randint(n_train, (B,), generator=rng).to(device)
-            noise = torch.randn(B, cfg.gene.n_latent, generator=rng).to(device)
-            return Z[idx], codes[idx], numeric[idx], noise
+            noise = torch.randn(B, cfg.gene.n_noise, generator=rng).to(device)
+            return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
 
         def critic_step(rng):
-            real, c, u, noise = batch(rng)
-            with torch.no_grad():
-                fake = G(noise, c, u)[0]
-            real_score, fake_score = C(real, c, u), C(fake, c, u)
-            gp = gradient_penalty(lambda x: C(x, c, u), real, fake, generator=rng)
-            loss = critic_loss(real_score, fake_score) + cfg.train.gp_weight * gp
-            wasserstein = (real_score.float().mean() - fake_score.float().mean()).item()
-            return loss, {"critic": loss.item(), "wasserstein": wasserstein, "gp": gp.item()}
+            return gene_critic_loss(G, C, batch(rng), gp_weight=cfg.train.gp_weight, rng=rng)
 
         def generator_step(rng):
-            _, c, u, noise = batch(rng)
-            loss = generator_loss(C(G(noise, c, u)[0], c, u))
-            return loss, {"generator": loss.item()}
+            loss, logs, _ = gene_generator_loss(G, C, batch(rng))
+            return loss, logs
 
-        evaluate = None
-        if len(val_idx):
-            evaluate = self._realism_score(val_idx)
-        summary = fit_model(
-            self, critic_step, generator_step, evaluate, run_dir=run_dir, progress=progress
+        t, lr = cfg.train, cfg.gene.lr
+        opt_g = adam([(G, lr or t.lr)], t.betas)
+        opt_c = adam([(C, lr or t.lr_critic or t.lr)], t.betas)
+        ema = ema_of(G, t.ema_decay)
+        selected = G if ema is None else ema.module
+        modules = {"generator": G, "critic": C} | ({"ema": ema} if ema is not None else {})
+        trainer = Trainer(
+            modules,
+            {"generator": opt_g, "critic": opt_c},
+            LoopSettings.of(t),
+            device=device,
+            seed=cfg.seed,
+            run_dir=run_dir,
+            progress=progress,
+            fingerprint=self._fingerprint,
+            selected=selected,
         )
-        self.meta["summary"] = {**summary, "n_val": len(val_idx)}
-        if run_dir is not None:
+        step = adversarial_step(
+            trainer, critic_step, generator_step, generator=G, critic=C,
+            opt_g=opt_g, opt_c=opt_c, n_critic=t.n_critic, ema=ema,
+        )  # fmt: skip
+        evaluate = self._realism_score(self._val_rows, selected) if len(self._val_rows) else None
+        summary = trainer.fit(step, evaluate)
+        self.sampler.load_state_dict(trainer.selected_state())
+        self.sampler.to(device).eval()
+        self.trained = True
+        self.meta["summary"] = {**summary, "n_val": len(self._val_rows)}
+        if run_dir is not None and D.is_main():
             self.save(run_dir)
         return summary
 
-    def _realism_score(self, val_idx: np.ndarray):
+    def _realism_score(self, val_rows: np.ndarray, sampler: torch.nn.Module):
         """Held-out score for model selection: mean of the gGAN distance and dendrogram
         correlations between the validation patients and as many synthetic ones."""
         from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
 
-        real = self._Z[val_idx]
-        codes = torch.as_tensor(self._codes[val_idx]).to(self.device)
-        numeric = torch.as_tensor(self._numeric[val_idx]).to(self.device)
-        n_latent, seed = self.config.gene.n_latent, self.config.seed + 1
+        real = self._Z[val_rows]
+        codes = torch.as_tensor(self._codes[val_rows]).to(self.device)
+        numeric = torch.as_tensor(self._numeric[val_rows]).to(self.device)
+        n_noise, seed = self.config.gene.n_noise, self.config.seed + 1
 
-        def score(sampler) -> float:
+        def score() -> float:
             # the same noise at every evaluation, so scores differ by the weights alone
             noise = torch.randn(
-                len(val_idx), n_latent, generator=torch.Generator().manual_seed(seed)
+                len(val_rows), n_noise, generator=torch.Generator().manual_seed(seed)
             )
             fake = sampler(noise.to(self.device), codes, numeric)[0].float().cpu().numpy()
             return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
@@ -295,7 +258,7 @@ class GeneGAN:
         for start in range(0, len(obs), batch_size):
             c = torch.as_tensor(codes[start : start + batch_size]).to(self.device)
             u = torch.as_tensor(numeric[start : start + batch_size]).to(self.device)
-            noise = torch.randn(len(c), self.config.gene.n_latent, generator=rng).to(self.device)
+            noise = torch.randn(len(c), self.config.gene.n_noise, generator=rng).to(self.device)
             z, h = self.sampler.to(self.device)(noise, c, u)
             Z.append(z.float().cpu().numpy())
             H.append(h.float().cpu().numpy())
@@ -332,128 +295,27 @@ class GeneGAN:
         return self._generate(self.covariates_for(n, covariates, seed), seed)[1]
 
     # ---------------------------------------------------------------------------------------
-    def save(self, run_dir: str | Path) -> Path:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(
-            run_dir / WEIGHTS,
-            {
-                "sampler": self.sampler.state_dict(),
-                "generator": self.generator.state_dict(),
-                "critic": self.critic.state_dict(),
-            },
-        )
-        meta = {**self.meta, "trained": self.trained, "model": "GeneGAN"}
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
-        save_config(self.config, run_dir / "config.yaml")
+    def _save_extra(self, run_dir: Path) -> None:
         # the training patients' covariate rows (no ids) for sampling; JSON keeps categories
         # such as "NA" as text and floats exact, which a CSV round trip does not
         table = {k: [str(v) for v in self._covariate_table[k]] for k in self.categorical} | {
             k: [float(v) for v in self._covariate_table[k]] for k in self.numeric
         }
         atomic_write_text(run_dir / COVARIATE_TABLE, json.dumps(table))
-        log.info("saved GeneGAN to %s", run_dir)
-        return run_dir
 
-    @classmethod
-    def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None) -> GeneGAN:
-        """A saved model; with `adata`, refuse it unless its genes and covariates match."""
-        from radiogenomics.config import load_config
-
-        run_dir = Path(run_dir)
-        if not (run_dir / META).is_file():
-            raise FileNotFoundError(f"{run_dir} holds no trained GeneGAN ({META} not found)")
-        meta = json.loads((run_dir / META).read_text())
-        cfg = load_config(run_dir / "config.yaml")
-        model = cls.__new__(cls)
-        model._build(cfg, meta)
-        weights = load_weights(run_dir / WEIGHTS)
-        model.sampler.load_state_dict(weights["sampler"])
-        model.generator.load_state_dict(weights["generator"])
-        model.critic.load_state_dict(weights["critic"])
-        model.trained = bool(meta.get("trained"))
-        table = json.loads((run_dir / COVARIATE_TABLE).read_text())
-        model._covariate_table = pd.DataFrame(table, columns=model.covariates)
-        if adata is not None:
-            model.check_cohort(adata)
-            model._set_data(adata)  # so the loaded model can train on (or resume with) it
-        return model
-
-    def check_cohort(self, adata: ad.AnnData) -> None:
-        """ValueError unless `adata` has this model's genes and covariate vocabularies."""
-        missing = [g for g in self.genes if g not in adata.var_names]
-        if missing:
-            raise ValueError(
-                f"the cohort lacks {len(missing)} of the model's {len(self.genes)} genes: "
-                f"{missing[:_MAX_LISTED]}"
-            )
-        cov = adata.uns.get(K.UNS, {}).get(K.COVARIATES, {})
-        for key, vocab in self.categorical.items():
-            theirs = [str(v) for v in cov.get(K.CATEGORICAL, {}).get(key, [])]
-            if theirs != vocab:
-                raise ValueError(
-                    f"covariate '{key}': the cohort's categories {theirs} differ from the "
-                    f"model's {vocab}"
-                )
-        for key in self.numeric:
-            if key not in cov.get(K.NUMERIC, {}):
-                raise ValueError(f"numeric covariate '{key}' of the model is not in the cohort")
+    def _load_extra(self, run_dir: Path) -> None:
+        path = run_dir / COVARIATE_TABLE
+        try:
+            table = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} not found: the run folder is incomplete") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}); is it truncated?") from None
+        self._covariate_table = pd.DataFrame(table, columns=self.covariates)
 
     def __repr__(self) -> str:
         g = self.config.gene
         return (
             f"GeneGAN({len(self.genes)} genes, covariates={self.covariates}, "
-            f"n_latent={g.n_latent}, {g.n_layers}x{g.n_hidden}, trained={self.trained})"
+            f"n_noise={g.n_noise}, {g.n_layers}x{g.n_hidden}, trained={self.trained})"
         )
-
-    def describe(self) -> str:
-        return dump_config(self.config)
-
-
-# ------------------------------------------------------------------------------------------
-
-
-def _expression_rows(adata: ad.AnnData) -> np.ndarray:
-    if adata.n_vars == 0:
-        raise ValueError("the cohort has no genes (an image-only cohort cannot train a GeneGAN)")
-    if K.HAS_EXPRESSION in adata.obs.columns:
-        rows = adata.obs[K.HAS_EXPRESSION].to_numpy(dtype=bool)
-    else:
-        rows = np.ones(adata.n_obs, dtype=bool)
-    if not rows.any():
-        raise ValueError("no patient of the cohort has expression (has_expression is all False)")
-    return np.flatnonzero(rows)
-
-
-def _finite_expression(sub: ad.AnnData) -> np.ndarray:
-    X = np.asarray(sub.X.toarray() if hasattr(sub.X, "toarray") else sub.X, dtype=np.float64)
-    bad = ~np.isfinite(X)
-    if bad.any():
-        pats, genes = np.nonzero(bad)
-        examples = [
-            f"{sub.obs_names[p]}/{sub.var_names[g]}"
-            for p, g in zip(pats[:5], genes[:5], strict=True)
-        ]
-        raise ValueError(
-            f"expression has {int(bad.sum())} NaN/inf value(s) in {len(set(pats))} patient(s) "
-            f"flagged has_expression, e.g. {examples}; impute or drop them (the manifest's "
-            "'missing' policy) before training"
-        )
-    return X
-
-
-def _split(n: int, fraction: float, seed: int, codes: np.ndarray):
-    """Patient-level train/validation split, stratified on the first categorical covariate
-    where every class has two patients or more."""
-    n_val = int(round(n * fraction))
-    if n_val < 2 or n - n_val < 2:
-        return np.arange(n), np.array([], dtype=int)
-    from sklearn.model_selection import train_test_split
-
-    strata = None
-    if codes.shape[1]:
-        _, counts = np.unique(codes[:, 0], return_counts=True)
-        if counts.min() >= 2 and n_val >= len(counts):
-            strata = codes[:, 0]
-    train, val = train_test_split(np.arange(n), test_size=n_val, random_state=seed, stratify=strata)
-    return np.sort(train), np.sort(val)

@@ -16,9 +16,6 @@ or another patient's mask) use paired patients only.
 from __future__ import annotations
 
 import copy
-import dataclasses
-import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -26,14 +23,13 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 from radiogenomics import _keys as K
-from radiogenomics.config import Config, dump_config, save_config
+from radiogenomics.config import Config
 from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
-from radiogenomics.data.io import atomic_write_text
-from radiogenomics.models.image_training import realism_score, split_patients, training_steps
+from radiogenomics.models.base import CohortModel
+from radiogenomics.models.image_training import fit_image_gan
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
@@ -43,23 +39,20 @@ from radiogenomics.nn.image import (
     ImageSide,
     MaskGenerator,
 )
-from radiogenomics.pp import GeneScaler
-from radiogenomics.train.checkpoint import load_weights, save_weights
-from radiogenomics.train.loop import fit_model, pick_device
+from radiogenomics.train.objectives import background_of, hole
 
 log = logging.getLogger(__name__)
 
-META = "image_gan.json"
-WEIGHTS = "model.safetensors"
-FORMAT = 3  # 3: linear upsampling; 2: mask depth, noise before FiLM; older cannot be read
 _MAX_LISTED = 10
 
 
-class ImageGAN:
+class ImageGAN(CohortModel, kind="image_gan"):
     """Mask- and gene-conditioned image GAN (see the module docstring)."""
 
+    FORMAT = 4  # 4: one model core (model.json); 3: linear upsampling; older cannot be read
+
     def __init__(self, adata: ad.AnnData, config: Config | None = None):
-        cfg = copy.deepcopy(config) if config is not None else Config()
+        cfg = self._config(config)
         rg = adata.uns.get(K.UNS, {})
         dims = int(rg.get(K.SPATIAL_DIMS, 2))
         if dims != cfg.data.spatial_dims:
@@ -68,7 +61,7 @@ class ImageGAN:
                 f"spatial_dims={dims} (image_size {list(rg.get(K.IMAGE_SIZE, []))})"
             )
         img = cfg.image
-        rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
+        image_rows(adata, need_mask=img.use_mask or img.train_masks)  # fails early, clearly
         genes: list[str] = []
         if img.use_genes:
             genes = list(cfg.gene.genes) if cfg.gene.genes is not None else list(adata.var_names)
@@ -84,25 +77,25 @@ class ImageGAN:
                 )
         meta = {
             "genes": genes,
-            "scaler": None,
+            "scaler": None,  # the cohort's, set by _view
             "spatial_dims": dims,
             "image_size": [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))],
             "channels": int(rg.get(K.CHANNELS, 1)),
             "summary": {},
         }
-        self._build(cfg, meta)
-        self._set_data(adata, rows, fit_scaler=True)
+        self._setup(cfg, meta)
+        self._set_data(adata)
+        if self.genes and not self._present.any():
+            raise ValueError("no image patient has expression; set image.use_genes=false")
 
     # ---------------------------------------------------------------------------------------
-    def _set_data(self, adata: ad.AnnData, rows=None, fit_scaler: bool = False) -> None:
-        """In-memory training tensors of the cohort's image patients, and the fingerprint a
-        resumed run must match."""
+    def _set_data(self, adata: ad.AnnData) -> None:
+        """In-memory training tensors of the cohort's image patients, the held-out split (the
+        cohort's one), and the fingerprint a resumed run must match."""
         img = self.config.image
-        rows = (
-            image_rows(adata, need_mask=img.use_mask or img.train_masks) if rows is None else rows
-        )
-        sub = adata[rows]
-        self.patients = list(map(str, sub.obs_names))
+        view = self._view(adata)
+        rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
+        self.patients = [str(p) for p in view.ids[rows]]
         images, masks = load_images(adata, self.config.data, rows)
         if (
             list(images.shape[2:]) != self.meta["image_size"]
@@ -113,52 +106,24 @@ class ImageGAN:
                 f"({self.meta['channels']}, {', '.join(map(str, self.meta['image_size']))})"
             )
         self._images, self._masks = images, masks
-        present = (
-            sub.obs[K.HAS_EXPRESSION].to_numpy(bool)
-            if K.HAS_EXPRESSION in sub.obs
-            else np.ones(sub.n_obs, bool)
+        self._Z, self._present = view.tensor(rows)
+        train_rows, val_rows = self._split(view, rows)
+        # positions among the image patients (the rows of _images)
+        self._train_idx = np.searchsorted(rows, train_rows)
+        self._val_idx = np.searchsorted(rows, val_rows)
+        self._fingerprint = self._fingerprint_of(
+            view, train_rows, val_rows, image=self.config.image, data=self.config.data
         )
-        Z = np.zeros((sub.n_obs, len(self.genes)), np.float32)
-        if self.genes and present.any():
-            X = sub[present, self.genes].X
-            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64)
-            bad = ~np.isfinite(X)
-            if bad.any():
-                p, g = np.argwhere(bad)[0]
-                raise ValueError(
-                    f"expression of patient '{sub.obs_names[present][p]}' gene "
-                    f"'{self.genes[g]}' is {X[p, g]}; impute or drop it before training"
-                )
-            if fit_scaler:
-                self.scaler.fit(X, genes=self.genes)
-                self.meta["scaler"] = self.scaler.to_dict()
-            Z[present] = self.scaler.transform(X)
-        elif self.genes and fit_scaler:
-            raise ValueError("no image patient has expression; set image.use_genes=false")
-        self._Z, self._present = torch.as_tensor(Z), torch.as_tensor(present)
-        ids = "\n".join(self.patients).encode()
-        self._fingerprint = {
-            "genes": self.genes,
-            "patients": hashlib.sha256(ids).hexdigest(),
-            "image": dataclasses.asdict(self.config.image),
-            "data": dataclasses.asdict(self.config.data),
-            "seed": self.config.seed,
-        }
 
     def _build(self, cfg: Config, meta: dict) -> None:
-        self.config, self.meta = cfg, meta
-        self.genes: list[str] = meta["genes"]
-        self.scaler = (
-            GeneScaler.from_dict(meta["scaler"])
-            if meta["scaler"]
-            else GeneScaler(log1p=cfg.gene.log1p)
-        )
-        self.device = pick_device(cfg.device)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
-            torch.manual_seed(cfg.seed)
-            self.generator, self.critic = self._make_networks(cfg, meta)
+        self.generator, self.critic = self._make_networks(cfg, meta)
         self.sampler = copy.deepcopy(self.generator).to(self.device).eval()
-        self.trained = False
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"sampler": self.sampler, "generator": self.generator, "critic": self.critic}
+
+    def _loaded(self) -> None:
+        self.sampler.to(self.device).eval()
 
     @staticmethod
     def _make_networks(cfg: Config, meta: dict) -> tuple[ImageSide, CriticSide]:
@@ -220,40 +185,20 @@ class ImageGAN:
     # ---------------------------------------------------------------------------------------
     def hole(self, masks: torch.Tensor) -> torch.Tensor:
         """The lesion dilated by `image.background_margin`: the region the generator fills."""
-        k = self.config.image.background_margin
-        pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
-        return pool(masks.float(), 2 * k + 1, stride=1, padding=k) if k else masks.float()
+        return hole(masks, self.config.image.background_margin)
 
     def background_of(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """The image with the (dilated) lesion cut out and set to -1: what the generator fills."""
-        hole = self.hole(masks)
-        return images * (1 - hole) - hole
-
-    def _channels_last(self, x: torch.Tensor) -> torch.Tensor:
-        if self.device.type != "cuda":
-            return x
-        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
-        return x.contiguous(memory_format=fmt)
+        return background_of(images, masks, self.config.image.background_margin)
 
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
         """Train adversarially; with `run_dir`, checkpoint there, resume, and save the model."""
         self._need_data("training needs the cohort")
-        n, cfg = len(self.patients), self.config
-        if n < 4:
-            raise ValueError(f"the cohort has {n} patients with images; training needs >= 4")
-        train_idx, val_idx = split_patients(n, cfg.train.val_fraction, cfg.seed)
-        critic_step, generator_step = training_steps(self, train_idx)
-        evaluate = realism_score(self, val_idx) if len(val_idx) >= 4 else None
-        if evaluate is None:
-            log.warning("fewer than 4 held-out patients: keeping the last weights")
-        summary = fit_model(
-            self, critic_step, generator_step, evaluate, run_dir=run_dir, progress=progress
-        )
-        self.meta["summary"] = {**summary, "n_train": len(train_idx), "n_val": len(val_idx)}
-        self.meta["val_patients"] = [self.patients[i] for i in val_idx]
-        if run_dir is not None:
-            self.save(run_dir)
-        return summary
+        if len(self.patients) < 4:
+            raise ValueError(
+                f"the cohort has {len(self.patients)} patients with images; training needs >= 4"
+            )
+        return fit_image_gan(self, run_dir, progress)
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -473,66 +418,6 @@ class ImageGAN:
         if not hasattr(self, "_images"):
             raise ValueError(f"{why}: load the model with its cohort, ImageGAN.load(dir, adata)")
 
-    # ---------------------------------------------------------------------------------------
-    def save(self, run_dir: str | Path) -> Path:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(
-            run_dir / WEIGHTS,
-            {
-                "sampler": self.sampler.state_dict(),
-                "generator": self.generator.state_dict(),
-                "critic": self.critic.state_dict(),
-            },
-        )
-        meta = {**self.meta, "trained": self.trained, "model": "ImageGAN", "format": FORMAT}
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
-        save_config(self.config, run_dir / "config.yaml")
-        log.info("saved ImageGAN to %s", run_dir)
-        return run_dir
-
-    @classmethod
-    def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None) -> ImageGAN:
-        """A saved model; with `adata`, refuse it unless its genes and image setup match."""
-        from radiogenomics.config import load_config
-
-        run_dir = Path(run_dir)
-        if not (run_dir / META).is_file():
-            raise FileNotFoundError(f"{run_dir} holds no trained ImageGAN ({META} not found)")
-        meta = json.loads((run_dir / META).read_text())
-        if meta.get("format", 1) != FORMAT:
-            raise ValueError(
-                f"{run_dir} was saved by an ImageGAN of format {meta.get('format', 1)}, whose "
-                f"networks differ from this version's (format {FORMAT}): retrain"
-            )
-        model = cls.__new__(cls)
-        model._build(load_config(run_dir / "config.yaml"), meta)
-        weights = load_weights(run_dir / WEIGHTS)
-        model.sampler.load_state_dict(weights["sampler"])
-        model.generator.load_state_dict(weights["generator"])
-        model.critic.load_state_dict(weights["critic"])
-        model.sampler.to(model.device)
-        model.trained = bool(meta.get("trained"))
-        if adata is not None:
-            model.check_cohort(adata)
-            model._set_data(adata)
-        return model
-
-    def check_cohort(self, adata: ad.AnnData) -> None:
-        """ValueError unless `adata` has this model's genes and image setup."""
-        rg = adata.uns.get(K.UNS, {})
-        dims = int(rg.get(K.SPATIAL_DIMS, 2))
-        if dims != self.meta["spatial_dims"]:
-            raise ValueError(
-                f"the cohort has spatial_dims={dims}; the model is {self.meta['spatial_dims']}D"
-            )
-        missing = [g for g in self.genes if g not in adata.var_names]
-        if missing:
-            raise ValueError(
-                f"the cohort lacks {len(missing)} of the model's {len(self.genes)} genes: "
-                f"{missing[:_MAX_LISTED]}"
-            )
-
     def __repr__(self) -> str:
         i = self.config.image
         return (
@@ -540,6 +425,3 @@ class ImageGAN:
             f"mask={i.use_mask}, genes={len(self.genes)}, background={i.use_background}, "
             f"mask_generator={i.train_masks}, objective={i.objective}, trained={self.trained})"
         )
-
-    def describe(self) -> str:
-        return dump_config(self.config)

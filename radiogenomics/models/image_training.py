@@ -1,11 +1,6 @@
-"""ImageGAN's training: the critic and generator steps, and the held-out score that picks the
-weights. Kept apart from `image_gan` (the model's API) so each file reads on its own.
-
-One critic step: WGAN-GP (or least squares / hinge) on real vs generated images from the same
-masks and genes, matching-aware negatives (a real image with another patient's genes or mask),
-the mask critic when the model generates masks, and the gene read-back head on real images.
-One generator step: the adversarial loss, the background L1 (Xu et al.), the read-back of the
-genes from the generated images, and the mask generator's adversarial loss when there is one.
+"""ImageGAN's training: its batches, the engine run, and the held-out score that picks the
+weights. Kept apart from `image_gan` (the model's API) so each file reads on its own; the losses
+are `train.objectives.image_critic_loss` and `image_generator_loss`.
 """
 
 from __future__ import annotations
@@ -14,16 +9,12 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from radiogenomics.nn.image import mask_features
-from radiogenomics.train.losses import (
-    OBJECTIVES,
-    gradient_penalty,
-    matching_loss,
-    mismatched_scores,
-    partners,
-)
+from radiogenomics.train import distributed as D
+from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
+from radiogenomics.train.losses import partners
+from radiogenomics.train.objectives import ImageBatch, image_critic_loss, image_generator_loss
 
 log = logging.getLogger(__name__)
 # Held-out patients with expression needed for the joint distance: its covariance has the six
@@ -31,16 +22,24 @@ log = logging.getLogger(__name__)
 MIN_JOINT = 16
 
 
-def training_steps(model, train_idx: np.ndarray):
-    """`(critic_step, generator_step)` for `fit_model`, over the patients `train_idx`: each
-    takes a torch.Generator and returns `(loss, logs)`."""
+def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """On CUDA, images in channels-last memory (faster convolutions under bf16)."""
+    if device.type != "cuda":
+        return x
+    fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+    return x.contiguous(memory_format=fmt)
+
+
+def batch_sampler(model, train_idx: np.ndarray):
+    """`draw(rng) -> ImageBatch` over the image patients `train_idx`: a random batch with the
+    same left-right flip of image and mask, noise, and matching-aware partners."""
     cfg, img, device = model.config, model.config.image, model.device
     to = lambda t: t[train_idx].to(device)  # noqa: E731
-    images = model._channels_last(to(model._images))
+    images = channels_last(to(model._images), device)
     # mask and relative depth, once: the networks would otherwise recompute the depth
     # (a distance transform) at every call; a flip keeps the depth of the flipped mask
     masks = model._masks[train_idx]
-    masks = model._channels_last((mask_features(masks) if img.use_mask else masks).to(device))
+    masks = channels_last((mask_features(masks) if img.use_mask else masks).to(device), device)
     Z, present = to(model._Z), to(model._present)
     k = img.gene_aux_components
     targets = (
@@ -48,15 +47,9 @@ def training_steps(model, train_idx: np.ndarray):
         if model.critic.regressor is not None
         else torch.zeros(len(Z), k)
     ).to(device)
-    if device.type == "cuda":
-        fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
-        model.generator.to(memory_format=fmt)
-        model.critic.to(memory_format=fmt)
-    G, C, B = model.generator, model.critic, cfg.train.batch_size
-    crit_loss, gen_loss = OBJECTIVES[img.objective]
-    n_train = len(train_idx)
+    G, B, n_train = model.generator, cfg.train.batch_size, len(train_idx)
 
-    def batch(rng):
+    def draw(rng) -> ImageBatch:
         idx = torch.randint(n_train, (B,), generator=rng)
         x, m = images[idx.to(device)], masks[idx.to(device)]
         flip = torch.rand(B, generator=rng) < 0.5  # the same left-right flip of image and mask
@@ -67,92 +60,79 @@ def training_steps(model, train_idx: np.ndarray):
         noise = torch.randn(B, img.n_noise, generator=rng).to(device)
         maps = G.image.noise_maps(B, generator=rng, device=device)
         mask_maps = None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
-        perm = partners(idx, m[:, 0], img.negatives).to(device)
+        perm = partners(idx, m[:, 0], img.negatives)
         # drawn with replacement: a partner may be the same patient, which is no negative
-        distinct = (idx != idx[perm.cpu()]).to(device)
-        p, i = present[idx.to(device)], idx.to(device)
-        negatives = (perm.to(device), distinct)
-        return x, m, Z[i], p, noise, (maps, mask_maps), negatives, targets[i]
+        distinct = (idx != idx[perm]).to(device)
+        i = idx.to(device)
+        return ImageBatch(
+            images=x,
+            masks=m,
+            expression=Z[i],
+            present=present[i],
+            noise=noise,
+            noise_maps=maps,
+            mask_noise_maps=mask_maps,
+            perm=perm.to(device),
+            distinct=distinct,
+            targets=targets[i],
+        )
 
-    def generate(x, m, code, noise, maps):
-        bg = model.background_of(x, m[:, :1]) if img.use_background else None
-        return G.image(m if img.use_mask else None, code, noise, bg, maps[0])
+    return draw
 
-    def soft(mask):  # masks as the mask critic sees them: real ones slightly blurred
-        pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
-        return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
 
-    def read_back(image, m, t, p):  # squared error of the genes read from the images
-        if C.regressor is None or not p.any():
-            return None
-        return (C.regressor(image, m).float() - t).square()[p].mean()
+def fit_image_gan(model, run_dir, progress: bool) -> dict:
+    """Train `model` (an ImageGAN) on its training patients with the engine; keep the weights
+    best on the held-out score; save into `run_dir` (rank 0)."""
+    cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
+    train_idx, val_idx = model._train_idx, model._val_idx
+    G, C = model.generator.to(device), model.critic.to(device)
+    if device.type == "cuda":
+        fmt = torch.channels_last if model._images.ndim == 4 else torch.channels_last_3d
+        G.to(memory_format=fmt)
+        C.to(memory_format=fmt)
+    draw = batch_sampler(model, train_idx)
 
     def critic_step(rng):
-        x, m, z, p, noise, maps, (perm, distinct), t = batch(rng)
-        code_c = C.code(z, p)
-        with torch.no_grad():
-            code_g = G.code(z, p)
-            fake = generate(x, m, code_g, noise, maps)
-        real_s = C.image(x, m, code_c)
-        loss = crit_loss(real_s, C.image(fake, m, code_c))
-        logs = {"critic": 0.0}
-        if img.objective == "wgan-gp":
-            gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
-            drift = real_s.float().square().mean()
-            loss = loss + cfg.train.gp_weight * gp + img.drift_weight * drift
-            logs["gp"] = gp.item()
-        if img.mismatch_weight > 0:
-            negatives = mismatched_scores(
-                C.image, x, m, code_c, p, perm, img.use_mask, distinct=distinct
-            )
-            for s in negatives:
-                loss = loss + img.mismatch_weight * matching_loss(real_s, s)
-        if G.mask is not None:
-            with torch.no_grad():
-                fake_m = G.mask(code_g, noise, maps[1])
-            real_ms = C.mask(soft(m[:, :1]), None, code_c)
-            loss_m = crit_loss(real_ms, C.mask(soft(fake_m), None, code_c))
-            if img.objective == "wgan-gp":
-                loss_m = loss_m + img.drift_weight * real_ms.float().square().mean()
-                gp_m = gradient_penalty(
-                    lambda v: C.mask(v, None, code_c),
-                    soft(m[:, :1]),
-                    soft(fake_m),
-                    generator=rng,
-                )
-                loss_m = loss_m + cfg.train.gp_weight * gp_m
-            loss = loss + loss_m
-            logs["critic_mask"] = loss_m.item()
-        aux = read_back(x, m, t, p)  # the regressor learns from real images only
-        if aux is not None:
-            loss = loss + aux
-            logs["gene_aux_real"] = aux.item()
-        logs["critic"] = loss.item()
-        return loss, logs
+        return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng)
 
     def generator_step(rng):
-        x, m, z, p, noise, maps, _, t = batch(rng)
-        code_g = G.code(z, p)
-        code_c = C.code(z, p)
-        fake = generate(x, m, code_g, noise, maps)
-        loss = gen_loss(C.image(fake, m, code_c))
-        logs = {"generator": loss.item()}
-        if img.use_background and img.background_l1 > 0:
-            keep = 1 - model.hole(m[:, :1])  # 1 outside the cut-out lesion
-            l1 = ((fake - x).abs() * keep).sum() / keep.sum().clamp_min(1)
-            loss = loss + img.background_l1 * l1
-            logs["background_l1"] = l1.item()
-        aux = read_back(fake, m, t, p)
-        if aux is not None:
-            loss = loss + img.gene_aux_weight * aux
-            logs["gene_aux"] = aux.item()
-        if G.mask is not None:
-            loss_m = gen_loss(C.mask(soft(G.mask(code_g, noise, maps[1])), None, code_c))
-            loss = loss + loss_m
-            logs["generator_mask"] = loss_m.item()
-        return loss, logs
+        return image_generator_loss(G, C, draw(rng), img)
 
-    return critic_step, generator_step
+    lr = img.lr
+    opt_g = adam([(G, lr or t.lr)], t.betas)
+    opt_c = adam([(C, lr or t.lr_critic or t.lr)], t.betas)
+    ema = ema_of(G, t.ema_decay)
+    selected = G if ema is None else ema.module
+    modules = {"generator": G, "critic": C} | ({"ema": ema} if ema is not None else {})
+    trainer = Trainer(
+        modules,
+        {"generator": opt_g, "critic": opt_c},
+        LoopSettings.of(t),
+        device=device,
+        seed=cfg.seed,
+        run_dir=run_dir,
+        progress=progress,
+        fingerprint=model._fingerprint,
+        selected=selected,
+    )
+    step = adversarial_step(
+        trainer, critic_step, generator_step, generator=G, critic=C,
+        opt_g=opt_g, opt_c=opt_c, n_critic=t.n_critic, ema=ema,
+    )  # fmt: skip
+    evaluate = None
+    if len(val_idx) >= 4:
+        score = realism_score(model, val_idx)
+        evaluate = lambda: score(selected)  # noqa: E731
+    else:
+        log.warning("fewer than 4 held-out patients: keeping the last weights")
+    summary = trainer.fit(step, evaluate)
+    model.sampler.load_state_dict(trainer.selected_state())
+    model.sampler.to(device).eval()
+    model.trained = True
+    model.meta["summary"] = {**summary, "n_train": len(train_idx), "n_val": len(val_idx)}
+    if run_dir is not None and D.is_main():
+        model.save(run_dir)
+    return summary
 
 
 def realism_score(model, val_idx: np.ndarray):
@@ -232,12 +212,3 @@ def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:
         if pcs is not None:
             out[present, : pcs.shape[1]] = torch.as_tensor(pcs, dtype=torch.float32)
     return out
-
-
-def split_patients(n: int, fraction: float, seed: int):
-    """Patient-level train/validation split (rows are patients)."""
-    n_val = int(round(n * fraction))
-    if n_val < 2 or n - n_val < 2:
-        return np.arange(n), np.array([], dtype=int)
-    perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

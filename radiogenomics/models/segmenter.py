@@ -8,18 +8,14 @@
     completed = seg.write_masks(adata, "masks")   # masks for image patients that lack one
     seg.save("run"); Segmenter.load("run", adata)
 
-Patients are split at the patient level (`segment.val_fraction`, seeded by `seed`): the held-out
-ones are those `split_cohort` gives for the mask patients with the same fraction and seed.
+Patients are held out by the cohort's one split (`train.val_fraction`, `train.stratify`,
+`train.group`, seeded by `seed`): the same patients a GeneGAN or ImageGAN of the cohort holds out.
 Images are held in memory (`load_images`), augmented on the tensors with a seeded
 torch.Generator: a random flip along every spatial axis and a small intensity scale and shift.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
-import hashlib
-import json
 import logging
 import math
 import os
@@ -34,25 +30,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
-from radiogenomics.config import Config, dump_config, save_config
-from radiogenomics.data.cohort import cohort_root, resolve, split_cohort
+from radiogenomics.config import Config
+from radiogenomics.data.cohort import cohort_root, resolve
 from radiogenomics.data.dataset import image_rows, load_images
-from radiogenomics.data.io import FORMATS, atomic_write, atomic_write_text, load_image, save_image
+from radiogenomics.data.io import FORMATS, load_image, save_image
+from radiogenomics.models.base import CohortModel
 from radiogenomics.nn.segmentation import SegmentationNet
-from radiogenomics.train.checkpoint import (
-    load_checkpoint,
-    load_weights,
-    save_checkpoint,
-    save_weights,
-)
-from radiogenomics.train.loop import pick_device
+from radiogenomics.train import distributed as D
+from radiogenomics.train.loop import LoopSettings, Trainer, supervised_step
 
 log = logging.getLogger(__name__)
 
-META = "segmenter.json"
-WEIGHTS = "segmenter.safetensors"
-CHECKPOINT = "segmenter_checkpoint"
-LOG = "segmenter_log.csv"
 _CHUNK = 256  # patients loaded at once by predict/evaluate/write_masks
 _MAX_LISTED = 10
 
@@ -71,7 +59,7 @@ def cohort_geometry(adata: ad.AnnData, data) -> dict:
     if dims != data.spatial_dims:
         ours = data.image_size or ["*"] * data.spatial_dims
         raise ValueError(
-            f"config data.spatial_dims={data.spatial_dims} (images {_shape(data.channels, ours)}) "
+            f"config data.spatial_dims={data.spatial_dims} (images {_shape(data.in_channels, ours)}) "
             f"but the cohort has spatial_dims={dims} (images {_shape(channels, native)}); "
             f"set data.spatial_dims={dims}"
         )
@@ -79,27 +67,26 @@ def cohort_geometry(adata: ad.AnnData, data) -> dict:
     if len(size) != dims or channels is None:
         raise ValueError(
             "the cohort has no uns['rg']['image_size'] or ['channels']; validate it with "
-            "validate_cohort (or set data.image_size and data.channels)"
+            "validate_cohort (or set data.image_size and data.in_channels)"
         )
-    if data.channels is not None and data.channels != int(channels):
+    if data.in_channels is not None and data.in_channels != int(channels):
         raise ValueError(
-            f"config data.channels={data.channels} but the cohort's images are "
+            f"config data.in_channels={data.in_channels} but the cohort's images are "
             f"{_shape(channels, native)}"
         )
     return {"spatial_dims": dims, "image_size": size, "channels": int(channels)}
 
 
-class Segmenter:
+class Segmenter(CohortModel, kind="segmentation"):
     """Lesion segmentation on a cohort (see the module docstring)."""
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
-        cfg = copy.deepcopy(config) if config is not None else Config()
+        cfg = self._config(config)
         geometry = cohort_geometry(adata, cfg.data)
-        self._build(cfg, {**geometry, "val_patients": [], "n_train": 0, "summary": {}})
+        self._setup(cfg, {**geometry, "genes": [], "n_train": 0, "summary": {}})
         self._set_data(adata, progress=progress)
 
     def _build(self, cfg: Config, meta: dict) -> None:
-        self.config, self.meta = cfg, meta
         self.spatial_dims: int = int(meta["spatial_dims"])
         self.image_size: list[int] = [int(v) for v in meta["image_size"]]
         self.channels: int = int(meta["channels"])
@@ -111,26 +98,32 @@ class Segmenter:
                 f"divide the image size {self.image_size}; set data.image_size to multiples of "
                 f"{divisor} or use fewer strides"
             )
-        self.device = pick_device(cfg.device)
-        with torch.random.fork_rng(devices=[]):  # seeded initialisation, user's RNG untouched
-            torch.manual_seed(cfg.seed)
-            self.net = SegmentationNet(
-                self.spatial_dims,
-                self.channels,
-                1,
-                channels=s.channels,
-                strides=s.strides,
-                num_res_units=s.num_res_units,
-                dropout=s.dropout,
-            )
+        self.net = SegmentationNet(
+            self.spatial_dims,
+            self.channels,
+            1,
+            channels=s.channels,
+            strides=s.strides,
+            num_res_units=s.num_res_units,
+            dropout=s.dropout,
+        )
         self.net.to(self.device).eval()
         if self._cuda:
             self.net.to(memory_format=self._memory_format)
-        self.trained = False
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"net": self.net}
+
+    def _loaded(self) -> None:
+        self.net.eval()
 
     def _set_data(self, adata: ad.AnnData, *, progress: bool = False) -> None:
-        """Images and masks of the patients with both, the patient-level split, and the
-        fingerprint a resumed run must match."""
+        """Images and masks of the patients with both, the held-out split (the cohort's one),
+        and the fingerprint a resumed run must match."""
+        if not adata.obs.get(K.HAS_MASK, pd.Series(False, index=adata.obs_names)).any():
+            if self.trained:  # a loaded model on a cohort without masks: it can predict
+                log.info("the cohort has no masks: the loaded Segmenter can predict, not train")
+                return
         try:
             rows = image_rows(adata, need_mask=True)
         except ValueError as err:
@@ -138,31 +131,31 @@ class Segmenter:
                 f"{err}: a Segmenter trains on patients with a mask (obs['{K.MASK}'], "
                 f"has_mask); predict masks with a trained one instead"
             ) from None
-        ids = [str(p) for p in adata.obs_names[rows]]
-        self._ids = np.asarray(ids, dtype=object)
-        self._train, self._val = _split_patients(
-            ids, self.config.segment.val_fraction, self.config.seed
-        )
+        view = self._view(adata)
+        saved = self.held_out
+        train_rows, val_rows = self._split(view, rows)
+        if self.trained and saved and self.held_out != saved:
+            log.warning("this cohort's held-out patients differ from the model's saved ones")
+        self._ids = view.ids[rows]
+        self._train = np.searchsorted(rows, train_rows)
+        self._val = np.searchsorted(rows, val_rows)
         self._images, self._masks = load_images(adata, self.config.data, rows, progress=progress)
-        self.meta.update(val_patients=self.val_patients, n_train=len(self._train))
-        d, s = self.config.data, dataclasses.asdict(self.config.segment)
-        s.pop("steps")  # raising the steps is how a finished run is extended
-        digest = lambda pos: hashlib.sha256("\n".join(self._ids[pos]).encode()).hexdigest()  # noqa: E731
-        self._fingerprint = {
-            "train_patients": digest(self._train),
-            "val_patients": digest(self._val),
-            "segment": s,
-            "image": [self.channels, *self.image_size],
-            "intensity": [d.intensity, list(d.percentiles), d.a_min, d.a_max],
-            "seed": self.config.seed,
-        }
+        self.meta.update(n_train=len(self._train))
+        d, s = self.config.data, self.config.segment
+        self._fingerprint = self._fingerprint_of(
+            view,
+            train_rows,
+            val_rows,
+            # raising the steps is how a finished run is extended
+            segment={k: v for k, v in vars(s).items() if k != "steps"},
+            image=[self.channels, *self.image_size],
+            intensity=[d.intensity, list(d.percentiles), d.a_min, d.a_max],
+        )
 
     @property
     def val_patients(self) -> list[str]:
-        """Ids of the held-out patients (empty for a model loaded without a cohort: see meta)."""
-        if hasattr(self, "_ids"):
-            return [str(p) for p in self._ids[self._val]]
-        return list(self.meta.get("val_patients", []))
+        """Ids of the held-out patients (the cohort's one split)."""
+        return self.held_out
 
     @property
     def _cuda(self) -> bool:
@@ -182,10 +175,10 @@ class Segmenter:
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-        """Train for `segment.steps` batches (Adam, DiceCE loss on the logits); with `run_dir`,
-        checkpoint at every evaluation, resume from a checkpoint there, write the CSV log and
-        save the model. Ends with the weights best on held-out Dice (the last ones without
-        held-out patients). A run started without `run_dir` always starts at step 0."""
+        """Train for `segment.steps` batches (Adam, DiceCE loss on the logits) on the engine;
+        with `run_dir`, checkpoint at every evaluation, resume from a checkpoint there, write
+        the CSV log and save the model. Ends with the weights best on held-out Dice (the last
+        ones without held-out patients)."""
         from monai.losses import DiceCELoss
 
         if not hasattr(self, "_images"):
@@ -193,71 +186,61 @@ class Segmenter:
                 "this Segmenter was loaded without a cohort; Segmenter.load(dir, adata)"
             )
         cfg, s, device, net = self.config, self.config.segment, self.device, self.net
-        run_dir = None if run_dir is None else Path(run_dir)
         images, masks = self._images.to(device), self._masks.to(device)
         train_pos = torch.as_tensor(self._train, device=device)
         loss_fn = DiceCELoss(sigmoid=True)
         opt = torch.optim.Adam(net.parameters(), lr=s.lr)
-        rng = torch.Generator().manual_seed(cfg.seed)
-        run = {"step": 0, "history": [], "best": {"dice": -math.inf, "iou": None, "step": None}}
-        best_state = None
-        cuda_devices = []
-        if self._cuda:
-            cuda_devices = [torch.cuda.current_device() if device.index is None else device.index]
-        with torch.random.fork_rng(devices=cuda_devices):  # dropout's RNG, seeded and resumable
-            torch.manual_seed(cfg.seed)
-            found = load_checkpoint(run_dir / CHECKPOINT) if run_dir is not None else None
-            if found is not None:
-                best_state = self._resume(found, opt, rng, run, run_dir)
-            bar = tqdm(total=s.steps, initial=run["step"], desc="segmenter", disable=not progress)
-            net.train()
-            while run["step"] < s.steps:
-                x, y = self._batch(images, masks, train_pos, rng)
-                with self._autocast():
-                    logits = net(x)
-                loss = loss_fn(logits.float(), y)  # the loss in fp32 under bf16 autocast
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                run["step"] += 1
-                row = dict(step=run["step"], loss=loss.item(), val_dice=math.nan, val_iou=math.nan)
-                run["history"].append(row)
-                if not math.isfinite(row["loss"]):
-                    raise FloatingPointError(
-                        f"segmenter training diverged at step {run['step']} (loss {row['loss']}); "
-                        "lower segment.lr"
-                    )
-                bar.update(1)
-                if run["step"] % s.eval_every and run["step"] < s.steps:
-                    continue
-                if len(self._val):
-                    row["val_dice"], row["val_iou"] = self._held_out_scores()
-                    if row["val_dice"] > run["best"]["dice"]:
-                        best = {"dice": row["val_dice"], "iou": row["val_iou"], "step": run["step"]}
-                        run["best"], best_state = best, copy.deepcopy(net.state_dict())
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", dice=f"{row['val_dice']:.3f}")
-                self._checkpoint(run_dir, opt, rng, run, best_state, cuda_devices)
-            bar.close()
+        settings = LoopSettings(
+            steps=s.steps,
+            eval_every=s.eval_every,
+            checkpoint_every=s.eval_every,
+            log_every=cfg.train.log_every,
+            amp=cfg.train.amp,
+        )
+        trainer = Trainer(
+            {"net": net},
+            {"net": opt},
+            settings,
+            device=device,
+            seed=cfg.seed,
+            run_dir=run_dir,
+            progress=progress,
+            fingerprint=self._fingerprint,
+            selected=net,
+            desc="segmenter",
+            score_name="val_dice",
+        )
+
+        def loss_step(rng):
+            x, y = self._batch(images, masks, train_pos, rng)
+            logits = net(x)
+            loss = loss_fn(logits.float(), y)  # the loss in fp32 under bf16 autocast
+            return loss, {"loss": loss.detach()}
+
+        step = supervised_step(trainer, loss_step, net=net, opt=opt)
+        evaluate = self._held_out_dice if len(self._val) else None
+        result = trainer.fit(step, evaluate)
+        net.load_state_dict(trainer.selected_state())
         net.eval()
-        if best_state is not None:
-            net.load_state_dict(best_state)
         self.trained = True
-        best = run["best"]
+        self.history = pd.DataFrame(trainer.history)
+        best = trainer.best if result["best_step"] is not None else None
         summary = {
-            "steps": run["step"],
-            "best_step": best["step"],
-            "best_val_dice": None if best["step"] is None else best["dice"],
-            "best_val_iou": best["iou"],
+            "steps": result["steps"],
+            "best_step": None if best is None else best["step"],
+            "best_val_dice": None if best is None else best["score"],
             "n_train": len(self._train),
             "n_val": len(self._val),
+            "resumed_from": result["resumed_from"],
         }
         self.meta["summary"] = summary
-        self.history = pd.DataFrame(run["history"], columns=["step", "loss", "val_dice", "val_iou"])
-        if run_dir is not None:
-            self._write_log(run_dir, run["history"])
+        if run_dir is not None and D.is_main():
             self.save(run_dir)
         log.info("segmenter: %s", summary)
         return summary
+
+    def _held_out_dice(self) -> float:
+        return self._held_out_scores()[0]
 
     def _held_out_scores(self) -> tuple[float, float]:
         """Mean Dice and IoU on the held-out patients (the net in eval mode, then back)."""
@@ -284,56 +267,6 @@ class Segmenter:
         shift = 0.1 * (2 * torch.rand(B, generator=rng) - 1)
         x = x * scale.to(self.device).view(per_sample) + shift.to(self.device).view(per_sample)
         return self._to_device(x), y
-
-    def _checkpoint(self, run_dir, opt, rng, run, best_state, cuda_devices) -> None:
-        if run_dir is None:
-            return
-        modules = {"net": self.net.state_dict()}
-        if best_state is not None:
-            modules["best"] = best_state
-        state = {
-            "step": run["step"],
-            "history": run["history"],
-            "best": run["best"],
-            "optimizer": opt.state_dict(),
-            "rng": rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "fingerprint": json.dumps(self._fingerprint, sort_keys=True),
-        }
-        if cuda_devices:
-            state["cuda_rng"] = torch.cuda.get_rng_state(cuda_devices[0])
-        save_checkpoint(run_dir / CHECKPOINT, modules, state)
-        self._write_log(run_dir, run["history"])
-
-    def _resume(self, found, opt, rng, run, run_dir):
-        modules, state = found
-        theirs = json.loads(state.get("fingerprint", "{}"))
-        for key in sorted(set(theirs) | set(self._fingerprint)):
-            if theirs.get(key) != self._fingerprint.get(key):
-                raise ValueError(
-                    f"{run_dir} holds a segmenter checkpoint of another run: its '{key}' "
-                    f"differs ({_short(theirs.get(key))} there, {_short(self._fingerprint.get(key))}"
-                    " here); use a new run folder or delete that one"
-                )
-        self.net.load_state_dict(modules["net"])
-        opt.load_state_dict(state["optimizer"])
-        rng.set_state(state["rng"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and self._cuda:
-            index = self.device.index
-            torch.cuda.set_rng_state(
-                state["cuda_rng"], torch.cuda.current_device() if index is None else index
-            )
-        run.update(
-            step=int(state["step"]), history=list(state["history"]), best=dict(state["best"])
-        )
-        log.info("segmenter resumes at step %d from %s", run["step"], run_dir / CHECKPOINT)
-        return modules.get("best")
-
-    @staticmethod
-    def _write_log(run_dir: Path, history: list[dict]) -> Path:
-        frame = pd.DataFrame(history, columns=["step", "loss", "val_dice", "val_iou"])
-        return atomic_write(Path(run_dir) / LOG, lambda tmp: frame.to_csv(tmp, index=False))
 
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -385,7 +318,7 @@ class Segmenter:
                     "this Segmenter has no cohort; evaluate(adata) or load(dir, adata)"
                 )
             if not len(self._val):
-                raise ValueError("no held-out patients (segment.val_fraction=0); evaluate(adata)")
+                raise ValueError("no held-out patients (train.val_fraction=0); evaluate(adata)")
             ids = self._ids[self._val]
             dice, iou = self._scores(
                 self._probabilities(self._images[self._val]), self._masks[self._val], threshold
@@ -510,52 +443,7 @@ class Segmenter:
         log.info("wrote %d predicted masks to %s", len(rows), out_dir)
         return out
 
-    # ---------------------------------------------------------------------------------------
-    def save(self, run_dir: str | Path) -> Path:
-        """`segmenter.safetensors`, `segmenter.json` (geometry, held-out ids, summary) and
-        `config.yaml` in `run_dir`."""
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_weights(run_dir / WEIGHTS, {"net": self.net.state_dict()})
-        meta = {
-            **self.meta,
-            "val_patients": self.val_patients,
-            "trained": self.trained,
-            "model": "Segmenter",
-        }
-        atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
-        save_config(self.config, run_dir / "config.yaml")
-        log.info("saved Segmenter to %s", run_dir)
-        return run_dir
-
-    @classmethod
-    def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None) -> Segmenter:
-        """A saved Segmenter; with `adata`, refuse it unless its images fit, and take its
-        patients (same split: same seed and fraction) so the model can evaluate or train on."""
-        from radiogenomics.config import load_config
-
-        run_dir = Path(run_dir)
-        if not (run_dir / META).is_file():
-            raise FileNotFoundError(f"{run_dir} holds no trained Segmenter ({META} not found)")
-        meta = json.loads((run_dir / META).read_text())
-        model = cls.__new__(cls)
-        model._build(load_config(run_dir / "config.yaml"), meta)
-        model.net.load_state_dict(load_weights(run_dir / WEIGHTS)["net"])
-        model.trained = bool(meta.get("trained"))
-        if adata is not None:
-            saved = list(meta.get("val_patients", []))
-            model.check_cohort(adata)
-            if not adata.obs.get(K.HAS_MASK, pd.Series(False, index=adata.obs_names)).any():
-                log.info("the cohort has no masks: the loaded Segmenter can predict, not train")
-                return model
-            model._set_data(adata)
-            if model.val_patients != saved:
-                log.warning(
-                    "this cohort's held-out patients differ from the ones saved in %s", run_dir
-                )
-        return model
-
-    def check_cohort(self, adata: ad.AnnData) -> None:
+    def check_cohort(self, adata: ad.AnnData) -> None:  # images only: no genes or covariates
         """ValueError unless `adata`'s images fit the model: spatial_dims, channels and (unless
         the config resizes with data.image_size) image size; the message shows both shapes."""
         rg = adata.uns.get(K.UNS, {})
@@ -581,25 +469,3 @@ class Segmenter:
             f"Segmenter({self.spatial_dims}D {_shape(self.channels, self.image_size)}, "
             f"channels={s.channels}, strides={s.strides}, trained={self.trained})"
         )
-
-    def describe(self) -> str:
-        return dump_config(self.config)
-
-
-def _split_patients(ids: list[str], fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) positions: `split_cohort`'s patient-level split of `ids`."""
-    if fraction == 0:
-        log.warning("no held-out patients (segment.val_fraction=0): keeping the last weights")
-        return np.arange(len(ids)), np.array([], dtype=np.int64)
-    if len(ids) < 2:
-        raise ValueError(
-            f"segment.val_fraction={fraction} needs >= 2 patients with masks; the cohort has {len(ids)}"
-        )
-    _, held_out = split_cohort(ad.AnnData(obs=pd.DataFrame(index=ids)), fraction, seed=seed)
-    val = np.flatnonzero(np.isin(ids, held_out.obs_names))
-    return np.setdiff1d(np.arange(len(ids)), val), val
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) < 60 else text[:57] + "..."

@@ -43,7 +43,7 @@ def _mlp(in_features: int, n_hidden: int, n_layers: int) -> nn.Sequential:
 
 
 class GeneGenerator(nn.Module):
-    """(noise (B, n_latent), categorical, numeric) -> (expression (B, n_genes), hidden (B, n_hidden)).
+    """(noise (B, n_noise), categorical, numeric) -> (expression (B, n_genes), hidden (B, n_hidden)).
 
     `hidden` is the last hidden layer: the gene latent the joint model passes to the image side.
     Expression comes out on the standardised scale (linear output layer).
@@ -55,14 +55,14 @@ class GeneGenerator(nn.Module):
         vocab_sizes: list[int] = (),
         n_numeric: int = 0,
         *,
-        n_latent: int = 64,
+        n_noise: int = 64,
         n_hidden: int = 256,
         n_layers: int = 2,
     ):
         super().__init__()
-        self.n_genes, self.n_latent, self.n_hidden = n_genes, n_latent, n_hidden
+        self.n_genes, self.n_noise, self.n_hidden = n_genes, n_noise, n_hidden
         self.covariates = CovariateEncoder(list(vocab_sizes), n_numeric)
-        self.body = _mlp(n_latent + self.covariates.out_features, n_hidden, n_layers)
+        self.body = _mlp(n_noise + self.covariates.out_features, n_hidden, n_layers)
         self.out = nn.Linear(n_hidden, n_genes)
 
     def forward(

@@ -106,30 +106,59 @@ def _mask_input(mask: torch.Tensor, spatial_dims: int, size, depth: bool) -> tor
 
 
 class GeneEncoder(nn.Module):
-    """(expression (B, n_genes)[, present (B,) bool]) -> gene code (B, n_code).
+    """(expression (B, n_genes)[, present (B,) bool][, latent (B, n_latent)]) -> gene code
+    (B, n_code).
 
     Expression is on the model's standardised scale. Rows with `present` False (patients
-    without expression) get the learned `missing` code instead.
+    without expression) get the learned `missing` code instead. With `n_latent` > 0 the gene
+    generator's latent (its last hidden layer) enters beside the expression; real patients,
+    who have no latent, take the learned `no_latent` vector in its place.
     """
 
-    def __init__(self, n_genes: int, n_code: int = 64, *, n_hidden: int = 256, n_layers: int = 2):
+    def __init__(
+        self,
+        n_genes: int,
+        n_code: int = 64,
+        *,
+        n_hidden: int = 256,
+        n_layers: int = 2,
+        n_latent: int = 0,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
-        width = n_genes
+        width = n_genes + n_latent
         for _ in range(n_layers):
             layers += [nn.Linear(width, n_hidden), nn.LeakyReLU(0.2)]
             width = n_hidden
         layers.append(nn.Linear(width, n_code))
         self.mlp = nn.Sequential(*layers)
         self.missing = nn.Parameter(torch.zeros(n_code))
-        self.n_genes, self.n_code = n_genes, n_code
+        self.no_latent = nn.Parameter(torch.zeros(n_latent)) if n_latent else None
+        self.n_genes, self.n_code, self.n_latent = n_genes, n_code, n_latent
 
-    def forward(self, expression: torch.Tensor, present: torch.Tensor | None = None):
+    def forward(
+        self,
+        expression: torch.Tensor,
+        present: torch.Tensor | None = None,
+        latent: torch.Tensor | None = None,
+    ):
         if expression.ndim != 2 or expression.shape[1] != self.n_genes:
             raise ValueError(
                 f"expression has shape {tuple(expression.shape)}; expected (batch, {self.n_genes})"
             )
-        code = self.mlp(expression)
+        x = expression
+        if self.n_latent:
+            if latent is None:
+                latent = self.no_latent.to(x.dtype).expand(len(x), -1)
+            elif latent.shape != (len(x), self.n_latent):
+                raise ValueError(
+                    f"gene latent has shape {tuple(latent.shape)}; expected "
+                    f"({len(x)}, {self.n_latent})"
+                )
+            x = torch.cat([x, latent.to(x.dtype)], dim=1)
+        elif latent is not None:
+            raise ValueError("this GeneEncoder takes no gene latent (n_latent=0)")
+        code = self.mlp(x)
         if present is None:
             return code
         return torch.where(present[:, None].bool(), code, self.missing.to(code.dtype))
@@ -485,8 +514,8 @@ class ImageSide(nn.Module):
         super().__init__()
         self.encoder, self.image, self.mask = encoder, image, mask
 
-    def code(self, expression, present):
-        return None if self.encoder is None else self.encoder(expression, present)
+    def code(self, expression, present, latent=None):
+        return None if self.encoder is None else self.encoder(expression, present, latent)
 
 
 class CriticSide(nn.Module):
@@ -498,5 +527,5 @@ class CriticSide(nn.Module):
         self.encoder, self.image, self.mask = encoder, image, mask
         self.regressor = regressor
 
-    def code(self, expression, present):
-        return None if self.encoder is None else self.encoder(expression, present)
+    def code(self, expression, present, latent=None):
+        return None if self.encoder is None else self.encoder(expression, present, latent)

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from radiogenomics._atomic import atomic_write
+
 log = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
@@ -35,8 +37,6 @@ def unflatten_state(flat: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.
 
 
 def save_weights(path: Path, modules: dict[str, dict[str, torch.Tensor]]) -> Path:
-    from radiogenomics.data.io import atomic_write
-
     flat = flatten_state(modules)
     return atomic_write(Path(path), lambda tmp: save_file(flat, str(tmp)))
 
@@ -45,7 +45,16 @@ def load_weights(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    return unflatten_state(load_file(str(path)))
+    return unflatten_state(_read_safetensors(path))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for a cut file
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({err}); is it truncated?"
+        ) from None
 
 
 def save_checkpoint(folder: Path, modules: dict, state: dict) -> Path:
@@ -73,8 +82,14 @@ def load_checkpoint(folder: Path) -> tuple[dict, dict] | None:
     folder = Path(folder)
     for candidate in (folder, folder.with_name(folder.name + ".old")):
         if (candidate / WEIGHTS).is_file() and (candidate / STATE).is_file():
-            modules = unflatten_state(load_file(str(candidate / WEIGHTS)))
-            state = torch.load(candidate / STATE, map_location="cpu", weights_only=True)
+            modules = unflatten_state(_read_safetensors(candidate / WEIGHTS))
+            try:
+                state = torch.load(candidate / STATE, map_location="cpu", weights_only=True)
+            except Exception as err:  # a cut or foreign file: name it, without torch's advice
+                raise ValueError(
+                    f"{candidate / STATE} is not a readable checkpoint state "
+                    f"({type(err).__name__}); delete {candidate} to train from the start"
+                ) from None
             log.info("resuming from checkpoint %s (step %s)", candidate, state.get("step"))
             return modules, state
     return None

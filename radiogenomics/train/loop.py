@@ -1,11 +1,15 @@
-"""The adversarial training loop shared by the models.
+"""The training engine every model stands on.
 
-A model supplies three callables: `critic_step(rng)` and `generator_step(rng)` draw their own
-batch with the given torch.Generator and return `(loss, logs)`; `evaluate(sampler)` scores the
-sampling generator on held-out patients (higher is better). The loop does everything else:
-n_critic critic steps per generator step, the EMA of the generator, model selection and early
-stopping on the held-out score, bf16 autocast on CUDA, a CSV log (and TensorBoard scalars when
-tensorboard is installed) and resumable checkpoints.
+`Trainer` runs a step function for a number of steps and owns everything around it: the batch
+RNG (a torch.Generator, seed + rank) and the global RNG (dropout), seeded and saved so that a
+killed run resumes bit-identically; held-out scoring and model selection with early stopping;
+bf16 autocast on CUDA; the CSV log, TensorBoard scalars and progress bar; resumable
+checkpoints; several processes under torchrun (`train.distributed`).
+
+A step function takes the batch RNG, does its own forward, backward and optimiser steps, and
+returns its losses as tensors: they are read off the device only every `log_every` steps, so
+the steps in between run without a host-device sync. Two kinds are built here:
+`adversarial_step` (n_critic critic steps, one generator step, the EMA) and `supervised_step`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,12 +29,14 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from radiogenomics.config import TrainConfig
+from radiogenomics._atomic import atomic_write
+from radiogenomics.train import distributed as D
 from radiogenomics.train.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-StepFn = Callable[[torch.Generator], tuple[torch.Tensor, dict]]
+StepFn = Callable[[torch.Generator], dict]
+ENGINE = 2  # checkpoint layout; older ones are refused with a message
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -44,9 +51,37 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def _ema_with_warmup(decay: float):
-    """EMA update for AveragedModel whose decay ramps up as (1 + n) / (10 + n): a plain 0.999
+@dataclass
+class LoopSettings:
+    """How long to train and when to score, record and checkpoint."""
+
+    steps: int
+    eval_every: int
+    checkpoint_every: int
+    log_every: int = 10
+    select_after: int = 0
+    patience: int = 0
+    amp: bool = True
+
+    @classmethod
+    def of(cls, train) -> LoopSettings:
+        """From a `TrainConfig`."""
+        return cls(
+            steps=train.steps,
+            eval_every=train.eval_every,
+            checkpoint_every=train.checkpoint_every,
+            log_every=train.log_every,
+            select_after=train.select_after,
+            patience=train.patience,
+            amp=train.amp,
+        )
+
+
+def ema_of(module: nn.Module, decay: float) -> AveragedModel | None:
+    """An EMA copy of `module` whose decay ramps up as (1 + n) / (10 + n): a plain 0.999
     would keep 74% of the initial weights after 300 steps, too slow for short runs."""
+    if decay <= 0:
+        return None
 
     @torch.no_grad()
     def update(ema_params, params, num_averaged):
@@ -54,112 +89,106 @@ def _ema_with_warmup(decay: float):
         d = min(decay, (1.0 + n) / (10.0 + n))
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
 
-    return update
+    return AveragedModel(module, multi_avg_fn=update)
 
 
-class AdversarialTrainer:
-    """Trains `generator` against `critic` with the settings of a TrainConfig."""
+class Trainer:
+    """Runs a step function with `settings` (see the module docstring).
+
+    `modules` and `optimizers` (by name) are what a checkpoint holds; `selected` is the module
+    whose weights model selection keeps (the EMA generator, the segmentation net).
+    `fingerprint` (JSON-like) says what is trained on what: a checkpoint with another is
+    refused, so a run folder never resumes on other data or another model.
+    """
 
     def __init__(
         self,
-        generator: nn.Module,
-        critic: nn.Module,
-        cfg: TrainConfig,
+        modules: dict[str, nn.Module],
+        optimizers: dict[str, torch.optim.Optimizer],
+        settings: LoopSettings,
         *,
         device: torch.device,
         seed: int = 0,
         run_dir: str | Path | None = None,
         progress: bool = True,
         fingerprint: dict | None = None,
+        selected: nn.Module | None = None,
+        desc: str = "training",
+        score_name: str = "val_score",
     ):
-        """`fingerprint` (JSON-like) says what is trained on what; a checkpoint with another
-        one is refused, so a run folder never resumes on other data or another model."""
-        self.cfg, self.device, self.progress = cfg, device, progress
-        self.fingerprint = dict(fingerprint or {})
-        self.generator = generator.to(device)
-        self.critic = critic.to(device)
-        betas = tuple(cfg.betas)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=cfg.lr, betas=betas)
-        self.opt_c = torch.optim.Adam(
-            self.critic.parameters(), lr=cfg.lr_critic or cfg.lr, betas=betas
-        )
-        self.ema = (
-            AveragedModel(self.generator, multi_avg_fn=_ema_with_warmup(cfg.ema_decay))
-            if cfg.ema_decay > 0
-            else None
-        )
-        self.rng = torch.Generator().manual_seed(seed)
+        self.settings, self.device, self.seed, self.desc = settings, device, seed, desc
+        self.score_name = score_name  # the held-out score's column in log.csv
+        self.modules, self.optimizers = modules, optimizers
+        self.selected = selected
         self.run_dir = None if run_dir is None else Path(run_dir)
+        self.main = D.is_main()
+        self.progress = progress and self.main
+        self.fingerprint = dict(fingerprint or {})
+        self.rng = torch.Generator().manual_seed(seed + D.rank())
         self.step = 0
+        self.resumed_from: int | None = None
         self.history: list[dict] = []
         self.best = {"score": -math.inf, "step": 0}
         self.best_state: dict | None = None
         self.bad_evals = 0
         self.stopped = False
 
-    @property
-    def sampler(self) -> nn.Module:
-        """The generator used for sampling: the EMA copy when there is one."""
-        return self.ema.module if self.ema is not None else self.generator
-
-    def _autocast(self):
-        on = self.device.type == "cuda" and self.cfg.amp
+    def autocast(self):
+        on = self.device.type == "cuda" and self.settings.amp
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
 
+    def _cuda_devices(self) -> list[int]:
+        if self.device.type != "cuda":
+            return []
+        return [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+
     # ---------------------------------------------------------------------------------------
-    def fit(self, critic_step: StepFn, generator_step: StepFn, evaluate=None) -> dict:
-        cfg = self.cfg
-        self._resume()
-        if self.stopped or self.step >= cfg.steps:
-            log.info("training already finished at step %d", self.step)
-            return self.summary()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="training", disable=not self.progress)
-        board = self._board()
-        started = time.perf_counter()
-        try:
-            self._loop(critic_step, generator_step, evaluate, bar, board)
-        finally:  # a failed or killed run still flushes what it logged
-            bar.close()
-            if board is not None:
-                board.close()
-        log.info("trained %d steps in %.1f s", self.step, time.perf_counter() - started)
+    def fit(self, step: StepFn, evaluate: Callable[[], float] | None = None) -> dict:
+        """Run `step` until `settings.steps` (or an early stop); `evaluate()` scores the held-out
+        patients (higher is better) every `eval_every` steps. Returns the summary."""
+        cuda = self._cuda_devices()
+        # the global RNG (dropout) seeded per rank and saved with the run; the user's is restored
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.seed + D.rank())
+            self._resume()
+            D.broadcast_modules(self.modules.values())
+            if self.stopped or self.step >= self.settings.steps:
+                log.info("training already finished at step %d", self.step)
+                return self.summary()
+            bar = tqdm(
+                total=self.settings.steps,
+                initial=self.step,
+                desc=self.desc,
+                disable=not self.progress,
+            )
+            board = self._board()
+            started, first = time.perf_counter(), self.step
+            try:
+                self._loop(step, evaluate, bar, board)
+            finally:  # a failed or killed run still flushes what it logged
+                bar.close()
+                if board is not None:
+                    board.close()
+        log.info("trained steps %d-%d in %.1f s", first, self.step, time.perf_counter() - started)
         return self.summary()
 
-    def _loop(self, critic_step, generator_step, evaluate, bar, board) -> None:
-        """Generator steps (each after n_critic critic steps) until cfg.steps or early stop."""
-        cfg = self.cfg
-        record_every = max(1, cfg.steps // 1000)
-        while self.step < cfg.steps:
-            for _ in range(cfg.n_critic):
-                self.opt_c.zero_grad(set_to_none=True)
-                with self._autocast():
-                    loss_c, logs_c = critic_step(self.rng)
-                loss_c.backward()
-                self.opt_c.step()
-            self.opt_g.zero_grad(set_to_none=True)
-            self.critic.requires_grad_(False)  # the generator step needs no critic gradients
-            with self._autocast():
-                loss_g, logs_g = generator_step(self.rng)
-            loss_g.backward()
-            self.opt_g.step()
-            self.critic.requires_grad_(True)
-            if self.ema is not None:
-                self.ema.update_parameters(self.generator)
+    def _loop(self, step: StepFn, evaluate, bar, board) -> None:
+        s = self.settings
+        while self.step < s.steps:
+            logs = step(self.rng)
             self.step += 1
             bar.update(1)
-            row = {"step": self.step, **logs_c, **logs_g}
-            if not all(math.isfinite(float(v)) for v in row.values()):
-                raise FloatingPointError(
-                    f"training diverged at step {self.step}: {row}; lower train.lr or raise "
-                    "train.gp_weight"
-                )
-            if evaluate is not None and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                row["val_score"] = self._evaluate(evaluate)
-                bar.set_postfix(val=f"{row['val_score']:.3f}", best=f"{self.best['score']:.3f}")
-            if self.step % record_every == 0 or "val_score" in row:
-                self.history.append({k: float(v) for k, v in row.items()})
+            row = None
+            if self.step % s.log_every == 0 or self.step == s.steps:
+                row = self._record(logs)
+            if evaluate is not None and (self.step % s.eval_every == 0 or self.step == s.steps):
+                row = row or self._record(logs)
+                row[self.score_name] = self._evaluate(evaluate)
+                bar.set_postfix(val=f"{row[self.score_name]:.3f}", best=f"{self.best['score']:.3f}")
+            if row is not None:
+                self.history.append(row)
                 if board is not None:
-                    for key, value in self.history[-1].items():
+                    for key, value in row.items():
                         if key != "step":
                             board.add_scalar(key, value, self.step)
             if self.stopped:
@@ -167,20 +196,31 @@ class AdversarialTrainer:
                     "early stop at step %d: no better held-out score for %d evaluations "
                     "(best %.4f at step %d)",
                     self.step,
-                    cfg.patience,
+                    s.patience,
                     self.best["score"],
                     self.best["step"],
                 )
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or self.stopped:
+            if self.step % s.checkpoint_every == 0 or self.step == s.steps or self.stopped:
                 self._checkpoint()
             if self.stopped:
                 break
+
+    def _record(self, logs: dict) -> dict:
+        """The step's losses as floats (this reads them off the device); a non-finite one is a
+        divergence."""
+        row = {"step": float(self.step), **{k: float(v) for k, v in logs.items()}}
+        if not all(math.isfinite(v) for v in row.values()):
+            raise FloatingPointError(
+                f"training diverged at step {self.step}: {row}; lower the learning rate "
+                "(train.lr) or raise train.gp_weight"
+            )
+        return row
 
     def _board(self):
         """A TensorBoard writer in `run_dir/tensorboard` when tensorboard is installed (the
         `tensorboard` extra), else None. A resumed run drops the events logged after its
         checkpoint, so a curve has one value per step."""
-        if self.run_dir is None:
+        if self.run_dir is None or not self.main:
             return None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -189,27 +229,35 @@ class AdversarialTrainer:
         return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
 
     def _evaluate(self, evaluate) -> float:
-        sampler = self.sampler
-        was_training = sampler.training
-        sampler.eval()
-        with torch.no_grad():
-            score = float(evaluate(sampler))
-        sampler.train(was_training)
-        if self.step < self.cfg.select_after:
+        score = None
+        if self.main:
+            module = self.selected
+            was_training = module.training if module is not None else False
+            if module is not None:
+                module.eval()
+            with torch.no_grad():
+                score = float(evaluate())
+            if module is not None:
+                module.train(was_training)
+        score = D.broadcast_object(score)  # every rank takes rank 0's decision
+        if self.step < self.settings.select_after:
             return score
         if score > self.best["score"]:
             self.best = {"score": score, "step": self.step}
-            self.best_state = copy.deepcopy(sampler.state_dict())
+            if self.selected is not None:
+                self.best_state = copy.deepcopy(self.selected.state_dict())
             self.bad_evals = 0
         else:
             self.bad_evals += 1
-            if self.cfg.patience and self.bad_evals >= self.cfg.patience:
+            if self.settings.patience and self.bad_evals >= self.settings.patience:
                 self.stopped = True
         return score
 
-    def sampler_state(self) -> dict:
-        """Weights to sample with: the best held-out ones when scored, else the last."""
-        return self.best_state if self.best_state is not None else self.sampler.state_dict()
+    def selected_state(self) -> dict | None:
+        """Weights of `selected` to keep: the best held-out ones when scored, else the last."""
+        if self.best_state is not None:
+            return self.best_state
+        return None if self.selected is None else self.selected.state_dict()
 
     def summary(self) -> dict:
         return {
@@ -217,27 +265,33 @@ class AdversarialTrainer:
             "best_score": None if self.best_state is None else self.best["score"],
             "best_step": None if self.best_state is None else self.best["step"],
             "early_stopped": self.stopped,
+            "resumed_from": self.resumed_from,
         }
 
     # ---------------------------------------------------------------------------------------
     # checkpoints and the CSV log
 
+    def _rng_states(self) -> dict:
+        state = {"rng": self.rng.get_state(), "global_rng": torch.get_rng_state()}
+        cuda = self._cuda_devices()
+        if cuda:
+            state["cuda_rng"] = torch.cuda.get_rng_state(cuda[0])
+        return state
+
     def _checkpoint(self) -> None:
         if self.run_dir is None:
             return
-        modules = {
-            "generator": self.generator.state_dict(),
-            "critic": self.critic.state_dict(),
-        }
-        if self.ema is not None:
-            modules["ema"] = self.ema.state_dict()
+        rngs = D.gather_objects(self._rng_states())  # a collective: every rank calls it
+        if not self.main:
+            return
+        modules = {name: m.state_dict() for name, m in self.modules.items()}
         if self.best_state is not None:
             modules["best"] = self.best_state
         state = {
+            "engine": ENGINE,
             "step": self.step,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_c": self.opt_c.state_dict(),
-            "rng": self.rng.get_state(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "rngs": rngs,
             "history": self.history,
             "best": self.best,
             "bad_evals": self.bad_evals,
@@ -248,10 +302,8 @@ class AdversarialTrainer:
         self.write_log()
 
     def write_log(self) -> Path | None:
-        if self.run_dir is None or not self.history:
+        if self.run_dir is None or not self.history or not self.main:
             return None
-        from radiogenomics.data.io import atomic_write
-
         frame = pd.DataFrame(self.history)
         frame["step"] = frame["step"].astype(int)
         path = self.run_dir / "log.csv"
@@ -260,10 +312,16 @@ class AdversarialTrainer:
     def _resume(self) -> None:
         if self.run_dir is None:
             return
-        found = load_checkpoint(self.run_dir / "checkpoint")
+        folder = self.run_dir / "checkpoint"
+        found = load_checkpoint(folder)
         if found is None:
             return
         modules, state = found
+        if state.get("engine") != ENGINE:
+            raise ValueError(
+                f"{folder} was written by an earlier version of radiogenomics; delete it to "
+                "train from the start"
+            )
         theirs = json.loads(state.get("fingerprint", "{}"))
         for key in sorted(set(theirs) | set(self.fingerprint)):
             if theirs.get(key) != self.fingerprint.get(key):
@@ -272,19 +330,41 @@ class AdversarialTrainer:
                     f"({_short(theirs.get(key))} there, {_short(self.fingerprint.get(key))} "
                     "here); use a new --out folder or delete that one"
                 )
-        self.generator.load_state_dict(modules["generator"])
-        self.critic.load_state_dict(modules["critic"])
-        if self.ema is not None and "ema" in modules:
-            self.ema.load_state_dict(modules["ema"])
+        if len(state["rngs"]) != D.world_size():
+            raise ValueError(
+                f"{folder} was written by {len(state['rngs'])} process(es); resume it with as "
+                f"many (this run has {D.world_size()})"
+            )
+        for name, module in self.modules.items():
+            module.load_state_dict(modules[name])
         self.best_state = modules.get("best")
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_c.load_state_dict(state["opt_c"])
-        self.rng.set_state(state["rng"])
-        self.step = int(state["step"])
+        for name, opt in self.optimizers.items():
+            wanted = [group["lr"] for group in opt.param_groups]
+            opt.load_state_dict(state["optimizers"][name])
+            for group, lr in zip(opt.param_groups, wanted, strict=True):
+                if group["lr"] != lr:
+                    # the config is what config.yaml records: the resumed run follows it
+                    log.warning(
+                        "%s: learning rate %g in the checkpoint, %g in the config: resuming "
+                        "with %g",
+                        name,
+                        group["lr"],
+                        lr,
+                        lr,
+                    )
+                    group["lr"] = lr
+        mine = state["rngs"][D.rank()]
+        self.rng.set_state(mine["rng"])
+        torch.set_rng_state(mine["global_rng"])
+        cuda = self._cuda_devices()
+        if cuda and "cuda_rng" in mine:
+            torch.cuda.set_rng_state(mine["cuda_rng"], cuda[0])
+        self.step = self.resumed_from = int(state["step"])
         self.history = list(state["history"])
         self.best = dict(state["best"])
         self.bad_evals = int(state["bad_evals"])
         self.stopped = bool(state["stopped"])
+        log.warning("resuming %s at step %d", self.run_dir, self.step)
 
 
 def _short(value) -> str:
@@ -292,22 +372,77 @@ def _short(value) -> str:
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def fit_model(model, critic_step: StepFn, generator_step: StepFn, evaluate, *, run_dir, progress):
-    """Train `model.generator` against `model.critic` with `model.config.train`, then load the
-    weights to sample with into `model.sampler`. `model` is a GeneGAN or an ImageGAN: both
-    hold generator, critic, sampler, config, device and _fingerprint under these names."""
-    trainer = AdversarialTrainer(
-        model.generator,
-        model.critic,
-        model.config.train,
-        device=model.device,
-        seed=model.config.seed,
-        run_dir=run_dir,
-        progress=progress,
-        fingerprint=model._fingerprint,
-    )
-    summary = trainer.fit(critic_step, generator_step, evaluate)
-    model.sampler.load_state_dict(trainer.sampler_state())
-    model.sampler.to(model.device).eval()
-    model.trained = True
-    return summary
+# ------------------------------------------------------------------------------------------
+# step functions
+
+LossFn = Callable[[torch.Generator], tuple[torch.Tensor, dict]]
+
+
+def adversarial_step(
+    trainer: Trainer,
+    critic_step: LossFn,
+    generator_step: LossFn,
+    *,
+    generator: nn.Module,
+    critic: nn.Module,
+    opt_g: torch.optim.Optimizer,
+    opt_c: torch.optim.Optimizer,
+    n_critic: int,
+    ema: AveragedModel | None = None,
+) -> StepFn:
+    """One training step of a GAN: `n_critic` critic steps, then one generator step, then the
+    EMA. `critic_step(rng)` and `generator_step(rng)` draw their own batch and return
+    `(loss, logs)` with the logs as detached tensors."""
+
+    def step(rng: torch.Generator) -> dict:
+        for _ in range(n_critic):
+            opt_c.zero_grad(set_to_none=True)
+            with trainer.autocast():
+                loss_c, logs_c = critic_step(rng)
+            loss_c.backward()
+            D.average_gradients(critic.parameters())
+            opt_c.step()
+        opt_g.zero_grad(set_to_none=True)
+        critic.requires_grad_(False)  # the generator step needs no critic gradients
+        try:
+            with trainer.autocast():
+                loss_g, logs_g = generator_step(rng)
+            loss_g.backward()
+        finally:
+            critic.requires_grad_(True)
+        D.average_gradients(generator.parameters())
+        opt_g.step()
+        if ema is not None:
+            ema.update_parameters(generator)
+        return {**logs_c, **logs_g}
+
+    return step
+
+
+def supervised_step(
+    trainer: Trainer, loss_step: LossFn, *, net: nn.Module, opt: torch.optim.Optimizer
+) -> StepFn:
+    """One optimiser step on the loss `loss_step(rng)` returns."""
+
+    def step(rng: torch.Generator) -> dict:
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        with trainer.autocast():
+            loss, logs = loss_step(rng)
+        loss.backward()
+        D.average_gradients(net.parameters())
+        opt.step()
+        return logs
+
+    return step
+
+
+def adam(groups: list[tuple[nn.Module | None, float]], betas) -> torch.optim.Adam:
+    """Adam over the parameters of several modules, each with its own learning rate (the gene
+    and image sides of one model learn at different rates)."""
+    params = [
+        {"params": list(m.parameters()), "lr": lr}
+        for m, lr in groups
+        if m is not None and any(True for _ in m.parameters())
+    ]
+    return torch.optim.Adam(params, betas=tuple(betas))

@@ -1,0 +1,257 @@
+"""The base of the AnnData-facing models: config, metadata, fingerprint, save/load, cohort checks.
+
+A model class registers itself by subclassing with a name (`class GeneGAN(CohortModel,
+kind="gene_gan")`): the name is the config's `model` value and what a run folder's `model.json`
+records, so `load_model(run_dir)` finds the class without class names as strings.
+
+A run folder holds `model.safetensors` (the modules of `_modules()`), `model.json` (metadata:
+genes, scaler, covariates, geometry, the held-out patients, the training summary),
+`config.yaml` (the resolved config) and whatever `_save_extra` adds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import ClassVar
+
+import anndata as ad
+import numpy as np
+import torch
+
+from radiogenomics import _keys as K
+from radiogenomics._atomic import atomic_write_text
+from radiogenomics.config import Config, dump_config, load_config, save_config
+from radiogenomics.data.split import model_split
+from radiogenomics.data.view import CohortView
+from radiogenomics.pp import GeneScaler
+from radiogenomics.train.checkpoint import load_weights, save_weights
+from radiogenomics.train.loop import pick_device
+
+log = logging.getLogger(__name__)
+
+META = "model.json"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.yaml"
+_MAX_LISTED = 10
+
+
+class CohortModel:
+    """What GeneGAN, ImageGAN and the Segmenter share (see the module docstring).
+
+    Subclasses implement `_build(cfg, meta)` (the networks), `_set_data(adata)` (training
+    tensors from a `CohortView`), `_modules()` (what is saved), `train` and `sample`.
+    """
+
+    kind: ClassVar[str] = ""
+    FORMAT: ClassVar[int] = 1  # raised when the networks change, so old runs are refused
+    registry: ClassVar[dict[str, type[CohortModel]]] = {}
+
+    def __init_subclass__(cls, kind: str = "", **kwargs):
+        super().__init_subclass__(**kwargs)
+        if kind:
+            cls.kind = kind
+            CohortModel.registry[kind] = cls
+
+    # ---------------------------------------------------------------------------------------
+    # construction
+
+    @staticmethod
+    def _config(config: Config | None) -> Config:
+        return copy.deepcopy(config) if config is not None else Config()
+
+    def _setup(self, cfg: Config, meta: dict) -> None:
+        """Common state, then the subclass's networks (seeded, the user's RNG untouched)."""
+        self.config, self.meta = cfg, meta
+        self.genes: list[str] = list(meta.get("genes", []))
+        self.scaler = GeneScaler.from_dict(meta["scaler"]) if meta.get("scaler") else None
+        self.device = pick_device(cfg.device)
+        self.trained = False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self._build(cfg, meta)
+
+    def _build(self, cfg: Config, meta: dict) -> None:
+        raise NotImplementedError
+
+    def _set_data(self, adata: ad.AnnData) -> None:
+        raise NotImplementedError
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        raise NotImplementedError
+
+    def _view(self, adata: ad.AnnData, *, covariates: list[str] | None = None) -> CohortView:
+        """The cohort as this model sees it: its genes standardised with the cohort's shared
+        scaler (the model's own once it has one, so a loaded model sees its training scale)."""
+        view = CohortView(
+            adata,
+            genes=self.genes,
+            covariates=covariates,
+            log1p=self.config.gene.log1p,
+            scaler=self.scaler,
+        )
+        if self.scaler is None and view.scaler is not None:
+            self.scaler = view.scaler
+            self.meta["scaler"] = view.scaler.to_dict()
+        return view
+
+    def _split(self, view: CohortView, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(train rows, held-out rows) among `rows`: the cohort's one split (data.split), so
+        every model of the cohort and seed holds out the same patients; the held-out ids go
+        into the metadata."""
+        train, val = model_split(view.adata.obs, rows, self.config.train, self.config.seed)
+        self.meta["held_out"] = [str(p) for p in view.ids[val]]
+        return train, val
+
+    def _fingerprint_of(self, view: CohortView, train_rows, val_rows, **sections) -> dict:
+        """What a resumed run must match: the patients on each side, the genes, the seed and
+        the config sections that shape the networks."""
+        out = {
+            "model": self.kind,
+            "train_patients": view.digest(train_rows),
+            "held_out": view.digest(val_rows),
+            "genes": self.genes,
+            "seed": self.config.seed,
+        }
+        for name, section in sections.items():
+            out[name] = (
+                dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
+            )
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # save and load
+
+    def save(self, run_dir: str | Path) -> Path:
+        """Weights, metadata and the resolved config into `run_dir`, each written atomically."""
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_weights(run_dir / WEIGHTS, {k: m.state_dict() for k, m in self._modules().items()})
+        meta = {**self.meta, "model": self.kind, "format": self.FORMAT, "trained": self.trained}
+        atomic_write_text(run_dir / META, json.dumps(meta, indent=1))
+        save_config(self.config, run_dir / CONFIG)
+        self._save_extra(run_dir)
+        log.info("saved %s to %s", self.kind, run_dir)
+        return run_dir
+
+    def _save_extra(self, run_dir: Path) -> None:
+        """Files beside the weights (a subclass's own)."""
+
+    def _load_extra(self, run_dir: Path) -> None:
+        """Read what `_save_extra` wrote."""
+
+    @classmethod
+    def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None):
+        """A saved model; with `adata`, refuse it unless it fits the model (genes,
+        covariates, geometry), then hold its data so the model can train on (resume with) it."""
+        run_dir = Path(run_dir)
+        meta = read_meta(run_dir)
+        if cls is CohortModel:
+            cls = _registered(meta, run_dir)
+        elif meta.get("model") != cls.kind:
+            raise ValueError(
+                f"{run_dir} holds a {meta.get('model')!r} model, not a {cls.kind!r} one"
+            )
+        if meta.get("format") != cls.FORMAT:
+            raise ValueError(
+                f"{run_dir} was saved by a {cls.kind} of format {meta.get('format')}, whose "
+                f"networks differ from this version's (format {cls.FORMAT}): retrain"
+            )
+        model = cls.__new__(cls)
+        model._setup(load_config(run_dir / CONFIG), meta)
+        weights = load_weights(run_dir / WEIGHTS)
+        for name, module in model._modules().items():
+            if name not in weights:
+                raise ValueError(f"{run_dir / WEIGHTS} has no weights for '{name}'")
+            try:
+                module.load_state_dict(weights[name])
+            except RuntimeError as err:
+                raise ValueError(
+                    f"{run_dir / WEIGHTS}: the '{name}' weights do not fit the network its "
+                    f"config.yaml describes ({str(err).splitlines()[0]})"
+                ) from None
+            module.to(model.device)
+        model.trained = bool(meta.get("trained"))
+        model._load_extra(run_dir)
+        model._loaded()
+        if adata is not None:
+            model.check_cohort(adata)
+            model._set_data(adata)
+        return model
+
+    def _loaded(self) -> None:
+        """After the weights are in (e.g. put the sampler in eval mode)."""
+
+    # ---------------------------------------------------------------------------------------
+    # cohort checks
+
+    def check_cohort(self, adata: ad.AnnData) -> None:
+        """ValueError unless `adata` has this model's genes, covariate vocabularies and (for
+        image models) spatial dims."""
+        rg = adata.uns.get(K.UNS, {})
+        dims = self.meta.get("spatial_dims")
+        if dims is not None and int(rg.get(K.SPATIAL_DIMS, 2)) != int(dims):
+            raise ValueError(
+                f"the cohort has spatial_dims={rg.get(K.SPATIAL_DIMS, 2)} (images "
+                f"{list(rg.get(K.IMAGE_SIZE, []))}); the model is {dims}D "
+                f"({self.meta.get('image_size')})"
+            )
+        missing = [g for g in self.genes if g not in adata.var_names]
+        if missing:
+            raise ValueError(
+                f"the cohort lacks {len(missing)} of the model's {len(self.genes)} genes: "
+                f"{missing[:_MAX_LISTED]}"
+            )
+        cov = rg.get(K.COVARIATES, {})
+        for key, vocab in self.meta.get("categorical", {}).items():
+            theirs = [str(v) for v in cov.get(K.CATEGORICAL, {}).get(key, [])]
+            if theirs != vocab:
+                raise ValueError(
+                    f"covariate '{key}': the cohort's categories {theirs} differ from the "
+                    f"model's {vocab}"
+                )
+        for key in self.meta.get("numeric", {}):
+            if key not in cov.get(K.NUMERIC, {}):
+                raise ValueError(f"numeric covariate '{key}' of the model is not in the cohort")
+
+    @property
+    def held_out(self) -> list[str]:
+        """Ids of the patients held out from training (the cohort's one split)."""
+        return list(self.meta.get("held_out", []))
+
+    def describe(self) -> str:
+        return dump_config(self.config)
+
+
+def read_meta(run_dir: Path) -> dict:
+    path = Path(run_dir) / META
+    if not path.is_file():
+        old = sorted(p.name for p in Path(run_dir).glob("*.json")) if Path(run_dir).is_dir() else []
+        hint = f" (it has {old}: saved by an earlier version? retrain)" if old else ""
+        raise FileNotFoundError(f"{run_dir} holds no trained model: {META} not found{hint}")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); is it truncated?") from None
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise ValueError(f"{path} is no radiogenomics model description (no 'model' key)")
+    return meta
+
+
+def _registered(meta: dict, run_dir: Path) -> type[CohortModel]:
+    import radiogenomics.models  # noqa: F401  (registers every model class)
+
+    kind = meta.get("model")
+    if kind not in CohortModel.registry:
+        raise ValueError(
+            f"{run_dir / META} names model {kind!r}; known: {sorted(CohortModel.registry)}"
+        )
+    return CohortModel.registry[kind]
+
+
+def load_model(run_dir: str | Path, adata: ad.AnnData | None = None) -> CohortModel:
+    """The model saved in `run_dir`, whatever its class."""
+    return CohortModel.load(run_dir, adata)

@@ -1,0 +1,206 @@
+"""Training objectives over named batch fields, reusable by every model.
+
+Each function takes the networks, a batch (`GeneBatch`, `ImageBatch`) and the settings, and
+returns `(loss, logs)` with the logs as detached tensors (read off the device only when the
+loop records them). A model's step is one of them or, for the joint model, their sum: the image
+generator loss takes the gene code as an argument, so a code computed from generated expression
+carries the image critic's gradient back into the gene generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from radiogenomics.train.losses import (
+    OBJECTIVES,
+    critic_loss,
+    generator_loss,
+    gradient_penalty,
+    matching_loss,
+    mismatched_scores,
+)
+
+# ------------------------------------------------------------------------------------------
+# genes
+
+
+@dataclass
+class GeneBatch:
+    """Real expression (B, n_genes), standardised; covariate codes (B, n_cat) and numerics
+    (B, n_num) of the same patients; generator noise (B, n_noise)."""
+
+    expression: torch.Tensor
+    codes: torch.Tensor
+    numeric: torch.Tensor
+    noise: torch.Tensor
+
+
+def gene_critic_loss(generator, critic, b: GeneBatch, *, gp_weight: float, rng=None):
+    """WGAN-GP critic loss of the gene critic on real vs generated expression of the same
+    covariates."""
+    with torch.no_grad():
+        fake = generator(b.noise, b.codes, b.numeric)[0]
+    real_score = critic(b.expression, b.codes, b.numeric)
+    fake_score = critic(fake, b.codes, b.numeric)
+    gp = gradient_penalty(
+        lambda x: critic(x, b.codes, b.numeric), b.expression, fake, generator=rng
+    )
+    loss = critic_loss(real_score, fake_score) + gp_weight * gp
+    wasserstein = real_score.float().mean() - fake_score.float().mean()
+    logs = {"critic": loss.detach(), "wasserstein": wasserstein.detach(), "gp": gp.detach()}
+    return loss, logs
+
+
+def gene_generator_loss(generator, critic, b: GeneBatch):
+    """WGAN generator loss of generated expression; also returns `(fake, latent)` so a joint
+    objective can pass them on to the image side."""
+    fake, latent = generator(b.noise, b.codes, b.numeric)
+    loss = generator_loss(critic(fake, b.codes, b.numeric))
+    return loss, {"generator": loss.detach()}, (fake, latent)
+
+
+# ------------------------------------------------------------------------------------------
+# images and masks
+
+
+@dataclass
+class ImageBatch:
+    """Real images (B, C, *S) and mask channels (B, 1 or 2, *S: the mask and its depth);
+    standardised expression (B, n_genes) with presence flags (B,); generator noise and noise
+    maps; matching-aware partners (`perm`, and `distinct` where the partner is another patient);
+    gene read-back targets (B, k)."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    expression: torch.Tensor
+    present: torch.Tensor
+    noise: torch.Tensor
+    noise_maps: list
+    mask_noise_maps: list | None
+    perm: torch.Tensor
+    distinct: torch.Tensor
+    targets: torch.Tensor
+
+
+def hole(masks: torch.Tensor, margin: int) -> torch.Tensor:
+    """The lesion dilated by `margin` pixels: the region a background-fusing generator fills."""
+    pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
+    masks = masks.float()
+    return pool(masks, 2 * margin + 1, stride=1, padding=margin) if margin else masks
+
+
+def background_of(images: torch.Tensor, masks: torch.Tensor, margin: int) -> torch.Tensor:
+    """The image with the (dilated) lesion cut out and set to -1: what the generator fills."""
+    h = hole(masks, margin)
+    return images * (1 - h) - h
+
+
+def soft(mask: torch.Tensor) -> torch.Tensor:
+    """Masks as the mask critic sees them: slightly blurred, so real binary masks and generated
+    soft ones differ by shape rather than by edge sharpness."""
+    pool = F.avg_pool2d if mask.ndim == 4 else F.avg_pool3d
+    return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def generate_images(G, b: ImageBatch, code, img) -> torch.Tensor:
+    """The image generator's output for the batch's masks (and backgrounds) and `code`."""
+    bg = (
+        background_of(b.images, b.masks[:, :1], img.background_margin)
+        if img.use_background
+        else None
+    )
+    return G.image(b.masks if img.use_mask else None, code, b.noise, bg, b.noise_maps)
+
+
+def read_back(C, image, b: ImageBatch):
+    """Squared error of the gene components the critic-side regressor reads from `image`, over
+    the patients with expression; None without a regressor or such patients."""
+    if C.regressor is None or not b.present.any():
+        return None
+    return (C.regressor(image, b.masks).float() - b.targets).square()[b.present].mean()
+
+
+def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
+    """The image side's critic loss: real vs generated images of the same masks and genes
+    (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
+    critic when there is a mask generator, and the gene read-back head on real images.
+
+    `code` is the generator's gene code (default: `G.code` of the batch's real expression)."""
+    crit_loss = OBJECTIVES[img.objective][0]
+    code_c = C.code(b.expression, b.present)
+    with torch.no_grad():
+        code_g = G.code(b.expression, b.present) if code is None else code
+        fake = generate_images(G, b, code_g, img)
+    x, m = b.images, b.masks
+    real_s = C.image(x, m, code_c)
+    loss = crit_loss(real_s, C.image(fake, m, code_c))
+    logs = {}
+    if img.objective == "wgan-gp":
+        gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
+        drift = real_s.float().square().mean()
+        loss = loss + gp_weight * gp + img.drift_weight * drift
+        logs["gp"] = gp.detach()
+    if img.mismatch_weight > 0:
+        negatives = mismatched_scores(
+            C.image, x, m, code_c, b.present, b.perm, img.use_mask, distinct=b.distinct
+        )
+        for s in negatives:
+            loss = loss + img.mismatch_weight * matching_loss(real_s, s)
+    if G.mask is not None:
+        loss_m, logs_m = mask_critic_loss(
+            G, C, b, img, code_g, code_c, gp_weight=gp_weight, rng=rng
+        )
+        loss = loss + loss_m
+        logs.update(logs_m)
+    aux = read_back(C, x, b)  # the regressor learns from real images only
+    if aux is not None:
+        loss = loss + aux
+        logs["gene_aux_real"] = aux.detach()
+    logs["critic"] = loss.detach()
+    return loss, logs
+
+
+def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: float, rng=None):
+    """The mask critic on real (blurred) masks vs the mask generator's, for the same genes."""
+    crit_loss = OBJECTIVES[img.objective][0]
+    real_m = soft(b.masks[:, :1])
+    with torch.no_grad():
+        fake_m = soft(G.mask(code_g, b.noise, b.mask_noise_maps))
+    real_ms = C.mask(real_m, None, code_c)
+    loss = crit_loss(real_ms, C.mask(fake_m, None, code_c))
+    if img.objective == "wgan-gp":
+        loss = loss + img.drift_weight * real_ms.float().square().mean()
+        gp = gradient_penalty(lambda v: C.mask(v, None, code_c), real_m, fake_m, generator=rng)
+        loss = loss + gp_weight * gp
+    return loss, {"critic_mask": loss.detach()}
+
+
+def image_generator_loss(G, C, b: ImageBatch, img, *, code=None):
+    """The image side's generator loss: adversarial, background L1 (Xu et al.), the gene
+    read-back of the generated images, and the mask generator's adversarial loss.
+
+    `code` is the generator's gene code (default: `G.code` of the batch's real expression);
+    the joint model passes the code of generated expression here."""
+    gen_loss = OBJECTIVES[img.objective][1]
+    code_g = G.code(b.expression, b.present) if code is None else code
+    code_c = C.code(b.expression, b.present)
+    fake = generate_images(G, b, code_g, img)
+    loss = gen_loss(C.image(fake, b.masks, code_c))
+    logs = {"generator": loss.detach()}
+    if img.use_background and img.background_l1 > 0:
+        keep = 1 - hole(b.masks[:, :1], img.background_margin)  # 1 outside the cut-out lesion
+        l1 = ((fake - b.images).abs() * keep).sum() / keep.sum().clamp_min(1)
+        loss = loss + img.background_l1 * l1
+        logs["background_l1"] = l1.detach()
+    aux = read_back(C, fake, b)
+    if aux is not None:
+        loss = loss + img.gene_aux_weight * aux
+        logs["gene_aux"] = aux.detach()
+    if G.mask is not None:
+        loss_m = gen_loss(C.mask(soft(G.mask(code_g, b.noise, b.mask_noise_maps)), None, code_c))
+        loss = loss + loss_m
+        logs["generator_mask"] = loss_m.detach()
+    return loss, logs
