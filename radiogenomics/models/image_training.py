@@ -41,6 +41,7 @@ def batch_sampler(model, train_idx: np.ndarray):
     masks = model._masks[train_idx]
     masks = channels_last((mask_features(masks) if img.use_mask else masks).to(device), device)
     Z, present = to(model._Z), to(model._present)
+    present_cpu = model._present[train_idx]
     k = img.gene_aux_components
     targets = (
         aux_targets(Z.cpu(), present.cpu(), k)
@@ -62,7 +63,7 @@ def batch_sampler(model, train_idx: np.ndarray):
         mask_maps = None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
         perm = partners(idx, m[:, 0], img.negatives)
         # drawn with replacement: a partner may be the same patient, which is no negative
-        distinct = (idx != idx[perm]).to(device)
+        distinct = idx != idx[perm]
         i = idx.to(device)
         return ImageBatch(
             images=x,
@@ -73,8 +74,11 @@ def batch_sampler(model, train_idx: np.ndarray):
             noise_maps=maps,
             mask_noise_maps=mask_maps,
             perm=perm.to(device),
-            distinct=distinct,
+            distinct=distinct.to(device),
             targets=targets[i],
+            present_cpu=present_cpu[idx],
+            perm_cpu=perm,
+            distinct_cpu=distinct,
         )
 
     return draw

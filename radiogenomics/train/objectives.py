@@ -71,7 +71,8 @@ class ImageBatch:
     """Real images (B, C, *S) and mask channels (B, 1 or 2, *S: the mask and its depth);
     standardised expression (B, n_genes) with presence flags (B,); generator noise and noise
     maps; matching-aware partners (`perm`, and `distinct` where the partner is another patient);
-    gene read-back targets (B, k)."""
+    gene read-back targets (B, k). `present`, `perm` and `distinct` are on the CPU as well
+    (`*_cpu`): the rows they select are decided there, without waiting for the device."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -83,6 +84,9 @@ class ImageBatch:
     perm: torch.Tensor
     distinct: torch.Tensor
     targets: torch.Tensor
+    present_cpu: torch.Tensor
+    perm_cpu: torch.Tensor
+    distinct_cpu: torch.Tensor
 
 
 def hole(masks: torch.Tensor, margin: int) -> torch.Tensor:
@@ -118,9 +122,9 @@ def generate_images(G, b: ImageBatch, code, img) -> torch.Tensor:
 def read_back(C, image, b: ImageBatch):
     """Squared error of the gene components the critic-side regressor reads from `image`, over
     the patients with expression; None without a regressor or such patients."""
-    if C.regressor is None or not b.present.any():
+    if C.regressor is None or not b.present_cpu.any():
         return None
-    return (C.regressor(image, b.masks).float() - b.targets).square()[b.present].mean()
+    return (C.regressor(image, b.masks).float() - b.targets).square()[b.present_cpu].mean()
 
 
 def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
@@ -145,7 +149,7 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
         logs["gp"] = gp.detach()
     if img.mismatch_weight > 0:
         negatives = mismatched_scores(
-            C.image, x, m, code_c, b.present, b.perm, img.use_mask, distinct=b.distinct
+            C.image, x, m, code_c, b.present_cpu, b.perm_cpu, img.use_mask, distinct=b.distinct_cpu
         )
         for s in negatives:
             loss = loss + img.mismatch_weight * matching_loss(real_s, s)
