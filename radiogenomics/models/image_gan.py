@@ -33,6 +33,7 @@ from radiogenomics.config import Config, dump_config, save_config
 from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.io import atomic_write_text
+from radiogenomics.data.spacing import default_spacing, regrid
 from radiogenomics.models.image_training import realism_score, split_patients, training_steps
 from radiogenomics.nn.image import (
     CriticSide,
@@ -90,6 +91,7 @@ class ImageGAN:
             "channels": int(rg.get(K.CHANNELS, 1)),
             "summary": {},
         }
+        meta["spacing"] = default_spacing(rg, meta["image_size"])  # for fully synthetic images
         self._build(cfg, meta)
         self._set_data(adata, rows, fit_scaler=True)
 
@@ -437,6 +439,11 @@ class ImageGAN:
                 },
             }
         )
+        # the training cohort's default spacing, on the model's grid: the images come from no
+        # scan of these patients, so a spacing of theirs does not apply
+        adata.obs = adata.obs.drop(columns=[K.SPACING], errors="ignore")
+        if self.meta.get("spacing"):
+            rg[K.SPACING] = self.meta["spacing"]
         adata.uns[K.UNS] = rg
         return SyntheticCohort(adata, images, m.numpy().astype(np.uint8))
 
@@ -465,7 +472,7 @@ class ImageGAN:
         out.uns[K.UNS] = {
             k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
         }
-        out.uns[K.UNS][K.IMAGE_SIZE] = self.meta["image_size"]
+        regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing with it
         out.uns[K.UNS][K.SYNTHETIC] = {"image_model": "ImageGAN", "image_seed": int(seed)}
         return SyntheticCohort(out, fake, masks.numpy().astype(np.uint8))
 
