@@ -102,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
     p = csub.add_parser(
+        "setup",
+        parents=[common],
+        help="set up a plain AnnData .h5ad (e.g. from scanpy) as a validated cohort",
+    )
+    p.add_argument("h5ad", type=Path, help="AnnData .h5ad: X = expression, obs = patients")
+    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    p.add_argument(
+        "--categorical", default=None, metavar="A,B", help="obs columns embedded as covariates"
+    )
+    p.add_argument(
+        "--numeric", default=None, metavar="C,D", help="obs columns standardised as covariates"
+    )
+    p.add_argument("--image-key", default=None, metavar="COL", help="obs column of image paths")
+    p.add_argument("--mask-key", default=None, metavar="COL", help="obs column of mask paths")
+    p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
+    p.add_argument(
+        "--no-check-files", action="store_true", help="skip reading every image and mask"
+    )
+    p = csub.add_parser(
         "validate", parents=[common], help="validate a cohort .h5ad against the data contract"
     )
     p.add_argument("cohort", type=Path)
@@ -339,6 +358,26 @@ def cmd_cohort(args) -> int:
         if args.root is not None:
             kwargs["root"] = args.root
         adata = build_cohort(args.manifest, **kwargs)
+        summary = validate_cohort(adata, check_files=not args.no_check_files, progress=progress)
+        path = write_cohort(adata, args.out)
+        say("cohort", path)
+        print(json.dumps(summary))
+        return 0
+    if args.action == "setup":
+        from radiogenomics.data.cohort import setup_h5ad
+
+        def names(value):
+            return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+        adata = setup_h5ad(
+            args.h5ad,
+            spatial_dims=args.spatial_dims,
+            categorical=names(args.categorical),
+            numeric=names(args.numeric),
+            image_key=args.image_key,
+            mask_key=args.mask_key,
+            provenance={"setup_from": args.h5ad.resolve()},
+        )
         summary = validate_cohort(adata, check_files=not args.no_check_files, progress=progress)
         path = write_cohort(adata, args.out)
         say("cohort", path)
