@@ -445,7 +445,7 @@ def cmd_select_genes(args) -> int:
     elif sel.method == "pathway":
         if sel.gmt is None:
             raise ValueError("select.method 'pathway' needs key 'select.gmt' (a GMT file)")
-        report = pp.pathway_genes(adata, sel.gmt, sel.pathways)
+        report = pp.pathway_genes(adata, _config_path(args, "select.gmt", sel.gmt), sel.pathways)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         _write_csv(report, stem.with_name(stem.name + "_pathways.csv"))
         say("pathway report", stem.with_name(stem.name + "_pathways.csv"))
@@ -456,6 +456,17 @@ def cmd_select_genes(args) -> int:
     path = write_cohort(pp.select_genes(adata, genes), args.out)
     say(f"cohort with {len(genes)} selected genes", path)
     return 0
+
+
+def _config_path(args, key: str, value: str) -> Path:
+    """A relative path written in the config file resolves against the file's folder, as a
+    manifest's paths resolve against the manifest's, so the file works from any working folder;
+    one given with --set resolves against the working folder, like every command-line path."""
+    path = Path(value)
+    from_set = any(item.partition("=")[0].strip() == key for item in args.overrides)
+    if path.is_absolute() or from_set or args.config is None:
+        return path
+    return args.config.parent / path
 
 
 def _write_csv(frame, path: Path) -> None:
