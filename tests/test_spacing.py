@@ -110,3 +110,11 @@ def test_image_gan_samples_carry_spacing(tmp_path):
     synth = model.sample(2, seed=0)
     assert synth.adata.uns[K.UNS][K.SPACING] == pytest.approx(coarse)
     assert K.SPACING not in synth.adata.obs
+
+
+def test_bad_spacing_text_names_the_patient(tmp_path):
+    phantom = make_phantom(2, 2, size=8, seed=0, progress=False)
+    phantom.adata.obs[K.SPACING] = ["0.5,0.7", "thick"]
+    with pytest.raises(ValueError, match=r"patient 'P\w*1'.*'spacing'.*'thick'"):
+        write_phantom(phantom, tmp_path / "ph", progress=False)
+    assert parse_spacing("nan") is None and parse_spacing([1, 2]) == (1.0, 2.0)

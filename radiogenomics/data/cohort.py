@@ -579,7 +579,7 @@ def _relocate(value: str, old_root: Path, new_root: Path) -> str:
 def read_cohort(path: str | Path) -> ad.AnnData:
     """Read a cohort h5ad; relative image paths resolve against its folder."""
     path = Path(path)
-    adata = _read_h5ad(path)
+    adata = read_h5ad(path)
     if K.UNS not in adata.uns:
         raise CohortError(
             f"{path} is an AnnData without uns['rg'] (not set up as a cohort); set it up with "
@@ -593,7 +593,7 @@ def setup_h5ad(path: str | Path, **setup) -> ad.AnnData:
     it up as a cohort with `setup_cohort(adata, **setup)`; relative image paths resolve against
     its folder. `radiogenomics cohort setup` runs this, validates and writes the cohort."""
     path = Path(path)
-    adata = _loaded(_read_h5ad(path), path)
+    adata = _loaded(read_h5ad(path), path)
     return setup_cohort(adata, **setup)
 
 
@@ -620,7 +620,9 @@ def setup_command(path: str | Path, obs: pd.DataFrame | None = None) -> str:
     return " ".join([*parts, "--out", shlex.quote(str(out))])
 
 
-def _read_h5ad(path: Path) -> ad.AnnData:
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Any AnnData h5ad as it is (no setup checked); errors name the file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cohort file not found: {path}")
     try:

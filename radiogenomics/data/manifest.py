@@ -149,9 +149,9 @@ def build_cohort(
 
 def _not_a_manifest(path: Path) -> None:
     """An .h5ad is already an AnnData: say which command takes it instead of `build`."""
-    from radiogenomics.data.cohort import _read_h5ad, setup_command
+    from radiogenomics.data.cohort import read_h5ad, setup_command
 
-    adata = _read_h5ad(path)
+    adata = read_h5ad(path)
     if K.UNS in adata.uns:
         raise ValueError(
             f"{path} is already a cohort .h5ad, not a manifest; check it with "

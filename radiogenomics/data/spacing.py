@@ -43,8 +43,16 @@ def parse_spacing(value) -> tuple[float, ...] | None:
     if value is None or isinstance(value, float) and np.isnan(value):
         return None
     if isinstance(value, str):
-        return tuple(float(v) for v in value.split(",")) if value.strip() else None
-    return tuple(float(v) for v in value)
+        if value.strip().lower() in ("", "nan", "none"):
+            return None
+        value = value.split(",")
+    try:
+        spacing = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"spacing {value!r} is not like '0.5,0.7,2'") from None
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise ValueError(f"spacing {value!r} must be positive numbers")
+    return spacing
 
 
 def _regrid(spacing, shape, size) -> tuple[float, ...]:
@@ -83,5 +91,12 @@ def regrid(adata: ad.AnnData, image_size: list[int]) -> ad.AnnData:
 def patient_spacings(adata: ad.AnnData) -> list:
     """Each patient's spacing: its own (obs), else the cohort default (uns), else None."""
     default = parse_spacing(adata.uns.get(K.UNS, {}).get(K.SPACING))
-    own = adata.obs[K.SPACING] if K.SPACING in adata.obs else [None] * adata.n_obs
-    return [parse_spacing(v) or default for v in own]
+    if K.SPACING not in adata.obs:
+        return [default] * adata.n_obs
+    out = []
+    for pid, value in adata.obs[K.SPACING].items():
+        try:
+            out.append(parse_spacing(value) or default)
+        except ValueError as err:
+            raise ValueError(f"patient '{pid}': obs column '{K.SPACING}': {err}") from None
+    return out
