@@ -6,6 +6,9 @@ MASK = "mask"
 HAS_EXPRESSION = "has_expression"
 HAS_IMAGE = "has_image"
 HAS_MASK = "has_mask"
+# obs: voxel spacing of the patient's image on the cohort's grid (uns image_size), as text
+# "0.5,0.7,2" ("" when unknown); uns[UNS][SPACING]: the cohort default, a list of floats
+SPACING = "spacing"
 
 # uns: the setup dictionary, h5ad-writable
 UNS = "rg"

@@ -102,6 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
     p = csub.add_parser(
+        "setup",
+        parents=[common],
+        help="set up a plain AnnData .h5ad (e.g. from scanpy) as a validated cohort",
+    )
+    p.add_argument("h5ad", type=Path, help="AnnData .h5ad: X = expression, obs = patients")
+    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    p.add_argument(
+        "--categorical", default=None, metavar="A,B", help="obs columns embedded as covariates"
+    )
+    p.add_argument(
+        "--numeric", default=None, metavar="C,D", help="obs columns standardised as covariates"
+    )
+    p.add_argument("--image-key", default=None, metavar="COL", help="obs column of image paths")
+    p.add_argument("--mask-key", default=None, metavar="COL", help="obs column of mask paths")
+    p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
+    p.add_argument(
+        "--no-check-files", action="store_true", help="skip reading every image and mask"
+    )
+    p = csub.add_parser(
         "validate", parents=[common], help="validate a cohort .h5ad against the data contract"
     )
     p.add_argument("cohort", type=Path)
@@ -344,6 +363,26 @@ def cmd_cohort(args) -> int:
         say("cohort", path)
         print(json.dumps(summary))
         return 0
+    if args.action == "setup":
+        from radiogenomics.data.cohort import setup_h5ad
+
+        def names(value):
+            return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+        adata = setup_h5ad(
+            args.h5ad,
+            spatial_dims=args.spatial_dims,
+            categorical=names(args.categorical),
+            numeric=names(args.numeric),
+            image_key=args.image_key,
+            mask_key=args.mask_key,
+            provenance={"setup_from": args.h5ad.resolve()},
+        )
+        summary = validate_cohort(adata, check_files=not args.no_check_files, progress=progress)
+        path = write_cohort(adata, args.out)
+        say("cohort", path)
+        print(json.dumps(summary))
+        return 0
     if args.action == "validate":
         summary = validate_cohort(
             read_cohort(args.cohort), check_files=not args.no_check_files, progress=progress
@@ -406,7 +445,7 @@ def cmd_select_genes(args) -> int:
     elif sel.method == "pathway":
         if sel.gmt is None:
             raise ValueError("select.method 'pathway' needs key 'select.gmt' (a GMT file)")
-        report = pp.pathway_genes(adata, sel.gmt, sel.pathways)
+        report = pp.pathway_genes(adata, _config_path(args, "select.gmt", sel.gmt), sel.pathways)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         _write_csv(report, stem.with_name(stem.name + "_pathways.csv"))
         say("pathway report", stem.with_name(stem.name + "_pathways.csv"))
@@ -417,6 +456,17 @@ def cmd_select_genes(args) -> int:
     path = write_cohort(pp.select_genes(adata, genes), args.out)
     say(f"cohort with {len(genes)} selected genes", path)
     return 0
+
+
+def _config_path(args, key: str, value: str) -> Path:
+    """A relative path written in the config file resolves against the file's folder, as a
+    manifest's paths resolve against the manifest's, so the file works from any working folder;
+    one given with --set resolves against the working folder, like every command-line path."""
+    path = Path(value)
+    from_set = any(item.partition("=")[0].strip() == key for item in args.overrides)
+    if path.is_absolute() or from_set or args.config is None:
+        return path
+    return args.config.parent / path
 
 
 def _write_csv(frame, path: Path) -> None:

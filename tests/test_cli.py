@@ -130,3 +130,68 @@ def test_pending_verbs_say_so(verb, tmp_path, capsys):
     }[verb]
     assert main(argv) == 3
     assert f"radiogenomics {verb}: not available yet" in capsys.readouterr().err
+
+
+def _plain_h5ad(tmp_path):
+    """What a scanpy user has: categorical obs, sparse X, image paths in a column of its own,
+    no uns['rg']."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        save_image(rng.random((1, 16, 16)).astype(np.float32), tmp_path / f"img{i}.nii.gz")
+    obs = pd.DataFrame(
+        {
+            "grade": pd.Categorical(["G2", "G3"] * 2),
+            "age": [40.0, 50.0, 60.0, 70.0],
+            "scan": [f"img{i}.nii.gz" for i in range(4)],
+        },
+        index=[f"P{i}" for i in range(4)],
+    )
+    X = sp.csr_matrix(rng.poisson(2.0, (4, 5)).astype(np.float64))
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(5)]))
+    adata.write_h5ad(tmp_path / "plain.h5ad")
+    return tmp_path / "plain.h5ad"
+
+
+def test_cohort_setup_from_a_plain_h5ad(tmp_path, capsys):
+    plain = _plain_h5ad(tmp_path)
+    out = tmp_path / "out" / "cohort.h5ad"
+    argv = ["-q", "cohort", "setup", str(plain), "--categorical", "grade", "--numeric", "age",
+            "--image-key", "scan", "--spatial-dims", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    summary = _last_json(capsys.readouterr().out)
+    assert summary["with_image"] == 4 and summary["image_size"] == [16, 16]
+    adata = read_cohort(out)
+    assert adata.uns["rg"]["covariates"]["categorical"] == {"grade": ["G2", "G3"]}
+    assert list(adata.uns["rg"]["covariates"]["numeric"]) == ["age"]
+    assert adata.obs["image"].iat[0] == "../img0.nii.gz"  # relative to the new h5ad's folder
+    assert isinstance(adata.X, np.ndarray) and adata.X.dtype == np.float32
+    # a missing column is one line naming it
+    assert main(["-q", "cohort", "setup", str(plain), "--categorical", "grad",
+                 "--out", str(tmp_path / "x.h5ad")]) == 2  # fmt: skip
+    assert "covariate column 'grad' not found in obs" in capsys.readouterr().err
+
+
+def test_plain_h5ad_errors_say_the_setup_command(tmp_path, capsys):
+    plain = _plain_h5ad(tmp_path)
+    command = (
+        f"radiogenomics cohort setup {plain} --categorical grade --numeric age "
+        f"--out {tmp_path / 'plain_cohort.h5ad'}"
+    )
+    # training reads the cohort, and build is what an older message advised
+    assert main(["train", "configs/gene_wgan.yaml", "--data", str(plain),
+                 "--out", str(tmp_path / "run")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert command in err and len(err.strip().splitlines()) == 1
+    assert main(["-q", "cohort", "build", str(plain), "--out", str(tmp_path / "c.h5ad")]) == 2
+    err = capsys.readouterr().err
+    assert "is an AnnData .h5ad, not a manifest" in err and command in err
+    assert "codec" not in err
+    # a binary file that is not an h5ad is not a manifest either
+    (tmp_path / "scan.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 8)
+    assert main(["-q", "cohort", "build", str(tmp_path / "scan.yaml"),
+                 "--out", str(tmp_path / "c.h5ad")]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "scan.yaml is not a text file" in err and "codec" not in err

@@ -120,3 +120,37 @@ def test_select_genes_by_variance_and_de(gene_cohort, tmp_path):
     # subtype X shifts block 0 (GENE0-9) by 2 on a log2 scale: those genes and no others
     assert set(selected.var_names) == {f"GENE{j}" for j in range(10)}
     assert (tmp_path / "de_volcano.png").is_file() and (tmp_path / "de_de.csv").is_file()
+
+
+def test_select_gmt_resolves_against_the_config_folder(tmp_path, capsys, monkeypatch):
+    rng = np.random.default_rng(0)
+    genes = ["EGFR", "TP53", "PDGFRA", "MYC", "KRAS"]
+    expr = pd.DataFrame(rng.normal(5, 1, (6, 5)), index=[f"P{i}" for i in range(6)], columns=genes)
+    cohort = write_cohort(make_cohort(expr, pd.DataFrame(index=expr.index)), tmp_path / "c.h5ad")
+    (tmp_path / "configs" / "sets").mkdir(parents=True)
+    (tmp_path / "configs" / "sets" / "s.gmt").write_text("GLIOMA\tglioma\tEGFR\tTP53\n")
+    config = tmp_path / "configs" / "select.yaml"
+    config.write_text("select:\n  method: pathway\n  gmt: sets/s.gmt\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # not the config's folder
+    out = tmp_path / "sel.h5ad"
+    assert main(["-q", "select-genes", "--config", str(config), "--data", str(cohort),
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert sorted(read_cohort(out).var_names) == ["EGFR", "TP53"]
+    # with --set it is a command-line path: relative to the working folder
+    argv = ["-q", "select-genes", "--config", str(config), "--data", str(cohort),
+            "--out", str(out), "--set", "select.gmt=sets/s.gmt"]  # fmt: skip
+    assert main(argv) == 2
+    assert "sets/s.gmt" in capsys.readouterr().err
+
+
+def test_shipped_gene_config_finds_the_shared_gmt():
+    from pathlib import Path
+
+    from radiogenomics.config import load_config
+
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo.parent / "shared" / "data" / "genesets").is_dir():
+        pytest.skip("../shared/data/genesets is absent")
+    gmt = load_config(repo / "configs" / "gene_wgan.yaml").select.gmt
+    assert (repo / "configs" / gmt).is_file()  # relative to the config's folder

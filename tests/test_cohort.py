@@ -20,6 +20,7 @@ from radiogenomics.data.cohort import (
     read_cohort,
     resolve,
     setup_cohort,
+    setup_h5ad,
     split_cohort,
     validate_cohort,
     write_cohort,
@@ -286,7 +287,12 @@ def test_validate_images_with_different_channel_counts(tmp_path):
     adata = _paired_cohort(tmp_path, n=3)
     save_image(_image(channels=3), tmp_path / "images" / "p2.nii.gz")
     msg = _problems(adata)
-    assert "images differ in channel count: {1: 2, 3: 1}" in msg
+    # names the odd patient and its file, not only the counts
+    assert (
+        "patient 'p2': image images/p2.nii.gz has 3 channel(s) but the cohort's other images "
+        "have 1 (images differ in channel count: {1: 2, 3: 1})"
+    ) in msg
+    assert "'p0'" not in msg and "'p1'" not in msg
 
 
 def test_validate_wrong_spatial_dims(tmp_path):
@@ -634,6 +640,51 @@ def test_read_cohort_errors(tmp_path):
     ad.AnnData(X=np.zeros((2, 2), np.float32)).write_h5ad(plain)
     with pytest.raises(CohortError, match=r"plain\.h5ad is an AnnData without uns\['rg'\]"):
         read_cohort(plain)
+
+
+def test_read_plain_h5ad_says_the_setup_command(tmp_path):
+    plain = tmp_path / "plain.h5ad"
+    obs = pd.DataFrame(
+        {"subtype": pd.Categorical(["A", "B"]), "age": [50.0, 60.0], "note": ["x", "y"]},
+        index=["p0", "p1"],
+    )
+    ad.AnnData(X=np.zeros((2, 2), np.float32), obs=obs).write_h5ad(plain)
+    with pytest.raises(CohortError) as info:
+        read_cohort(plain)
+    assert (
+        f"`radiogenomics cohort setup {plain} --categorical subtype --numeric age "
+        f"--out {tmp_path / 'plain_cohort.h5ad'}`"
+    ) in str(info.value)
+
+
+def test_setup_cohort_sparse_x_and_path_columns(tmp_path):
+    """A scanpy-style AnnData: sparse float64 X, categorical obs, paths in columns of its own."""
+    import scipy.sparse as sp
+
+    image, mask = _write_pair(tmp_path, "p0")
+    obs = pd.DataFrame(
+        {"subtype": pd.Categorical(["A", "B"]), "scan": [image, ""], "seg": [mask, ""]},
+        index=["p0", "p1"],
+    )
+    X = sp.csr_matrix(np.array([[1.0, 0.0, 2.0], [0.0, 0.0, 3.0]]))
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=GENES))
+    adata.write_h5ad(tmp_path / "plain.h5ad")
+    back = setup_h5ad(
+        tmp_path / "plain.h5ad", categorical=["subtype"], image_key="scan", mask_key="seg"
+    )
+    for cohort in (
+        back,
+        setup_cohort(adata, categorical=["subtype"], image_key="scan", mask_key="seg"),
+    ):
+        assert isinstance(cohort.X, np.ndarray) and cohort.X.dtype == np.float32
+        assert cohort.obs[K.HAS_EXPRESSION].tolist() == [True, True]
+        assert cohort.obs[K.IMAGE].tolist() == [image, ""]
+        assert cohort.obs[K.HAS_MASK].tolist() == [True, False]
+    # relative paths resolve against the h5ad's folder
+    summary = validate_cohort(back, progress=False)
+    assert summary["with_image"] == 1 and summary["image_size"] == list(SHAPE[2])
+    with pytest.raises(CohortError, match=r"image column 'scan_path' not found in obs"):
+        setup_cohort(adata, image_key="scan_path")
 
 
 def test_write_keeps_paths_of_a_cohort_built_in_memory(tmp_path, monkeypatch):

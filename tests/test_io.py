@@ -7,7 +7,14 @@ import re
 import numpy as np
 import pytest
 
-from radiogenomics.data.io import atomic_write, atomic_write_text, load_image, save_image, suffix_of
+from radiogenomics.data.io import (
+    atomic_write,
+    atomic_write_text,
+    load_image,
+    read_image,
+    save_image,
+    suffix_of,
+)
 
 # Spatial sizes larger than 4 on every axis, so no axis can pass for a channel axis.
 SHAPE = {2: (9, 7), 3: (9, 7, 6)}
@@ -298,3 +305,53 @@ def test_save_image_failure_keeps_old_image(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(np.load(path), before)
     assert [p.name for p in tmp_path.iterdir()] == ["img.npy"]
+
+
+# ------------------------------------------------------------------------------------------
+# spacing, DICOM identity, pickles
+
+
+@pytest.mark.parametrize(
+    "name, spatial_dims",
+    [("vol.nii.gz", 3), ("vol.nii", 3), ("series", 3), ("img.nii.gz", 2), ("img.dcm", 2)],
+)
+def test_spacing_round_trip(tmp_path, name, spatial_dims):
+    spacing = (0.5, 0.7, 2.0)[:spatial_dims]
+    path = save_image(_float_image(1, spatial_dims), tmp_path / name, spacing=spacing)
+    back, got = read_image(path, spatial_dims)
+    assert back.shape == (1, *SHAPE[spatial_dims])
+    assert got == pytest.approx(spacing)
+
+
+def test_spacing_of_multichannel_nifti_and_default(tmp_path):
+    path = save_image(_float_image(3, 2), tmp_path / "rgb.nii.gz", spacing=(0.5, 0.7))
+    assert read_image(path, 2)[1] == pytest.approx((0.5, 0.7))
+    assert read_image(save_image(_float_image(1, 3), tmp_path / "v.nii.gz"), 3)[1] == (1, 1, 1)
+    # formats without geometry have no spacing
+    assert read_image(save_image(_float_image(1, 3), tmp_path / "v.npy", (2, 2, 2)), 3)[1] is None
+    with pytest.raises(ValueError, match=r"w\.nii\.gz: spacing \[0\.5, 0\.0\] must be 3"):
+        save_image(_float_image(1, 3), tmp_path / "w.nii.gz", spacing=(0.5, 0.0))
+
+
+def test_dicom_series_get_their_own_uids(tmp_path):
+    import pydicom
+
+    save_image(_float_image(1, 3, seed=1), tmp_path / "a")
+    save_image(_float_image(1, 3, seed=2), tmp_path / "b")
+    a = [pydicom.dcmread(f) for f in sorted((tmp_path / "a").iterdir())]
+    b = [pydicom.dcmread(f) for f in sorted((tmp_path / "b").iterdir())]
+    # one series per folder: the slices share Study and Series UIDs, each slice its own SOP UID
+    for series in (a, b):
+        assert len({d.SeriesInstanceUID for d in series}) == 1
+        assert len({d.StudyInstanceUID for d in series}) == 1
+        assert len({d.SOPInstanceUID for d in series}) == len(series)
+    assert a[0].SeriesInstanceUID != b[0].SeriesInstanceUID
+    assert a[0].StudyInstanceUID != b[0].StudyInstanceUID
+    assert not {d.SOPInstanceUID for d in a} & {d.SOPInstanceUID for d in b}
+
+
+def test_pickled_npy_is_refused(tmp_path):
+    path = tmp_path / "evil.npy"
+    np.save(path, np.array([{"payload": 1}, None], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"evil\.npy: it holds Python objects \(a pickle\)"):
+        load_image(path, 2)

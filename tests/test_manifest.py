@@ -608,6 +608,37 @@ def test_expression_from_h5ad(tmp_path):
     np.testing.assert_array_equal(adata.X, expr.to_numpy(np.float32))
 
 
+def test_expression_h5ad_keeps_its_obs_columns(tmp_path):
+    """A scanpy-style h5ad: sparse X, categorical and numeric obs annotations, sample ids."""
+    import anndata as ad
+    import scipy.sparse as sp
+
+    expr = _expression_table()
+    n = len(expr)
+    obs = pd.DataFrame(
+        {
+            "subtype": pd.Categorical((["A", "B"] * n)[:n]),
+            "age": np.arange(n, dtype=float) + 40,
+            "has_image": True,  # the library's own columns are rebuilt, not taken over
+        },
+        index=[f"{i}-01A" for i in expr.index],
+    )
+    ad.AnnData(
+        X=sp.csr_matrix(expr.to_numpy(np.float32)), obs=obs, var=pd.DataFrame(index=GENES)
+    ).write_h5ad(tmp_path / "expr.h5ad")
+    manifest = {
+        "expression": {"path": "expr.h5ad", "id_regex": "^(.*)-01A$"},
+        "covariates": {"categorical": ["subtype"], "numeric": ["age"]},
+    }
+    adata = build_cohort(_write_yaml(tmp_path / "m.yaml", manifest))
+    assert list(adata.obs_names) == EXPR_IDS
+    assert adata.obs["subtype"].tolist() == obs["subtype"].tolist()
+    assert adata.obs["age"].tolist() == obs["age"].tolist()
+    assert adata.uns["rg"]["covariates"]["categorical"] == {"subtype": ["A", "B"]}
+    assert not adata.obs["has_image"].any()
+    np.testing.assert_array_equal(adata.X, expr.to_numpy(np.float32))
+
+
 def test_non_numeric_numeric_covariate_names_patient_and_value(tmp_path):
     clinical = _clinical_table(EXPR_IDS).astype({"age": object})
     clinical.loc[1, "age"] = "old"

@@ -19,7 +19,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
-from radiogenomics.data.io import atomic_write, load_image
+from radiogenomics.data.io import atomic_write, read_image
+from radiogenomics.data.spacing import format_spacing, patient_spacings, record_spacing, regrid
 
 log = logging.getLogger(__name__)
 _MAX_LISTED = 10
@@ -100,13 +101,17 @@ def setup_cohort(
     spatial_dims: int | None = None,
     categorical: list[str] | tuple | None = None,
     numeric: list[str] | tuple | None = None,
+    image_key: str | None = None,
+    mask_key: str | None = None,
     provenance: dict | None = None,
 ) -> ad.AnnData:
     """Write `uns["rg"]` (covariate vocabularies and statistics, modality flags, provenance).
 
     Categorical covariates become pandas categoricals (their categories are the vocabulary);
     numeric ones keep the user's scale in `obs` and their mean/std go to `uns` for the models.
-    Arguments left as None keep what `uns["rg"]` already says.
+    `image_key`/`mask_key` name obs columns with the image/mask paths, copied to `image`/`mask`.
+    A sparse or non-float32 `X` becomes dense float32 (the contract: NaN rows for patients
+    without expression). Arguments left as None keep what `uns["rg"]` already says.
     """
     rg = dict(adata.uns.get(K.UNS, {}))
     old_cov = rg.get(K.COVARIATES, {})
@@ -116,6 +121,18 @@ def setup_cohort(
     if spatial_dims not in (2, 3):
         raise CohortError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
     obs = adata.obs
+    for key, col in ((image_key, K.IMAGE), (mask_key, K.MASK)):
+        if key is not None and key != col:
+            if key not in obs.columns:
+                raise CohortError(
+                    f"{col} column '{key}' not found in obs; columns: {list(obs.columns)}"
+                )
+            obs[col] = obs[key]
+    if adata.X is not None and adata.n_vars:
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        if not np.issubdtype(X.dtype, np.number):
+            raise CohortError(f"expression X has non-numeric dtype {X.dtype}")
+        adata.X = X.astype(np.float32, copy=False)
     for key in list(categorical) + list(numeric):
         if key not in obs.columns:
             raise CohortError(
@@ -215,7 +232,8 @@ def validate_cohort(
     """
     if K.UNS not in adata.uns:
         raise CohortError(
-            "cohort has no uns['rg'] setup; build it with make_cohort or setup_cohort"
+            "cohort has no uns['rg'] setup; build it with make_cohort or setup_cohort (command "
+            "line: radiogenomics cohort setup IN.h5ad --categorical ... --numeric ... --out OUT.h5ad)"
         )
     rg = adata.uns[K.UNS]
     problems: list[str] = []
@@ -286,6 +304,8 @@ def _check_files(adata, root, progress, summary) -> list[str]:
     shapes: Counter = Counter()
     channels: Counter = Counter()
     labels: set = set()
+    # per patient with an image: (channels, file, spatial shape, spacing from the file or None)
+    seen: dict[str, tuple] = {}
     rows = obs[obs[K.HAS_IMAGE] | obs[K.HAS_MASK]]
     for pid, row in tqdm(
         rows.iterrows(), total=len(rows), desc="checking images", disable=not progress, leave=False
@@ -298,12 +318,13 @@ def _check_files(adata, root, progress, summary) -> list[str]:
                 continue
             path = resolve(adata, row[col], root)
             try:
-                arr = load_image(path, spatial_dims)
+                arr, spacing = read_image(path, spatial_dims)
             except (OSError, ValueError) as err:
                 problems.append(f"patient '{pid}', {col} {path}: {err}")
                 continue
             if col == K.IMAGE:
                 image = arr
+                seen[pid] = (arr.shape[0], row[col], tuple(arr.shape[1:]), spacing)
             else:
                 mask = arr
         if image is not None:
@@ -331,12 +352,18 @@ def _check_files(adata, root, progress, summary) -> list[str]:
                 )  # rint: 0.9999999 read back is label 1
     if shapes:
         size = list(shapes.most_common(1)[0][0])
+        common = int(channels.most_common(1)[0][0])
         rg[K.IMAGE_SIZE] = size
-        rg[K.CHANNELS] = int(channels.most_common(1)[0][0])
+        rg[K.CHANNELS] = common
         summary["image_size"] = size
         summary["image_sizes_seen"] = len(shapes)
-        if len(channels) > 1:
-            problems.append(f"images differ in channel count: {dict(channels)}")
+        problems += [
+            f"patient '{pid}': image {file} has {c} channel(s) but the cohort's other images have "
+            f"{common} (images differ in channel count: {dict(channels)})"
+            for pid, (c, file, _, _) in seen.items()
+            if c != common
+        ]
+        record_spacing(adata, seen, size)
     if labels:
         rg[K.MASK_LABELS] = sorted(labels)
         summary["mask_labels"] = sorted(labels)
@@ -431,6 +458,7 @@ def write_patients(
 
     `images` and `masks` are `(n_obs, C, *spatial)` arrays in `adata`'s row order; rows whose
     `has_image` is False are not written. Float images go to PNG only if they lie in [0, 1].
+    NIfTI and DICOM files get each patient's spacing (obs), else the cohort default (uns).
     """
     from radiogenomics.data.io import FORMATS, save_image
 
@@ -448,9 +476,12 @@ def write_patients(
         if K.HAS_IMAGE in adata.obs
         else np.ones(adata.n_obs, bool)
     )
+    if K.IMAGE_SIZE in adata.uns.get(K.UNS, {}):  # the spacing refers to it: move both
+        regrid(adata, list(np.shape(images)[2:]))
+    spacings = patient_spacings(adata)
     image_col, mask_col = [], []
-    rows = zip(adata.obs_names, has_image, images, masks, strict=True)
-    for pid, present, image, mask in tqdm(
+    rows = zip(adata.obs_names, has_image, images, masks, spacings, strict=True)
+    for pid, present, image, mask, spacing in tqdm(
         rows, total=adata.n_obs, desc=desc, disable=not progress, leave=False
     ):
         if not present:
@@ -458,14 +489,18 @@ def write_patients(
             mask_col.append("")
             continue
         image_rel, mask_rel = f"images/{pid}{suffix}", f"masks/{pid}{suffix}"
-        save_image(image, out_dir / image_rel)
-        save_image(mask, out_dir / mask_rel)
+        save_image(image, out_dir / image_rel, spacing)
+        save_image(mask, out_dir / mask_rel, spacing)
         image_col.append(image_rel)
         mask_col.append(mask_rel)
     adata.obs[K.IMAGE] = image_col
     adata.obs[K.MASK] = mask_col
     adata.obs[K.HAS_IMAGE] = has_image
     adata.obs[K.HAS_MASK] = has_image
+    if any(sp is not None for sp in spacings):
+        adata.obs[K.SPACING] = [
+            format_spacing(sp) if p else "" for sp, p in zip(spacings, has_image, strict=True)
+        ]
     adata.uns[K.UNS][K.ROOT] = str(out_dir.resolve())
     return write_cohort(adata, out_dir / "cohort.h5ad")
 
@@ -500,23 +535,69 @@ def _relocate(value: str, old_root: Path, new_root: Path) -> str:
 def read_cohort(path: str | Path) -> ad.AnnData:
     """Read a cohort h5ad; relative image paths resolve against its folder."""
     path = Path(path)
+    adata = read_h5ad(path)
+    if K.UNS not in adata.uns:
+        raise CohortError(
+            f"{path} is an AnnData without uns['rg'] (not set up as a cohort); set it up with "
+            f"`{setup_command(path, adata.obs)}`"
+        )
+    return _loaded(adata, path)
+
+
+def setup_h5ad(path: str | Path, **setup) -> ad.AnnData:
+    """Read an h5ad written by any tool (scanpy: categorical obs columns, no uns['rg']) and set
+    it up as a cohort with `setup_cohort(adata, **setup)`; relative image paths resolve against
+    its folder. `radiogenomics cohort setup` runs this, validates and writes the cohort."""
+    path = Path(path)
+    adata = _loaded(read_h5ad(path), path)
+    return setup_cohort(adata, **setup)
+
+
+def setup_command(path: str | Path, obs: pd.DataFrame | None = None) -> str:
+    """The `radiogenomics cohort setup` command for a plain h5ad, its categorical obs columns
+    as --categorical and numeric ones as --numeric (a suggestion: keep the covariates)."""
+    import shlex
+
+    path = Path(path)
+    obs = pd.DataFrame() if obs is None else obs
+    own = {K.IMAGE, K.MASK, K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK, K.SPACING}
+    cols = [c for c in obs.columns if c not in own]
+    cat = [c for c in cols if isinstance(obs[c].dtype, pd.CategoricalDtype)]
+    num = [
+        c
+        for c in cols
+        if pd.api.types.is_numeric_dtype(obs[c]) and not pd.api.types.is_bool_dtype(obs[c])
+    ]
+    parts = ["radiogenomics cohort setup", shlex.quote(str(path))]
+    for flag, names in (("--categorical", cat), ("--numeric", num)):
+        if names:
+            parts += [flag, shlex.quote(",".join(map(str, names)))]
+    out = path.with_name(f"{path.stem}_cohort.h5ad")
+    return " ".join([*parts, "--out", shlex.quote(str(out))])
+
+
+def read_h5ad(path: str | Path) -> ad.AnnData:
+    """Any AnnData h5ad as it is (no setup checked); errors name the file."""
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"cohort file not found: {path}")
     try:
-        adata = ad.read_h5ad(path)
+        return ad.read_h5ad(path)
     except Exception as err:  # h5py raises OSError/KeyError variants for non-h5ad files
         raise ValueError(f"cannot read cohort {path} as h5ad: {err}") from err
-    if K.UNS not in adata.uns:
-        raise CohortError(
-            f"{path} is an AnnData without uns['rg']; build the cohort with `radiogenomics cohort build`"
-        )
-    rg = _as_lists(dict(adata.uns[K.UNS]))
+
+
+def _loaded(adata: ad.AnnData, path: Path) -> ad.AnnData:
+    rg = _as_lists(dict(adata.uns.get(K.UNS, {})))
     for key in (K.IMAGE_SIZE, K.MASK_LABELS):
         if key in rg:
             rg[key] = [int(v) for v in rg[key]]
+    if rg.get(K.SPACING) is not None:
+        rg[K.SPACING] = [float(v) for v in rg[K.SPACING]]
     rg[K.ROOT] = str(path.parent.resolve())
     adata.uns[K.UNS] = rg
-    for col in (K.IMAGE, K.MASK):  # h5ad stores repeated strings as categoricals; paths are text
+    # h5ad stores repeated strings as categoricals; paths and spacings are text
+    for col in (K.IMAGE, K.MASK, K.SPACING):
         if col in adata.obs.columns:
             adata.obs[col] = adata.obs[col].astype(str).to_numpy(dtype=object)
     return adata

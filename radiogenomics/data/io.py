@@ -47,13 +47,13 @@ def suffix_of(path: str | Path) -> str:
 
 
 def _reader(path: Path):
-    """The MONAI reader for `path`'s type. Called directly rather than through LoadImage, whose
-    fall-back through every other reader turns one corrupt file into pages of tracebacks."""
+    """The MONAI reader for `path`'s type (NPY is read by `_load_npy`). Called directly rather than
+    through LoadImage, whose fall-back through every other reader turns one corrupt file into
+    pages of tracebacks."""
     suffix = suffix_of(path)
     for kind, suffixes in (
         ("nifti", NIFTI),
         ("pil", PIL_SUFFIXES),
-        ("numpy", NUMPY),
         ("dicom", DICOM),
     ):
         if suffix in suffixes:
@@ -67,14 +67,13 @@ def _reader(path: Path):
 @functools.cache
 def _cached_reader(kind: str):
     # MONAI readers by type; PIL without the (W, H) transpose so arrays match numpy order.
-    from monai.data import NibabelReader, NumpyReader, PILReader, PydicomReader
+    from monai.data import NibabelReader, PILReader, PydicomReader
 
     with warnings.catch_warnings():  # see the logging note at the top: no CUDA decoder here
         warnings.simplefilter("ignore", UserWarning)
         return {
             "nifti": NibabelReader,
             "pil": lambda: PILReader(reverse_indexing=False),
-            "numpy": NumpyReader,
             "dicom": PydicomReader,
         }[kind]()
 
@@ -86,54 +85,108 @@ def load_image(path: str | Path, spatial_dims: int | None = None) -> np.ndarray:
     `spatial_dims` axes gets a channel axis of 1; one with an extra axis of size <= 4 at the start
     or end has that as channels. Anything else is a ValueError naming the file and its shape.
     """
+    return read_image(path, spatial_dims)[0]
+
+
+def read_image(
+    path: str | Path, spatial_dims: int | None = None
+) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """`load_image` plus the voxel spacing of the spatial axes, in array order, from the file's
+    affine (NIfTI, DICOM); None for formats that carry no geometry (PNG/TIFF, NPY)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
-    reader = _reader(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            data, meta = reader.get_data(reader.read(str(path)))
-    except Exception as err:  # a corrupt file surfaces as many different library errors
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise ValueError(f"cannot read image file {path}: {type(err).__name__}: {first}") from err
+    if suffix_of(path) in NUMPY:
+        data, meta = _load_npy(path), {}
+    else:
+        reader = _reader(path)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                data, meta = reader.get_data(reader.read(str(path)))
+        except Exception as err:  # a corrupt file surfaces as many different library errors
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise ValueError(
+                f"cannot read image file {path}: {type(err).__name__}: {first}"
+            ) from err
     arr = np.asarray(data, dtype=np.float32)
-    return to_channel_first(
-        arr, spatial_dims, meta.get("original_channel_dim", float("nan")), source=str(path)
+    meta_channel = meta.get("original_channel_dim", float("nan"))
+    axis = _channel_axis(arr.shape, spatial_dims, meta_channel, str(path))
+    spacing = _spacing(meta.get("affine"), arr.ndim, axis)
+    return (arr[None] if axis is None else np.moveaxis(arr, axis, 0)), spacing
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    # Read here rather than by MONAI's NumpyReader, which loads pickles in some MONAI versions
+    # this package admits: unpickling a file from an image folder can run code.
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        why = str(err)
+        if "Object arrays" in why:
+            why = "it holds Python objects (a pickle); save a plain numeric array"
+        elif "allow_pickle" in why:
+            why = "not a .npy array (numpy would unpickle it)"
+        raise ValueError(
+            f"cannot read image file {path}: {why}; pickles are never loaded (they can run code)"
+        ) from None
+
+
+def _spacing(affine, ndim: int, channel_axis: int | None) -> tuple[float, ...] | None:
+    """Voxel spacing per spatial axis: the lengths of the affine's axis columns."""
+    if affine is None:
+        return None
+    affine = np.asarray(affine, dtype=np.float64)
+    n = min(ndim, affine.shape[1] - 1)
+    axes = [float(np.linalg.norm(affine[:-1, i])) for i in range(n)] + [1.0] * (ndim - n)
+    # 6 significant digits: NIfTI stores float32, so 0.7 comes back as 0.699999988
+    return tuple(float(f"{v:.6g}") for i, v in enumerate(axes) if i != channel_axis)
+
+
+def _channel_axis(shape, spatial_dims: int | None, meta_channel, source: str) -> int | None:
+    """The channel axis of an array of `shape` (None: it has none, add one), checking that the
+    rest are `spatial_dims` spatial axes."""
+    ndim = len(shape)
+    if isinstance(meta_channel, (int, np.integer)) and ndim >= 3:
+        axis = int(meta_channel) % ndim
+        if spatial_dims is not None and ndim - 1 != spatial_dims:
+            first = (shape[axis], *(s for i, s in enumerate(shape) if i != axis))
+            raise ValueError(
+                f"{source}: shape {tuple(first)} (channels first) has {ndim - 1} spatial "
+                f"dims, but the cohort has spatial_dims={spatial_dims}"
+            )
+        return axis
+    if spatial_dims is None:
+        spatial_dims = ndim
+    if ndim == spatial_dims:
+        return None
+    if ndim == spatial_dims + 1:
+        if shape[0] <= 4:
+            return 0
+        if shape[-1] <= 4:
+            return ndim - 1
+    raise ValueError(
+        f"{source}: shape {tuple(shape)} does not fit spatial_dims={spatial_dims} "
+        f"(expected {spatial_dims} spatial axes plus at most one channel axis of size <= 4)"
     )
 
 
 def to_channel_first(arr: np.ndarray, spatial_dims: int | None, meta_channel=None, source="array"):
     """Put the channel axis first, checking the number of spatial axes."""
-    if isinstance(meta_channel, (int, np.integer)) and arr.ndim >= 3:
-        arr = np.moveaxis(arr, int(meta_channel), 0)
-        if spatial_dims is not None and arr.ndim - 1 != spatial_dims:
-            raise ValueError(
-                f"{source}: shape {tuple(arr.shape)} (channels first) has {arr.ndim - 1} spatial "
-                f"dims, but the cohort has spatial_dims={spatial_dims}"
-            )
-        return arr
-    if spatial_dims is None:
-        spatial_dims = arr.ndim
-    if arr.ndim == spatial_dims:
-        return arr[None]
-    if arr.ndim == spatial_dims + 1:
-        if arr.shape[0] <= 4:
-            return arr
-        if arr.shape[-1] <= 4:
-            return np.moveaxis(arr, -1, 0)
-    raise ValueError(
-        f"{source}: shape {tuple(arr.shape)} does not fit spatial_dims={spatial_dims} "
-        f"(expected {spatial_dims} spatial axes plus at most one channel axis of size <= 4)"
-    )
+    axis = _channel_axis(arr.shape, spatial_dims, meta_channel, source)
+    return arr[None] if axis is None else np.moveaxis(arr, axis, 0)
 
 
 # atomic writing lives in the leaf module radiogenomics._atomic (config and train use it too)
 
 
-def save_image(array: np.ndarray, path: str | Path) -> Path:
+def save_image(
+    array: np.ndarray, path: str | Path, spacing: tuple[float, ...] | list[float] | None = None
+) -> Path:
     """Write a `(C, *spatial)` array to `path`, the format chosen by its suffix, atomically.
 
+    `spacing` (one value per spatial axis, default 1) goes into the NIfTI affine or the DICOM
+    pixel spacing and slice positions; PNG/TIFF/NPY carry no geometry and ignore it.
     PNG/TIFF hold 2D only: integer arrays are written as they are (uint8/uint16), float arrays
     in [0, 1] as uint16. Writing is plain nibabel/PIL/numpy/pydicom: MONAI's writers add
     resampling and metadata handling that these fixed-grid files do not need.
@@ -145,18 +198,32 @@ def save_image(array: np.ndarray, path: str | Path) -> Path:
         raise ValueError(
             f"{path}: save_image takes a channel-first (C, *spatial) array; got {array.shape}"
         )
+    spacing = _check_spacing(spacing, array.ndim - 1, path)
     if suffix in NIFTI:
         import nibabel as nib
 
         data = array[0] if array.shape[0] == 1 else np.moveaxis(array, 0, -1)
-        return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, np.eye(4)), tmp))
+        # spatial axes come first in the file (channels last), so the diagonal lines up with them
+        affine = np.diag([*spacing, *[1.0] * (3 - len(spacing)), 1.0])
+        return atomic_write(path, lambda tmp: nib.save(nib.Nifti1Image(data, affine), tmp))
     if suffix in NUMPY:
         return atomic_write(path, lambda tmp: np.save(tmp, array))
     if suffix in PIL_SUFFIXES:
         return atomic_write(path, lambda tmp: _save_pil(array, tmp, path))
     if suffix in ("", ".dcm"):
-        return _save_dicom_series(array, path)
+        return _save_dicom_series(array, path, spacing)
     raise ValueError(f"{path}: cannot write image file type {suffix!r}")
+
+
+def _check_spacing(spacing, n: int, path: Path) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * n
+    values = tuple(float(v) for v in spacing)
+    if len(values) != n or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"{path}: spacing {list(values)} must be {n} positive numbers, one per spatial axis"
+        )
+    return values
 
 
 def _save_pil(array: np.ndarray, tmp: Path, path: Path) -> None:
@@ -186,13 +253,17 @@ def _save_pil(array: np.ndarray, tmp: Path, path: Path) -> None:
     Image.fromarray(data).save(tmp, format=Image.registered_extensions()[path.suffix.lower()])
 
 
-def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
+def _save_dicom_series(array: np.ndarray, path: Path, spacing: tuple[float, ...]) -> Path:
     """Write a single-channel volume as a folder of DICOM slices (or one .dcm for a 2D image).
 
     Values are stored as uint16 with a rescale slope/intercept, so float data comes back within
-    one quantisation step. The folder is written under a temporary name and renamed.
+    one quantisation step. The folder is written under a temporary name and renamed. Each call
+    is a new study and series (fresh UIDs): readers group slices by SeriesInstanceUID, so two
+    patients' series must never share one.
     """
     import shutil
+
+    from pydicom.uid import generate_uid
 
     if array.shape[0] != 1:
         raise ValueError(
@@ -202,6 +273,7 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
     lo, hi = float(data.min()), float(data.max())
     slope = (hi - lo) / 65535 if hi > lo else 1.0
     stored = np.round((data - lo) / slope).astype(np.uint16)
+    uids = {"study": generate_uid(), "series": generate_uid(), "frame": generate_uid()}
     if path.suffix.lower() == ".dcm":
         if stored.ndim != 2:
             raise ValueError(
@@ -209,7 +281,9 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
             )
         return atomic_write(
             path,
-            lambda tmp: _dicom_slice(stored, lo, slope, 0).save_as(tmp, enforce_file_format=True),
+            lambda tmp: _dicom_slice(stored, lo, slope, 0, spacing, uids).save_as(
+                tmp, enforce_file_format=True
+            ),
         )
     if stored.ndim != 3:
         raise ValueError(
@@ -219,7 +293,7 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         for k in range(stored.shape[2]):
-            _dicom_slice(stored[:, :, k], lo, slope, k).save_as(
+            _dicom_slice(stored[:, :, k], lo, slope, k, spacing, uids).save_as(
                 tmp / f"slice_{k:04d}.dcm", enforce_file_format=True
             )
         # Swap folders by renames so a crash leaves the old series or the new one, never neither.
@@ -234,7 +308,14 @@ def _save_dicom_series(array: np.ndarray, path: Path) -> Path:
     return path
 
 
-def _dicom_slice(plane: np.ndarray, intercept: float, slope: float, index: int):
+def _dicom_slice(
+    plane: np.ndarray,
+    intercept: float,
+    slope: float,
+    index: int,
+    spacing: tuple[float, ...],
+    uids: dict[str, str],
+):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -247,14 +328,17 @@ def _dicom_slice(plane: np.ndarray, intercept: float, slope: float, index: int):
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.Modality = "CT"
-    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.1"  # one series per folder
-    ds.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.2"
+    ds.StudyInstanceUID = uids["study"]
+    ds.SeriesInstanceUID = uids["series"]  # shared by the slices of one folder
+    ds.FrameOfReferenceUID = uids["frame"]
     ds.InstanceNumber = index + 1
-    ds.ImagePositionPatient = [0.0, 0.0, float(index)]
+    thickness = spacing[2] if len(spacing) > 2 else 1.0
+    ds.ImagePositionPatient = [0.0, 0.0, float(index) * thickness]
     ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.PixelSpacing = [1.0, 1.0]
-    ds.SliceThickness = 1.0
     # DICOM stores rows x columns; MONAI's PydicomReader returns (columns, rows), so transpose.
+    # PixelSpacing is (between rows, between columns): array axis 1, then axis 0.
+    ds.PixelSpacing = [_ds(spacing[1]), _ds(spacing[0])]
+    ds.SliceThickness = _ds(thickness)
     pixels = np.ascontiguousarray(plane.T)
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
@@ -263,7 +347,12 @@ def _dicom_slice(plane: np.ndarray, intercept: float, slope: float, index: int):
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 0
-    ds.RescaleIntercept = f"{intercept:.10g}"[:16]
-    ds.RescaleSlope = f"{slope:.10g}"[:16]
+    ds.RescaleIntercept = _ds(intercept)
+    ds.RescaleSlope = _ds(slope)
     ds.PixelData = pixels.tobytes()
     return ds
+
+
+def _ds(value: float) -> str:
+    # DICOM decimal strings hold at most 16 characters
+    return f"{value:.10g}"[:16]

@@ -110,6 +110,11 @@ def load_manifest(path: str | Path) -> tuple[Manifest, Path]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
         manifest = from_dict(Manifest, data)
+    except UnicodeDecodeError:
+        raise ValueError(
+            f"manifest {path} is not a text file; a manifest is YAML or CSV "
+            "(data_manifests/README.md)"
+        ) from None
     except (yaml.YAMLError, ValueError) as err:
         raise ValueError(f"manifest {path}: {err}") from None
     return manifest, (path.parent / manifest.root).resolve()
@@ -126,6 +131,8 @@ def build_cohort(
     path = Path(path)
     if root is not None and not Path(root).is_dir():
         raise FileNotFoundError(f"cohort root folder not found: {root}")
+    if path.suffix.lower() == ".h5ad":
+        _not_a_manifest(path)
     if path.suffix.lower() in (".csv", ".tsv"):
         return _build_from_table(path, spatial_dims, None if root is None else Path(root).resolve())
     manifest, manifest_root = load_manifest(path)
@@ -138,6 +145,22 @@ def build_cohort(
         raise
     except ValueError as err:
         raise ValueError(f"manifest {path}: {err}") from None
+
+
+def _not_a_manifest(path: Path) -> None:
+    """An .h5ad is already an AnnData: say which command takes it instead of `build`."""
+    from radiogenomics.data.cohort import read_h5ad, setup_command
+
+    adata = read_h5ad(path)
+    if K.UNS in adata.uns:
+        raise ValueError(
+            f"{path} is already a cohort .h5ad, not a manifest; check it with "
+            f"`radiogenomics cohort validate {path}`"
+        )
+    raise ValueError(
+        f"{path} is an AnnData .h5ad, not a manifest; set it up as a cohort with "
+        f"`{setup_command(path, adata.obs)}`"
+    )
 
 
 def _map_ids(ids, rule: IdRule, what: str) -> list[str]:
@@ -171,13 +194,17 @@ def _file(root: Path, rel: str, what: str) -> Path:
 
 
 def read_expression(spec: ExpressionSpec, root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read an expression table as (patients x genes, per-patient annotations from covariate_rows)."""
+    """Read an expression table as (patients x genes, per-patient annotations): the annotations
+    are the covariate_rows of a table, or the obs columns of an .h5ad."""
     path = _file(root, spec.path, "expression")
     if path.suffix == ".h5ad":
         a = ad.read_h5ad(path)
         X = a.X.toarray() if hasattr(a.X, "toarray") else np.asarray(a.X)
         table = pd.DataFrame(X, index=a.obs_names.astype(str), columns=a.var_names)
-        annotations = pd.DataFrame(index=table.index)
+        # the library's own columns (paths relative to that h5ad, flags) are rebuilt here
+        own = [K.IMAGE, K.MASK, K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK, K.SPACING]
+        annotations = a.obs.drop(columns=[c for c in own if c in a.obs.columns])
+        annotations.index = table.index
     else:
         raw = pd.read_csv(path, sep=_sep(path, spec.sep), dtype=str, keep_default_na=True)
         index_col = spec.index_column or raw.columns[0]

@@ -28,6 +28,7 @@ from radiogenomics import _keys as K
 from radiogenomics.config import Config
 from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.spacing import default_spacing, regrid
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.image_training import fit_image_gan
 from radiogenomics.nn.image import (
@@ -83,6 +84,7 @@ class ImageGAN(CohortModel, kind="image_gan"):
             "channels": int(rg.get(K.CHANNELS, 1)),
             "summary": {},
         }
+        meta["spacing"] = default_spacing(rg, meta["image_size"])  # for fully synthetic images
         self._setup(cfg, meta)
         self._set_data(adata)
         if self.genes and not self._present.any():
@@ -382,6 +384,11 @@ class ImageGAN(CohortModel, kind="image_gan"):
                 },
             }
         )
+        # the training cohort's default spacing, on the model's grid: the images come from no
+        # scan of these patients, so a spacing of theirs does not apply
+        adata.obs = adata.obs.drop(columns=[K.SPACING], errors="ignore")
+        if self.meta.get("spacing"):
+            rg[K.SPACING] = self.meta["spacing"]
         adata.uns[K.UNS] = rg
         return SyntheticCohort(adata, images, m.numpy().astype(np.uint8))
 
@@ -410,7 +417,7 @@ class ImageGAN(CohortModel, kind="image_gan"):
         out.uns[K.UNS] = {
             k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
         }
-        out.uns[K.UNS][K.IMAGE_SIZE] = self.meta["image_size"]
+        regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing with it
         out.uns[K.UNS][K.SYNTHETIC] = {"image_model": "ImageGAN", "image_seed": int(seed)}
         return SyntheticCohort(out, fake, masks.numpy().astype(np.uint8))
 
