@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import anndata as ad
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -89,14 +88,11 @@ def gene_report(
         "PCA of real and synthetic patients": out / "embedding.png",
     }
     files = iter(paths.values())
-    made = [
-        figures.distance_matrices(real, shown, genes, save=next(files)),
-        figures.dendrograms(real, shown, genes, save=next(files)),
-        figures.gene_distributions(real, {name: shown[name]}, genes, save=next(files)),
-        figures.embedding(real, shown, seed=seed, save=next(files)),
-    ]
-    for fig in made:  # written; free them (a k-fold run makes many)
-        plt.close(fig)
+    # the figures are plain `Figure`s (no pyplot), freed once written
+    figures.distance_matrices(real, shown, genes, save=next(files))
+    figures.dendrograms(real, shown, genes, save=next(files))
+    figures.gene_distributions(real, {name: shown[name]}, genes, save=next(files))
+    figures.embedding(real, shown, seed=seed, save=next(files))
     report = figures.write_report(
         _headline(table),
         paths,
@@ -224,14 +220,13 @@ def image_report(
     for name, cohort in (("real", real), ("synthetic", synthetic)):
         images, masks = loaded[name]
         sub = cohort[image_rows(cohort, need_mask=True)]
-        fig = pl.patients(
+        pl.patients(
             sub,
             images=images.numpy(),
             masks=masks.numpy(),
             seed=seed,
             save=out / f"{name}_samples.png",
         )
-        plt.close(fig)
     paths = {
         "Real held-out patients": out / "real_samples.png",
         "Synthetic patients": out / "synthetic_samples.png",
