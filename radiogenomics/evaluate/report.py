@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics import _keys as K
-from radiogenomics.data.io import atomic_write
+from radiogenomics.data.io import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, kfold_scores, summarise
@@ -135,7 +135,8 @@ def gene_kfold(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """k-fold scores of GeneGAN (trained with `config` on each fold's training patients) and
     both baselines; every set has as many patients as the fold's training set. Writes
-    `kfold.csv` (every fold) and `kfold_summary.csv` (mean and std) into `out`."""
+    `kfold.csv` (every fold), `kfold_summary.csv` (mean and std) and `report.md` (the headline
+    scores as mean ± std, then each fold's) into `out`."""
     from radiogenomics.models.gene_gan import GeneGAN
 
     out = Path(out)
@@ -154,11 +155,40 @@ def gene_kfold(
     summary = summarise(scores)
     atomic_write(out / "kfold.csv", lambda tmp: scores.to_csv(tmp))
     atomic_write(out / "kfold_summary.csv", lambda tmp: summary.to_csv(tmp))
+    kfold_report(scores, out / "report.md", n_patients=adata.n_obs)
     log.info("k-fold scores written to %s", out)
     return scores, summary
 
 
-__all__ = ["BASELINES", "CEILING", "gene_kfold", "gene_report", "with_baselines"]
+def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None = None) -> Path:
+    """`report.md` of a k-fold evaluation: the headline scores per set as mean ± std over the
+    folds, then the same scores fold by fold (every score is in kfold.csv)."""
+    headline = _headline(scores).columns
+    text = summarise(scores[["fold", *headline]], as_text=True)
+    text.index.name = "set"
+    folds = scores[["fold", *headline]].round(3)
+    folds.index.name = "set"
+    k = scores["fold"].nunique()
+    who = f" of {n_patients} patients" if n_patients is not None else ""
+    report = "\n".join(
+        [
+            f"# Gene realism: {k}-fold cross-validation{who}",
+            "",
+            "Each fold's sets are scored against its held-out patients; mean ± std over the "
+            "folds (every score of every fold: `kfold.csv`).",
+            "",
+            figures._markdown_table(text),
+            "",
+            "## Fold by fold",
+            "",
+            figures._markdown_table(folds),
+            "",
+        ]
+    )
+    return atomic_write_text(path, report)
+
+
+__all__ = ["BASELINES", "CEILING", "gene_kfold", "gene_report", "kfold_report", "with_baselines"]
 
 
 def image_report(
