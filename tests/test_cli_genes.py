@@ -96,6 +96,9 @@ def test_kfold_evaluation(gene_cohort, tmp_path, capsys):
     assert sorted(scores["fold"].unique()) == [0, 1, 2]
     assert (scores.index == "GeneGAN").sum() == 3
     assert "distance_ratio" in capsys.readouterr().out
+    report = (out / "report.md").read_text()  # the folds summarised for a reader
+    assert report.startswith("# Gene realism: 3-fold cross-validation of 90 patients")
+    assert "| GeneGAN |" in report and " ± " in report and "## Fold by fold" in report
 
 
 def test_gene_cli_errors(gene_cohort, tmp_path, capsys):
