@@ -54,6 +54,14 @@ def _config_args(p: argparse.ArgumentParser, config_positional: bool = False) ->
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
+def _overwrite_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing cohort at --out (never a file or folder that is no cohort)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="radiogenomics",
@@ -84,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="image edge length (phantom.size)")
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    _overwrite_arg(p)
     p = csub.add_parser(
         "build",
         parents=[common],
@@ -91,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("manifest", type=Path)
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    _overwrite_arg(p)
     p.add_argument(
         "--root",
         type=Path,
@@ -134,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("cohort", type=Path)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    _overwrite_arg(p)
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--stratify", default=None, help="categorical obs column to stratify on")
     p.add_argument(
@@ -162,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad with the selected genes")
+    _overwrite_arg(p)
     p = sub.add_parser("train", parents=[common], help="train a model on a cohort")
     _config_args(p, config_positional=True)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
@@ -174,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--n", type=int, default=None, help="number of patients (image runs: or --expression's)"
     )
     p.add_argument("--out", type=Path, required=True, help="output folder (cohort.h5ad)")
+    _overwrite_arg(p)
     p.add_argument(
         "--data",
         type=Path,
@@ -294,7 +307,7 @@ def _phantom(cfg: Config, progress: bool):
 
 def cmd_demo(args) -> int:
     from radiogenomics import pl
-    from radiogenomics.data.cohort import read_cohort, validate_cohort
+    from radiogenomics.data.cohort import validate_cohort_file
     from radiogenomics.data.phantom import write_phantom
 
     cfg = resolve_config(args)
@@ -303,11 +316,15 @@ def cmd_demo(args) -> int:
         return 0
     out = args.out
     phantom = _phantom(cfg, progress=not args.quiet)
+    # the demo's own cohort folder: a rerun replaces it (whole), anything else is refused
     path = write_phantom(
-        phantom, out / "cohort", image_format=cfg.phantom.image_format, progress=not args.quiet
+        phantom,
+        out / "cohort",
+        image_format=cfg.phantom.image_format,
+        progress=not args.quiet,
+        overwrite=True,
     )
-    adata = read_cohort(path)
-    summary = validate_cohort(adata, progress=not args.quiet)
+    adata, summary = validate_cohort_file(path, progress=not args.quiet)
     say("phantom cohort", path)
     say("images and masks", out / "cohort" / "images")
     pl.patients(
@@ -326,7 +343,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from radiogenomics.data.cohort import read_cohort, validate_cohort, write_cohort
+    from radiogenomics.data.cohort import (
+        read_valid_cohort,
+        validate_cohort,
+        validate_cohort_file,
+        write_cohort,
+    )
 
     progress = not args.quiet
     if args.action == "phantom":
@@ -347,7 +369,11 @@ def cmd_cohort(args) -> int:
             return 0
         phantom = _phantom(cfg, progress)
         path = write_phantom(
-            phantom, args.out, image_format=cfg.phantom.image_format, progress=progress
+            phantom,
+            args.out,
+            image_format=cfg.phantom.image_format,
+            progress=progress,
+            overwrite=args.overwrite,
         )
         say("phantom cohort", path)
         return 0
@@ -384,8 +410,9 @@ def cmd_cohort(args) -> int:
         print(json.dumps(summary))
         return 0
     if args.action == "validate":
-        summary = validate_cohort(
-            read_cohort(args.cohort), check_files=not args.no_check_files, progress=progress
+        # the same check (and message) as every verb that reads a cohort: read_valid_cohort
+        _, summary = validate_cohort_file(
+            args.cohort, check_files=not args.no_check_files, progress=progress
         )
         print(f"{args.cohort}: valid")
         print(json.dumps(summary))
@@ -394,7 +421,7 @@ def cmd_cohort(args) -> int:
         from radiogenomics.data.cohort import split_cohort
 
         train, test = split_cohort(
-            read_cohort(args.cohort),
+            read_valid_cohort(args.cohort, progress=progress),
             args.test_fraction,
             stratify=args.stratify,
             group=args.group,
@@ -414,14 +441,14 @@ def cmd_cohort(args) -> int:
 
 def cmd_select_genes(args) -> int:
     from radiogenomics import pl, pp
-    from radiogenomics.data.cohort import read_cohort, write_cohort
+    from radiogenomics.data.cohort import read_valid_cohort, write_cohort
 
     cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
     sel = cfg.select
-    adata = read_cohort(args.data)
+    adata = read_valid_cohort(args.data, progress=not args.quiet)
     stem = args.out.with_suffix("")
     if sel.method == "de":
         if sel.groupby is None or sel.group is None:
@@ -476,7 +503,7 @@ def _write_csv(frame, path: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.data.cohort import read_valid_cohort
 
     cfg = resolve_config(args)
     if args.dry_run:
@@ -486,7 +513,7 @@ def cmd_train(args) -> int:
     from radiogenomics.train import distributed
 
     distributed.init_from_env()  # under torchrun: one process per rank
-    adata = read_cohort(args.data)
+    adata = read_valid_cohort(args.data, progress=not args.quiet and distributed.is_main())
     model = MODELS[cfg.model](adata, cfg)
     summary = model.train(run_dir=args.out, progress=not args.quiet)
     if not distributed.is_main():
@@ -514,9 +541,15 @@ def _covariate_args(items: list[str]) -> dict:
 
 
 def cmd_sample(args) -> int:
-    from radiogenomics.data.cohort import read_cohort, write_cohort
+    from radiogenomics.data.cohort import read_valid_cohort, write_cohort
+    from radiogenomics.data.folders import COHORT_FILE, cohort_folder
     from radiogenomics.models.base import read_meta
 
+    # every input cohort is validated before the model loads: a bad one fails fast, by name
+    adata, like, expression = (
+        read_valid_cohort(path, progress=not args.quiet) if path is not None else None
+        for path in (args.data, args.like, args.expression)
+    )
     kind = read_meta(args.run)["model"]
     if kind == "segmentation":
         raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
@@ -526,20 +559,19 @@ def cmd_sample(args) -> int:
         model = GeneGAN.load(args.run)
         synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
         synth.uns["rg"]["synthetic"]["run"] = str(args.run)
-        path = write_cohort(synth, args.out / "cohort.h5ad")
-        say(f"{synth.n_obs} synthetic patients", path)
+        with cohort_folder(args.out, args.overwrite) as tmp:  # replaces a sample whole
+            write_cohort(synth, tmp / COHORT_FILE)
+        say(f"{synth.n_obs} synthetic patients", args.out / COHORT_FILE)
         return 0
     from radiogenomics.models.image_gan import ImageGAN
 
     if args.covariate:
         raise ValueError("--covariate applies to gene runs; an image run follows --expression")
-    adata = read_cohort(args.data) if args.data is not None else None
     model = ImageGAN.load(args.run, adata)
-    if args.like is not None:
-        synth = model.counterparts(read_cohort(args.like), seed=args.seed)
+    if like is not None:
+        synth = model.counterparts(like, seed=args.seed)
         synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
         return _write_images(synth, args)
-    expression = read_cohort(args.expression) if args.expression is not None else None
     needs_masks = model.config.image.use_mask and model.sampler.mask is None
     if expression is None and adata is None and (model.genes or needs_masks):
         raise ValueError(
@@ -552,7 +584,9 @@ def cmd_sample(args) -> int:
 
 
 def _write_images(synth, args) -> int:
-    path = synth.write(args.out, image_format=args.format, progress=not args.quiet)
+    path = synth.write(
+        args.out, image_format=args.format, progress=not args.quiet, overwrite=args.overwrite
+    )
     say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
     from radiogenomics import pl
 
@@ -575,6 +609,36 @@ def cmd_pending(args) -> int:
     return 3
 
 
+def check_out(args) -> None:
+    """Refuse, before any work, an --out that would replace what is not this verb's output:
+    an existing file where a folder goes, a file that is no cohort, or (without --overwrite) an
+    existing cohort. Cohort folders are then written whole (`data.folders.cohort_folder`)."""
+    from radiogenomics.data.folders import check_file_output, check_folder_output
+
+    out = getattr(args, "out", None)
+    if out is None or getattr(args, "dry_run", False) or args.verb in PENDING:
+        return
+    verb = (args.verb, getattr(args, "action", None))
+    overwrite = getattr(args, "overwrite", False)
+    if verb in (("cohort", "build"), ("select-genes", None)):
+        check_file_output(out, overwrite)
+    elif verb in (("cohort", "phantom"), ("sample", None)):
+        check_folder_output(out, overwrite)
+    elif out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; this verb writes a folder there")
+    elif verb == ("cohort", "split"):
+        for name in ("train.h5ad", "test.h5ad"):
+            check_file_output(out / name, overwrite)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    # a folder this run created and left without a file (a failed evaluate, say) goes
+    if folder.is_dir() and not any(p.is_file() or p.is_symlink() for p in folder.rglob("*")):
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -589,7 +653,10 @@ def main(argv: list[str] | None = None) -> int:
         "sample": cmd_sample,
         "evaluate": cmd_evaluate,
     }.get(args.verb, cmd_pending)
+    out = getattr(args, "out", None)
+    fresh = isinstance(out, Path) and not out.exists()
     try:
+        check_out(args)
         return handler(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         # User mistakes: one clear message, no traceback (use -v for one).
@@ -597,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"radiogenomics {args.verb}: error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if fresh:
+            _remove_if_empty(out)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import anndata as ad
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # headless by default; an interactive session may switch back
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+# Figures are drawn on `Figure` objects, not through pyplot: no backend is chosen here, so
+# importing the library never switches a notebook's backend, and it runs headless as it is.
+from matplotlib.figure import Figure
 
-from radiogenomics import _keys as K  # noqa: E402
-from radiogenomics.data.cohort import covariate_keys, resolve  # noqa: E402
-from radiogenomics.data.io import load_image  # noqa: E402
+from radiogenomics import _keys as K
+from radiogenomics.data.cohort import covariate_keys, resolve
+from radiogenomics.data.io import load_image
 
 
 def _display_slice(image: np.ndarray, mask: np.ndarray | None):
@@ -60,7 +60,8 @@ def patients(
     spatial_dims = int(adata.uns[K.UNS][K.SPATIAL_DIMS])
     ncols = min(ncols, rows.size)
     nrows = int(np.ceil(rows.size / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.75 * nrows), squeeze=False)
+    fig = Figure(figsize=(1.6 * ncols, 1.75 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, r in zip(axes.ravel(), rows, strict=False):
@@ -102,7 +103,8 @@ def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
         raise ValueError("the cohort has no phantom ground truth (uns['rg']['phantom'])")
     truth = np.asarray(phantom["truth_map"])
     linked = np.flatnonzero(np.abs(truth).sum(axis=1) > 0)
-    fig, ax = plt.subplots(figsize=(3.2, max(3.0, 0.045 * linked.size)))
+    fig = Figure(figsize=(3.2, max(3.0, 0.045 * linked.size)))
+    ax = fig.subplots()
     lim = np.abs(truth).max()
     im = ax.imshow(
         truth[linked], aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest"
@@ -151,7 +153,8 @@ def volcano(
     sel = adata.var[cols[2]].to_numpy(bool)
     tiny = np.finfo(float).tiny  # padj can underflow to 0; keep -log10 finite
     y = -np.log10(np.clip(padj, tiny, 1.0))
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig = Figure(figsize=(4.2, 3.6))
+    ax = fig.subplots()
     ax.scatter(lfc[~sel], y[~sel], s=6, c="0.6", lw=0, label=f"{int((~sel).sum())} not selected")
     ax.scatter(lfc[sel], y[sel], s=9, c="tab:red", lw=0, label=f"{int(sel.sum())} selected")
     ax.axhline(-np.log10(alpha), color="0.3", ls="--", lw=0.7)
@@ -188,7 +191,8 @@ def loss_curves(log: str | Path, *, save: str | Path | None = None):
     panels = [c for c in ("critic", "generator", "wasserstein", "gp", "val_score") if c in frame]
     if not panels:
         raise ValueError(f"{log} has none of the columns critic, generator, wasserstein, gp")
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 2.8), squeeze=False)
+    fig = Figure(figsize=(3.2 * len(panels), 2.8))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, col in zip(axes[0], panels, strict=True):
         data = frame[["step", col]].dropna()
         ax.plot(data["step"], data[col], lw=1, marker="o" if col == "val_score" else None, ms=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,8 +11,9 @@ import pytest
 import yaml
 
 from radiogenomics.cli import PENDING, main
-from radiogenomics.data.cohort import read_cohort
-from radiogenomics.data.io import save_image
+from radiogenomics.data.cohort import make_cohort, read_cohort, write_cohort
+from radiogenomics.data.io import load_image, save_image
+from radiogenomics.data.phantom import make_phantom, write_phantom
 
 
 def _last_json(out: str) -> dict:
@@ -195,3 +197,183 @@ def test_plain_h5ad_errors_say_the_setup_command(tmp_path, capsys):
                  "--out", str(tmp_path / "c.h5ad")]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "scan.yaml is not a text file" in err and "codec" not in err
+
+
+# ------------------------------------------------------------------------------------------
+# every verb reads its cohorts as `cohort validate` does, and writes only what it may
+
+
+def _small_phantom(path, n=6):
+    return write_phantom(
+        make_phantom(n, 2, size=16, n_genes=128, progress=False), path, progress=False
+    )
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and "applying transform" not in err
+    return err.split(": error: ", 1)[1]
+
+
+def _break(cohort_path, how: str) -> None:
+    root = cohort_path.parent
+    adata = read_cohort(cohort_path)
+    mask = root / adata.obs["mask"].iat[0]
+    if how == "mask shape":
+        save_image(np.zeros((1, 8, 8), np.uint8), mask)
+    elif how == "mask 0.5":
+        save_image(load_image(mask) * 0.5, mask)
+    elif how == "mask labels":
+        labels = load_image(mask)
+        labels[0, :2, :2] = 2
+        save_image(labels, mask)
+    elif how == "duplicate ids":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            adata.obs_names = ["PH00000", "PH00000", *adata.obs_names[2:]]
+            write_cohort(adata, cohort_path)
+    elif how == "corrupt image":
+        (root / adata.obs["image"].iat[1]).write_bytes(b"not a nifti")
+    elif how == "missing image":
+        (root / adata.obs["image"].iat[1]).unlink()
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["mask shape", "mask 0.5", "mask labels", "duplicate ids", "corrupt image", "missing image"],
+)
+def test_every_verb_refuses_what_validate_refuses(tmp_path, capsys, how):
+    cohort = _small_phantom(tmp_path / "ph")
+    _break(cohort, how)
+    assert main(["-q", "cohort", "validate", str(cohort)]) == 2
+    expected = _error(capsys)
+    assert expected.startswith(f"{cohort}: cohort validation failed")
+    assert ("PH0000" in expected) and ("duplicate" in how or "nii.gz" in expected)
+    run = tmp_path / "image_run"  # `sample` checks its cohorts before it loads the model
+    run.mkdir()
+    (run / "model.json").write_text(json.dumps({"model": "image_gan"}))
+    out = str(tmp_path / "out")
+    for argv in (
+        ["train", "configs/demo.yaml", "--data", str(cohort), "--out", out],
+        ["train", "configs/demo.yaml", "--set", "model=segmentation", "--data", str(cohort),
+         "--out", out],
+        ["sample", str(run), "--like", str(cohort), "--out", out],
+        ["sample", str(run), "--data", str(cohort), "--out", out],
+        ["sample", str(run), "--expression", str(cohort), "--out", out],
+        ["evaluate", "--train", str(cohort), "--real", str(cohort), "--synthetic", str(cohort),
+         "--out", out],
+        ["evaluate", "--data", str(cohort), "--kfold", "2", "--out", out],
+        ["cohort", "split", str(cohort), "--out", out],
+        ["select-genes", "--data", str(cohort), "--out", out + ".h5ad"],
+    ):  # fmt: skip
+        assert main(["-q", *argv]) == 2, argv
+        assert _error(capsys) == expected, argv
+        assert not (tmp_path / "out").exists() and not (tmp_path / "out.h5ad").exists(), argv
+
+
+def test_out_naming_an_existing_file_is_refused(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    cohort = str(_small_phantom(tmp_path / "ph"))
+    for argv in (
+        ["demo"],
+        ["cohort", "phantom", "--n", "4"],
+        ["cohort", "build", str(tmp_path / "m.csv")],
+        ["cohort", "build", str(tmp_path / "m.csv"), "--overwrite"],
+        ["cohort", "split", cohort],
+        ["cohort", "prepare-shared", "tcga-lgg"],
+        ["select-genes", "--data", cohort],
+        ["train", "configs/gene_wgan.yaml", "--data", cohort],
+        ["sample", str(tmp_path), "--n", "3"],
+        ["sample", str(tmp_path), "--n", "3", "--overwrite"],
+        ["evaluate", "--train", cohort, "--real", cohort, "--synthetic", cohort],
+    ):
+        assert main(["-q", *argv, "--out", str(notes)]) == 2, argv
+        assert str(notes) in _error(capsys), argv
+        assert notes.read_text() == "my notes"
+
+
+def test_cohort_outputs_are_replaced_only_when_asked(tmp_path, capsys):
+    cohort = _small_phantom(tmp_path / "ph")
+    out = tmp_path / "ph2"
+    assert main(["-q", "cohort", "phantom", "--n", "4", "--size", "16", "--out", str(out)]) == 0
+    assert main(["-q", "cohort", "phantom", "--n", "5", "--size", "16", "--out", str(out)]) == 2
+    assert "--overwrite" in _error(capsys)
+    argv = ["-q", "cohort", "phantom", "--n", "5", "--size", "16", "--out", str(out), "--overwrite"]
+    assert main(argv) == 0 and read_cohort(out / "cohort.h5ad").n_obs == 5
+    assert len(list((out / "images").iterdir())) == 5  # the old images went with the old h5ad
+    # a folder that is no cohort is not replaced, even when asked
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    assert main([*argv[:-2], str(mine), "--overwrite"]) == 2
+    assert "not a cohort folder" in _error(capsys) and (mine / "keep.txt").is_file()
+    # single-file cohorts: an existing one only with --overwrite, a non-cohort h5ad never
+    split = ["-q", "cohort", "split", str(cohort), "--test-fraction", "0.5", "--out"]
+    assert main([*split, str(tmp_path / "split")]) == 0
+    assert main([*split, str(tmp_path / "split")]) == 2
+    assert "train.h5ad exists; pass --overwrite" in _error(capsys)
+    assert main([*split, str(tmp_path / "split"), "--overwrite"]) == 0
+    import anndata as ad
+
+    ad.AnnData(np.zeros((2, 2), np.float32)).write_h5ad(tmp_path / "other.h5ad")
+    select = ["-q", "select-genes", "--data", str(cohort), "--set", "select.method=variance",
+              "--set", "select.n_top=4", "--overwrite", "--out"]  # fmt: skip
+    assert main([*select, str(tmp_path / "other.h5ad")]) == 2
+    assert "is not a radiogenomics cohort" in _error(capsys)
+    assert main([*select, str(tmp_path / "split" / "train.h5ad")]) == 0
+    assert read_cohort(tmp_path / "split" / "train.h5ad").n_vars == 4
+
+
+def test_failed_evaluate_leaves_no_output_folder(tmp_path, capsys):
+    images = _small_phantom(tmp_path / "ph")
+    genes = tmp_path / "genes.h5ad"
+    expr = pd.DataFrame(np.ones((3, 2)), index=["a", "b", "c"], columns=["G1", "G2"])
+    write_cohort(make_cohort(expr, pd.DataFrame(index=expr.index)), genes)
+    out = tmp_path / "eval"
+    argv = ["-q", "evaluate", "--real", str(genes), "--synthetic", str(images), "--out", str(out)]
+    assert main(argv) == 2
+    assert "has an image" in _error(capsys)
+    assert not out.exists()
+
+
+def test_everything_the_library_writes_validates_and_reads_back(tmp_path, capsys):
+    from radiogenomics.data.cohort import SyntheticCohort, read_valid_cohort
+    from radiogenomics.data.dataset import load_images
+
+    written = {"phantom": _small_phantom(tmp_path / "ph", n=12)}
+    ph = read_cohort(written["phantom"])
+    rows = []
+    for pid in ph.obs_names[:4]:
+        rows.append({"id": pid, "image": f"ph/{ph.obs['image'][pid]}",
+                     "mask": f"ph/{ph.obs['mask'][pid]}", "subtype": ph.obs["subtype"][pid]})  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    written["build"] = tmp_path / "built.h5ad"
+    assert main(["-q", "cohort", "build", str(tmp_path / "m.csv"), "--out",
+                 str(written["build"])]) == 0  # fmt: skip
+    assert main(["-q", "cohort", "split", str(written["phantom"]), "--test-fraction", "0.25",
+                 "--out", str(tmp_path / "split")]) == 0  # fmt: skip
+    written["split"] = tmp_path / "split" / "train.h5ad"
+    written["select-genes"] = tmp_path / "top.h5ad"
+    assert main(["-q", "select-genes", "--data", str(written["split"]), "--set",
+                 "select.method=variance", "--set", "select.n_top=6", "--out",
+                 str(written["select-genes"])]) == 0  # fmt: skip
+    run = tmp_path / "gene_run"
+    assert main(["-q", "train", "configs/gene_wgan.yaml", "--data", str(written["split"]),
+                 "--out", str(run), "--set", "train.steps=5", "--set", "gene.n_hidden=16"]) == 0  # fmt: skip
+    assert main(["-q", "sample", str(run), "--n", "7", "--out", str(tmp_path / "gsyn")]) == 0
+    written["gene sample"] = tmp_path / "gsyn" / "cohort.h5ad"
+    synth = SyntheticCohort(
+        ph[:3].copy(),
+        np.zeros((3, 1, 16, 16), np.float32),
+        np.ones((3, 1, 16, 16), np.uint8),
+    )
+    written["image sample"] = synth.write(tmp_path / "isyn", progress=False)
+    for what, path in written.items():
+        assert main(["-q", "cohort", "validate", str(path)]) == 0, (what, capsys.readouterr())
+        adata = read_valid_cohort(path)
+        flags = adata.obs[["has_expression", "has_image", "has_mask"]]
+        assert flags.dtypes.eq(bool).all(), what
+        if flags["has_image"].any():
+            images, masks = load_images(adata)
+            assert images.shape[0] == masks.shape[0] == flags["has_image"].sum(), what

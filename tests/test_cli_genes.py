@@ -60,7 +60,14 @@ def test_split_train_sample_evaluate(gene_cohort, tmp_path, capsys):
     assert synth.uns["rg"]["synthetic"]["seed"] == 3
     assert abs(float(synth.X.mean()) - 8.3) < 2  # the user's scale (real mean ~8.2)
 
-    assert main(["-q", "sample", str(run), "--n", "90", "--out", str(synth_dir)]) == 0
+    capsys.readouterr()
+    # a second sample into the same folder replaces the first only when asked, and whole
+    assert main(["-q", "sample", str(run), "--n", "90", "--out", str(synth_dir)]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert read_cohort(synth_dir / "cohort.h5ad").n_obs == 60
+    assert main(["-q", "sample", str(run), "--n", "90", "--out", str(synth_dir),
+                 "--overwrite"]) == 0  # fmt: skip
+    assert main(["-q", "cohort", "validate", str(synth_dir / "cohort.h5ad")]) == 0
     out = tmp_path / "eval"
     assert main(["-q", "evaluate", "--train", str(split / "train.h5ad"), "--real",
                  str(split / "test.h5ad"), "--synthetic", str(synth_dir / "cohort.h5ad"),
@@ -89,6 +96,9 @@ def test_kfold_evaluation(gene_cohort, tmp_path, capsys):
     assert sorted(scores["fold"].unique()) == [0, 1, 2]
     assert (scores.index == "GeneGAN").sum() == 3
     assert "distance_ratio" in capsys.readouterr().out
+    report = (out / "report.md").read_text()  # the folds summarised for a reader
+    assert report.startswith("# Gene realism: 3-fold cross-validation of 90 patients")
+    assert "| GeneGAN |" in report and " ± " in report and "## Fold by fold" in report
 
 
 def test_gene_cli_errors(gene_cohort, tmp_path, capsys):

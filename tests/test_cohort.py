@@ -18,12 +18,14 @@ from radiogenomics.data.cohort import (
     covariate_keys,
     make_cohort,
     read_cohort,
+    read_valid_cohort,
     resolve,
     setup_cohort,
     setup_h5ad,
     split_cohort,
     validate_cohort,
     write_cohort,
+    write_patients,
 )
 from radiogenomics.data.io import load_image, save_image
 
@@ -252,21 +254,29 @@ def test_validate_image_mask_shape_mismatch_names_both_shapes(tmp_path):
     )
 
 
-@pytest.mark.parametrize("value", [0.5, -1.0])
-def test_validate_non_binary_non_integer_mask(tmp_path, value):
+@pytest.mark.parametrize("value", [0.5, -1.0, 2.0])
+def test_validate_non_binary_mask(tmp_path, value):
+    # the models read lesion = mask > 0.5: 0.5 would vanish, and a label 2 would merge with 1
     adata = _paired_cohort(tmp_path, n=2)
     save_image(_mask(value=value), tmp_path / "masks" / "p0.nii.gz")
     msg = _problems(adata)
-    assert "patient 'p0': mask masks/p0.nii.gz is neither binary nor integer labels" in msg
+    assert "patient 'p0': mask masks/p0.nii.gz is not binary (values [" in msg
     assert str(value) in msg
 
 
-def test_validate_integer_label_masks_are_valid(tmp_path):
+def test_validate_multi_label_mask_is_refused(tmp_path):
     adata = _paired_cohort(tmp_path, n=2)
     mask = _mask(value=2.0)
     mask[0, 0, 0] = 1
     save_image(mask, tmp_path / "masks" / "p0.nii.gz")
-    assert validate_cohort(adata, progress=False)["mask_labels"] == [0, 1, 2]
+    msg = _problems(adata)
+    assert "patient 'p0': mask masks/p0.nii.gz is not binary (values [0.0, 1.0, 2.0])" in msg
+
+
+def test_validate_accepts_0_255_masks(tmp_path):
+    adata = _paired_cohort(tmp_path, n=2)
+    save_image(_mask(value=255.0).astype(np.uint8), tmp_path / "masks" / "p0.nii.gz")
+    assert validate_cohort(adata, progress=False)["mask_labels"] == [0, 1, 255]
 
 
 def test_validate_mask_labels_round_float_noise(tmp_path):
@@ -349,7 +359,7 @@ def test_validate_reports_several_problems_at_once(tmp_path):
     assert msg.startswith("cohort validation failed: 5 problem(s)")
     assert "patient 'p0': expression of gene 'EGFR' is nan" in msg
     assert "patient 'p1', image" in msg and "image file not found" in msg
-    assert "patient 'p2': mask masks/p2.nii.gz is neither binary nor integer labels" in msg
+    assert "patient 'p2': mask masks/p2.nii.gz is not binary" in msg
     assert (
         "patient 'p3': image images/p3.nii.gz has spatial shape (9, 7) but mask masks/p3.nii.gz has (5, 5)"
         in msg
@@ -439,6 +449,26 @@ def test_gene_only_cohort_is_valid():
         "paired": 0,
         "spatial_dims": 2,
     }
+
+
+def test_validate_derives_absent_flags(tmp_path):
+    # a cohort written without the flags (an older GeneGAN sample, another tool) validates
+    adata = _paired_cohort(tmp_path, n=2)
+    adata.obs = adata.obs.drop(columns=[K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK])
+    summary = validate_cohort(adata, progress=False)
+    assert (summary["with_expression"], summary["with_image"], summary["paired"]) == (2, 2, 2)
+    genes = make_cohort(_expression(["p1", "p2"]), pd.DataFrame(index=["p1", "p2"]))
+    genes.obs = genes.obs.drop(columns=[K.HAS_IMAGE, K.HAS_MASK])
+    assert validate_cohort(genes, progress=False)["with_image"] == 0
+    path = write_cohort(genes, tmp_path / "genes.h5ad")  # and the writer writes them
+    assert not read_cohort(path).obs[[K.HAS_IMAGE, K.HAS_MASK]].to_numpy().any()
+
+
+def test_validate_flag_without_path(tmp_path):
+    adata = _paired_cohort(tmp_path, n=2)
+    adata.obs[K.MASK] = ["", adata.obs[K.MASK].iat[1]]
+    adata.obs[K.HAS_MASK] = True
+    assert "patient(s) ['p0']: has_mask is True but no mask path" in _problems(adata)
 
 
 def test_image_only_cohort_is_valid(tmp_path):
@@ -725,3 +755,86 @@ def test_split_by_group_keeps_groups_whole():
     adata.obs.loc["p03", "woman"] = None
     with pytest.raises(ValueError, match=r"group column 'woman' is missing for patients \['p03'\]"):
         split_cohort(adata, 0.25, group="woman")
+
+
+# ------------------------------------------------------------------------------------------
+# reading through validation; writing in-memory patients
+
+
+def test_read_valid_cohort_refuses_with_the_file_named(tmp_path):
+    adata = _paired_cohort(tmp_path, n=2)
+    path = write_cohort(adata, tmp_path / "c.h5ad")
+    assert read_valid_cohort(path).uns["rg"]["image_size"] == [9, 7]  # recorded for the models
+    save_image(_mask(value=0.5), tmp_path / "masks" / "p1.nii.gz")
+    with pytest.raises(CohortError) as info:
+        read_valid_cohort(path)
+    assert str(info.value).startswith(f"{path}: cohort validation failed: 1 problem(s)")
+    assert "patient 'p1': mask masks/p1.nii.gz is not binary" in str(info.value)
+
+
+def _patients(ids):
+    n = len(ids)
+    cohort = make_cohort(_expression(ids), pd.DataFrame(index=ids))
+    cohort.obs[K.HAS_IMAGE] = True
+    images = np.stack([_image(seed=i) for i in range(n)])
+    masks = np.stack([_mask()] * n).astype(np.uint8)
+    return cohort, images, masks
+
+
+def test_write_patients_keeps_files_inside_and_apart_whatever_the_ids(tmp_path):
+    ids = ["../../x", "a/b", "a_b", "A_B", "..", ""]
+    cohort, images, masks = _patients(ids)
+    path = write_patients(cohort, images, masks, tmp_path / "out", progress=False)
+    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert all(f.parts[0] == "out" for f in files)  # nothing written outside the folder
+    back = read_valid_cohort(path)
+    assert list(back.obs_names) == ids  # the real ids stay the ids
+    assert back.obs[K.IMAGE].nunique() == len(ids) and back.obs[K.MASK].nunique() == len(ids)
+    assert {p.name.lower() for p in (tmp_path / "out" / "images").iterdir()}.__len__() == len(ids)
+    for i, pid in enumerate(ids):  # each patient reads back its own image
+        image = load_image(tmp_path / "out" / back.obs[K.IMAGE].iat[i])
+        np.testing.assert_allclose(image, images[i], rtol=1e-6, err_msg=pid)
+
+
+def test_write_patients_replaces_a_folder_whole_or_not_at_all(tmp_path, monkeypatch):
+    out = tmp_path / "synth"
+    cohort, images, masks = _patients(["p0", "p1"])
+    write_patients(cohort, images, masks, out, progress=False)
+    with pytest.raises(ValueError, match="is not empty; pass --overwrite"):
+        write_patients(cohort, images, masks, out, progress=False)
+    # a write that dies half way leaves the old cohort whole and no new file beside it
+    import radiogenomics.data.io as io
+
+    real_save, calls = io.save_image, []
+
+    def dying_save(array, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_save(array, path)
+
+    monkeypatch.setattr(io, "save_image", dying_save)
+    other, _, _ = _patients(["q0", "q1"])
+    with pytest.raises(KeyboardInterrupt):
+        write_patients(other, images, masks, out, progress=False, overwrite=True)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]  # no temporary left
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["p0.nii.gz", "p1.nii.gz"]
+    assert list(read_valid_cohort(out / "cohort.h5ad").obs_names) == ["p0", "p1"]
+    write_patients(other, images, masks, out, progress=False, overwrite=True)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["q0.nii.gz", "q1.nii.gz"]
+    assert list(read_valid_cohort(out / "cohort.h5ad").obs_names) == ["q0", "q1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synth"]
+
+
+def test_write_patients_never_replaces_what_is_not_a_cohort(tmp_path):
+    cohort, images, masks = _patients(["p0"])
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    (tmp_path / "file.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not a cohort folder"):
+        write_patients(cohort, images, masks, tmp_path / "notes", progress=False, overwrite=True)
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        write_patients(cohort, images, masks, tmp_path / "file.txt", progress=False, overwrite=True)
+    assert (tmp_path / "notes" / "todo.txt").read_text() == "mine"
+    assert (tmp_path / "file.txt").read_text() == "mine"

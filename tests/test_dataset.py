@@ -9,7 +9,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from radiogenomics import _keys as K
 from radiogenomics.config import DataConfig
-from radiogenomics.data.dataset import CohortDataset
+from radiogenomics.data.cohort import read_cohort, validate_cohort
+from radiogenomics.data.dataset import CohortDataset, load_images
+from radiogenomics.data.phantom import make_phantom, write_phantom
 
 
 def _cfg(spatial_dims, **kw):
@@ -105,3 +107,23 @@ def test_missing_covariate_and_channel_mismatch_are_errors(phantom_cohort, spati
         CohortDataset(bad, _cfg(spatial_dims))
     with pytest.raises(ValueError, match=r"data.in_channels=3 .* 1 channel"):
         CohortDataset(phantom_cohort, _cfg(spatial_dims, in_channels=3))
+
+    with pytest.raises(ValueError, match=r"data.channels=3 .* 1 channel"):
+        CohortDataset(phantom_cohort, _cfg(spatial_dims, channels=3))
+
+
+@pytest.mark.parametrize("cache_rate", [0.0, 1.0])
+def test_missing_or_corrupt_file_names_patient_and_file(tmp_path, cache_rate):
+    # MONAI wraps transform errors in "RuntimeError: applying transform ..."; the user gets
+    # the file back: a FileNotFoundError or ValueError naming the patient and the path
+    cohort = read_cohort(write_phantom(make_phantom(4, 2, size=16, progress=False), tmp_path))
+    validate_cohort(cohort, progress=False)  # records image_size and channels
+    cfg = DataConfig(spatial_dims=2, cache_rate=cache_rate)
+    (tmp_path / cohort.obs["image"].iat[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=r"patient 'PH00001', image .*PH00001\.nii\.gz"):
+        load_images(cohort, cfg)
+    (tmp_path / cohort.obs["image"].iat[1]).write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"patient 'PH00001', image .*cannot read image file"):
+        load_images(cohort, cfg)
+    with pytest.raises(ValueError, match="cannot read image file"):
+        CohortDataset(cohort, cfg)[1]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
@@ -283,7 +282,6 @@ def test_figures_and_report(tmp_path):
         fig = make(paths[name])
         assert isinstance(fig, Figure)
         assert paths[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        plt.close(fig)
     with pytest.raises(ValueError, match="'pca' or 'umap'"):
         figures.embedding(real, synth, method="tsne")
     results = pd.DataFrame(

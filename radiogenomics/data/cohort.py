@@ -19,6 +19,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
+from radiogenomics.data.folders import COHORT_FILE, cohort_folder, file_stems
 from radiogenomics.data.io import atomic_write, read_image
 from radiogenomics.data.spacing import format_spacing, patient_spacings, record_spacing, regrid
 
@@ -211,6 +212,44 @@ def covariate_keys(adata: ad.AnnData) -> tuple[list[str], list[str]]:
     return list(cov.get(K.CATEGORICAL, {})), list(cov.get(K.NUMERIC, {}))
 
 
+def _given(paths: pd.Series) -> np.ndarray:
+    return (paths.notna() & (paths.astype(str) != "")).to_numpy(bool)
+
+
+def modality_flags(adata: ad.AnnData) -> dict[str, np.ndarray]:
+    """`has_expression`, `has_image`, `has_mask` per patient; a flag absent from `obs` (a cohort
+    written by another tool, or an older GeneGAN sample) is derived from the data: finite
+    expression, a non-empty `image`/`mask` path."""
+    obs = adata.obs
+    flags = {}
+    for flag, col in ((K.HAS_IMAGE, K.IMAGE), (K.HAS_MASK, K.MASK)):
+        if flag in obs.columns:
+            flags[flag] = obs[flag].fillna(False).to_numpy(bool)
+        elif col in obs.columns:
+            flags[flag] = _given(obs[col])
+        else:
+            flags[flag] = np.zeros(adata.n_obs, bool)
+    if K.HAS_EXPRESSION in obs.columns:
+        flags[K.HAS_EXPRESSION] = obs[K.HAS_EXPRESSION].fillna(False).to_numpy(bool)
+    elif adata.n_vars:
+        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+        numeric = np.issubdtype(X.dtype, np.number)
+        flags[K.HAS_EXPRESSION] = (
+            np.isfinite(X).any(axis=1) if numeric else np.ones(adata.n_obs, bool)
+        )
+    else:
+        flags[K.HAS_EXPRESSION] = np.zeros(adata.n_obs, bool)
+    return {k: flags[k] for k in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK)}
+
+
+def add_modality_flags(adata: ad.AnnData) -> ad.AnnData:
+    """Write the flags `modality_flags` derives into `obs` where they are absent (in place)."""
+    for key, values in modality_flags(adata).items():
+        if key not in adata.obs.columns:
+            adata.obs[key] = values
+    return adata
+
+
 # --------------------------------------------------------------------------------------------
 # validation
 
@@ -236,6 +275,7 @@ def validate_cohort(
             "line: radiogenomics cohort setup IN.h5ad --categorical ... --numeric ... --out OUT.h5ad)"
         )
     rg = adata.uns[K.UNS]
+    flags = modality_flags(adata)
     problems: list[str] = []
     dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
     if dup:
@@ -247,7 +287,7 @@ def validate_cohort(
     if adata.n_vars and not np.issubdtype(X.dtype, np.number):
         problems.append(f"expression X has non-numeric dtype {X.dtype}")
     elif adata.n_vars:
-        flagged = adata.obs[K.HAS_EXPRESSION].to_numpy(bool)
+        flagged = flags[K.HAS_EXPRESSION]
         rows, cols = np.nonzero(~np.isfinite(X) & flagged[:, None])
         for r, c in list(zip(rows, cols, strict=True))[:_MAX_LISTED]:
             problems.append(
@@ -272,17 +312,22 @@ def validate_cohort(
             problems.append(f"numeric covariate '{key}' has dtype {adata.obs[key].dtype}")
         else:
             problems += _missing_covariate(adata, key)
+    for flag, col in ((K.HAS_IMAGE, K.IMAGE), (K.HAS_MASK, K.MASK)):
+        paths = adata.obs[col] if col in adata.obs.columns else pd.Series("", adata.obs_names)
+        empty = adata.obs_names[flags[flag] & ~_given(paths)].tolist()
+        if empty:
+            problems.append(f"patient(s) {empty[:_MAX_LISTED]}: {flag} is True but no {col} path")
     summary = {
         "patients": adata.n_obs,
         "genes": adata.n_vars,
-        "with_expression": int(adata.obs[K.HAS_EXPRESSION].sum()),
-        "with_image": int(adata.obs[K.HAS_IMAGE].sum()),
-        "with_mask": int(adata.obs[K.HAS_MASK].sum()),
-        "paired": int((adata.obs[K.HAS_EXPRESSION] & adata.obs[K.HAS_IMAGE]).sum()),
+        "with_expression": int(flags[K.HAS_EXPRESSION].sum()),
+        "with_image": int(flags[K.HAS_IMAGE].sum()),
+        "with_mask": int(flags[K.HAS_MASK].sum()),
+        "paired": int((flags[K.HAS_EXPRESSION] & flags[K.HAS_IMAGE]).sum()),
         "spatial_dims": int(rg.get(K.SPATIAL_DIMS, 2)),
     }
     if check_files and summary["with_image"] + summary["with_mask"]:
-        problems += _check_files(adata, root, progress, summary)
+        problems += _check_files(adata, flags, root, progress, summary)
     _fail(problems, "cohort validation failed")
     return summary
 
@@ -296,7 +341,7 @@ def _missing_covariate(adata, key: str) -> list[str]:
     ]
 
 
-def _check_files(adata, root, progress, summary) -> list[str]:
+def _check_files(adata, flags, root, progress, summary) -> list[str]:
     rg = adata.uns[K.UNS]
     spatial_dims = int(rg.get(K.SPATIAL_DIMS, 2))
     obs = adata.obs
@@ -306,16 +351,16 @@ def _check_files(adata, root, progress, summary) -> list[str]:
     labels: set = set()
     # per patient with an image: (channels, file, spatial shape, spacing from the file or None)
     seen: dict[str, tuple] = {}
-    rows = obs[obs[K.HAS_IMAGE] | obs[K.HAS_MASK]]
-    for pid, row in tqdm(
-        rows.iterrows(), total=len(rows), desc="checking images", disable=not progress, leave=False
-    ):
+    rows = np.flatnonzero(flags[K.HAS_IMAGE] | flags[K.HAS_MASK])
+    for i in tqdm(rows, desc="checking images", disable=not progress, leave=False):
+        pid, row = obs.index[i], obs.iloc[i]
         image = mask = None
-        if row[K.HAS_MASK] and not row[K.HAS_IMAGE]:
+        if flags[K.HAS_MASK][i] and not flags[K.HAS_IMAGE][i]:
             problems.append(f"patient '{pid}': has a mask but no image")
-        for col in (K.IMAGE, K.MASK):
-            if not row.get(col, ""):
-                continue
+        for col, flag in ((K.IMAGE, K.HAS_IMAGE), (K.MASK, K.HAS_MASK)):
+            value = row.get(col)
+            if not flags[flag][i] or not isinstance(value, str) or not value:
+                continue  # a flag without a path is reported above
             path = resolve(adata, row[col], root)
             try:
                 arr, spacing = read_image(path, spatial_dims)
@@ -340,16 +385,23 @@ def _check_files(adata, root, progress, summary) -> list[str]:
                     f"patient '{pid}': image {row[K.IMAGE]} has spatial shape {tuple(image.shape[1:])} "
                     f"but mask {row[K.MASK]} has {tuple(mask.shape[1:])}"
                 )
+            # The models read a mask as lesion (> 0.5) or not: 0.5 would vanish and labels
+            # {1, 2} would merge into one lesion, so only binary masks pass (0/1, or 0/255 as
+            # 8-bit images store them). rint: 0.9999999 read back is 1.
             values = np.unique(mask)
-            if (values < 0).any() or not np.allclose(values, np.round(values)):
-                shown = values[:6].tolist()
+            found = {int(v) for v in np.rint(values)}
+            if not np.allclose(values, np.rint(values)) or not (
+                found <= {0, 1} or found <= {0, 255}
+            ):
+                shown = [round(float(v), 4) for v in values[:6]]
+                more = "..." if len(values) > 6 else ""
                 problems.append(
-                    f"patient '{pid}': mask {row[K.MASK]} is neither binary nor integer labels (values {shown}...)"
+                    f"patient '{pid}': mask {row[K.MASK]} is not binary (values {shown}{more}); "
+                    "a mask is 0 outside the lesion and 1 (or 255) inside: threshold it, or "
+                    "keep one lesion label"
                 )
             else:
-                labels.update(
-                    int(np.rint(v)) for v in values
-                )  # rint: 0.9999999 read back is label 1
+                labels.update(found)
     if shapes:
         size = list(shapes.most_common(1)[0][0])
         common = int(channels.most_common(1)[0][0])
@@ -430,9 +482,16 @@ class SyntheticCohort:
     images: np.ndarray
     masks: np.ndarray
 
-    def write(self, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True):
+    def write(
+        self,
+        out_dir: str | Path,
+        image_format: str = "nii.gz",
+        progress: bool = True,
+        *,
+        overwrite: bool = False,
+    ):
         """Write as a cohort (h5ad + image and mask files) that `read_cohort` reads back; the
-        images are stored in [0, 1]."""
+        images are stored in [0, 1]. The folder is written whole (see `write_patients`)."""
         images = (np.clip(self.images, -1, 1) + 1) / 2
         return write_patients(
             self.adata,
@@ -442,6 +501,7 @@ class SyntheticCohort:
             image_format,
             progress,
             desc="writing synthetic patients",
+            overwrite=overwrite,
         )
 
 
@@ -453,12 +513,17 @@ def write_patients(
     image_format: str = "nii.gz",
     progress: bool = True,
     desc: str = "writing images",
+    *,
+    overwrite: bool = False,
 ) -> Path:
     """Write in-memory patients as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/`.
 
     `images` and `masks` are `(n_obs, C, *spatial)` arrays in `adata`'s row order; rows whose
     `has_image` is False are not written. Float images go to PNG only if they lie in [0, 1].
     NIfTI and DICOM files get each patient's spacing (obs), else the cohort default (uns).
+    File names come from the patient ids made safe (`file_stems`); `obs_names` keep the ids.
+    The folder is written whole (`cohort_folder`): an existing non-empty `out_dir` is refused
+    unless `overwrite`, and then replaced together with its h5ad, never mixed with it.
     """
     from radiogenomics.data.io import FORMATS, save_image
 
@@ -468,7 +533,6 @@ def write_patients(
         raise ValueError(
             f"{len(images)} images and {len(masks)} masks for a cohort of {adata.n_obs} patients"
         )
-    out_dir = Path(out_dir)
     suffix = FORMATS[image_format]
     adata = adata.copy()
     has_image = (
@@ -479,30 +543,32 @@ def write_patients(
     if K.IMAGE_SIZE in adata.uns.get(K.UNS, {}):  # the spacing refers to it: move both
         regrid(adata, list(np.shape(images)[2:]))
     spacings = patient_spacings(adata)
-    image_col, mask_col = [], []
-    rows = zip(adata.obs_names, has_image, images, masks, spacings, strict=True)
-    for pid, present, image, mask, spacing in tqdm(
-        rows, total=adata.n_obs, desc=desc, disable=not progress, leave=False
-    ):
-        if not present:
-            image_col.append("")
-            mask_col.append("")
-            continue
-        image_rel, mask_rel = f"images/{pid}{suffix}", f"masks/{pid}{suffix}"
-        save_image(image, out_dir / image_rel, spacing)
-        save_image(mask, out_dir / mask_rel, spacing)
-        image_col.append(image_rel)
-        mask_col.append(mask_rel)
-    adata.obs[K.IMAGE] = image_col
-    adata.obs[K.MASK] = mask_col
-    adata.obs[K.HAS_IMAGE] = has_image
-    adata.obs[K.HAS_MASK] = has_image
-    if any(sp is not None for sp in spacings):
-        adata.obs[K.SPACING] = [
-            format_spacing(sp) if p else "" for sp, p in zip(spacings, has_image, strict=True)
-        ]
-    adata.uns[K.UNS][K.ROOT] = str(out_dir.resolve())
-    return write_cohort(adata, out_dir / "cohort.h5ad")
+    with cohort_folder(out_dir, overwrite) as tmp:
+        image_col, mask_col = [], []
+        rows = zip(file_stems(adata.obs_names), has_image, images, masks, spacings, strict=True)
+        for stem, present, image, mask, spacing in tqdm(
+            rows, total=adata.n_obs, desc=desc, disable=not progress, leave=False
+        ):
+            if not present:
+                image_col.append("")
+                mask_col.append("")
+                continue
+            image_rel, mask_rel = f"images/{stem}{suffix}", f"masks/{stem}{suffix}"
+            save_image(image, tmp / image_rel, spacing)
+            save_image(mask, tmp / mask_rel, spacing)
+            image_col.append(image_rel)
+            mask_col.append(mask_rel)
+        adata.obs[K.IMAGE] = image_col
+        adata.obs[K.MASK] = mask_col
+        adata.obs[K.HAS_IMAGE] = has_image
+        adata.obs[K.HAS_MASK] = has_image
+        if any(sp is not None for sp in spacings):
+            adata.obs[K.SPACING] = [
+                format_spacing(sp) if p else "" for sp, p in zip(spacings, has_image, strict=True)
+            ]
+        adata.uns[K.UNS][K.ROOT] = str(tmp.resolve())  # paths stay relative: "images/..."
+        write_cohort(adata, tmp / COHORT_FILE)
+    return Path(out_dir) / COHORT_FILE
 
 
 def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
@@ -511,7 +577,7 @@ def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:
     rg = dict(adata.uns.get(K.UNS, {}))
     # A cohort never read from disk resolves relative paths against the working folder.
     root = rg.pop(K.ROOT, ".")
-    out = adata.copy()
+    out = add_modality_flags(adata.copy())  # the contract's flags, even where a writer left them
     out.uns[K.UNS] = rg
     if Path(root).resolve() != path.parent.resolve():
         for col in (K.IMAGE, K.MASK):
@@ -601,6 +667,28 @@ def _loaded(adata: ad.AnnData, path: Path) -> ad.AnnData:
         if col in adata.obs.columns:
             adata.obs[col] = adata.obs[col].astype(str).to_numpy(dtype=object)
     return adata
+
+
+def validate_cohort_file(
+    path: str | Path, *, check_files: bool = True, progress: bool = False
+) -> tuple[ad.AnnData, dict]:
+    """`read_cohort` then `validate_cohort`; problems are prefixed with the file. Returns the
+    cohort (absent modality flags added, image size recorded) and the summary."""
+    adata = read_cohort(path)
+    try:
+        summary = validate_cohort(adata, check_files=check_files, progress=progress)
+    except CohortError as err:
+        raise CohortError(f"{path}: {err}") from None
+    return add_modality_flags(adata), summary
+
+
+def read_valid_cohort(
+    path: str | Path, *, check_files: bool = True, progress: bool = False
+) -> ad.AnnData:
+    """Read a cohort and refuse it, as `radiogenomics cohort validate` would and with the same
+    message, unless it meets the contract. Every CLI verb reads its cohorts through this, so
+    none trains on, samples like or scores a cohort that `validate` refuses."""
+    return validate_cohort_file(path, check_files=check_files, progress=progress)[0]
 
 
 def _as_lists(node):

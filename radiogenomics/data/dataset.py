@@ -9,6 +9,7 @@ without expression get zeros and `has_expression=False`, so a batch always has o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import anndata as ad
@@ -24,9 +25,14 @@ from radiogenomics import _keys as K
 from radiogenomics.config import DataConfig
 from radiogenomics.data.cohort import covariate_keys, resolve
 
+PATIENT = "patient"  # the record's patient id, for error messages
+
 
 class LoadCohortImaged(mt.MapTransform):
-    """Load image/mask files channel-first with the cohort's spatial_dims (MONAI readers)."""
+    """Load image/mask files channel-first with the cohort's spatial_dims (MONAI readers).
+
+    A missing or unreadable file is a FileNotFoundError/ValueError naming the patient (the
+    record's `patient`) and the file; `user_error` takes it back out of MONAI's wrapping."""
 
     def __init__(self, keys, spatial_dims: int):
         super().__init__(keys, allow_missing_keys=True)
@@ -37,8 +43,38 @@ class LoadCohortImaged(mt.MapTransform):
 
         d = dict(data)
         for key in self.key_iterator(d):
-            d[key] = load_image(d[key], self.spatial_dims)
+            try:
+                d[key] = load_image(d[key], self.spatial_dims)
+            except (OSError, ValueError) as err:
+                who = f"patient '{d[PATIENT]}', " if PATIENT in d else ""
+                cls = FileNotFoundError if isinstance(err, FileNotFoundError) else ValueError
+                raise cls(f"{who}{key} {d[key]}: {err}") from err
         return d
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The FileNotFoundError/ValueError inside MONAI's `RuntimeError: applying transform ...`
+    (one per nested Compose), or None if the failure was not one of ours."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, (FileNotFoundError, ValueError)):
+            return err
+        err = err.__cause__
+    return None
+
+
+@contextlib.contextmanager
+def _user_errors():
+    # MONAI wraps every transform error in a RuntimeError whose traceback buries the file; give
+    # the user's mistake (a missing or corrupt file) back as itself, so the CLI prints one line.
+    try:
+        yield
+    except RuntimeError as err:
+        inner = user_error(err)
+        if inner is None:
+            raise
+        raise inner from None
 
 
 def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
@@ -186,22 +222,24 @@ class CohortDataset(Dataset):
         }
         records = []
         for i in self.indices:
-            rec = {}
+            rec = {PATIENT: str(obs.index[i])}
             for col, flag in ((K.IMAGE, K.HAS_IMAGE), (K.MASK, K.HAS_MASK)):
                 if obs[flag].iat[i]:
                     rec[col] = str(resolve(adata, obs[col].iat[i], root))
             records.append(rec)
         self.transform = image_transforms(cfg, self.spatial_size)
-        self.images = CacheDataset(
-            records, self.transform, cache_rate=cfg.cache_rate, num_workers=0, progress=progress
-        )
+        with _user_errors():  # caching runs the deterministic transforms now
+            self.images = CacheDataset(
+                records, self.transform, cache_rate=cfg.cache_rate, num_workers=0, progress=progress
+            )
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict:
         row = int(self.indices[i])
-        files = self.images[i]
+        with _user_errors():
+            files = self.images[i]
         zeros = (
             torch.zeros([self.channels, *self.spatial_size])
             if self.spatial_size

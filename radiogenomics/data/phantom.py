@@ -259,9 +259,15 @@ def make_phantom(
 
 
 def write_phantom(
-    phantom: Phantom, out_dir: str | Path, image_format: str = "nii.gz", progress: bool = True
+    phantom: Phantom,
+    out_dir: str | Path,
+    image_format: str = "nii.gz",
+    progress: bool = True,
+    *,
+    overwrite: bool = False,
 ) -> Path:
-    """Write the phantom as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/` files."""
+    """Write the phantom as a cohort: `out_dir/cohort.h5ad` plus `images/` and `masks/` files.
+    A non-empty `out_dir` is refused unless `overwrite` (then replaced whole; `write_patients`)."""
     path = write_patients(
         phantom.adata,
         phantom.images,
@@ -270,6 +276,7 @@ def write_phantom(
         image_format,
         progress,
         desc="writing phantom",
+        overwrite=overwrite,
     )
     log.info("wrote phantom cohort %s (%d patients)", path, phantom.adata.n_obs)
     return path

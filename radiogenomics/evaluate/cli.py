@@ -9,10 +9,15 @@ from radiogenomics.cli import resolve_config, say
 from radiogenomics.config import dump_config
 
 
+def _read(path):
+    # every cohort is validated as `cohort validate` would (read_valid_cohort), quietly
+    from radiogenomics.data.cohort import read_valid_cohort
+
+    return read_valid_cohort(path)
+
+
 def evaluate(args) -> int:
     """Dispatch on the arguments given: --kfold, --image-run, --negatives, image or gene cohorts."""
-    from radiogenomics.data.cohort import read_cohort
-
     if args.kfold is not None:
         from radiogenomics.evaluate.report import gene_kfold
 
@@ -23,7 +28,7 @@ def evaluate(args) -> int:
             print(dump_config(cfg), end="")
             return 0
         _, summary = gene_kfold(
-            read_cohort(args.data),
+            _read(args.data),
             cfg,
             args.out,
             k=args.kfold,
@@ -32,6 +37,7 @@ def evaluate(args) -> int:
             progress=not args.quiet,
         )
         say("k-fold scores", args.out / "kfold.csv")
+        say("report", args.out / "report.md")
         cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
         print(summary[cols].round(3).to_string())
         return 0
@@ -39,7 +45,7 @@ def evaluate(args) -> int:
         return _evaluate_phantom(args)
     if args.negatives is not None:
         return _evaluate_augmentation(args)
-    synth = read_cohort(args.synthetic) if args.synthetic is not None else None
+    synth = _read(args.synthetic) if args.synthetic is not None else None
     if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
         return _evaluate_images(args, synth)
     from radiogenomics.evaluate.report import gene_report
@@ -47,7 +53,7 @@ def evaluate(args) -> int:
     missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
-    train, real = read_cohort(args.train), read_cohort(args.real)
+    train, real = _read(args.train), _read(args.real)
     table, report = gene_report(
         train, real, synth, args.out, covariate=args.covariate, seed=args.seed
     )
@@ -60,14 +66,13 @@ def evaluate(args) -> int:
 
 def _evaluate_phantom(args) -> int:
     """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
-    from radiogenomics.data.cohort import read_cohort
     from radiogenomics.data.io import atomic_write
     from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
     from radiogenomics.models.image_gan import ImageGAN
 
     if args.data is None:
         raise ValueError("--image-run needs --data (the phantom cohort the run was trained on)")
-    adata = read_cohort(args.data)
+    adata = _read(args.data)
     model = ImageGAN.load(args.image_run, adata)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = [
@@ -90,7 +95,6 @@ def _evaluate_augmentation(args) -> int:
     """Lesion-vs-normal classifier F1 with and without the synthetic lesions."""
     import dataclasses
 
-    from radiogenomics.data.cohort import read_cohort, validate_cohort
     from radiogenomics.data.dataset import load_images
     from radiogenomics.data.io import atomic_write, atomic_write_text
     from radiogenomics.evaluate.augmentation import (
@@ -102,10 +106,9 @@ def _evaluate_augmentation(args) -> int:
     missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"--negatives needs {', '.join(missing)}")
-    train, test = read_cohort(args.train), read_cohort(args.real)
-    normal, synth = read_cohort(args.negatives), read_cohort(args.synthetic)
-    # validation reads the files and records their size and channels
-    size = validate_cohort(normal, progress=False).get("image_size")
+    train, test = _read(args.train), _read(args.real)
+    normal, synth = _read(args.negatives), _read(args.synthetic)
+    size = normal.uns[K.UNS].get(K.IMAGE_SIZE)  # recorded by the validation that read the files
     if size is None:
         raise ValueError(f"--negatives {args.negatives}: no patient has an image")
     train_normal, test_normal = split_negatives(normal, train, test, seed=args.seed)
@@ -132,7 +135,6 @@ def _evaluate_augmentation(args) -> int:
 
 
 def _evaluate_images(args, synth) -> int:
-    from radiogenomics.data.cohort import read_cohort
     from radiogenomics.evaluate.report import image_report
 
     if args.real is None:
@@ -145,7 +147,7 @@ def _evaluate_images(args, synth) -> int:
         segmenter = Segmenter.load(args.segmenter)
         if args.config is None:  # read both cohorts as the segmentation net was trained
             cfg.data = segmenter.config.data
-    real = read_cohort(args.real)
+    real = _read(args.real)
     if cfg.data.image_size is None:  # compare at the synthetic images' size
         cfg.data.image_size = list(synth.uns["rg"]["image_size"])
     cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])

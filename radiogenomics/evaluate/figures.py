@@ -11,17 +11,14 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure  # no pyplot: see radiogenomics.pl
+from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage
+from scipy.spatial.distance import squareform
 
-matplotlib.use("Agg")  # headless by default, as in radiogenomics.pl
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage  # noqa: E402
-from scipy.spatial.distance import squareform  # noqa: E402
-
-from radiogenomics.data.io import atomic_write, atomic_write_text  # noqa: E402
-from radiogenomics.evaluate.genes import _matrix, gene_distance  # noqa: E402
+from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics.evaluate.genes import _matrix, gene_distance
 
 log = logging.getLogger(__name__)
 DPI = 120
@@ -68,7 +65,8 @@ def distance_matrices(real, synthetic: Mapping, genes=None, max_genes: int = 200
     keep = _most_variable(real, max_genes)
     order = keep[leaves_list(_linkage(real[:, keep]))]
     panels = {"real": real, **synthetic}
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels) + 1, 4.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(panels) + 1, 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (name, X) in zip(axes[0], panels.items(), strict=True):
         im = ax.imshow(gene_distance(X[:, order]), cmap="viridis", vmin=0, vmax=2)
         ax.set_title(name)
@@ -87,7 +85,8 @@ def dendrograms(real, synthetic: Mapping, genes=None, n_genes: int = 40, save=No
         raise ValueError(f"a dendrogram needs at least 2 genes; got {keep.size}")
     panels = {"real": real, **synthetic}
     width = max(6.0, 0.18 * keep.size)
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, 2.8 * len(panels)), squeeze=False)
+    fig = Figure(figsize=(width, 2.8 * len(panels)))
+    axes = fig.subplots(len(panels), 1, squeeze=False)
     for ax, (name, X) in zip(axes[:, 0], panels.items(), strict=True):
         dendrogram(
             _linkage(X[:, keep]),
@@ -110,7 +109,8 @@ def gene_distributions(real, synthetic: Mapping, genes=None, n_genes: int = 12, 
     keep = _most_variable(real, n_genes)
     ncols = min(4, keep.size)
     nrows = int(np.ceil(keep.size / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.5 * nrows), squeeze=False)
+    fig = Figure(figsize=(3.2 * ncols, 2.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     panels = {"real": real, **synthetic}
     # shared bins keep the overlay honest; fewer of them for small sets, so the shape shows
     n_bins = int(np.clip(2 * np.sqrt(min(X.shape[0] for X in panels.values())), 8, 30))
@@ -147,7 +147,8 @@ def embedding(real, synthetic: Mapping, method: str = "pca", seed: int = 0, save
         axis = ["UMAP1", "UMAP2"]
     else:
         raise ValueError(f"method must be 'pca' or 'umap'; got {method!r}")
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
     for name, X in {"real": real, **synthetic}.items():
         xy = model.transform(X)
         ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.6, label=f"{name} ({X.shape[0]})")

@@ -7,12 +7,11 @@ import logging
 from pathlib import Path
 
 import anndata as ad
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from radiogenomics import _keys as K
-from radiogenomics.data.io import atomic_write
+from radiogenomics.data.io import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, kfold_scores, summarise
@@ -89,14 +88,11 @@ def gene_report(
         "PCA of real and synthetic patients": out / "embedding.png",
     }
     files = iter(paths.values())
-    made = [
-        figures.distance_matrices(real, shown, genes, save=next(files)),
-        figures.dendrograms(real, shown, genes, save=next(files)),
-        figures.gene_distributions(real, {name: shown[name]}, genes, save=next(files)),
-        figures.embedding(real, shown, seed=seed, save=next(files)),
-    ]
-    for fig in made:  # written; free them (a k-fold run makes many)
-        plt.close(fig)
+    # the figures are plain `Figure`s (no pyplot), freed once written
+    figures.distance_matrices(real, shown, genes, save=next(files))
+    figures.dendrograms(real, shown, genes, save=next(files))
+    figures.gene_distributions(real, {name: shown[name]}, genes, save=next(files))
+    figures.embedding(real, shown, seed=seed, save=next(files))
     report = figures.write_report(
         _headline(table),
         paths,
@@ -139,7 +135,8 @@ def gene_kfold(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """k-fold scores of GeneGAN (trained with `config` on each fold's training patients) and
     both baselines; every set has as many patients as the fold's training set. Writes
-    `kfold.csv` (every fold) and `kfold_summary.csv` (mean and std) into `out`."""
+    `kfold.csv` (every fold), `kfold_summary.csv` (mean and std) and `report.md` (the headline
+    scores as mean ± std, then each fold's) into `out`."""
     from radiogenomics.models.gene_gan import GeneGAN
 
     out = Path(out)
@@ -158,11 +155,40 @@ def gene_kfold(
     summary = summarise(scores)
     atomic_write(out / "kfold.csv", lambda tmp: scores.to_csv(tmp))
     atomic_write(out / "kfold_summary.csv", lambda tmp: summary.to_csv(tmp))
+    kfold_report(scores, out / "report.md", n_patients=adata.n_obs)
     log.info("k-fold scores written to %s", out)
     return scores, summary
 
 
-__all__ = ["BASELINES", "CEILING", "gene_kfold", "gene_report", "with_baselines"]
+def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None = None) -> Path:
+    """`report.md` of a k-fold evaluation: the headline scores per set as mean ± std over the
+    folds, then the same scores fold by fold (every score is in kfold.csv)."""
+    headline = _headline(scores).columns
+    text = summarise(scores[["fold", *headline]], as_text=True)
+    text.index.name = "set"
+    folds = scores[["fold", *headline]].round(3)
+    folds.index.name = "set"
+    k = scores["fold"].nunique()
+    who = f" of {n_patients} patients" if n_patients is not None else ""
+    report = "\n".join(
+        [
+            f"# Gene realism: {k}-fold cross-validation{who}",
+            "",
+            "Each fold's sets are scored against its held-out patients; mean ± std over the "
+            "folds (every score of every fold: `kfold.csv`).",
+            "",
+            figures._markdown_table(text),
+            "",
+            "## Fold by fold",
+            "",
+            figures._markdown_table(folds),
+            "",
+        ]
+    )
+    return atomic_write_text(path, report)
+
+
+__all__ = ["BASELINES", "CEILING", "gene_kfold", "gene_report", "kfold_report", "with_baselines"]
 
 
 def image_report(
@@ -224,14 +250,13 @@ def image_report(
     for name, cohort in (("real", real), ("synthetic", synthetic)):
         images, masks = loaded[name]
         sub = cohort[image_rows(cohort, need_mask=True)]
-        fig = pl.patients(
+        pl.patients(
             sub,
             images=images.numpy(),
             masks=masks.numpy(),
             seed=seed,
             save=out / f"{name}_samples.png",
         )
-        plt.close(fig)
     paths = {
         "Real held-out patients": out / "real_samples.png",
         "Synthetic patients": out / "synthetic_samples.png",
