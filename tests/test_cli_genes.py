@@ -149,7 +149,7 @@ def test_select_gmt_resolves_against_the_config_folder(tmp_path, capsys, monkeyp
     assert sorted(read_cohort(out).var_names) == ["EGFR", "TP53"]
     # with --set it is a command-line path: relative to the working folder
     argv = ["-q", "select-genes", "--config", str(config), "--data", str(cohort),
-            "--out", str(out), "--set", "select.gmt=sets/s.gmt"]  # fmt: skip
+            "--out", str(out), "--overwrite", "--set", "select.gmt=sets/s.gmt"]  # fmt: skip
     assert main(argv) == 2
     assert "sets/s.gmt" in capsys.readouterr().err
 

@@ -807,11 +807,11 @@ def test_write_patients_replaces_a_folder_whole_or_not_at_all(tmp_path, monkeypa
 
     real_save, calls = io.save_image, []
 
-    def dying_save(array, path):
+    def dying_save(array, path, *args):
         calls.append(path)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return real_save(array, path)
+        return real_save(array, path, *args)
 
     monkeypatch.setattr(io, "save_image", dying_save)
     other, _, _ = _patients(["q0", "q1"])

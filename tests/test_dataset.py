@@ -108,9 +108,6 @@ def test_missing_covariate_and_channel_mismatch_are_errors(phantom_cohort, spati
     with pytest.raises(ValueError, match=r"data.in_channels=3 .* 1 channel"):
         CohortDataset(phantom_cohort, _cfg(spatial_dims, in_channels=3))
 
-    with pytest.raises(ValueError, match=r"data.channels=3 .* 1 channel"):
-        CohortDataset(phantom_cohort, _cfg(spatial_dims, channels=3))
-
 
 @pytest.mark.parametrize("cache_rate", [0.0, 1.0])
 def test_missing_or_corrupt_file_names_patient_and_file(tmp_path, cache_rate):
