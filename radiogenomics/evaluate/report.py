@@ -14,7 +14,7 @@ from radiogenomics import _keys as K
 from radiogenomics.data.io import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
-from radiogenomics.evaluate.genes import CEILING, evaluate_genes, kfold_scores, summarise
+from radiogenomics.evaluate.genes import CEILING, evaluate_genes, summarise
 
 log = logging.getLogger(__name__)
 
@@ -123,43 +123,6 @@ def _headline(table: pd.DataFrame) -> pd.DataFrame:
     return table[cols].round(3)
 
 
-def gene_kfold(
-    adata: ad.AnnData,
-    config,
-    out: str | Path,
-    *,
-    k: int = 5,
-    covariate: str | None = None,
-    stratify: str | None = None,
-    progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """k-fold scores of GeneGAN (trained with `config` on each fold's training patients) and
-    both baselines; every set has as many patients as the fold's training set. Writes
-    `kfold.csv` (every fold), `kfold_summary.csv` (mean and std) and `report.md` (the headline
-    scores as mean ± std, then each fold's) into `out`."""
-    from radiogenomics.models.gene_gan import GeneGAN
-
-    out = Path(out)
-    fold = iter(range(k))
-
-    def fit_sample(train: ad.AnnData) -> dict:
-        i = next(fold)
-        model = GeneGAN(train, config)
-        model.train(run_dir=out / f"fold{i}", progress=progress)
-        synth = model.sample(model.meta["n_train"], seed=config.seed)
-        return with_baselines(train, synth, "GeneGAN", seed=config.seed)
-
-    scores = kfold_scores(
-        adata, fit_sample, k=k, seed=config.seed, covariate=covariate, stratify=stratify
-    )
-    summary = summarise(scores)
-    atomic_write(out / "kfold.csv", lambda tmp: scores.to_csv(tmp))
-    atomic_write(out / "kfold_summary.csv", lambda tmp: summary.to_csv(tmp))
-    kfold_report(scores, out / "report.md", n_patients=adata.n_obs)
-    log.info("k-fold scores written to %s", out)
-    return scores, summary
-
-
 def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None = None) -> Path:
     """`report.md` of a k-fold evaluation: the headline scores per set as mean ± std over the
     folds, then the same scores fold by fold (every score is in kfold.csv)."""
@@ -188,7 +151,7 @@ def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None 
     return atomic_write_text(path, report)
 
 
-__all__ = ["BASELINES", "CEILING", "gene_kfold", "gene_report", "kfold_report", "with_baselines"]
+__all__ = ["BASELINES", "CEILING", "gene_report", "kfold_report", "with_baselines"]
 
 
 def image_report(

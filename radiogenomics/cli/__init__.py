@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-from radiogenomics import __version__
 from radiogenomics import _keys as K
+from radiogenomics.cli.common import resolve_config, say
+from radiogenomics.cli.parser import build_parser
 from radiogenomics.config import Config, dump_config, load_config
 
 log = logging.getLogger("radiogenomics")
@@ -19,273 +19,6 @@ log = logging.getLogger("radiogenomics")
 PENDING = {
     "map": "radiogenomic maps arrive with the map work",
 }
-
-
-def _common() -> argparse.ArgumentParser:
-    # -v/-q work before or after the verb; SUPPRESS keeps a sub-parser from resetting them.
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log debug messages"
-    )
-    p.add_argument(
-        "-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
-    )
-    return p
-
-
-def _config_args(p: argparse.ArgumentParser, config_positional: bool = False) -> None:
-    if config_positional:
-        p.add_argument("config", type=Path, help="YAML config (see configs/)")
-    else:
-        p.add_argument(
-            "--config",
-            type=Path,
-            default=None,
-            help="YAML config (see configs/); defaults when omitted",
-        )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-
-
-def _overwrite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing cohort at --out (never a file or folder that is no cohort)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="radiogenomics",
-        description="Synthetic paired cancer patients (expression + lesion mask + image) and radiogenomic maps.",
-    )
-    parser.add_argument("--version", action="version", version=f"radiogenomics {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    common = _common()
-    sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
-
-    p = sub.add_parser(
-        "demo", parents=[common], help="build the phantom cohort and figures of its patients"
-    )
-    _config_args(p)
-    p.add_argument(
-        "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
-    )
-
-    cohort = sub.add_parser("cohort", parents=[common], help="build, validate and generate cohorts")
-    csub = cohort.add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = csub.add_parser(
-        "phantom", parents=[common], help="write a phantom cohort (h5ad + image and mask files)"
-    )
-    _config_args(p)
-    p.add_argument("--n", type=int, help="patients (phantom.n)")
-    p.add_argument("--spatial-dims", type=int, choices=(2, 3), help="2 or 3 (phantom.spatial_dims)")
-    p.add_argument("--size", type=int, help="image edge length (phantom.size)")
-    p.add_argument("--seed", type=int, help="random seed (seed)")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    _overwrite_arg(p)
-    p = csub.add_parser(
-        "build",
-        parents=[common],
-        help="build a validated cohort .h5ad from a manifest (YAML or CSV)",
-    )
-    p.add_argument("manifest", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
-    _overwrite_arg(p)
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=None,
-        help="folder the manifest's paths are relative to (overrides its root)",
-    )
-    p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
-    p.add_argument(
-        "--no-check-files", action="store_true", help="skip reading every image and mask"
-    )
-    p = csub.add_parser(
-        "setup",
-        parents=[common],
-        help="set up a plain AnnData .h5ad (e.g. from scanpy) as a validated cohort",
-    )
-    p.add_argument("h5ad", type=Path, help="AnnData .h5ad: X = expression, obs = patients")
-    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
-    p.add_argument(
-        "--categorical", default=None, metavar="A,B", help="obs columns embedded as covariates"
-    )
-    p.add_argument(
-        "--numeric", default=None, metavar="C,D", help="obs columns standardised as covariates"
-    )
-    p.add_argument("--image-key", default=None, metavar="COL", help="obs column of image paths")
-    p.add_argument("--mask-key", default=None, metavar="COL", help="obs column of mask paths")
-    p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
-    p.add_argument(
-        "--no-check-files", action="store_true", help="skip reading every image and mask"
-    )
-    p = csub.add_parser(
-        "validate", parents=[common], help="validate a cohort .h5ad against the data contract"
-    )
-    p.add_argument("cohort", type=Path)
-    p.add_argument(
-        "--no-check-files", action="store_true", help="skip reading every image and mask"
-    )
-    p = csub.add_parser(
-        "split",
-        parents=[common],
-        help="split a cohort by patient into train.h5ad and test.h5ad",
-    )
-    p.add_argument("cohort", type=Path)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    _overwrite_arg(p)
-    p.add_argument("--test-fraction", type=float, default=0.2)
-    p.add_argument("--stratify", default=None, help="categorical obs column to stratify on")
-    p.add_argument(
-        "--group", default=None, help="obs column whose rows stay on one side (e.g. subject)"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p = csub.add_parser(
-        "prepare-shared",
-        parents=[common],
-        help="write a shared real image set (../shared/data) as image files",
-    )
-    p.add_argument("name", help="tcga-lgg, mini-mias or mini-mias-normal")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="the shared data folder (default: ../shared/data)",
-    )
-
-    p = sub.add_parser(
-        "select-genes",
-        parents=[common],
-        help="select genes (differential expression, pathway gene sets or variance)",
-    )
-    _config_args(p)
-    p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
-    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad with the selected genes")
-    _overwrite_arg(p)
-    p = sub.add_parser("train", parents=[common], help="train a model on a cohort")
-    _config_args(p, config_positional=True)
-    p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
-    p.add_argument("--out", type=Path, required=True, help="run folder (resumes if it has one)")
-    p = sub.add_parser(
-        "sample", parents=[common], help="sample synthetic patients from a trained run"
-    )
-    p.add_argument("run", type=Path, help="run folder")
-    p.add_argument(
-        "--n", type=int, default=None, help="number of patients (image runs: or --expression's)"
-    )
-    p.add_argument("--out", type=Path, required=True, help="output folder (cohort.h5ad)")
-    _overwrite_arg(p)
-    p.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="image runs: the training cohort, to draw expression profiles (and masks) from",
-    )
-    p.add_argument(
-        "--expression",
-        type=Path,
-        default=None,
-        help="image runs: a cohort .h5ad whose expression conditions the images (e.g. a "
-        "GeneGAN sample), one image per patient",
-    )
-    p.add_argument(
-        "--like",
-        type=Path,
-        default=None,
-        help="image runs: one synthetic patient per patient of this cohort, from its mask and "
-        "expression (and image as background where the model fuses one)",
-    )
-    p.add_argument(
-        "--format", default="nii.gz", help="image runs: image file format (nii.gz, npy, png)"
-    )
-    p.add_argument(
-        "--covariate",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fix a covariate for every patient (repeatable); others follow the training cohort",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser(
-        "evaluate",
-        parents=[common],
-        help="score synthetic expression against held-out real patients, with baselines",
-        description="Either score a synthetic cohort (--train, --real, --synthetic) or run a "
-        "k-fold evaluation that trains GeneGAN on each fold (--data, --kfold, --config).",
-    )
-    p.add_argument("--real", type=Path, help="held-out real cohort .h5ad")
-    p.add_argument("--synthetic", type=Path, help="synthetic cohort .h5ad")
-    p.add_argument(
-        "--train",
-        type=Path,
-        help="the real training cohort: the ceiling score and the baselines are fitted on it",
-    )
-    p.add_argument(
-        "--segmenter",
-        type=Path,
-        default=None,
-        help="images: a trained segmentation run; adds its Dice and encoder distance (with "
-        "--image-run: its Dice on images generated from the held-out patients' masks)",
-    )
-    p.add_argument(
-        "--image-run",
-        type=Path,
-        default=None,
-        help="phantom: an image run to check for its planted phenotypes (with --data)",
-    )
-    p.add_argument(
-        "--data", type=Path, help="k-fold: the whole real cohort; --image-run: its phantom"
-    )
-    p.add_argument(
-        "--negatives",
-        type=Path,
-        default=None,
-        help="augmentation experiment: a cohort of normal-tissue crops; with --train (real "
-        "training lesions), --real (held-out lesions) and --synthetic (generated lesions)",
-    )
-    p.add_argument(
-        "--repeats", type=int, default=5, help="augmentation experiment: seeds per setting"
-    )
-    p.add_argument(
-        "--classifier-steps",
-        type=int,
-        default=600,
-        help="augmentation experiment: training steps of each lesion classifier",
-    )
-    p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
-    p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
-    _config_args(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder (report.md, figures)")
-    p.add_argument(
-        "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("map", parents=[common], help="learn a radiogenomic map")
-    _config_args(p)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    return parser
-
-
-def resolve_config(args) -> Config:
-    return load_config(args.config, args.overrides)
-
-
-def say(what: str, path) -> None:
-    # The CLI's own output: where it wrote what. Library code logs instead.
-    print(f"{what}: {path}")
 
 
 def _phantom(cfg: Config, progress: bool):
@@ -596,7 +329,7 @@ def _write_images(synth, args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from radiogenomics.evaluate.cli import evaluate
+    from radiogenomics.cli.evaluate import evaluate
 
     return evaluate(args)
 

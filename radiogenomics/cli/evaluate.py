@@ -5,7 +5,7 @@ phantom's planted-feature checks, the augmentation experiment); its arguments ar
 from __future__ import annotations
 
 from radiogenomics import _keys as K
-from radiogenomics.cli import resolve_config, say
+from radiogenomics.cli.common import resolve_config, say
 from radiogenomics.config import dump_config
 
 
@@ -19,7 +19,7 @@ def _read(path):
 def evaluate(args) -> int:
     """Dispatch on the arguments given: --kfold, --image-run, --negatives, image or gene cohorts."""
     if args.kfold is not None:
-        from radiogenomics.evaluate.report import gene_kfold
+        from radiogenomics.models.kfold import gene_kfold
 
         if args.data is None:
             raise ValueError("--kfold needs --data (the whole real cohort)")
