@@ -101,3 +101,25 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
     assert list(runs.setting) == ["real", "real+synthetic", "synthetic", "first-order baseline"]
     assert runs.n_lesions.tolist() == [30, 36, 6, 30] and runs.f1.between(0, 1).all()
     assert (aug / "augmentation_summary.csv").is_file()
+
+
+def test_gene_samples_condition_an_image_run(split, tmp_path):
+    """GeneGAN -> ImageGAN through files: a gene run's synthetic expression, given to an image
+    run with `sample --expression`, gets one image per patient, and the result validates."""
+    train = str(split / "train.h5ad")
+    genes, gan = tmp_path / "genes", tmp_path / "gan"
+    assert main(["-q", "train", "configs/gene_wgan.yaml", "--data", train, "--out", str(genes),
+                 "--set", "train.steps=5", "--set", "gene.n_hidden=16",
+                 "--set", "train.val_fraction=0"]) == 0  # fmt: skip
+    assert main(["-q", "sample", str(genes), "--n", "5", "--out", str(tmp_path / "expr")]) == 0
+    assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(gan),
+                 "--set", "model=image_gan", *TINY_GAN]) == 0  # fmt: skip
+    out = tmp_path / "paired"
+    assert main(["-q", "sample", str(gan), "--expression", str(tmp_path / "expr" / "cohort.h5ad"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    expression = read_cohort(tmp_path / "expr" / "cohort.h5ad")
+    paired = read_cohort(out / "cohort.h5ad")
+    assert list(paired.obs_names) == list(expression.obs_names)
+    np.testing.assert_array_equal(paired.X, expression.X)  # the genes the images were made for
+    assert paired.obs["has_image"].all() and paired.obs["has_expression"].all()
+    assert main(["-q", "cohort", "validate", str(out / "cohort.h5ad")]) == 0

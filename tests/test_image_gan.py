@@ -329,3 +329,28 @@ def test_selection_distance_is_joint_with_the_genes():
     follows = np.c_[feature(), genes]
     ignores = np.c_[rng.permutation(feature()), genes]  # same distribution, wrong patients
     assert frechet_distance(real, follows) < 0.2 < frechet_distance(real, ignores)
+
+
+def test_real_cohorts_select_on_the_general_radiomic_features(trained, phantom_cohort, monkeypatch):
+    from radiogenomics.evaluate import images as image_metrics
+    from radiogenomics.models.image_training import realism_score
+    from radiogenomics.radiomap import features as lesion_metrics
+
+    model = trained[0]
+    assert model.meta["phantom"]  # a phantom: its planted lesion features
+    real = phantom_cohort.copy()
+    del real.uns["rg"]["phantom"]
+    other = ImageGAN(real, tiny_config(phantom_cohort.uns["rg"]["spatial_dims"]))
+    assert not other.meta["phantom"]
+    used = []
+    monkeypatch.setattr(
+        lesion_metrics, "lesion_feature_table", lambda *a, **k: used.append("lesion")
+    )
+    real_table = image_metrics.radiomic_table
+    monkeypatch.setattr(
+        image_metrics,
+        "radiomic_table",
+        lambda *a, **k: used.append("radiomic") or real_table(*a, **k),
+    )
+    score = realism_score(other, other._val_idx)(other.sampler)
+    assert np.isfinite(score) and set(used) == {"radiomic"}

@@ -199,11 +199,12 @@ def test_resume_applies_a_changed_learning_rate(tmp_path, caplog):
     trainer.fit(step, evaluate)
     more, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=10)
     for group in more.optimizers["generator"].param_groups:
-        group["lr"] = 1e-4  # what a changed train.lr gives
+        group["lr"], group["betas"] = 1e-4, (0.0, 0.99)  # a changed train.lr and train.betas
     with caplog.at_level("WARNING"):
         more.fit(step, evaluate)
-    assert all(g["lr"] == 1e-4 for g in more.optimizers["generator"].param_groups)
-    assert "learning rate 0.0005 in the checkpoint, 0.0001 in the config" in caplog.text
+    groups = more.optimizers["generator"].param_groups
+    assert all(g["lr"] == 1e-4 and tuple(g["betas"]) == (0.0, 0.99) for g in groups)
+    assert "generator: lr 0.0005 in the checkpoint, 0.0001 in the config" in caplog.text
 
 
 def test_tensorboard_scalars_survive_a_resume(tmp_path):

@@ -82,6 +82,9 @@ class ImageGAN(CohortModel, kind="image_gan"):
             "spatial_dims": dims,
             "image_size": [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))],
             "channels": int(rg.get(K.CHANNELS, 1)),
+            # a phantom's planted lesion features select its weights; real cohorts' the
+            # general radiomic ones (image_training.realism_score)
+            "phantom": K.PHANTOM in rg,
             "summary": {},
         }
         meta["spacing"] = default_spacing(rg, meta["image_size"])  # for fully synthetic images

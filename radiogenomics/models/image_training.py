@@ -140,12 +140,14 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
 
 
 def realism_score(model, val_idx: np.ndarray):
-    """Held-out score for model selection: minus the Frechet distance between the lesion
-    features (size ... necrosis, radiomap.features) of the held-out patients' real images
-    and images generated from their masks and genes, with fixed noise (unconditional
-    models: minus the whole-patch radiomic FD). With genes, the distance is joint with the
-    genes' principal components (`gene_components`) over the patients with expression."""
-    from radiogenomics.evaluate.images import frechet_distance
+    """Held-out score for model selection: minus the Frechet distance between image features
+    of the held-out patients' real images and of images generated from their masks and genes,
+    with fixed noise. The features: on a phantom cohort its lesion features (size ...
+    necrosis, radiomap.features), on real cohorts the general radiomic features that
+    `evaluate` computes (first-order, shape, GLCM, in the mask), and for unconditional models
+    those of the whole patch. With genes, the distance is joint with the genes' principal
+    components (`gene_components`) over the patients with expression."""
+    from radiogenomics.evaluate.images import frechet_distance, radiomic_table
     from radiogenomics.radiomap.features import lesion_feature_table
 
     idx = torch.as_tensor(val_idx)
@@ -154,14 +156,15 @@ def realism_score(model, val_idx: np.ndarray):
     if not model.config.image.use_mask:
         # nothing puts the lesion of a generated image inside a real mask: compare whole
         # patches by their radiomic features instead
-        from radiogenomics.evaluate.images import radiomic_table
-
-        whole = np.ones_like(m[:, :1].numpy())
-        real = radiomic_table(x[:, :1].numpy(), whole, progress=False).to_numpy()
-        table = lambda v: radiomic_table(v, whole, progress=False).to_numpy()  # noqa: E731
+        region = np.ones_like(m[:, :1].numpy())
+        features = lambda v: radiomic_table(v, region, progress=False).to_numpy()  # noqa: E731
+    elif model.meta.get("phantom"):
+        # the phantom's own phenotypes, which its genes drive
+        features = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
     else:
-        real = lesion_feature_table(x[:, :1].numpy(), m.numpy()).to_numpy()
-        table = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
+        region = m[:, :1].numpy()
+        features = lambda v: radiomic_table(v, region, progress=False).to_numpy()  # noqa: E731
+    real = features(x[:, :1].numpy())
 
     genes = gene_components(z[p].numpy()) if model.genes else None
     if genes is not None and int(p.sum()) < MIN_JOINT:
@@ -181,7 +184,7 @@ def realism_score(model, val_idx: np.ndarray):
 
     def score(sampler) -> float:
         fake = model._generate_with(sampler, m, z, p, x, seed=model.config.seed + 1)
-        feats = table(fake[:, :1].float().cpu().numpy())
+        feats = features(fake[:, :1].float().cpu().numpy())
         a, b = real, feats
         if genes is not None:
             # Frechet joint distance (DeVries et al. 2019): image features beside the

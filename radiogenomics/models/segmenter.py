@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from pathlib import Path
 
 import anndata as ad
@@ -33,6 +32,7 @@ from radiogenomics import _keys as K
 from radiogenomics.config import Config
 from radiogenomics.data.cohort import cohort_root, resolve
 from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.folders import file_stems
 from radiogenomics.data.io import FORMATS, load_image, save_image
 from radiogenomics.models.base import CohortModel
 from radiogenomics.nn.segmentation import SegmentationNet
@@ -388,7 +388,7 @@ class Segmenter(CohortModel, kind="segmentation"):
         progress: bool = True,
     ) -> ad.AnnData:
         """Predict masks for the image patients without one and write them to `out_dir`
-        (`<patient id>.<format>`, atomically, at each image file's own spatial size: the
+        (`<file-safe patient id>.<format>`, atomically, at each image file's own spatial size: the
         probabilities are resized back before thresholding). Returns a copy of `adata` whose
         `obs['mask']` points at them and whose `has_mask` is True for them; the paths are
         relative to the cohort's root (uns['rg']['root'], else the working folder) when
@@ -410,9 +410,7 @@ class Segmenter(CohortModel, kind="segmentation"):
         if not len(rows):
             log.info("every image patient has a mask; nothing to write")
             return out
-        names = [re.sub(r"[^A-Za-z0-9._-]", "_", str(p)) for p in out.obs_names[rows]]
-        if len(set(names)) < len(names):
-            raise ValueError("patient ids collide once made file-safe; rename the patients")
+        names = file_stems(out.obs_names[rows])  # safe and unique, whatever the ids
         out_dir = Path(out_dir)
         root = cohort_root(out).resolve()
         inside = out_dir.resolve().is_relative_to(root)

@@ -226,7 +226,14 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
             return None
-        return SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=self.step + 1)
+        folder = self.run_dir / "tensorboard"
+        # TensorBoard reads a folder's event files in name order, and a name starts with the
+        # second its writer opened: a resumed writer must not share its predecessor's second,
+        # or its file may be read first and the purge of the replayed steps undone
+        stamps = [int(f.name.split(".")[3]) for f in folder.glob("events.out.tfevents.*")]
+        while stamps and int(time.time()) <= max(stamps):
+            time.sleep(0.05)
+        return SummaryWriter(str(folder), purge_step=self.step + 1)
 
     def _evaluate(self, evaluate) -> float:
         score = None
@@ -339,20 +346,21 @@ class Trainer:
             module.load_state_dict(modules[name])
         self.best_state = modules.get("best")
         for name, opt in self.optimizers.items():
-            wanted = [group["lr"] for group in opt.param_groups]
+            wanted = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
             opt.load_state_dict(state["optimizers"][name])
-            for group, lr in zip(opt.param_groups, wanted, strict=True):
-                if group["lr"] != lr:
-                    # the config is what config.yaml records: the resumed run follows it
-                    log.warning(
-                        "%s: learning rate %g in the checkpoint, %g in the config: resuming "
-                        "with %g",
-                        name,
-                        group["lr"],
-                        lr,
-                        lr,
-                    )
-                    group["lr"] = lr
+            for group, settings in zip(opt.param_groups, wanted, strict=True):
+                for key, value in settings.items():
+                    if group.get(key) != value:
+                        # the config is what config.yaml records: the resumed run follows it
+                        log.warning(
+                            "%s: %s %s in the checkpoint, %s in the config: resuming with %s",
+                            name,
+                            key,
+                            group.get(key),
+                            value,
+                            value,
+                        )
+                        group[key] = value
         mine = state["rngs"][D.rank()]
         self.rng.set_state(mine["rng"])
         torch.set_rng_state(mine["global_rng"])
