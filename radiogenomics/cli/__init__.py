@@ -247,7 +247,7 @@ def cmd_train(args) -> int:
 
     distributed.init_from_env()  # under torchrun: one process per rank
     adata = read_valid_cohort(args.data, progress=not args.quiet and distributed.is_main())
-    model = MODELS[cfg.model](adata, cfg)
+    model = MODELS[cfg.model](adata, cfg, progress=not args.quiet and distributed.is_main())
     summary = model.train(run_dir=args.out, progress=not args.quiet)
     if not distributed.is_main():
         return 0  # rank 0 writes and reports

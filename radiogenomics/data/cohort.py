@@ -460,13 +460,18 @@ def split_cohort(
 ) -> tuple[ad.AnnData, ad.AnnData]:
     """Patient-level (train, test) split by `radiogenomics.data.split.held_out` (the split the
     models use too): `stratify` names a categorical obs column, `group` one whose rows stay on
-    one side. Both halves keep the cohort's setup (vocabularies, statistics), so a model
-    trained on one accepts the other.
+    one side. Both halves keep the cohort's setup (covariate vocabularies and statistics), so
+    a model trained on one accepts the other; gene statistics (`pp.standardize`) are dropped.
     """
     from radiogenomics.data.split import held_out
 
     test = held_out(adata.obs, test_fraction, seed, stratify=stratify, group=group)
-    return adata[~test].copy(), adata[test].copy()
+    train, test = adata[~test].copy(), adata[test].copy()
+    for half in (train, test):
+        # gene statistics of the whole cohort would carry the test patients into the
+        # training scale: each half fits its own when a model needs it
+        half.uns.get(K.UNS, {}).pop(K.GENE_STATS, None)
+    return train, test
 
 
 # --------------------------------------------------------------------------------------------

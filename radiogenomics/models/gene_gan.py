@@ -39,7 +39,8 @@ COVARIATE_TABLE = "covariates.json"
 class GeneGAN(CohortModel, kind="gene_gan"):
     """Covariate-conditioned WGAN-GP over a cohort's expression (see the module docstring)."""
 
-    def __init__(self, adata: ad.AnnData, config: Config | None = None):
+    def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
+        """`progress` is there for the models' common signature: a GeneGAN loads no images."""
         cfg = self._config(config)
         if adata.n_vars == 0:
             raise ValueError(

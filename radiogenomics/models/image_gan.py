@@ -52,7 +52,8 @@ class ImageGAN(CohortModel, kind="image_gan"):
 
     FORMAT = 4  # 4: one model core (model.json); 3: linear upsampling; older cannot be read
 
-    def __init__(self, adata: ad.AnnData, config: Config | None = None):
+    def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
+        """`progress`: a bar while the cohort's images load."""
         cfg = self._config(config)
         rg = adata.uns.get(K.UNS, {})
         dims = int(rg.get(K.SPATIAL_DIMS, 2))
@@ -89,19 +90,19 @@ class ImageGAN(CohortModel, kind="image_gan"):
         }
         meta["spacing"] = default_spacing(rg, meta["image_size"])  # for fully synthetic images
         self._setup(cfg, meta)
-        self._set_data(adata)
+        self._set_data(adata, progress=progress)
         if self.genes and not self._present.any():
             raise ValueError("no image patient has expression; set image.use_genes=false")
 
     # ---------------------------------------------------------------------------------------
-    def _set_data(self, adata: ad.AnnData) -> None:
+    def _set_data(self, adata: ad.AnnData, *, progress: bool = False) -> None:
         """In-memory training tensors of the cohort's image patients, the held-out split (the
         cohort's one), and the fingerprint a resumed run must match."""
         img = self.config.image
         view = self._view(adata)
         rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
         self.patients = [str(p) for p in view.ids[rows]]
-        images, masks = load_images(adata, self.config.data, rows)
+        images, masks = load_images(adata, self.config.data, rows, progress=progress)
         if (
             list(images.shape[2:]) != self.meta["image_size"]
             or images.shape[1] != self.meta["channels"]

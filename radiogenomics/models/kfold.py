@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata as ad
 import pandas as pd
 
+from radiogenomics import _keys as K
 from radiogenomics._atomic import atomic_write
 from radiogenomics.evaluate.genes import kfold_scores, summarise
 from radiogenomics.evaluate.report import kfold_report, with_baselines
@@ -36,9 +37,13 @@ def gene_kfold(
 
     def fit_sample(train: ad.AnnData) -> dict:
         i = next(fold)
+        # the fold's own scaler: statistics of the whole cohort would carry the fold's test
+        # patients into the training scale
+        train.uns.get(K.UNS, {}).pop(K.GENE_STATS, None)
         model = GeneGAN(train, config)
         model.train(run_dir=out / f"fold{i}", progress=progress)
-        synth = model.sample(model.meta["n_train"], seed=config.seed)
+        # as many as the fold's patients with expression (the model's held-out ones included)
+        synth = model.sample(len(model._rows), seed=config.seed)
         return with_baselines(train, synth, "GeneGAN", seed=config.seed)
 
     scores = kfold_scores(
