@@ -193,3 +193,30 @@ def test_trains_and_samples_on_cuda():
     model.train(progress=False)
     synth = model.sample(100, {"group": "A"}, seed=0)
     assert np.isfinite(synth.X).all() and synth.shape == (100, 12)
+
+
+def test_log1p_counts_build_train_and_come_back_on_their_scale():
+    adata = _toy_cohort(n=40)
+    adata.X = np.round(np.exp(adata.X / 20)).astype(np.float32)  # count-like, positive
+    cfg = _config(steps=2, val_fraction=0.0)
+    cfg.gene.log1p = True
+    model = GeneGAN(adata, cfg)  # fits the cohort's scaler on log1p counts
+    assert adata.uns["rg"]["gene_stats"]["log1p"] is True and model.scaler.log1p
+    model.train(progress=False)
+    assert (model.sample(20).X >= 0).all()
+
+
+def test_resume_takes_a_new_gene_learning_rate_but_refuses_other_networks(tmp_path):
+    adata = _toy_cohort(n=40)
+    GeneGAN(adata, _config(steps=100)).train(run_dir=tmp_path, progress=False)
+    faster = _config(steps=110)
+    faster.gene.lr = 2e-3
+    summary = GeneGAN(adata, faster).train(run_dir=tmp_path, progress=False)
+    assert summary["resumed_from"] == 100 and summary["steps"] == 110
+    no_ema = _config(steps=120, ema_decay=0.0)
+    with pytest.raises(ValueError, match=r"train\.ema_decay switched on or off"):
+        GeneGAN(adata, no_ema).train(run_dir=tmp_path, progress=False)
+    wider = _config(steps=120)
+    wider.gene.n_hidden = 32
+    with pytest.raises(ValueError, match=r"its 'gene\.n_hidden' differs \(64 there, 32 here\)"):
+        GeneGAN(adata, wider).train(run_dir=tmp_path, progress=False)

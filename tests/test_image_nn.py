@@ -328,3 +328,22 @@ def test_matching_loss_is_a_bounded_margin():
     assert matching_loss(right, torch.full((4,), -3.0)).item() == 0.0  # past the margin
     assert matching_loss(right, torch.zeros(4)).item() == pytest.approx(1.0)
     assert matching_loss(right, torch.full((4,), 2.0)).item() == pytest.approx(3.0)
+
+
+def test_gene_encoder_takes_the_gene_latent():
+    from radiogenomics.nn.image import GeneEncoder
+
+    torch.manual_seed(0)
+    enc = GeneEncoder(6, 4, n_hidden=8, n_layers=1, n_latent=5)
+    z, latent = torch.randn(3, 6), torch.randn(3, 5, requires_grad=True)
+    code = enc(z, torch.tensor([True, True, False]), latent)
+    assert code.shape == (3, 4)
+    assert torch.equal(code[2], enc.missing.detach())  # no expression: the learned code
+    code[:2].sum().backward()
+    assert latent.grad is not None and latent.grad[:2].abs().sum() > 0  # the latent is used
+    # real patients have no latent: the learned no_latent vector stands in
+    assert torch.allclose(enc(z), enc(z, latent=enc.no_latent.detach().expand(3, -1)))
+    with pytest.raises(ValueError, match=r"gene latent has shape \(3, 2\); expected \(3, 5\)"):
+        enc(z, latent=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="takes no gene latent"):
+        GeneEncoder(6, 4)(z, latent=latent)

@@ -16,18 +16,22 @@ import torch
 from safetensors.torch import load_file
 
 from radiogenomics.data.phantom import make_phantom, write_phantom
+from radiogenomics.train.checkpoint import load_checkpoint
 
 GENE = ["model=gene_gan", "gene.n_hidden=16", "gene.n_noise=4", "train.steps=400",
-        "train.batch_size=8", "train.n_critic=2", "train.eval_every=50", "train.select_after=0",
+        "train.batch_size=8", "train.n_critic=2", "train.eval_every=20", "train.select_after=0",
         "train.checkpoint_every=10"]  # fmt: skip
 IMAGE = ["model=image_gan", "image.channels=[8,4]", "image.critic_channels=[4,8]",
          "image.n_noise=4", "image.n_code=4", "image.n_hidden=8", "image.gene_aux_components=4",
-         "train.steps=60", "train.batch_size=4", "train.n_critic=1", "train.eval_every=20",
+         "train.steps=60", "train.batch_size=4", "train.n_critic=1", "train.eval_every=4",
          "train.select_after=0", "train.checkpoint_every=4", "train.val_fraction=0.3"]  # fmt: skip
 SEGMENT = ["model=segmentation", "segment.channels=[4,8]", "segment.strides=[2]",
            "segment.num_res_units=1", "segment.steps=80", "segment.batch_size=4",
            "segment.eval_every=5"]  # fmt: skip
 MODELS = {"gene_gan": GENE, "image_gan": IMAGE, "segmentation": SEGMENT}
+# kill after this checkpoint step: past the second held-out evaluation, so the resumed run must
+# also restore the best weights so far and the count of evaluations without improvement
+KILL_AFTER = {"gene_gan": 40, "image_gan": 8, "segmentation": 10}
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +51,13 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _checkpoint_step(run: Path) -> int | None:
-    state = run / "checkpoint" / "state.pt"
+def _checkpoint_step(run: Path) -> int:
+    """The step of the run's newest complete checkpoint (0 while there is none)."""
     try:
-        return int(torch.load(state, weights_only=True)["step"])
-    except Exception:  # not there yet, or being swapped in
-        return None
+        found = load_checkpoint(run / "checkpoint")
+    except (ValueError, OSError):  # caught between the writer's renames: look again
+        return 0
+    return 0 if found is None else int(found[1]["step"])
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -71,13 +76,14 @@ def test_sigkill_and_resume_give_bit_identical_weights(cohort, tmp_path, kind):
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        while _checkpoint_step(killed) is None and proc.poll() is None:
+        while _checkpoint_step(killed) < KILL_AFTER[kind] and proc.poll() is None:
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)  # mid-run: no handler, no cleanup
     finally:
         proc.wait(timeout=60)
     at = _checkpoint_step(killed)
-    assert proc.returncode == -signal.SIGKILL and at is not None, "the run ended before a kill"
+    assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert at >= KILL_AFTER[kind]
     assert not (killed / "model.json").exists()  # it never finished
 
     again = subprocess.run(

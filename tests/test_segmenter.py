@@ -266,9 +266,12 @@ def test_checkpoint_of_another_run_is_refused(phantom_cohort, tmp_path):
     Segmenter(phantom_cohort, _config(dims, 5, eval_every=5), progress=False).train(
         run, progress=False
     )
-    other_lr = Segmenter(phantom_cohort, _config(dims, 10, eval_every=5, lr=1e-2), progress=False)
-    with pytest.raises(ValueError, match="another run: its 'segment' differs"):
-        other_lr.train(run, progress=False)
+    wider = Segmenter(phantom_cohort, _config(dims, 10, eval_every=5, channels=[8, 16, 32]))
+    with pytest.raises(ValueError, match=r"another run: its 'segment\.channels\[?.*differs"):
+        wider.train(run, progress=False)
+    # a learning rate is no other run: the resumed optimiser takes the new one
+    faster = Segmenter(phantom_cohort, _config(dims, 10, eval_every=5, lr=1e-2), progress=False)
+    assert faster.train(run, progress=False)["resumed_from"] == 5
     fewer = phantom_cohort[phantom_cohort.obs_names[1:]].copy()
     other_patients = Segmenter(fewer, _config(dims, 10, eval_every=5), progress=False)
     with pytest.raises(ValueError, match="another run: its '(train_patients|held_out)' differs"):

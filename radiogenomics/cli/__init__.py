@@ -388,9 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     }.get(args.verb, cmd_pending)
     out = getattr(args, "out", None)
     fresh = isinstance(out, Path) and not out.exists()
+    ok = False
     try:
         check_out(args)
-        return handler(args)
+        status = handler(args)
+        ok = status == 0
+        return status
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
         # User mistakes: one clear message, no traceback (use -v for one).
         if args.verbose:
@@ -398,8 +401,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"radiogenomics {args.verb}: error: {err}", file=sys.stderr)
         return 2
     finally:
-        if fresh:
+        from radiogenomics.train import distributed
+
+        if fresh and distributed.is_main():  # rank 0 writes, so only it may tidy up
             _remove_if_empty(out)
+        distributed.shutdown(wait=ok)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,9 @@ def model_split(
     """(train rows, held-out rows) of a model that trains on cohort rows `rows`.
 
     The cohort-wide split (`held_out` with `train.val_fraction`, `train.stratify`,
-    `train.group`) is restricted to `rows`; with fewer than 2 held-out or 2 training patients
-    there, nothing is held out (and the model keeps its last weights).
+    `train.group`) is restricted to `rows`. The held-out patients stay out of training even
+    where fewer than 2 of them have this model's modality (too few to select weights on: the
+    model then keeps its last ones).
     """
     rows = np.asarray(rows)
     if train_cfg.val_fraction == 0 or len(obs) < 4:
@@ -93,15 +94,19 @@ def model_split(
         group=train_cfg.group,
     )
     val, train = rows[mask[rows]], rows[~mask[rows]]
-    if len(val) < 2 or len(train) < 2:
+    if len(train) < 2:
+        raise ValueError(
+            f"only {len(train)} of the model's {len(rows)} patients are left to train on once "
+            f"train.val_fraction={train_cfg.val_fraction} of the cohort is held out"
+        )
+    if len(val) < 2:
         log.warning(
-            "%d of the model's %d patients fall in the held-out split: too few to hold out "
+            "%d of the model's %d patients fall in the held-out split: too few to score "
             "(train.val_fraction=%s); keeping the last weights",
             len(val),
             len(rows),
             train_cfg.val_fraction,
         )
-        return rows, rows[:0]
     return train, val
 
 

@@ -3,7 +3,7 @@
     view = CohortView(adata, genes=None, covariates=None, log1p=False)
     view.expression      # (n, n_genes) float32, standardised with the cohort's one scaler
     view.has_expression  # (n,) bool, and has_image, has_mask
-    view.codes, view.numeric = view.covariates(rows)   # embedded and standardised covariates
+    codes, numeric = view.covariates(rows)             # embedded and standardised covariates
     images, masks = view.images(rows, data_cfg)        # MONAI-loaded, in memory
 
 The scaler is the cohort's `uns["rg"]["gene_stats"]` (`pp.standardize`); a cohort without one

@@ -33,6 +33,11 @@ from radiogenomics.train.loop import pick_device
 
 log = logging.getLogger(__name__)
 
+# config keys that may change between a run and its resume: learning rates are applied to the
+# resumed optimisers; the steps are how a finished run is extended; the CohortDataset settings
+# (augment, cache_rate) do not reach the models
+IGNORED = {"lr", "steps", "augment", "cache_rate"}
+
 META = "model.json"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.yaml"
@@ -107,19 +112,21 @@ class CohortModel:
         return train, val
 
     def _fingerprint_of(self, view: CohortView, train_rows, val_rows, **sections) -> dict:
-        """What a resumed run must match: the patients on each side, the genes, the seed and
-        the config sections that shape the networks."""
+        """What a resumed run must match: the patients on each side, the genes and their
+        scaler, the seed and the config sections that shape the networks (less their
+        learning rates, which a resumed run may change, and what `IGNORED` lists)."""
         out = {
             "model": self.kind,
             "train_patients": view.digest(train_rows),
             "held_out": view.digest(val_rows),
             "genes": self.genes,
+            "scaler": None if self.scaler is None else _digest(self.scaler.to_dict()),
             "seed": self.config.seed,
         }
         for name, section in sections.items():
-            out[name] = (
-                dataclasses.asdict(section) if dataclasses.is_dataclass(section) else section
-            )
+            if dataclasses.is_dataclass(section):
+                section = {k: v for k, v in dataclasses.asdict(section).items() if k not in IGNORED}
+            out[name] = section
         return out
 
     # ---------------------------------------------------------------------------------------
@@ -224,6 +231,12 @@ class CohortModel:
 
     def describe(self) -> str:
         return dump_config(self.config)
+
+
+def _digest(value) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def read_meta(run_dir: Path) -> dict:

@@ -23,12 +23,13 @@ import torch
 
 from radiogenomics import _keys as K
 from radiogenomics._atomic import atomic_write_text
+from radiogenomics._device import to_device
 from radiogenomics.config import Config
 from radiogenomics.data.view import CohortView, encode_covariates
 from radiogenomics.models.base import CohortModel
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator
 from radiogenomics.train import distributed as D
-from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
+from radiogenomics.train.loop import train_gan
 from radiogenomics.train.objectives import GeneBatch, gene_critic_loss, gene_generator_loss
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,9 @@ class GeneGAN(CohortModel, kind="gene_gan"):
             raise ValueError(
                 "the cohort has no genes (an image-only cohort cannot train a GeneGAN)"
             )
-        view = CohortView(adata, genes=cfg.gene.genes, covariates=cfg.gene.covariates)
+        view = CohortView(
+            adata, genes=cfg.gene.genes, covariates=cfg.gene.covariates, log1p=cfg.gene.log1p
+        )
         if not view.has_expression.any():
             raise ValueError(
                 "no patient of the cohort has expression (has_expression is all False)"
@@ -136,8 +139,8 @@ class GeneGAN(CohortModel, kind="gene_gan"):
         B, n_train = cfg.train.batch_size, len(Z)
 
         def batch(rng) -> GeneBatch:
-            idx = torch.randint(n_train, (B,), generator=rng).to(device)
-            noise = torch.randn(B, cfg.gene.n_noise, generator=rng).to(device)
+            idx = to_device(torch.randint(n_train, (B,), generator=rng), device)
+            noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
             return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
 
         def critic_step(rng):
@@ -147,30 +150,15 @@ class GeneGAN(CohortModel, kind="gene_gan"):
             loss, logs, _ = gene_generator_loss(G, C, batch(rng))
             return loss, logs
 
-        t, lr = cfg.train, cfg.gene.lr
-        opt_g = adam([(G, lr or t.lr)], t.betas)
-        opt_c = adam([(C, lr or t.lr_critic or t.lr)], t.betas)
-        ema = ema_of(G, t.ema_decay)
-        selected = G if ema is None else ema.module
-        modules = {"generator": G, "critic": C} | ({"ema": ema} if ema is not None else {})
-        trainer = Trainer(
-            modules,
-            {"generator": opt_g, "critic": opt_c},
-            LoopSettings.of(t),
-            device=device,
-            seed=cfg.seed,
-            run_dir=run_dir,
-            progress=progress,
+        scored = len(self._val_rows) >= 2  # gene-gene correlations need two patients
+        summary, weights = train_gan(
+            G, C, critic_step, generator_step, cfg.train,
+            lr=cfg.gene.lr,
+            score=self._realism_score(self._val_rows) if scored else None,
+            device=device, seed=cfg.seed, run_dir=run_dir, progress=progress,
             fingerprint=self._fingerprint,
-            selected=selected,
-        )
-        step = adversarial_step(
-            trainer, critic_step, generator_step, generator=G, critic=C,
-            opt_g=opt_g, opt_c=opt_c, n_critic=t.n_critic, ema=ema,
         )  # fmt: skip
-        evaluate = self._realism_score(self._val_rows, selected) if len(self._val_rows) else None
-        summary = trainer.fit(step, evaluate)
-        self.sampler.load_state_dict(trainer.selected_state())
+        self.sampler.load_state_dict(weights)
         self.sampler.to(device).eval()
         self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(self._val_rows)}
@@ -178,9 +166,9 @@ class GeneGAN(CohortModel, kind="gene_gan"):
             self.save(run_dir)
         return summary
 
-    def _realism_score(self, val_rows: np.ndarray, sampler: torch.nn.Module):
-        """Held-out score for model selection: mean of the gGAN distance and dendrogram
-        correlations between the validation patients and as many synthetic ones."""
+    def _realism_score(self, val_rows: np.ndarray):
+        """Held-out score for model selection, `score(sampler)`: mean of the gGAN distance and
+        dendrogram correlations between the validation patients and as many synthetic ones."""
         from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
 
         real = self._Z[val_rows]
@@ -188,7 +176,7 @@ class GeneGAN(CohortModel, kind="gene_gan"):
         numeric = torch.as_tensor(self._numeric[val_rows]).to(self.device)
         n_noise, seed = self.config.gene.n_noise, self.config.seed + 1
 
-        def score() -> float:
+        def score(sampler) -> float:
             # the same noise at every evaluation, so scores differ by the weights alone
             noise = torch.randn(
                 len(val_rows), n_noise, generator=torch.Generator().manual_seed(seed)
@@ -297,7 +285,8 @@ class GeneGAN(CohortModel, kind="gene_gan"):
 
     # ---------------------------------------------------------------------------------------
     def _save_extra(self, run_dir: Path) -> None:
-        # the training patients' covariate rows (no ids) for sampling; JSON keeps categories
+        # the covariate rows (no ids) of the patients with expression, held-out ones too, that
+        # sampling draws from; JSON keeps categories
         # such as "NA" as text and floats exact, which a CSV round trip does not
         table = {k: [str(v) for v in self._covariate_table[k]] for k in self.categorical} | {
             k: [float(v) for v in self._covariate_table[k]] for k in self.numeric

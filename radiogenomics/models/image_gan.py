@@ -65,14 +65,8 @@ class ImageGAN(CohortModel, kind="image_gan"):
         img = cfg.image
         image_rows(adata, need_mask=img.use_mask or img.train_masks)  # fails early, clearly
         genes: list[str] = []
-        if img.use_genes:
+        if img.use_genes:  # genes missing from the cohort: the cohort view names them
             genes = list(cfg.gene.genes) if cfg.gene.genes is not None else list(adata.var_names)
-            missing = [g for g in genes if g not in adata.var_names]
-            if missing:
-                raise ValueError(
-                    f"key 'gene.genes': {len(missing)} gene(s) not in the cohort: "
-                    f"{missing[:_MAX_LISTED]}"
-                )
             if not genes:
                 raise ValueError(
                     "image.use_genes is true but the cohort has no genes; set image.use_genes=false"
@@ -102,7 +96,7 @@ class ImageGAN(CohortModel, kind="image_gan"):
         view = self._view(adata)
         rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
         self.patients = [str(p) for p in view.ids[rows]]
-        images, masks = load_images(adata, self.config.data, rows, progress=progress)
+        images, masks = view.images(rows, self.config.data, progress=progress)
         if (
             list(images.shape[2:]) != self.meta["image_size"]
             or images.shape[1] != self.meta["channels"]

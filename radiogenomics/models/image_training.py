@@ -10,9 +10,10 @@ import logging
 import numpy as np
 import torch
 
+from radiogenomics._device import to_device
 from radiogenomics.nn.image import mask_features
 from radiogenomics.train import distributed as D
-from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
+from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
 from radiogenomics.train.objectives import ImageBatch, image_critic_loss, image_generator_loss
 
@@ -52,19 +53,19 @@ def batch_sampler(model, train_idx: np.ndarray):
 
     def draw(rng) -> ImageBatch:
         idx = torch.randint(n_train, (B,), generator=rng)
-        x, m = images[idx.to(device)], masks[idx.to(device)]
+        i = to_device(idx, device)
+        x, m = images[i], masks[i]
         flip = torch.rand(B, generator=rng) < 0.5  # the same left-right flip of image and mask
         if flip.any():
-            f = flip.to(device).view(B, *[1] * (x.ndim - 1))
+            f = to_device(flip, device).view(B, *[1] * (x.ndim - 1))
             x = torch.where(f, x.flip(-1), x)
             m = torch.where(f, m.flip(-1), m)
-        noise = torch.randn(B, img.n_noise, generator=rng).to(device)
+        noise = to_device(torch.randn(B, img.n_noise, generator=rng), device)
         maps = G.image.noise_maps(B, generator=rng, device=device)
         mask_maps = None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
         perm = partners(idx, m[:, 0], img.negatives)
         # drawn with replacement: a partner may be the same patient, which is no negative
         distinct = idx != idx[perm]
-        i = idx.to(device)
         return ImageBatch(
             images=x,
             masks=m,
@@ -73,12 +74,10 @@ def batch_sampler(model, train_idx: np.ndarray):
             noise=noise,
             noise_maps=maps,
             mask_noise_maps=mask_maps,
-            perm=perm.to(device),
-            distinct=distinct.to(device),
             targets=targets[i],
             present_cpu=present_cpu[idx],
-            perm_cpu=perm,
-            distinct_cpu=distinct,
+            perm=perm,
+            distinct=distinct,
         )
 
     return draw
@@ -102,35 +101,17 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     def generator_step(rng):
         return image_generator_loss(G, C, draw(rng), img)
 
-    lr = img.lr
-    opt_g = adam([(G, lr or t.lr)], t.betas)
-    opt_c = adam([(C, lr or t.lr_critic or t.lr)], t.betas)
-    ema = ema_of(G, t.ema_decay)
-    selected = G if ema is None else ema.module
-    modules = {"generator": G, "critic": C} | ({"ema": ema} if ema is not None else {})
-    trainer = Trainer(
-        modules,
-        {"generator": opt_g, "critic": opt_c},
-        LoopSettings.of(t),
-        device=device,
-        seed=cfg.seed,
-        run_dir=run_dir,
-        progress=progress,
-        fingerprint=model._fingerprint,
-        selected=selected,
-    )
-    step = adversarial_step(
-        trainer, critic_step, generator_step, generator=G, critic=C,
-        opt_g=opt_g, opt_c=opt_c, n_critic=t.n_critic, ema=ema,
-    )  # fmt: skip
-    evaluate = None
+    score = None
     if len(val_idx) >= 4:
         score = realism_score(model, val_idx)
-        evaluate = lambda: score(selected)  # noqa: E731
     else:
         log.warning("fewer than 4 held-out patients: keeping the last weights")
-    summary = trainer.fit(step, evaluate)
-    model.sampler.load_state_dict(trainer.selected_state())
+    summary, weights = train_gan(
+        G, C, critic_step, generator_step, t,
+        lr=img.lr, score=score, device=device, seed=cfg.seed, run_dir=run_dir,
+        progress=progress, fingerprint=model._fingerprint,
+    )  # fmt: skip
+    model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True
     model.meta["summary"] = {**summary, "n_train": len(train_idx), "n_val": len(val_idx)}

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
+from radiogenomics._device import to_device
 from radiogenomics.config import Config
 from radiogenomics.data.cohort import cohort_root, resolve
 from radiogenomics.data.dataset import image_rows, load_images
@@ -37,7 +38,7 @@ from radiogenomics.data.io import FORMATS, load_image, save_image
 from radiogenomics.models.base import CohortModel
 from radiogenomics.nn.segmentation import SegmentationNet
 from radiogenomics.train import distributed as D
-from radiogenomics.train.loop import LoopSettings, Trainer, supervised_step
+from radiogenomics.train.loop import LoopSettings, Trainer, autocast, supervised_step
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +140,14 @@ class Segmenter(CohortModel, kind="segmentation"):
         self._ids = view.ids[rows]
         self._train = np.searchsorted(rows, train_rows)
         self._val = np.searchsorted(rows, val_rows)
-        self._images, self._masks = load_images(adata, self.config.data, rows, progress=progress)
+        self._images, self._masks = view.images(rows, self.config.data, progress=progress)
         self.meta.update(n_train=len(self._train))
         d, s = self.config.data, self.config.segment
         self._fingerprint = self._fingerprint_of(
             view,
             train_rows,
             val_rows,
-            # raising the steps is how a finished run is extended
-            segment={k: v for k, v in vars(s).items() if k != "steps"},
+            segment=s,
             image=[self.channels, *self.image_size],
             intensity=[d.intensity, list(d.percentiles), d.a_min, d.a_max],
         )
@@ -166,8 +166,7 @@ class Segmenter(CohortModel, kind="segmentation"):
         return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
 
     def _autocast(self):
-        on = self._cuda and self.config.train.amp
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+        return autocast(self.device, self.config.train.amp)
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -253,11 +252,11 @@ class Segmenter(CohortModel, kind="segmentation"):
         (CPU) and applied on the device: (B, C, *spatial), (B, 1, *spatial)."""
         s, dims = self.config.segment, self.spatial_dims
         idx = train_pos[
-            torch.randint(len(train_pos), (s.batch_size,), generator=rng).to(self.device)
+            to_device(torch.randint(len(train_pos), (s.batch_size,), generator=rng), self.device)
         ]
         x, y = images[idx], masks[idx]
         B = x.shape[0]
-        flips = torch.rand(dims, B, generator=rng).to(self.device) < 0.5
+        flips = to_device(torch.rand(dims, B, generator=rng), self.device) < 0.5
         per_sample = (B,) + (1,) * (dims + 1)  # broadcast over (C, *spatial)
         for axis in range(dims):
             flip = flips[axis].view(per_sample)
@@ -265,7 +264,8 @@ class Segmenter(CohortModel, kind="segmentation"):
             y = torch.where(flip, y.flip(2 + axis), y)
         scale = 1 + 0.1 * (2 * torch.rand(B, generator=rng) - 1)
         shift = 0.1 * (2 * torch.rand(B, generator=rng) - 1)
-        x = x * scale.to(self.device).view(per_sample) + shift.to(self.device).view(per_sample)
+        scale, shift = (to_device(t, self.device).view(per_sample) for t in (scale, shift))
+        x = x * scale + shift
         return self._to_device(x), y
 
     # ---------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ from monai.networks.layers.factories import Norm
 from monai.networks.nets import Regressor
 from torch import nn
 
+from radiogenomics._device import to_device
+
 
 def check_image(x: torch.Tensor, spatial_dims: int, channels: int, what: str, size=None) -> None:
     """ValueError naming the tensor when its shape is not `(B, channels, *size)`."""
@@ -313,7 +315,7 @@ class ImageGenerator(nn.Module):
         """Per-pixel noise, one map `(B, 1, *size)` per scale; drawn with `generator` so that a
         seeded caller samples reproducibly."""
         return [
-            torch.randn((batch, 1, *size), generator=generator).to(device)
+            to_device(torch.randn((batch, 1, *size), generator=generator), device)
             for size in self.scale_sizes()
         ]
 

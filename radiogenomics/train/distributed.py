@@ -19,6 +19,8 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
+from radiogenomics._device import to_device
+
 log = logging.getLogger(__name__)
 
 
@@ -53,27 +55,47 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def local_device(device: torch.device) -> torch.device:
-    """On CUDA under torchrun, this rank's GPU."""
-    if active() and device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
 def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
-    """Average `.grad` over the ranks in place (a no-op in one process)."""
+    """Average `.grad` over the ranks in place (a no-op in one process).
+
+    One flat all-reduce of every trainable parameter, whether this rank's step reached it or
+    not (a batch without expression leaves the gene read-back head without a gradient): the
+    ranks must reduce buffers of one size. A flag per parameter says which ranks had a
+    gradient; a parameter none had keeps `grad=None`, as in one process (Adam skips it).
+    """
     if not active():
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
+    params = [p for p in parameters if p.requires_grad]
+    if not params:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flags = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype)
+    flags = to_device(flags, grads[0].device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [flags])
     dist.all_reduce(flat)
     flat /= dist.get_world_size()
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+    # a gradient here means one somewhere: the flags are read off the device (a sync) only
+    # when this rank lacks one
+    had = [True] * len(params)
+    if not all(p.grad is not None for p in params):
+        had = (flat[-len(params) :].cpu() > 0).tolist()
+    for p, g, any_rank in zip(params, grads, had, strict=True):
+        chunk = flat[offset : offset + g.numel()].view_as(g)
         offset += g.numel()
+        if any_rank:
+            p.grad = chunk.clone() if p.grad is None else p.grad.copy_(chunk)
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is True on any (one process: `flag`)."""
+    if not active():
+        return flag
+    t = torch.tensor([float(flag)])
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return bool(t.item() > 0)
 
 
 def broadcast_modules(modules: Iterable[torch.nn.Module]) -> None:
@@ -103,6 +125,11 @@ def gather_objects(value) -> list:
     return out
 
 
-def barrier() -> None:
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group (after `train` under torchrun). With `wait` every rank waits for
+    the others first, so none exits while rank 0 still writes the run; after a failure no rank
+    waits (torchrun stops the others)."""
     if active():
-        dist.barrier()
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()

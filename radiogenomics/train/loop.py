@@ -51,6 +51,12 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
+def autocast(device: torch.device, amp: bool = True):
+    """bf16 autocast on CUDA when `amp` (train.amp); a no-op context elsewhere."""
+    on = device.type == "cuda" and amp
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=on)
+
+
 @dataclass
 class LoopSettings:
     """How long to train and when to score, record and checkpoint."""
@@ -134,8 +140,7 @@ class Trainer:
         self.stopped = False
 
     def autocast(self):
-        on = self.device.type == "cuda" and self.settings.amp
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=on)
+        return autocast(self.device, self.settings.amp)
 
     def _cuda_devices(self) -> list[int]:
         if self.device.type != "cuda":
@@ -209,7 +214,8 @@ class Trainer:
         """The step's losses as floats (this reads them off the device); a non-finite one is a
         divergence."""
         row = {"step": float(self.step), **{k: float(v) for k, v in logs.items()}}
-        if not all(math.isfinite(v) for v in row.values()):
+        # every rank stops together (one that raised alone would leave the others waiting)
+        if D.any_rank(not all(math.isfinite(v) for v in row.values())):
             raise FloatingPointError(
                 f"training diverged at step {self.step}: {row}; lower the learning rate "
                 "(train.lr) or raise train.gp_weight"
@@ -330,13 +336,19 @@ class Trainer:
                 "train from the start"
             )
         theirs = json.loads(state.get("fingerprint", "{}"))
-        for key in sorted(set(theirs) | set(self.fingerprint)):
-            if theirs.get(key) != self.fingerprint.get(key):
-                raise ValueError(
-                    f"{self.run_dir} holds a checkpoint of another run: its '{key}' differs "
-                    f"({_short(theirs.get(key))} there, {_short(self.fingerprint.get(key))} "
-                    "here); use a new --out folder or delete that one"
-                )
+        ours = json.loads(json.dumps(self.fingerprint))  # as the checkpoint stores it
+        for key, there, here in _differences(theirs, ours):
+            raise ValueError(
+                f"{self.run_dir} holds a checkpoint of another run: its '{key}' differs "
+                f"({_short(there)} there, {_short(here)} here); use a new --out folder or "
+                "delete that one"
+            )
+        if set(modules) - {"best"} != set(self.modules):
+            raise ValueError(
+                f"{folder} holds the networks {sorted(set(modules) - {'best'})}, this run has "
+                f"{sorted(self.modules)} (train.ema_decay switched on or off?); use a new "
+                "--out folder or delete that one"
+            )
         if len(state["rngs"]) != D.world_size():
             raise ValueError(
                 f"{folder} was written by {len(state['rngs'])} process(es); resume it with as "
@@ -373,6 +385,17 @@ class Trainer:
         self.bad_evals = int(state["bad_evals"])
         self.stopped = bool(state["stopped"])
         log.warning("resuming %s at step %d", self.run_dir, self.step)
+
+
+def _differences(theirs, ours, prefix: str = ""):
+    """(dotted key, theirs, ours) of every leaf where two JSON-like values differ."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for key in sorted(set(theirs) | set(ours)):
+            yield from _differences(
+                theirs.get(key), ours.get(key), f"{prefix}.{key}" if prefix else str(key)
+            )
+    elif theirs != ours:
+        yield prefix, theirs, ours
 
 
 def _short(value) -> str:
@@ -454,3 +477,48 @@ def adam(groups: list[tuple[nn.Module | None, float]], betas) -> torch.optim.Ada
         if m is not None and any(True for _ in m.parameters())
     ]
     return torch.optim.Adam(params, betas=tuple(betas))
+
+
+def train_gan(
+    generator: nn.Module,
+    critic: nn.Module,
+    critic_step: LossFn,
+    generator_step: LossFn,
+    train,
+    *,
+    lr: float | None = None,
+    score: Callable[[nn.Module], float] | None = None,
+    device: torch.device,
+    seed: int,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    fingerprint: dict | None = None,
+) -> tuple[dict, dict]:
+    """Train a GAN with the settings of a `TrainConfig` (`lr` overrides train.lr and
+    train.lr_critic for these networks); `score(sampler)` rates the EMA generator on held-out
+    patients. Returns (summary, the weights to sample with)."""
+    opt_g = adam([(generator, lr or train.lr)], train.betas)
+    opt_c = adam([(critic, lr or train.lr_critic or train.lr)], train.betas)
+    ema = ema_of(generator, train.ema_decay)
+    selected = generator if ema is None else ema.module
+    modules = {"generator": generator, "critic": critic}
+    if ema is not None:
+        modules["ema"] = ema
+    trainer = Trainer(
+        modules,
+        {"generator": opt_g, "critic": opt_c},
+        LoopSettings.of(train),
+        device=device,
+        seed=seed,
+        run_dir=run_dir,
+        progress=progress,
+        fingerprint=fingerprint,
+        selected=selected,
+    )
+    step = adversarial_step(
+        trainer, critic_step, generator_step, generator=generator, critic=critic,
+        opt_g=opt_g, opt_c=opt_c, n_critic=train.n_critic, ema=ema,
+    )  # fmt: skip
+    evaluate = None if score is None else (lambda: score(selected))
+    summary = trainer.fit(step, evaluate)
+    return summary, trainer.selected_state()

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 import torch
 
+from radiogenomics._device import to_device
+
 
 def critic_loss(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
     """WGAN critic: E[D(fake)] - E[D(real)] (minimised)."""
@@ -34,7 +36,7 @@ def gradient_penalty(
     shape = (real.shape[0],) + (1,) * (real.ndim - 1)
     # drawn where the generator lives (the loop's is on the CPU, for reproducible resumes)
     where = generator.device if generator is not None else real.device
-    eps = torch.rand(shape, device=where, generator=generator).to(real.device)
+    eps = to_device(torch.rand(shape, device=where, generator=generator), real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     with torch.autocast(device_type=real.device.type, enabled=False):
         score = critic(x_hat).float()

@@ -70,9 +70,9 @@ def gene_generator_loss(generator, critic, b: GeneBatch):
 class ImageBatch:
     """Real images (B, C, *S) and mask channels (B, 1 or 2, *S: the mask and its depth);
     standardised expression (B, n_genes) with presence flags (B,); generator noise and noise
-    maps; matching-aware partners (`perm`, and `distinct` where the partner is another patient);
-    gene read-back targets (B, k). `present`, `perm` and `distinct` are on the CPU as well
-    (`*_cpu`): the rows they select are decided there, without waiting for the device."""
+    maps; gene read-back targets (B, k). Matching-aware partners (`perm`, and `distinct` where
+    the partner is another patient) are on the CPU, and so is a copy of `present`
+    (`present_cpu`): the rows they select are decided there, without waiting for the device."""
 
     images: torch.Tensor
     masks: torch.Tensor
@@ -85,8 +85,6 @@ class ImageBatch:
     distinct: torch.Tensor
     targets: torch.Tensor
     present_cpu: torch.Tensor
-    perm_cpu: torch.Tensor
-    distinct_cpu: torch.Tensor
 
 
 def hole(masks: torch.Tensor, margin: int) -> torch.Tensor:
@@ -149,7 +147,7 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
         logs["gp"] = gp.detach()
     if img.mismatch_weight > 0:
         negatives = mismatched_scores(
-            C.image, x, m, code_c, b.present_cpu, b.perm_cpu, img.use_mask, distinct=b.distinct_cpu
+            C.image, x, m, code_c, b.present_cpu, b.perm, img.use_mask, distinct=b.distinct
         )
         for s in negatives:
             loss = loss + img.mismatch_weight * matching_loss(real_s, s)
