@@ -33,6 +33,20 @@ def dense(X) -> np.ndarray:
     return np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
 
 
+def finite(X: np.ndarray, patients, genes) -> np.ndarray:
+    """`X` (patients x genes) unchanged, or a ValueError naming the first patient and gene
+    whose expression is NaN or infinite."""
+    bad = ~np.isfinite(X)
+    if bad.any():
+        p, g = np.argwhere(bad)[0]
+        raise ValueError(
+            f"expression of patient '{patients[p]}' gene '{genes[g]}' is {X[p, g]} although "
+            "has_expression is True; impute or drop it (the manifest's 'missing' policy) "
+            "before training"
+        )
+    return X
+
+
 def modality(adata: ad.AnnData, key: str, default: bool = True) -> np.ndarray:
     """A presence flag of obs (`has_expression`, `has_image`, `has_mask`) as a bool array."""
     if key in adata.obs.columns:
@@ -55,15 +69,7 @@ def shared_scaler(adata: ad.AnnData, genes: list[str], log1p: bool) -> GeneScale
         names = full.genes or []
     if stats is None or not set(genes) <= set(names):
         rows = modality(adata, K.HAS_EXPRESSION) if adata.n_vars else np.zeros(adata.n_obs, bool)
-        X = dense(adata.X)[rows]
-        bad = ~np.isfinite(X)
-        if bad.any():
-            p, g = np.argwhere(bad)[0]
-            raise ValueError(
-                f"expression of patient '{adata.obs_names[rows][p]}' gene "
-                f"'{adata.var_names[g]}' is {X[p, g]} although has_expression is True; impute "
-                "or drop it (the manifest's 'missing' policy) before training"
-            )
+        X = finite(dense(adata.X)[rows], adata.obs_names[rows], adata.var_names)
         full = GeneScaler(log1p=log1p).fit(X, genes=list(map(str, adata.var_names)))
         rg[K.GENE_STATS] = full.to_dict()
         names = full.genes
@@ -141,14 +147,7 @@ class CohortView:
         if genes and self.has_expression.any():
             self.scaler = scaler or shared_scaler(adata, genes, log1p)
             X = dense(adata[self.has_expression, genes].X)
-            bad = ~np.isfinite(X)
-            if bad.any():
-                p, g = np.argwhere(bad)[0]
-                raise ValueError(
-                    f"expression of patient '{self.ids[self.has_expression][p]}' gene "
-                    f"'{genes[g]}' is {X[p, g]} although has_expression is True; impute or "
-                    "drop it (the manifest's 'missing' policy) before training"
-                )
+            finite(X, self.ids[self.has_expression], genes)
             self.expression[self.has_expression] = self.scaler.transform(X)
         self.categorical, self.numeric = _covariate_setup(adata, covariates)
 
