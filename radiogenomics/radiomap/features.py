@@ -96,7 +96,7 @@ RADIOMIC_FEATURES = FIRSTORDER + SHAPE + GLCM
 # map features beyond the radiomic ones (see image_features)
 MARGIN = ("shape_axis_ratio", "shape_radius_cv", "shape_margin")
 RING = tuple("ring_" + k for k in "mean std skewness kurtosis p10 p90 entropy".split())
-IMAGE_FEATURES = FIRSTORDER + SHAPE + MARGIN + RING + ("contrast",) + GLCM
+IMAGE_FEATURES = FIRSTORDER + SHAPE + MARGIN + RING + ("contrast", "necrosis_fraction") + GLCM
 RING_WIDTH = 3  # voxels
 
 
@@ -268,7 +268,9 @@ def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float
       spiculation and lobulation);
     - `ring_*`: mean, std, skewness, kurtosis, p10, p90, entropy in a ring `ring_width` voxels
       wide around the lesion (clipped at the image's edge);
-    - `contrast`: the lesion's mean intensity minus the ring's.
+    - `contrast`: the lesion's mean intensity minus the ring's;
+    - `necrosis_fraction`: the fraction of the lesion's interior darker than halfway between the
+      ring and the lesion's bright rim (`lesion_features`' necrosis; VASARI's proportion necrosis).
     Features a lesion cannot have (an empty mask, fewer than 3 voxels, no ring) are NaN.
     """
     feats = dict.fromkeys(IMAGE_FEATURES, float("nan"))
@@ -282,6 +284,7 @@ def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float
         first = _firstorder(grey[ring])
         feats.update({r: first[f] for r, f in zip(RING, FIRSTORDER, strict=False)})
         feats["contrast"] = feats["firstorder_mean"] - feats["ring_mean"]
+        feats["necrosis_fraction"] = lesion_features(grey, mask)["necrosis"]
     return feats
 
 
