@@ -39,3 +39,8 @@ SYNTHETIC = "synthetic"
 # f"{PATHWAYS}_selected"; uns[UNS][DE] holds the test's parameters, uns[UNS][PATHWAYS] the report
 DE = "rg_de"
 PATHWAYS = "rg_pathways"
+
+# radiogenomic maps (radiogenomics.tl.conventional_map): uns[MAP] holds the long table (a dict of
+# columns), var[METAGENE] each gene's metagene
+MAP = "rg_map"
+METAGENE = "rg_metagene"

@@ -200,3 +200,52 @@ def loss_curves(log: str | Path, *, save: str | Path | None = None):
         ax.set_xlabel("generator step")
     fig.tight_layout()
     return _finish(fig, save)
+
+
+def map_heatmap(
+    table,
+    *,
+    alpha: float = 0.05,
+    max_rows: int = 60,
+    save: str | Path | None = None,
+):
+    """Heatmap of a radiogenomic map: genomic variables x image features, coloured by effect
+    (Spearman's rho, Kruskal-Wallis' epsilon-squared; both in [-1, 1]), a dot on each pair with
+    `p_adj < alpha`. `table` is the long table (`radiogenomics.radiomap.conventional`) or its
+    stored form (`adata.uns['rg_map']`). With more than `max_rows` genomic variables, the ones
+    with the smallest adjusted p values are shown (in the table's order)."""
+    import pandas as pd
+
+    from radiogenomics.radiomap.conventional import effect_matrix, map_from_uns
+
+    table = table if isinstance(table, pd.DataFrame) else map_from_uns(table)
+    if table.empty:
+        raise ValueError("the map is empty: no (genomic, feature) pair to draw")
+    effect = effect_matrix(table, "effect")
+    p_adj = effect_matrix(table, "p_adj")
+    title = f"radiogenomic map (dots: adjusted p < {alpha:g})"
+    n_total = len(effect)
+    if n_total > max_rows:
+        best = p_adj.min(axis=1).fillna(np.inf).nsmallest(max_rows).index
+        keep = [g for g in effect.index if g in set(best)]
+        effect, p_adj = effect.loc[keep], p_adj.loc[keep]
+        title += f"\n{max_rows} of {n_total} variables: those with the smallest p_adj"
+    n_rows, n_cols = effect.shape
+    fig = Figure(figsize=(max(4.0, 0.22 * n_cols + 2.0), max(3.0, 0.16 * n_rows + 1.8)))
+    ax = fig.subplots()
+    im = ax.imshow(
+        effect.to_numpy(float),
+        aspect="auto",
+        cmap="RdBu_r",
+        vmin=-1,
+        vmax=1,
+        interpolation="nearest",
+    )
+    rows, cols = np.nonzero(p_adj.to_numpy(float) < alpha)
+    ax.scatter(cols, rows, s=6, c="black", marker="o", linewidths=0)
+    ax.set_xticks(range(n_cols), list(effect.columns), rotation=70, ha="right", fontsize=6)
+    ax.set_yticks(range(n_rows), list(effect.index), fontsize=6)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.6, label="effect (rho; epsilon^2)")
+    fig.tight_layout()
+    return _finish(fig, save)

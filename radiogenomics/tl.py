@@ -6,6 +6,7 @@ from __future__ import annotations
 import anndata as ad
 import pandas as pd
 
+from radiogenomics import _keys as K
 from radiogenomics.data.split import held_out
 
 SPLIT = "rg_split"
@@ -27,3 +28,44 @@ def split(
     adata.obs[key_added] = pd.Categorical(
         ["held_out" if m else "train" for m in mask], categories=["train", "held_out"]
     )
+
+
+def conventional_map(
+    adata: ad.AnnData,
+    *,
+    features: pd.DataFrame | None = None,
+    genomic: str = "metagenes",
+    subtypes=None,
+    n_metagenes: int | None = None,
+    method: str = "hierarchical",
+    fdr: str = "benjamini-hochberg",
+    data_cfg=None,
+    progress: bool = False,
+    key_added: str = K.MAP,
+) -> None:
+    """The conventional radiogenomic map (`radiogenomics.radiomap.conventional.conventional_map`):
+    genes or metagenes (`method` 'hierarchical' or 'nmf') and the categorical obs columns named
+    in `subtypes` against image features (`features`, or measured on the cohort's images and
+    masks), Spearman and Kruskal-Wallis tests, p values adjusted by `fdr` over the table.
+
+    Writes `uns[key_added]`: the long table (genomic, feature, effect, p, p_adj, method, n) as a
+    dict of columns (`radiomap.conventional.map_from_uns` reads it back), and, for metagenes,
+    `var['rg_metagene']`: each gene's metagene ('' for a constant gene).
+    """
+    from radiogenomics.radiomap.conventional import conventional_map as _map
+    from radiogenomics.radiomap.conventional import map_to_uns
+
+    table, membership = _map(
+        adata,
+        features,
+        genomic=genomic,
+        subtypes=subtypes,
+        n_metagenes=n_metagenes,
+        method=method,
+        fdr=fdr,
+        data_cfg=data_cfg,
+        progress=progress,
+    )
+    adata.uns[key_added] = map_to_uns(table)
+    if membership is not None:
+        adata.var[K.METAGENE] = membership.reindex(adata.var_names).fillna("").astype(str)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from radiogenomics.cli import PENDING, main
+from radiogenomics.cli import main
 from radiogenomics.data.cohort import make_cohort, read_cohort, write_cohort
 from radiogenomics.data.io import load_image, save_image
 from radiogenomics.data.phantom import make_phantom, write_phantom
@@ -121,17 +122,37 @@ def test_overrides_dry_run_and_bad_keys(tmp_path, capsys):
     assert "nope.yaml" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", sorted(PENDING))
-def test_pending_verbs_say_so(verb, tmp_path, capsys):
-    argv = {
-        "select-genes": ["select-genes", "--data", "x.h5ad", "--out", "o"],
-        "train": ["train", "configs/demo.yaml", "--data", "x.h5ad", "--out", "run"],
-        "sample": ["sample", "run", "--n", "5", "--out", "o"],
-        "evaluate": ["evaluate", "--real", "x.h5ad", "--synthetic", "s", "--out", "o"],
-        "map": ["map", "--data", "x.h5ad", "--out", "o"],
-    }[verb]
-    assert main(argv) == 3
-    assert f"radiogenomics {verb}: not available yet" in capsys.readouterr().err
+def test_map_writes_the_table_and_heatmap(phantom_cohort, tmp_path, capsys):
+    cohort = next(Path(phantom_cohort.uns["rg"]["root"]).glob("*.h5ad"))
+    out = tmp_path / "map"
+    argv = ["-q", "map", str(cohort), "--out", str(out), "--subtypes", "subtype,sex"]
+    assert main(argv + ["--genomic", "genes"]) == 0
+    table = pd.read_csv(out / "map.csv")
+    assert list(table.columns) == ["genomic", "feature", "effect", "p", "p_adj"]
+    n_features = table["feature"].nunique()
+    assert len(table) == (phantom_cohort.n_vars + 2) * n_features  # one row per pair
+    assert {"subtype", "sex"} <= set(table["genomic"])
+    assert (out / "map_heatmap.png").stat().st_size > 1000
+    assert "map.csv" in capsys.readouterr().out
+    # metagenes (the default) add each gene's metagene
+    assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "mg")]) == 0
+    metagenes = pd.read_csv(tmp_path / "mg" / "metagenes.csv", index_col=0)
+    assert len(metagenes) == phantom_cohort.n_vars
+    assert set(pd.read_csv(tmp_path / "mg" / "map.csv")["genomic"]) == set(
+        metagenes["rg_metagene"].dropna()
+    )
+
+
+def test_map_refuses_a_file_out_a_run_folder_and_unknown_subtypes(phantom_cohort, tmp_path, capsys):
+    cohort = next(Path(phantom_cohort.uns["rg"]["root"]).glob("*.h5ad"))
+    (tmp_path / "file").write_text("x")
+    assert main(["map", str(cohort), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["map", str(tmp_path), "--out", str(tmp_path / "o")]) == 3
+    assert "learned maps need a joint model: not available yet" in capsys.readouterr().err
+    assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "o"), "--subtypes", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def _plain_h5ad(tmp_path):

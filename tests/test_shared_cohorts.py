@@ -182,6 +182,37 @@ def test_tcga_lgg_110(prepared, tmp_path):
     assert adata.obs["coc_cluster"].value_counts().to_dict() == {"coc1": 56, "coc3": 30, "coc2": 24}
 
 
+CLUSTERS = [
+    "RNASeqCluster",
+    "MethylationCluster",
+    "miRNACluster",
+    "CNCluster",
+    "RPPACluster",
+    "OncosignCluster",
+    "COCCluster",
+]
+
+
+@pytest.mark.parametrize("manifest", ["tcga_lgg_110.yaml", "tcga_lgg_paired.yaml"])
+def test_tcga_lgg_carries_every_genomic_cluster_as_an_annotation(prepared, tmp_path, manifest):
+    adata, back, _ = build_and_check(manifest, tmp_path, prepared["tcga-lgg"])
+    covariates = back.uns[K.UNS][K.COVARIATES]
+    declared = set(covariates[K.CATEGORICAL]) | set(covariates[K.NUMERIC])
+    raw = pd.read_csv(SHARED_DATA / "tcga-lgg" / "data.csv", index_col="Patient")
+    raw.index = raw.index.str.replace("_", "-")
+    for col in CLUSTERS:
+        assert col in back.obs.columns and col not in declared
+        assert isinstance(back.obs[col].dtype, pd.CategoricalDtype)
+        if col != "COCCluster":  # the others keep data.csv's codes, as text
+            expected = raw.loc[back.obs_names, col].map(
+                lambda v: np.nan if pd.isna(v) else str(int(v))
+            )
+            got = back.obs[col].astype(object).where(back.obs[col].notna(), np.nan)
+            pd.testing.assert_series_equal(got, expected, check_names=False, check_index=False)
+    assert set(back.obs["COCCluster"].dropna()) == {"coc1", "coc2", "coc3"}
+    assert "coc_cluster" in covariates[K.CATEGORICAL]  # still the model covariate
+
+
 def test_mini_mias(prepared, tmp_path):
     adata, back, summary = build_and_check("mini_mias.yaml", tmp_path, prepared["mini-mias"])
     assert (summary["patients"], summary["genes"], summary["with_mask"]) == (119, 0, 119)

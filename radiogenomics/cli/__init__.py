@@ -14,11 +14,9 @@ from radiogenomics.config import Config, dump_config, load_config
 
 log = logging.getLogger("radiogenomics")
 
-# Verbs whose implementation comes with later work; they parse their documented arguments and
-# say so plainly instead of failing deep inside.
-PENDING = {
-    "map": "radiogenomic maps arrive with the map work",
-}
+# What `map` says, with exit status 3, of a run folder: the learned map comes with the joint model.
+LEARNED_MAP_PENDING = "learned maps need a joint model: not available yet"
+MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
 
 
 def _phantom(cfg: Config, progress: bool):
@@ -334,12 +332,51 @@ def cmd_evaluate(args) -> int:
     return evaluate(args)
 
 
-def cmd_pending(args) -> int:
-    if getattr(args, "dry_run", False):
-        print(dump_config(resolve_config(args)), end="")
+def cmd_map(args) -> int:
+    """The conventional map of a cohort: map.csv (one row per pair), the heatmap, and for
+    metagenes each gene's metagene. A run folder asks for the learned map, which needs the
+    joint model: exit status 3."""
+    import dataclasses
+
+    if args.cohort.is_dir():
+        print(
+            f"radiogenomics map: {args.cohort} is a folder: {LEARNED_MAP_PENDING}", file=sys.stderr
+        )
+        return 3
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
         return 0
-    print(f"radiogenomics {args.verb}: not available yet: {PENDING[args.verb]}.", file=sys.stderr)
-    return 3
+    from radiogenomics import pl, tl
+    from radiogenomics.data.cohort import read_valid_cohort
+    from radiogenomics.radiomap.conventional import map_from_uns
+
+    adata = read_valid_cohort(args.cohort, progress=not args.quiet)
+    subtypes = [c.strip() for c in args.subtypes.split(",") if c.strip()] if args.subtypes else []
+    # the cohort sets spatial_dims; the config the rest of the image pipeline (resizing, scaling)
+    data_cfg = dataclasses.replace(cfg.data, spatial_dims=int(adata.uns[K.UNS][K.SPATIAL_DIMS]))
+    tl.conventional_map(
+        adata,
+        genomic=args.genomic,
+        subtypes=subtypes,
+        n_metagenes=args.n_metagenes,
+        method=args.method,
+        data_cfg=data_cfg,
+        progress=not args.quiet,
+    )
+    table = map_from_uns(adata.uns[K.MAP])
+    args.out.mkdir(parents=True, exist_ok=True)
+    from radiogenomics.data.io import atomic_write
+
+    csv = args.out / "map.csv"
+    atomic_write(csv, lambda tmp: table[MAP_COLUMNS].to_csv(tmp, index=False))
+    say(f"radiogenomic map ({len(table)} pairs)", csv)
+    if args.genomic == "metagenes":
+        _write_csv(adata.var[[K.METAGENE]], args.out / "metagenes.csv")
+        say("metagene of each gene", args.out / "metagenes.csv")
+    pl.map_heatmap(table, save=args.out / "map_heatmap.png")
+    say("map heatmap", args.out / "map_heatmap.png")
+    return 0
 
 
 def check_out(args) -> None:
@@ -349,7 +386,7 @@ def check_out(args) -> None:
     from radiogenomics.data.folders import check_file_output, check_folder_output
 
     out = getattr(args, "out", None)
-    if out is None or getattr(args, "dry_run", False) or args.verb in PENDING:
+    if out is None or getattr(args, "dry_run", False):
         return
     verb = (args.verb, getattr(args, "action", None))
     overwrite = getattr(args, "overwrite", False)
@@ -385,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         "train": cmd_train,
         "sample": cmd_sample,
         "evaluate": cmd_evaluate,
-    }.get(args.verb, cmd_pending)
+        "map": cmd_map,
+    }[args.verb]
     out = getattr(args, "out", None)
     fresh = isinstance(out, Path) and not out.exists()
     ok = False

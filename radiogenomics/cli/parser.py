@@ -259,8 +259,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
     )
     p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("map", parents=[common], help="learn a radiogenomic map")
+    p = sub.add_parser(
+        "map",
+        parents=[common],
+        help="the radiogenomic map of a cohort: genes, metagenes or subtypes x image features",
+        description="Conventional map of a cohort .h5ad: Spearman (genes or metagenes) and "
+        "Kruskal-Wallis (--subtypes) tests against features of the lesion images and masks, "
+        "Benjamini-Hochberg over the table; writes DIR/map.csv and DIR/map_heatmap.png. "
+        "(A run folder asks for the learned map, which needs a joint model: not available yet.)",
+    )
+    p.add_argument("cohort", type=Path, help="cohort .h5ad (a run folder: the learned map)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--subtypes",
+        default=None,
+        metavar="COL1,COL2",
+        help="categorical obs columns to test too (Kruskal-Wallis), comma-separated",
+    )
+    p.add_argument(
+        "--genomic",
+        choices=["genes", "metagenes"],
+        default="metagenes",
+        help="test every gene, or metagenes of clustered genes (default)",
+    )
+    p.add_argument(
+        "--method",
+        choices=["hierarchical", "nmf"],
+        default="hierarchical",
+        help="metagenes: hierarchical clustering of the genes (default) or NMF",
+    )
+    p.add_argument(
+        "--n-metagenes",
+        type=int,
+        default=None,
+        help="metagenes: how many (default: the largest silhouette, k = 2..20)",
+    )
     _config_args(p)
-    p.add_argument("--data", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
     return parser

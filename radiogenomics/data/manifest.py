@@ -66,6 +66,10 @@ class ClinicalSpec(IdRule):
     rename: dict[str, str] = field(default_factory=dict)
     # Value recoding per column, e.g. {gender: {1: female, 2: male}}.
     recode: dict[str, dict] = field(default_factory=dict)
+    # Columns (the table's names) carried into obs under those names as text labels, also when
+    # `rename` makes a covariate of them: annotations for maps (`map --subtypes`), never
+    # covariates.
+    annotations: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -296,7 +300,19 @@ def read_clinical(spec: ClinicalSpec, root: Path) -> pd.DataFrame:
             raise ValueError(f"clinical table {path}: recode column '{col}' not found")
         lookup = {str(k): v for k, v in mapping.items()}
         table[col] = table[col].map(lambda v, lk=lookup: lk.get(_key(v), v) if pd.notna(v) else v)
-    return table.rename(columns=spec.rename)
+    absent = [c for c in spec.annotations if c not in table.columns]
+    if absent:
+        raise ValueError(f"clinical table {path}: annotation column(s) {absent} not found")
+    clash = [c for c in spec.annotations if c in spec.rename.values()]
+    if clash:
+        raise ValueError(
+            f"clinical: annotation(s) {clash} are also rename targets; name them apart"
+        )
+    labels = table[list(spec.annotations)].map(lambda v: _key(v) if pd.notna(v) else np.nan)
+    table = table.rename(columns=spec.rename)
+    for col in spec.annotations:
+        table[col] = labels[col].astype(object)
+    return table
 
 
 def _key(value) -> str:
@@ -379,7 +395,17 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
     if m.images is not None:
         # the images spec decides the paths, also when the clinical table is the image table
         obs = obs.drop(columns=[c for c in images.columns if c in obs.columns]).join(images)
+    annotations_ = list(m.clinical.annotations) if m.clinical is not None else []
+    covariate = [c for c in annotations_ if c in m.covariates.categorical + m.covariates.numeric]
+    if covariate:
+        raise ValueError(
+            f"clinical.annotations {covariate} are also covariates; annotations never are"
+        )
+    if annotations_:
+        provenance["annotations"] = annotations_
     obs = _writable(_handle_missing_covariates(obs, m.covariates, provenance))
+    for col in annotations_:  # text labels, missing values allowed: categorical
+        obs[col] = obs[col].astype("category")
     if expression is not None:
         expression = _handle_missing_expression(
             expression.loc[[i for i in obs.index if i in expression.index]],

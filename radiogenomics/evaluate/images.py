@@ -24,10 +24,7 @@ import torch
 import torch.nn.functional as F
 from monai.metrics import DiceMetric, MultiScaleSSIMMetric, SSIMMetric, compute_iou
 from monai.networks.nets import UNet
-from scipy import linalg, ndimage, stats
-from scipy.spatial import ConvexHull
-from skimage.feature import graycomatrix, graycoprops
-from skimage.measure import marching_cubes, mesh_surface_area, perimeter
+from scipy import linalg
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
@@ -36,25 +33,21 @@ from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 
 from radiogenomics.nn.segmentation import unet_bottom
+from radiogenomics.radiomap.features import (  # noqa: F401  (moved there; imported from here too)
+    FIRSTORDER,
+    GLCM,
+    MIN_VOXELS,
+    N_LEVELS,
+    RADIOMIC_FEATURES,
+    SHAPE,
+    radiomic_features,
+)
 
 log = logging.getLogger(__name__)
 
 SYNTHETIC, BASELINE, REFERENCE = "synthetic", "region-mean baseline", "real (reference)"
-N_LEVELS = 32  # fixed-range bins over [-1, 1] for the entropy histogram and the GLCM
-MIN_VOXELS = 3  # smaller lesions have no shape or texture
 DATA_RANGE = 2.0  # intensities in [-1, 1]
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, MONAI's default
-_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-FIRSTORDER = tuple(
-    "firstorder_" + k for k in "mean std skewness kurtosis p10 p90 entropy energy range".split()
-)
-SHAPE = tuple(
-    "shape_" + k
-    for k in "volume surface surface_volume_ratio sphericity elongation solidity".split()
-)
-GLCM = tuple("glcm_" + k for k in "contrast homogeneity energy correlation dissimilarity".split())
-RADIOMIC_FEATURES = FIRSTORDER + SHAPE + GLCM
-
 
 # --------------------------------------------------------------------------------------------
 # inputs
@@ -104,104 +97,6 @@ def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------------------------
 # radiomic features
-
-
-def _firstorder(x: np.ndarray) -> dict[str, float]:
-    std = float(x.std())
-    flat = std <= 1e-12  # pyradiomics' convention: a flat region has zero skewness and kurtosis
-    hist = np.histogram(np.clip(x, -1, 1), bins=N_LEVELS, range=(-1, 1))[0] / x.size
-    p = hist[hist > 0]
-    skew, kurt = (0.0, 0.0) if flat else (stats.skew(x), stats.kurtosis(x))  # excess kurtosis
-    entropy = -(p * np.log2(p)).sum()
-    p10, p90 = np.percentile(x, [10, 90])
-    values = (x.mean(), std, skew, kurt, p10, p90, entropy, (x**2).sum(), np.ptp(x))
-    return {k: float(v) for k, v in zip(FIRSTORDER, values, strict=True)}
-
-
-def _solidity(mask: np.ndarray) -> float:
-    # By hand: skimage's regionprops hulls voxel centres, which fails in 3D (qhull error) for a
-    # lesion one voxel thick; the hull of the voxels' corners is never flat and works in 2D and 3D.
-    edge = mask & ~ndimage.binary_erosion(mask)  # the hull of the border is the hull of all
-    corners = np.array(list(itertools.product((0, 1), repeat=mask.ndim)))
-    points = (np.argwhere(edge)[:, None, :] + corners[None]).reshape(-1, mask.ndim)
-    return float(mask.sum() / ConvexHull(points).volume)  # qhull skips the repeated corners
-
-
-def _shape(mask: np.ndarray) -> dict[str, float]:
-    n = float(mask.sum())
-    if mask.ndim == 2:
-        surface = float(perimeter(mask))
-        sphericity = 4 * np.pi * n / surface**2 if surface > 0 else np.nan  # circularity
-    else:
-        verts, faces, *_ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
-        surface = float(mesh_surface_area(verts, faces))
-        sphericity = np.pi ** (1 / 3) * (6 * n) ** (2 / 3) / surface
-    # eigenvalues of the voxel-coordinate covariance, largest first: 1 = round, -> 0 = elongated
-    eig = np.linalg.eigvalsh(np.cov(np.argwhere(mask).T.astype(np.float64)))[::-1]
-    elongation = np.sqrt(max(eig[1], 0.0) / eig[0]) if eig[0] > 0 else np.nan
-    values = (n, surface, surface / n, sphericity, elongation, _solidity(mask))
-    return {k: float(v) for k, v in zip(SHAPE, values, strict=True)}
-
-
-def _glcm(grey: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """GLCM texture, distance 1, the 4 in-plane directions averaged, lesion voxel pairs only.
-
-    A 2D image is one slice; a 3D volume's axial slices (along the last spatial axis) that hold
-    lesion are pooled into one co-occurrence matrix per direction, so a lesion's polar slices with
-    a few voxels weigh by their pairs rather than as much as the equator's.
-    """
-    coords = np.argwhere(mask)
-    box = tuple(slice(lo, hi + 1) for lo, hi in zip(coords.min(0), coords.max(0), strict=True))
-    grey, mask = grey[box], mask[box]
-    q = np.clip(np.floor((grey + 1) / 2 * N_LEVELS), 0, N_LEVELS - 1).astype(np.uint8)
-    q[~mask] = N_LEVELS  # outside the lesion: an extra level, dropped from the matrix below
-    slices = [q] if q.ndim == 2 else [q[..., k] for k in range(q.shape[-1])]
-    P = np.zeros((N_LEVELS, N_LEVELS, 1, len(_ANGLES)))
-    for s in slices:
-        if (s < N_LEVELS).sum() > 1:
-            full = graycomatrix(s, [1], _ANGLES, levels=N_LEVELS + 1, symmetric=True)
-            P += full[:N_LEVELS, :N_LEVELS]
-    total = P.sum(axis=(0, 1), keepdims=True)
-    valid = total[0, 0, 0] > 0  # directions with at least one pair of lesion voxels
-    if not valid.any():
-        return dict.fromkeys(GLCM, float("nan"))
-    P = P[..., valid] / total[..., valid]
-    return {k: float(graycoprops(P, k.removeprefix("glcm_")).mean()) for k in GLCM}
-
-
-def radiomic_features(image, mask) -> dict[str, float]:
-    """IBSI-style radiomic features of one image `(C, *spatial)` inside its mask `(1, *spatial)`.
-
-    Channels are averaged into one grey image (channel 0 when C = 1), so every channel counts
-    and the feature set does not grow with C. Families (names in `RADIOMIC_FEATURES`):
-    - `firstorder_`: mean, std, skewness, excess kurtosis, p10, p90, entropy (bits) of a fixed
-      32-bin histogram over [-1, 1], energy (sum of squares), range;
-    - `shape_`: volume (area in 2D) in voxels, surface (2D: skimage perimeter; 3D: marching-cubes
-      mesh area), surface/volume, sphericity (2D: circularity 4 pi A / P^2; both 1 for a
-      disk/sphere), elongation sqrt(lambda_2 / lambda_1) of the voxel-coordinate covariance
-      (1 = round), solidity (volume over the convex hull of the voxels; staircase edges put a
-      digital disk at ~0.95 and a sphere at ~0.83);
-    - `glcm_`: contrast, homogeneity, energy, correlation, dissimilarity of intensities quantised
-      to 32 fixed levels over [-1, 1], counting pairs of lesion voxels only (see `_glcm` for 3D).
-    An empty mask gives NaN for all; a mask of fewer than 3 voxels NaN for shape and texture.
-    """
-    image = _numpy(image).astype(np.float64)
-    if image.ndim not in (3, 4):
-        raise ValueError(f"image must be (C, *spatial) with 2 or 3 spatial dims; got {image.shape}")
-    grey = image.mean(axis=0)
-    mask = _numpy(mask)
-    if mask.shape != (1, *grey.shape):
-        raise ValueError(f"mask must be (1, *spatial) like image {image.shape}; got {mask.shape}")
-    mask = mask[0] > 0.5
-    feats = dict.fromkeys(RADIOMIC_FEATURES, float("nan"))
-    n = int(mask.sum())
-    if n == 0:
-        return feats
-    feats.update(_firstorder(grey[mask]))
-    if n >= MIN_VOXELS:
-        feats.update(_shape(mask))
-        feats.update(_glcm(grey, mask))
-    return feats
 
 
 def radiomic_table(images, masks, progress: bool = True) -> pd.DataFrame:

@@ -1,15 +1,31 @@
-"""Interpretable lesion features measured on an image and its mask (2D or 3D).
+"""Lesion features measured on an image and its mask (2D and 3D, one code path): the one
+feature module for maps, metrics and model selection.
 
-These are the phenotypes the phantom plants (size, elongation, margin irregularity, contrast,
-texture, necrosis), measured only from pixels, so a map learned from images can be scored
-against the phantom's truth. IBSI radiomics (pyradiomics) comes with the evaluation issue.
+- `lesion_features`: the phenotypes the phantom plants (size, elongation, margin irregularity,
+  contrast, texture, necrosis), measured only from pixels, so a map learned from images can be
+  scored against the phantom's truth; model selection on the phantom uses them.
+- `radiomic_features`: IBSI-style families (first-order, shape, GLCM) computed with scikit-image
+  and scipy, since pyradiomics is not a dependency; image metrics (Fréchet distances) and model
+  selection on real cohorts use them.
+- `image_features` / `image_feature_table`: the map features, `radiomic_features` plus the
+  margin and axis-ratio shape features and first-order statistics of a ring around the lesion;
+  conventional maps (`radiogenomics.radiomap.conventional`) use them.
+
+Images hold intensities in [-1, 1] (the cohort loader's scale); histograms and the GLCM bin
+that fixed range.
 """
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
-from scipy import ndimage
+from scipy import ndimage, stats
+from scipy.spatial import ConvexHull
+from skimage.feature import graycomatrix, graycoprops
+from skimage.measure import marching_cubes, mesh_surface_area, perimeter
+from tqdm.auto import tqdm
 
 LESION_FEATURES = ("size", "elongation", "margin", "contrast", "texture", "necrosis")
 
@@ -63,3 +79,241 @@ def lesion_feature_table(images, masks, index=None) -> pd.DataFrame:
     """`lesion_features` for a batch `(N, 1, *spatial)`, as a DataFrame (patients x features)."""
     rows = [lesion_features(i, m) for i, m in zip(images, masks, strict=True)]
     return pd.DataFrame(rows, index=index, columns=list(LESION_FEATURES))
+
+
+N_LEVELS = 32  # fixed-range bins over [-1, 1] for the entropy histogram and the GLCM
+MIN_VOXELS = 3  # smaller lesions have no shape or texture
+_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
+FIRSTORDER = tuple(
+    "firstorder_" + k for k in "mean std skewness kurtosis p10 p90 entropy energy range".split()
+)
+SHAPE = tuple(
+    "shape_" + k
+    for k in "volume surface surface_volume_ratio sphericity elongation solidity".split()
+)
+GLCM = tuple("glcm_" + k for k in "contrast homogeneity energy correlation dissimilarity".split())
+RADIOMIC_FEATURES = FIRSTORDER + SHAPE + GLCM
+# map features beyond the radiomic ones (see image_features)
+MARGIN = ("shape_axis_ratio", "shape_radius_cv", "shape_margin")
+RING = tuple("ring_" + k for k in "mean std skewness kurtosis p10 p90 entropy".split())
+IMAGE_FEATURES = FIRSTORDER + SHAPE + MARGIN + RING + ("contrast", "necrosis_fraction") + GLCM
+RING_WIDTH = 3  # voxels
+
+
+def _numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+# --------------------------------------------------------------------------------------------
+# IBSI-style radiomic features (metrics and model selection)
+
+
+def _firstorder(x: np.ndarray) -> dict[str, float]:
+    std = float(x.std())
+    flat = std <= 1e-12  # pyradiomics' convention: a flat region has zero skewness and kurtosis
+    hist = np.histogram(np.clip(x, -1, 1), bins=N_LEVELS, range=(-1, 1))[0] / x.size
+    p = hist[hist > 0]
+    skew, kurt = (0.0, 0.0) if flat else (stats.skew(x), stats.kurtosis(x))  # excess kurtosis
+    entropy = -(p * np.log2(p)).sum()
+    p10, p90 = np.percentile(x, [10, 90])
+    values = (x.mean(), std, skew, kurt, p10, p90, entropy, (x**2).sum(), np.ptp(x))
+    return {k: float(v) for k, v in zip(FIRSTORDER, values, strict=True)}
+
+
+def _hull(mask: np.ndarray) -> ConvexHull:
+    # By hand: skimage's regionprops hulls voxel centres, which fails in 3D (qhull error) for a
+    # lesion one voxel thick; the hull of the voxels' corners is never flat and works in 2D and 3D.
+    edge = mask & ~ndimage.binary_erosion(mask)  # the hull of the border is the hull of all
+    corners = np.array(list(itertools.product((0, 1), repeat=mask.ndim)))
+    points = (np.argwhere(edge)[:, None, :] + corners[None]).reshape(-1, mask.ndim)
+    return ConvexHull(points)  # qhull skips the repeated corners
+
+
+def _solidity(mask: np.ndarray) -> float:
+    return float(mask.sum() / _hull(mask).volume)
+
+
+def _shape(mask: np.ndarray) -> dict[str, float]:
+    n = float(mask.sum())
+    if mask.ndim == 2:
+        surface = float(perimeter(mask))
+        sphericity = 4 * np.pi * n / surface**2 if surface > 0 else np.nan  # circularity
+    else:
+        verts, faces, *_ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
+        surface = float(mesh_surface_area(verts, faces))
+        sphericity = np.pi ** (1 / 3) * (6 * n) ** (2 / 3) / surface
+    # eigenvalues of the voxel-coordinate covariance, largest first: 1 = round, -> 0 = elongated
+    eig = np.linalg.eigvalsh(np.cov(np.argwhere(mask).T.astype(np.float64)))[::-1]
+    elongation = np.sqrt(max(eig[1], 0.0) / eig[0]) if eig[0] > 0 else np.nan
+    values = (n, surface, surface / n, sphericity, elongation, _solidity(mask))
+    return {k: float(v) for k, v in zip(SHAPE, values, strict=True)}
+
+
+def _glcm(grey: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """GLCM texture, distance 1, the 4 in-plane directions averaged, lesion voxel pairs only.
+
+    A 2D image is one slice; a 3D volume's axial slices (along the last spatial axis) that hold
+    lesion are pooled into one co-occurrence matrix per direction, so a lesion's polar slices with
+    a few voxels weigh by their pairs rather than as much as the equator's.
+    """
+    coords = np.argwhere(mask)
+    box = tuple(slice(lo, hi + 1) for lo, hi in zip(coords.min(0), coords.max(0), strict=True))
+    grey, mask = grey[box], mask[box]
+    q = np.clip(np.floor((grey + 1) / 2 * N_LEVELS), 0, N_LEVELS - 1).astype(np.uint8)
+    q[~mask] = N_LEVELS  # outside the lesion: an extra level, dropped from the matrix below
+    slices = [q] if q.ndim == 2 else [q[..., k] for k in range(q.shape[-1])]
+    P = np.zeros((N_LEVELS, N_LEVELS, 1, len(_ANGLES)))
+    for s in slices:
+        if (s < N_LEVELS).sum() > 1:
+            full = graycomatrix(s, [1], _ANGLES, levels=N_LEVELS + 1, symmetric=True)
+            P += full[:N_LEVELS, :N_LEVELS]
+    total = P.sum(axis=(0, 1), keepdims=True)
+    valid = total[0, 0, 0] > 0  # directions with at least one pair of lesion voxels
+    if not valid.any():
+        return dict.fromkeys(GLCM, float("nan"))
+    P = P[..., valid] / total[..., valid]
+    return {k: float(graycoprops(P, k.removeprefix("glcm_")).mean()) for k in GLCM}
+
+
+def radiomic_features(image, mask) -> dict[str, float]:
+    """IBSI-style radiomic features of one image `(C, *spatial)` inside its mask `(1, *spatial)`.
+
+    Channels are averaged into one grey image (channel 0 when C = 1), so every channel counts
+    and the feature set does not grow with C. Families (names in `RADIOMIC_FEATURES`):
+    - `firstorder_`: mean, std, skewness, excess kurtosis, p10, p90, entropy (bits) of a fixed
+      32-bin histogram over [-1, 1], energy (sum of squares), range;
+    - `shape_`: volume (area in 2D) in voxels, surface (2D: skimage perimeter; 3D: marching-cubes
+      mesh area), surface/volume, sphericity (2D: circularity 4 pi A / P^2; both 1 for a
+      disk/sphere), elongation sqrt(lambda_2 / lambda_1) of the voxel-coordinate covariance
+      (1 = round), solidity (volume over the convex hull of the voxels; staircase edges put a
+      digital disk at ~0.95 and a sphere at ~0.83);
+    - `glcm_`: contrast, homogeneity, energy, correlation, dissimilarity of intensities quantised
+      to 32 fixed levels over [-1, 1], counting pairs of lesion voxels only (see `_glcm` for 3D).
+    An empty mask gives NaN for all; a mask of fewer than 3 voxels NaN for shape and texture.
+    """
+    image = _numpy(image).astype(np.float64)
+    if image.ndim not in (3, 4):
+        raise ValueError(f"image must be (C, *spatial) with 2 or 3 spatial dims; got {image.shape}")
+    grey = image.mean(axis=0)
+    mask = _numpy(mask)
+    if mask.shape != (1, *grey.shape):
+        raise ValueError(f"mask must be (1, *spatial) like image {image.shape}; got {mask.shape}")
+    mask = mask[0] > 0.5
+    feats = dict.fromkeys(RADIOMIC_FEATURES, float("nan"))
+    n = int(mask.sum())
+    if n == 0:
+        return feats
+    feats.update(_firstorder(grey[mask]))
+    if n >= MIN_VOXELS:
+        feats.update(_shape(mask))
+        feats.update(_glcm(grey, mask))
+    return feats
+
+
+# --------------------------------------------------------------------------------------------
+# map features: radiomic features, margin and axis ratio, the ring around the lesion
+
+
+def _directions(spatial_dims: int) -> np.ndarray:
+    """Unit vectors spread evenly over the circle (64) or the sphere (128, Fibonacci lattice)."""
+    if spatial_dims == 2:
+        a = 2 * np.pi * np.arange(64) / 64
+        return np.stack([np.cos(a), np.sin(a)], axis=1)
+    k = np.arange(128) + 0.5
+    z = 1 - 2 * k / 128
+    phi = np.pi * (1 + 5**0.5) * k
+    s = np.sqrt(1 - z**2)
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
+
+
+def _radius_cv(mask: np.ndarray) -> float:
+    """Angular std of the boundary radius over its mean: the boundary voxels' distances to the
+    centroid binned by direction (64 angles in 2D, 128 directions in 3D), the outermost per
+    direction; ~0 for a disk or ball, larger for elongated or spiky lesions."""
+    centre = np.argwhere(mask).mean(axis=0)
+    edge = np.argwhere(mask & ~ndimage.binary_erosion(mask)) - centre
+    r = np.linalg.norm(edge, axis=1)
+    edge, r = edge[r > 0], r[r > 0]
+    if r.size < 3:
+        return float("nan")
+    bins = np.argmax((edge / r[:, None]) @ _directions(mask.ndim).T, axis=1)
+    outer = np.zeros(len(_directions(mask.ndim)))
+    np.maximum.at(outer, bins, r)
+    outer = outer[outer > 0]
+    return float(outer.std() / outer.mean())
+
+
+def _margin(mask: np.ndarray, surface: float) -> dict[str, float]:
+    # eigenvalues of the voxel-coordinate covariance: the moment-equivalent ellipse/ellipsoid
+    eig = np.linalg.eigvalsh(np.cov(np.argwhere(mask).T.astype(np.float64)))
+    ratio = np.sqrt(eig[-1] / eig[0]) if eig[0] > 0 else np.nan
+    hull = _hull(mask)  # in 2D qhull's `area` is the hull's perimeter
+    values = (ratio, _radius_cv(mask), surface / hull.area - 1.0)
+    return {k: float(v) for k, v in zip(MARGIN, values, strict=True)}
+
+
+def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float]:
+    """The map features of one image `(C, *spatial)` inside its mask `(1, *spatial)`, 2D or 3D.
+
+    `radiomic_features` (first-order, shape, GLCM; channels averaged) plus:
+    - `shape_axis_ratio`: sqrt(lambda_max / lambda_min) of the voxel-coordinate covariance, the
+      long over the short axis of the moment-equivalent ellipse/ellipsoid (1 for a disk or ball,
+      a/b for an ellipse with semi-axes a, b);
+    - `shape_radius_cv`: angular standard deviation of the boundary radius over its mean radius
+      (`_radius_cv`);
+    - `shape_margin`: margin irregularity, the surface (2D: perimeter) over the convex hull's
+      minus 1 (~0 for a convex lesion, within 0.05 for a digital disk or ball; grows with
+      spiculation and lobulation);
+    - `ring_*`: mean, std, skewness, kurtosis, p10, p90, entropy in a ring `ring_width` voxels
+      wide around the lesion (clipped at the image's edge);
+    - `contrast`: the lesion's mean intensity minus the ring's;
+    - `necrosis_fraction`: the fraction of the lesion's interior darker than halfway between the
+      ring and the lesion's bright rim (`lesion_features`' necrosis; VASARI's proportion necrosis).
+    Features a lesion cannot have (an empty mask, fewer than 3 voxels, no ring) are NaN.
+    """
+    feats = dict.fromkeys(IMAGE_FEATURES, float("nan"))
+    feats.update(radiomic_features(image, mask))
+    grey = _numpy(image).astype(np.float64).mean(axis=0)
+    mask = _numpy(mask)[0] > 0.5
+    if mask.sum() >= MIN_VOXELS:
+        feats.update(_margin(mask, feats["shape_surface"]))
+    ring = ndimage.binary_dilation(mask, iterations=ring_width) & ~mask if mask.any() else mask
+    if ring.sum() >= MIN_VOXELS:
+        first = _firstorder(grey[ring])
+        feats.update({r: first[f] for r, f in zip(RING, FIRSTORDER, strict=False)})
+        feats["contrast"] = feats["firstorder_mean"] - feats["ring_mean"]
+        feats["necrosis_fraction"] = lesion_features(grey, mask)["necrosis"]
+    return feats
+
+
+def image_feature_batch(images, masks, index=None, progress: bool = False) -> pd.DataFrame:
+    """`image_features` of a batch: images `(N, C, *spatial)`, masks `(N, 1, *spatial)`; one row
+    per lesion (columns `IMAGE_FEATURES`)."""
+    images, masks = _numpy(images), _numpy(masks)
+    if images.ndim not in (4, 5) or masks.shape != (len(images), 1, *images.shape[2:]):
+        raise ValueError(
+            f"images must be (N, C, *spatial) and masks (N, 1, *spatial) alike; got "
+            f"{images.shape} and {masks.shape}"
+        )
+    bar = tqdm(range(len(images)), desc="image features", disable=not progress)
+    rows = [image_features(images[i], masks[i]) for i in bar]
+    return pd.DataFrame(rows, index=index, columns=list(IMAGE_FEATURES))
+
+
+def image_feature_table(adata, data_cfg=None, rows=None, progress: bool = True) -> pd.DataFrame:
+    """`image_features` of a cohort's patients with an image and a mask (or the cohort rows
+    `rows`), read with `radiogenomics.data.dataset.load_images` (the `data_cfg` pipeline:
+    resampling, intensity scaling to [-1, 1]; default: the cohort's grid, each image min-max
+    scaled); index = patient ids."""
+    from radiogenomics import _keys as K
+    from radiogenomics.config import DataConfig
+    from radiogenomics.data.dataset import image_rows, load_images
+
+    if data_cfg is None:
+        data_cfg = DataConfig(spatial_dims=int(adata.uns[K.UNS][K.SPATIAL_DIMS]))
+    rows = image_rows(adata, need_mask=True) if rows is None else np.asarray(rows)
+    images, masks = load_images(adata, data_cfg, rows, progress=progress)
+    index = pd.Index(adata.obs_names[rows], name=adata.obs_names.name)
+    return image_feature_batch(images.numpy(), masks.numpy(), index=index, progress=progress)
