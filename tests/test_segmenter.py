@@ -118,7 +118,8 @@ def test_training_lowers_the_loss(trained, phantom_cohort):
     for name in (WEIGHTS, META, "config.yaml", LOG):
         assert (run / name).is_file(), name
     log = pd.read_csv(run / LOG)
-    assert list(log.columns) == ["step", "loss", "val_dice"]
+    assert list(log.columns) == ["step", "loss", "val_dice", "val_iou"]
+    assert (log["val_iou"].dropna() <= log["val_dice"].dropna()).all()  # IoU <= Dice
     assert log["step"].tolist() == list(range(1, 41))
     assert log["val_dice"].notna().sum() == 2
 

@@ -238,8 +238,9 @@ class Segmenter(CohortModel, kind="segmentation"):
         log.info("segmenter: %s", summary)
         return summary
 
-    def _held_out_dice(self) -> float:
-        return self._held_out_scores()[0]
+    def _held_out_dice(self) -> tuple[float, dict]:
+        dice, iou = self._held_out_scores()
+        return dice, {"val_iou": iou}  # Dice selects the weights; IoU is logged beside it
 
     def _held_out_scores(self) -> tuple[float, float]:
         """Mean Dice and IoU on the held-out patients (the net in eval mode, then back)."""

@@ -188,7 +188,8 @@ class Trainer:
                 row = self._record(logs)
             if evaluate is not None and (self.step % s.eval_every == 0 or self.step == s.steps):
                 row = row or self._record(logs)
-                row[self.score_name] = self._evaluate(evaluate)
+                score, extra = self._evaluate(evaluate)
+                row.update({self.score_name: score, **extra})
                 bar.set_postfix(val=f"{row[self.score_name]:.3f}", best=f"{self.best['score']:.3f}")
             if row is not None:
                 self.history.append(row)
@@ -241,20 +242,24 @@ class Trainer:
             time.sleep(0.05)
         return SummaryWriter(str(folder), purge_step=self.step + 1)
 
-    def _evaluate(self, evaluate) -> float:
-        score = None
+    def _evaluate(self, evaluate) -> tuple[float, dict]:
+        """(held-out score, other held-out numbers to log). `evaluate()` returns the score, or
+        (score, {name: value}) for numbers that are logged but select nothing."""
+        result = None
         if self.main:
             module = self.selected
             was_training = module.training if module is not None else False
             if module is not None:
                 module.eval()
             with torch.no_grad():
-                score = float(evaluate())
+                result = evaluate()
             if module is not None:
                 module.train(was_training)
-        score = D.broadcast_object(score)  # every rank takes rank 0's decision
+        result = D.broadcast_object(result)  # every rank takes rank 0's decision
+        score, extra = result if isinstance(result, tuple) else (result, {})
+        score, extra = float(score), {k: float(v) for k, v in extra.items()}
         if self.step < self.settings.select_after:
-            return score
+            return score, extra
         if score > self.best["score"]:
             self.best = {"score": score, "step": self.step}
             if self.selected is not None:
@@ -264,7 +269,7 @@ class Trainer:
             self.bad_evals += 1
             if self.settings.patience and self.bad_evals >= self.settings.patience:
                 self.stopped = True
-        return score
+        return score, extra
 
     def selected_state(self) -> dict | None:
         """Weights of `selected` to keep: the best held-out ones when scored, else the last."""
