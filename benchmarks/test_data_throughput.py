@@ -9,8 +9,8 @@ import pytest
 from torch.utils.data import DataLoader
 
 from radiogenomics.config import DataConfig
-from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.dataset import CohortDataset
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from radiogenomics.config import load_config
-from radiogenomics.data.cohort import read_cohort
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
 from radiogenomics.models import ImageGAN, Segmenter
 

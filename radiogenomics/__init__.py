@@ -5,11 +5,10 @@ __version__ = "0.1.0"
 from radiogenomics.data.cohort import (  # noqa: E402
     check_covariates,
     make_cohort,
-    read_cohort,
     setup_cohort,
     validate_cohort,
-    write_cohort,
 )
+from radiogenomics.data.h5ad import read_cohort, write_cohort  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radiogenomics.data.cohort import read_cohort
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
 
 # The gene networks are small: on a 2-core runner, intra-op threads cost more in contention

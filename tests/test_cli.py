@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from radiogenomics.cli import main
-from radiogenomics.data.cohort import make_cohort, read_cohort, write_cohort
+from radiogenomics.data.cohort import make_cohort
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.io import load_image, save_image
 from radiogenomics.data.phantom import make_phantom, write_phantom
 
@@ -359,8 +360,8 @@ def test_failed_evaluate_leaves_no_output_folder(tmp_path, capsys):
 
 
 def test_everything_the_library_writes_validates_and_reads_back(tmp_path, capsys):
-    from radiogenomics.data.cohort import SyntheticCohort, read_valid_cohort
     from radiogenomics.data.dataset import load_images
+    from radiogenomics.data.h5ad import SyntheticCohort, read_valid_cohort
 
     written = {"phantom": _small_phantom(tmp_path / "ph", n=12)}
     ph = read_cohort(written["phantom"])

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from radiogenomics.cli import main
-from radiogenomics.data.cohort import make_cohort, read_cohort, write_patients
+from radiogenomics.data.cohort import make_cohort
+from radiogenomics.data.h5ad import read_cohort, write_patients
 from radiogenomics.models.segmenter import Segmenter
 
 TINY_GAN = [

@@ -17,13 +17,15 @@ from radiogenomics.data.cohort import (
     check_covariates,
     covariate_keys,
     make_cohort,
-    read_cohort,
-    read_valid_cohort,
     resolve,
     setup_cohort,
-    setup_h5ad,
     split_cohort,
     validate_cohort,
+)
+from radiogenomics.data.h5ad import (
+    read_cohort,
+    read_valid_cohort,
+    setup_h5ad,
     write_cohort,
     write_patients,
 )

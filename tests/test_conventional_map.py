@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from radiogenomics import pl, tl
-from radiogenomics.data.cohort import read_cohort, write_cohort
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.phantom import make_phantom
 from radiogenomics.radiomap.conventional import (
     COLUMNS,

@@ -9,8 +9,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from radiogenomics import _keys as K
 from radiogenomics.config import DataConfig
-from radiogenomics.data.cohort import read_cohort, validate_cohort
+from radiogenomics.data.cohort import validate_cohort
 from radiogenomics.data.dataset import CohortDataset, load_images
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
 
 

@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     import sys, torch
     from safetensors.torch import save_file
     from radiogenomics.config import load_config
-    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.data.h5ad import read_cohort
     from radiogenomics.models import MODELS
     from radiogenomics.train import distributed as D
 
@@ -107,7 +107,7 @@ def test_two_ranks_end_identical_with_one_checkpoint(ranks):
 
 def test_a_checkpoint_of_two_ranks_refuses_one(ranks, cohort):
     from radiogenomics.config import load_config
-    from radiogenomics.data.cohort import read_cohort
+    from radiogenomics.data.h5ad import read_cohort
     from radiogenomics.models import MODELS
 
     _, run, overrides = ranks

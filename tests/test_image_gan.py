@@ -12,8 +12,8 @@ import torch
 
 from radiogenomics import _keys as K
 from radiogenomics.config import load_config
-from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.dataset import load_images
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.models.gene_gan import GeneGAN
 from radiogenomics.models.image_gan import ImageGAN
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import read_cohort, validate_cohort, write_cohort
+from radiogenomics.data.cohort import validate_cohort
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.io import load_image
 from radiogenomics.data.phantom import FEATURES, PROGRAMS, feature_effects, make_phantom
 from radiogenomics.radiomap.features import lesion_feature_table

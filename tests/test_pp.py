@@ -12,7 +12,7 @@ import pytest
 
 from radiogenomics import _keys as K
 from radiogenomics import pl, pp
-from radiogenomics.data.cohort import read_cohort, write_cohort
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.phantom import make_phantom
 from radiogenomics.data.shared import ENV_VAR, SHARED_DATA
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from radiogenomics.config import Config
-from radiogenomics.data.cohort import read_cohort
 from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
 from radiogenomics.data.split import held_out as held_out_mask
 from radiogenomics.models.base import META, WEIGHTS

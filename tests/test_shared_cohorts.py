@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import read_cohort, split_cohort, validate_cohort, write_cohort
+from radiogenomics.data.cohort import split_cohort, validate_cohort
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.io import load_image
 from radiogenomics.data.manifest import build_cohort, load_manifest
 from radiogenomics.data.shared import (

@@ -7,12 +7,8 @@ import pandas as pd
 import pytest
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import (
-    SyntheticCohort,
-    read_cohort,
-    validate_cohort,
-    write_cohort,
-)
+from radiogenomics.data.cohort import validate_cohort
+from radiogenomics.data.h5ad import SyntheticCohort, read_cohort, write_cohort
 from radiogenomics.data.io import read_image, save_image
 from radiogenomics.data.manifest import build_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom

@@ -38,7 +38,7 @@ def _phantom(cfg: Config, progress: bool):
 
 def cmd_demo(args) -> int:
     from radiogenomics import pl
-    from radiogenomics.data.cohort import validate_cohort_file
+    from radiogenomics.data.h5ad import validate_cohort_file
     from radiogenomics.data.phantom import write_phantom
 
     cfg = resolve_config(args)
@@ -74,12 +74,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_cohort(args) -> int:
-    from radiogenomics.data.cohort import (
-        read_valid_cohort,
-        validate_cohort,
-        validate_cohort_file,
-        write_cohort,
-    )
+    from radiogenomics.data.cohort import validate_cohort
+    from radiogenomics.data.h5ad import read_valid_cohort, validate_cohort_file, write_cohort
 
     progress = not args.quiet
     if args.action == "phantom":
@@ -121,7 +117,7 @@ def cmd_cohort(args) -> int:
         print(json.dumps(summary))
         return 0
     if args.action == "setup":
-        from radiogenomics.data.cohort import setup_h5ad
+        from radiogenomics.data.h5ad import setup_h5ad
 
         def names(value):
             return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
@@ -172,7 +168,7 @@ def cmd_cohort(args) -> int:
 
 def cmd_select_genes(args) -> int:
     from radiogenomics import pl, pp
-    from radiogenomics.data.cohort import read_valid_cohort, write_cohort
+    from radiogenomics.data.h5ad import read_valid_cohort, write_cohort
 
     cfg = resolve_config(args)
     if args.dry_run:
@@ -234,7 +230,7 @@ def _write_csv(frame, path: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from radiogenomics.data.cohort import read_valid_cohort
+    from radiogenomics.data.h5ad import read_valid_cohort
 
     cfg = resolve_config(args)
     if args.dry_run:
@@ -272,8 +268,8 @@ def _covariate_args(items: list[str]) -> dict:
 
 
 def cmd_sample(args) -> int:
-    from radiogenomics.data.cohort import read_valid_cohort, write_cohort
     from radiogenomics.data.folders import COHORT_FILE, cohort_folder
+    from radiogenomics.data.h5ad import read_valid_cohort, write_cohort
     from radiogenomics.models.base import read_meta
 
     # every input cohort is validated before the model loads: a bad one fails fast, by name
@@ -348,7 +344,7 @@ def cmd_map(args) -> int:
         print(dump_config(cfg), end="")
         return 0
     from radiogenomics import pl, tl
-    from radiogenomics.data.cohort import read_valid_cohort
+    from radiogenomics.data.h5ad import read_valid_cohort
     from radiogenomics.radiomap.conventional import map_from_uns
 
     adata = read_valid_cohort(args.cohort, progress=not args.quiet)

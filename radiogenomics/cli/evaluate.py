@@ -11,7 +11,7 @@ from radiogenomics.config import dump_config
 
 def _read(path):
     # every cohort is validated as `cohort validate` would (read_valid_cohort), quietly
-    from radiogenomics.data.cohort import read_valid_cohort
+    from radiogenomics.data.h5ad import read_valid_cohort
 
     return read_valid_cohort(path)
 

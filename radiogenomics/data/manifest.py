@@ -153,7 +153,7 @@ def build_cohort(
 
 def _not_a_manifest(path: Path) -> None:
     """An .h5ad is already an AnnData: say which command takes it instead of `build`."""
-    from radiogenomics.data.cohort import read_h5ad, setup_command
+    from radiogenomics.data.h5ad import read_h5ad, setup_command
 
     adata = read_h5ad(path)
     if K.UNS in adata.uns:

@@ -23,7 +23,8 @@ from scipy.special import expit
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
-from radiogenomics.data.cohort import make_cohort, write_patients
+from radiogenomics.data.cohort import make_cohort
+from radiogenomics.data.h5ad import write_patients
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ import torch
 
 from radiogenomics import _keys as K
 from radiogenomics.config import Config
-from radiogenomics.data.cohort import SyntheticCohort
 from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.h5ad import SyntheticCohort
 from radiogenomics.data.spacing import default_spacing, regrid
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.image_training import fit_image_gan
