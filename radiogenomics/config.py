@@ -282,6 +282,28 @@ class ImageConfig:
 
 
 @dataclass
+class JointConfig:
+    """The joint model (models.JointGAN): how its gene and image sides train together."""
+
+    # joint: one generator objective over the gene, mask and image critics; fully synthetic
+    # patients (generated expression -> mask -> image) are scored by the image and mask
+    # critics, whose gradients reach the gene generator. separate: the gene side on every
+    # patient with expression, the image side on every patient with an image conditioned on
+    # real expression, composed at sampling. gene / image: one modality only.
+    mode: Literal["joint", "separate", "gene", "image"] = "joint"
+    # Weight of the fully synthetic patients' terms (critic and generator) in joint mode.
+    pair_weight: float = 1.0
+    # Pass the gene generator's latent (its last hidden layer) to the image side's gene
+    # encoder beside the generated expression (Xu et al.'s gene features); real patients take
+    # the encoder's learned "no latent" vector.
+    use_latent: bool = True
+
+    def __post_init__(self):
+        if self.pair_weight < 0:
+            raise ValueError(f"key 'joint.pair_weight' must be >= 0; got {self.pair_weight}")
+
+
+@dataclass
 class SegmentConfig:
     """The segmentation net (a MONAI U-Net): training and architecture."""
 
@@ -358,12 +380,13 @@ class Config:
     seed: int = 0
     device: str = "auto"
     # Which model `radiogenomics train` builds.
-    model: Literal["gene_gan", "image_gan", "segmentation"] = "gene_gan"
+    model: Literal["gene_gan", "image_gan", "joint_gan", "segmentation"] = "gene_gan"
     data: DataConfig = field(default_factory=DataConfig)
     phantom: PhantomConfig = field(default_factory=PhantomConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     gene: GeneConfig = field(default_factory=GeneConfig)
     image: ImageConfig = field(default_factory=ImageConfig)
+    joint: JointConfig = field(default_factory=JointConfig)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -28,11 +28,19 @@ log = logging.getLogger(__name__)
 @dataclass
 class SyntheticCohort:
     """Synthetic patients in memory: `images` `(n, C, *spatial)` in [-1, 1], `masks`
-    `(n, 1, *spatial)` uint8, and the cohort AnnData (expression, if any, in `X`)."""
+    `(n, 1, *spatial)` uint8, and the cohort AnnData (expression, if any, in `X`). A gene-only
+    sample has `images` and `masks` None."""
 
     adata: ad.AnnData
-    images: np.ndarray
-    masks: np.ndarray
+    images: np.ndarray | None
+    masks: np.ndarray | None
+
+    def files(self):
+        """(adata, images in [0, 1] float32, masks): what `write_patient_batches` takes."""
+        if self.images is None:
+            return self.adata, None, None
+        images = (np.clip(self.images, -1, 1) + 1) / 2
+        return self.adata, images.astype(np.float32), self.masks
 
     def write(
         self,
@@ -44,14 +52,12 @@ class SyntheticCohort:
     ):
         """Write as a cohort (h5ad + image and mask files) that `read_cohort` reads back; the
         images are stored in [0, 1]. The folder is written whole (see `write_patients`)."""
-        images = (np.clip(self.images, -1, 1) + 1) / 2
-        return write_patients(
-            self.adata,
-            images.astype(np.float32),
-            self.masks,
+        return write_patient_batches(
+            [self.files()],
             out_dir,
             image_format,
             progress,
+            total=self.adata.n_obs,
             desc="writing synthetic patients",
             overwrite=overwrite,
         )
@@ -77,50 +83,98 @@ def write_patients(
     The folder is written whole (`cohort_folder`): an existing non-empty `out_dir` is refused
     unless `overwrite`, and then replaced together with its h5ad, never mixed with it.
     """
-    from radiogenomics.data.io import FORMATS, save_image
+    return write_patient_batches(
+        [(adata, images, masks)],
+        out_dir,
+        image_format,
+        progress,
+        total=adata.n_obs,
+        desc=desc,
+        overwrite=overwrite,
+    )
+
+
+def write_patient_batches(
+    batches,
+    out_dir: str | Path,
+    image_format: str = "nii.gz",
+    progress: bool = True,
+    *,
+    total: int | None = None,
+    desc: str = "writing patients",
+    overwrite: bool = False,
+) -> Path:
+    """`write_patients` for patients that come in batches of `(adata, images, masks)` (e.g.
+    `SyntheticCohort.files()` of a sampler's batches), so a cohort larger than memory is
+    written one batch at a time; the h5ad (expression and obs, which are small) is written
+    last. `images`/`masks` None: a batch without images (gene-only patients)."""
+    from radiogenomics.data.io import FORMATS
 
     if image_format not in FORMATS:
         raise ValueError(f"image_format must be one of {sorted(FORMATS)}; got {image_format!r}")
+    suffix = FORMATS[image_format]
+    with (
+        cohort_folder(out_dir, overwrite) as tmp,
+        tqdm(total=total, desc=desc, disable=not progress, leave=False) as bar,
+    ):
+        parts = [_write_files(*batch, tmp, suffix, bar) for batch in batches]
+        if not parts:
+            raise ValueError("no patients to write")
+        adata = parts[0] if len(parts) == 1 else ad.concat(parts, merge="same")
+        adata.uns = parts[0].uns
+        if len({p for p in adata.obs_names}) != adata.n_obs:
+            raise ValueError("the batches repeat patient ids; each patient needs its own id")
+        adata.uns[K.UNS][K.ROOT] = str(tmp.resolve())  # paths stay relative: "images/..."
+        write_cohort(adata, tmp / COHORT_FILE)
+    return Path(out_dir) / COHORT_FILE
+
+
+def _write_files(adata, images, masks, tmp: Path, suffix: str, bar) -> ad.AnnData:
+    """Write one batch's image and mask files into the cohort folder `tmp`; its AnnData
+    (a copy) with the file columns and flags set."""
+    from radiogenomics.data.io import save_image
+
+    adata = adata.copy()
+    adata.uns[K.UNS] = dict(adata.uns.get(K.UNS, {}))
+    if images is None:
+        adata.obs[K.HAS_IMAGE] = False
+        adata.obs[K.HAS_MASK] = False
+        bar.update(adata.n_obs)
+        return adata
     if len(images) != adata.n_obs or len(masks) != adata.n_obs:
         raise ValueError(
             f"{len(images)} images and {len(masks)} masks for a cohort of {adata.n_obs} patients"
         )
-    suffix = FORMATS[image_format]
-    adata = adata.copy()
     has_image = (
         adata.obs[K.HAS_IMAGE].to_numpy(bool)
         if K.HAS_IMAGE in adata.obs
         else np.ones(adata.n_obs, bool)
     )
-    if K.IMAGE_SIZE in adata.uns.get(K.UNS, {}):  # the spacing refers to it: move both
+    if K.IMAGE_SIZE in adata.uns[K.UNS]:  # the spacing refers to it: move both
         regrid(adata, list(np.shape(images)[2:]))
     spacings = patient_spacings(adata)
-    with cohort_folder(out_dir, overwrite) as tmp:
-        image_col, mask_col = [], []
-        rows = zip(file_stems(adata.obs_names), has_image, images, masks, spacings, strict=True)
-        for stem, present, image, mask, spacing in tqdm(
-            rows, total=adata.n_obs, desc=desc, disable=not progress, leave=False
-        ):
-            if not present:
-                image_col.append("")
-                mask_col.append("")
-                continue
-            image_rel, mask_rel = f"images/{stem}{suffix}", f"masks/{stem}{suffix}"
-            save_image(image, tmp / image_rel, spacing)
-            save_image(mask, tmp / mask_rel, spacing)
-            image_col.append(image_rel)
-            mask_col.append(mask_rel)
-        adata.obs[K.IMAGE] = image_col
-        adata.obs[K.MASK] = mask_col
-        adata.obs[K.HAS_IMAGE] = has_image
-        adata.obs[K.HAS_MASK] = has_image
-        if any(sp is not None for sp in spacings):
-            adata.obs[K.SPACING] = [
-                format_spacing(sp) if p else "" for sp, p in zip(spacings, has_image, strict=True)
-            ]
-        adata.uns[K.UNS][K.ROOT] = str(tmp.resolve())  # paths stay relative: "images/..."
-        write_cohort(adata, tmp / COHORT_FILE)
-    return Path(out_dir) / COHORT_FILE
+    image_col, mask_col = [], []
+    rows = zip(file_stems(adata.obs_names), has_image, images, masks, spacings, strict=True)
+    for stem, present, image, mask, spacing in rows:
+        bar.update(1)
+        if not present:
+            image_col.append("")
+            mask_col.append("")
+            continue
+        image_rel, mask_rel = f"images/{stem}{suffix}", f"masks/{stem}{suffix}"
+        save_image(image, tmp / image_rel, spacing)
+        save_image(mask, tmp / mask_rel, spacing)
+        image_col.append(image_rel)
+        mask_col.append(mask_rel)
+    adata.obs[K.IMAGE] = image_col
+    adata.obs[K.MASK] = mask_col
+    adata.obs[K.HAS_IMAGE] = has_image
+    adata.obs[K.HAS_MASK] = has_image
+    if any(sp is not None for sp in spacings):
+        adata.obs[K.SPACING] = [
+            format_spacing(sp) if p else "" for sp, p in zip(spacings, has_image, strict=True)
+        ]
+    return adata
 
 
 def write_cohort(adata: ad.AnnData, path: str | Path) -> Path:

@@ -30,7 +30,7 @@ from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.h5ad import SyntheticCohort
 from radiogenomics.data.spacing import default_spacing, regrid
 from radiogenomics.models.base import CohortModel
-from radiogenomics.models.image_training import fit_image_gan
+from radiogenomics.models.image_training import fit_image_gan, generate_with
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
@@ -126,7 +126,9 @@ class ImageGAN(CohortModel, kind="image_gan"):
         self.sampler.to(self.device).eval()
 
     @staticmethod
-    def _make_networks(cfg: Config, meta: dict) -> tuple[ImageSide, CriticSide]:
+    def _make_networks(cfg: Config, meta: dict, n_latent: int = 0) -> tuple[ImageSide, CriticSide]:
+        """The generator and critic sides; `n_latent`: the gene latent the generator side's
+        encoder takes beside the expression (a joint model's gene generator's)."""
         img, dims, size, channels = (
             cfg.image,
             meta["spatial_dims"],
@@ -136,13 +138,15 @@ class ImageGAN(CohortModel, kind="image_gan"):
         n_genes = len(meta["genes"])
         n_code = img.n_code if n_genes else 0
 
-        def encoder():
+        def encoder(n_latent=0):
             if not n_genes:
                 return None
-            return GeneEncoder(n_genes, img.n_code, n_hidden=img.n_hidden, n_layers=img.n_layers)
+            return GeneEncoder(
+                n_genes, img.n_code, n_hidden=img.n_hidden, n_layers=img.n_layers, n_latent=n_latent
+            )
 
         generator = ImageSide(
-            encoder(),
+            encoder(n_latent),
             ImageGenerator(
                 dims,
                 channels,
@@ -201,28 +205,12 @@ class ImageGAN(CohortModel, kind="image_gan"):
         return fit_image_gan(self, run_dir, progress)
 
     # ---------------------------------------------------------------------------------------
-    @torch.no_grad()
     def _generate_with(self, sampler, masks, Z, present, images=None, *, seed=0, batch_size=64):
         """Images from `sampler` for masks (N, 1, *S), standardised expression Z and flags."""
-        img = self.config.image
-        rng = torch.Generator().manual_seed(seed)
-        out = []
-        for start in range(0, len(masks), batch_size):
-            sl = slice(start, start + batch_size)
-            m = masks[sl].to(self.device)
-            b = len(m)
-            noise = torch.randn(b, img.n_noise, generator=rng).to(self.device)
-            maps = sampler.image.noise_maps(b, generator=rng, device=self.device)
-            code = sampler.code(Z[sl].to(self.device), present[sl].to(self.device))
-            bg = None
-            if img.use_background:
-                if images is None:
-                    raise ValueError("this ImageGAN fuses a background image: pass `backgrounds`")
-                bg = self.background_of(images[sl].to(self.device), m)
-            out.append(
-                sampler.image(m if img.use_mask else None, code, noise, bg, maps).float().cpu()
-            )
-        return torch.cat(out)
+        return generate_with(
+            sampler, masks, Z, present, images,
+            img=self.config.image, device=self.device, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
 
     def _expression_tensor(self, expression, n: int):
         """Standardised (n, n_genes) expression and presence flags from an AnnData, a

@@ -15,7 +15,12 @@ from radiogenomics.nn.image import mask_features
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
-from radiogenomics.train.objectives import ImageBatch, image_critic_loss, image_generator_loss
+from radiogenomics.train.objectives import (
+    ImageBatch,
+    background_of,
+    image_critic_loss,
+    image_generator_loss,
+)
 
 log = logging.getLogger(__name__)
 # Held-out patients with expression needed for the joint distance: its covariance has the six
@@ -31,9 +36,11 @@ def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
-def batch_sampler(model, train_idx: np.ndarray):
-    """`draw(rng) -> ImageBatch` over the image patients `train_idx`: a random batch with the
-    same left-right flip of image and mask, noise, and matching-aware partners."""
+def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
+    """`draw(rng) -> ImageBatch` over the image patients `train_idx` (rows of the model's
+    `_images`, `_masks`, `_Z`, `_present`): a random batch with the same left-right flip of
+    image and mask, noise, and matching-aware partners. `generator`/`critic`: the image sides
+    (default: the model's `generator` and `critic`)."""
     cfg, img, device = model.config, model.config.image, model.device
     to = lambda t: t[train_idx].to(device)  # noqa: E731
     images = channels_last(to(model._images), device)
@@ -44,12 +51,12 @@ def batch_sampler(model, train_idx: np.ndarray):
     Z, present = to(model._Z), to(model._present)
     present_cpu = model._present[train_idx]
     k = img.gene_aux_components
+    G = model.generator if generator is None else generator
+    regressor = (model.critic if critic is None else critic).regressor
     targets = (
-        aux_targets(Z.cpu(), present.cpu(), k)
-        if model.critic.regressor is not None
-        else torch.zeros(len(Z), k)
+        aux_targets(Z.cpu(), present.cpu(), k) if regressor is not None else torch.zeros(len(Z), k)
     ).to(device)
-    G, B, n_train = model.generator, cfg.train.batch_size, len(train_idx)
+    B, n_train = cfg.train.batch_size, len(train_idx)
 
     def draw(rng) -> ImageBatch:
         idx = torch.randint(n_train, (B,), generator=rng)
@@ -120,14 +127,15 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     return summary
 
 
-def realism_score(model, val_idx: np.ndarray):
+def realism_score(model, val_idx: np.ndarray, side=lambda sampler: sampler):
     """Held-out score for model selection: minus the Frechet distance between image features
     of the held-out patients' real images and of images generated from their masks and genes,
     with fixed noise. The features: on a phantom cohort its lesion features (size ...
     necrosis, radiomap.features), on real cohorts the general radiomic features that
     `evaluate` computes (first-order, shape, GLCM, in the mask), and for unconditional models
     those of the whole patch. With genes, the distance is joint with the genes' principal
-    components (`gene_components`) over the patients with expression."""
+    components (`gene_components`) over the patients with expression. `side(sampler)`: the
+    image side of what the engine rates (a joint model's sampler holds one)."""
     from radiogenomics.evaluate.images import frechet_distance, radiomic_table
     from radiogenomics.radiomap.features import lesion_feature_table
 
@@ -164,7 +172,7 @@ def realism_score(model, val_idx: np.ndarray):
         mu, sd = np.nanmean(real[keep], 0), np.nanstd(real[keep], 0) + 1e-8
 
     def score(sampler) -> float:
-        fake = model._generate_with(sampler, m, z, p, x, seed=model.config.seed + 1)
+        fake = model._generate_with(side(sampler), m, z, p, x, seed=model.config.seed + 1)
         feats = features(fake[:, :1].float().cpu().numpy())
         a, b = real, feats
         if genes is not None:
@@ -179,6 +187,28 @@ def realism_score(model, val_idx: np.ndarray):
     return score
 
 
+@torch.no_grad()
+def generate_with(side, masks, Z, present, images=None, *, img, device, seed=0, batch_size=64):
+    """Images from an image side (`ImageSide`) for masks (N, 1, *S), standardised expression
+    Z and presence flags; `images` give the backgrounds of a background-fusing side."""
+    rng = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(masks), batch_size):
+        sl = slice(start, start + batch_size)
+        m = masks[sl].to(device)
+        b = len(m)
+        noise = torch.randn(b, img.n_noise, generator=rng).to(device)
+        maps = side.image.noise_maps(b, generator=rng, device=device)
+        code = side.code(Z[sl].to(device), present[sl].to(device))
+        bg = None
+        if img.use_background:
+            if images is None:
+                raise ValueError("this ImageGAN fuses a background image: pass `backgrounds`")
+            bg = background_of(images[sl].to(device), m, img.background_margin)
+        out.append(side.image(m if img.use_mask else None, code, noise, bg, maps).float().cpu())
+    return torch.cat(out)
+
+
 def gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
     """Up to `k` principal components of standardised expression, each scaled to unit
     variance so the genes weigh like the standardised image features; None if too few."""
@@ -191,12 +221,33 @@ def gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
     return pcs / (pcs.std(0) + 1e-8)
 
 
+def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
+    """`project(expression) -> (B, k)`: the training patients' top principal components of
+    standardised expression, each scaled to unit variance over them (the gene read-back
+    targets; zero columns where fewer components exist); None if too few patients."""
+    from sklearn.decomposition import PCA
+
+    Zp = Z[present].numpy()
+    k_fit = min(k, Zp.shape[1], len(Zp) - 2)
+    if k_fit < 1:
+        return None
+    pca = PCA(k_fit, random_state=0).fit(Zp)
+    scale = pca.transform(Zp).std(0) + 1e-8
+    P = torch.zeros(Z.shape[1], k)
+    P[:, :k_fit] = torch.as_tensor(pca.components_.T / scale, dtype=torch.float32)
+    mean = torch.as_tensor(pca.mean_, dtype=torch.float32)
+
+    def project(expression: torch.Tensor) -> torch.Tensor:
+        return (expression - mean.to(expression.device)) @ P.to(expression.device)
+
+    return project
+
+
 def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:
-    """The gene read-back targets: up to `k` principal components (unit variance) of the
-    training patients' standardised expression; zeros for patients without expression."""
+    """The gene read-back targets (`aux_projection`) of the patients `Z`; zeros for patients
+    without expression."""
     out = torch.zeros(len(Z), k)
-    if present.sum() > 2:
-        pcs = gene_components(Z[present].numpy(), k)
-        if pcs is not None:
-            out[present, : pcs.shape[1]] = torch.as_tensor(pcs, dtype=torch.float32)
+    project = aux_projection(Z, present, k) if present.sum() > 2 else None
+    if project is not None:
+        out[present] = project(Z[present]).float()
     return out

@@ -492,6 +492,8 @@ def train_gan(
     train,
     *,
     lr: float | None = None,
+    groups_g: list | None = None,
+    groups_c: list | None = None,
     score: Callable[[nn.Module], float] | None = None,
     device: torch.device,
     seed: int,
@@ -500,10 +502,11 @@ def train_gan(
     fingerprint: dict | None = None,
 ) -> tuple[dict, dict]:
     """Train a GAN with the settings of a `TrainConfig` (`lr` overrides train.lr and
-    train.lr_critic for these networks); `score(sampler)` rates the EMA generator on held-out
-    patients. Returns (summary, the weights to sample with)."""
-    opt_g = adam([(generator, lr or train.lr)], train.betas)
-    opt_c = adam([(critic, lr or train.lr_critic or train.lr)], train.betas)
+    train.lr_critic for these networks; `groups_g`/`groups_c`, lists of (submodule, lr),
+    give parts of the generator and critic their own rates); `score(sampler)` rates the EMA
+    generator on held-out patients. Returns (summary, the weights to sample with)."""
+    opt_g = adam(groups_g or [(generator, lr or train.lr)], train.betas)
+    opt_c = adam(groups_c or [(critic, lr or train.lr_critic or train.lr)], train.betas)
     ema = ema_of(generator, train.ema_decay)
     selected = generator if ema is None else ema.module
     modules = {"generator": generator, "critic": critic}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from radiogenomics.nn.image import mask_features
 from radiogenomics.train.losses import (
     OBJECTIVES,
     critic_loss,
@@ -205,4 +206,102 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None):
         loss_m = gen_loss(C.mask(soft(G.mask(code_g, b.noise, b.mask_noise_maps)), None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
+    return loss, logs
+
+
+# ------------------------------------------------------------------------------------------
+# fully synthetic patients (the joint model)
+
+
+@dataclass
+class PairBatch:
+    """What the gene generator needs to make the image batch's patients anew: their
+    covariate codes and numerics, and gene noise (B, n_noise)."""
+
+    codes: torch.Tensor
+    numeric: torch.Tensor
+    noise: torch.Tensor
+
+
+@dataclass
+class Synthetic:
+    """Fully synthetic patients: generated expression and latent, the gene code, the mask
+    generator's soft masks, their binary masks as the networks take them (`masks`: mask and
+    depth channels), and the images."""
+
+    expression: torch.Tensor
+    latent: torch.Tensor
+    present: torch.Tensor
+    soft_masks: torch.Tensor
+    masks: torch.Tensor
+    images: torch.Tensor
+
+
+def synthesize(gene_generator, G, b: ImageBatch, p: PairBatch, img, *, use_latent: bool):
+    """Noise and covariates -> expression (+ latent) -> gene code -> mask -> image, with the
+    image batch's noise. The binary mask is cut from the graph (a threshold has no gradient):
+    the image and mask critics reach the gene generator through the gene code."""
+    expression, latent = gene_generator(p.noise, p.codes, p.numeric)
+    present = torch.ones(len(expression), dtype=torch.bool, device=expression.device)
+    code = G.code(expression, present, latent if use_latent else None)
+    soft_masks = G.mask(code, b.noise, b.mask_noise_maps)
+    hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
+    masks = mask_features(hard) if img.use_mask else hard
+    images = G.image(masks if img.use_mask else None, code, b.noise, None, b.noise_maps)
+    return Synthetic(expression, latent, present, soft_masks, masks, images)
+
+
+def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, gp_weight,
+                     use_latent: bool, rng=None):  # fmt: skip
+    """The image and mask critics on real patients (image, mask, expression) against fully
+    synthetic ones (generated expression, mask and image together). The gradient penalty runs
+    on interpolates of image and mask channels together, conditioned on the real genes."""
+    crit_loss = OBJECTIVES[img.objective][0]
+    with torch.no_grad():
+        s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
+    code_real = C.code(b.expression, b.present)
+    code_fake = C.code(s.expression, s.present)
+    real_s = C.image(b.images, b.masks, code_real)
+    loss = crit_loss(real_s, C.image(s.images, s.masks, code_fake))
+    real_m = soft(b.masks[:, :1])
+    real_ms = C.mask(real_m, None, code_real)
+    loss_m = crit_loss(real_ms, C.mask(soft(s.soft_masks), None, code_fake))
+    if img.objective == "wgan-gp":
+        c = b.images.shape[1]
+
+        def pair(v):
+            return C.image(v[:, :c], v[:, c:], code_real)
+
+        gp = gradient_penalty(
+            pair, torch.cat([b.images, b.masks], 1), torch.cat([s.images, s.masks], 1),
+            generator=rng,
+        )  # fmt: skip
+        gp_m = gradient_penalty(
+            lambda v: C.mask(v, None, code_real), real_m, soft(s.soft_masks), generator=rng
+        )
+        drift = real_s.float().square().mean() + real_ms.float().square().mean()
+        loss = loss + loss_m + gp_weight * (gp + gp_m) + img.drift_weight * drift
+    else:
+        loss = loss + loss_m
+    return loss, {"critic_pair": loss.detach()}
+
+
+def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *,
+                        use_latent: bool, project=None):  # fmt: skip
+    """The generator loss of fully synthetic patients: image and mask critics on (generated
+    image, mask, expression), and the gene read-back: the components the critic-side
+    regressor reads from the generated image against those of the generated expression
+    (`project(expression)`). Every term reaches the gene generator through the gene code,
+    and the read-back through the expression as well."""
+    gen_loss = OBJECTIVES[img.objective][1]
+    s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
+    code_fake = C.code(s.expression, s.present)
+    loss = gen_loss(C.image(s.images, s.masks, code_fake))
+    loss = loss + gen_loss(C.mask(soft(s.soft_masks), None, code_fake))
+    logs = {"generator_pair": loss.detach()}
+    if C.regressor is not None and project is not None:
+        aux = (C.regressor(s.images, s.masks).float() - project(s.expression.float())).square()
+        aux = aux.mean()
+        loss = loss + img.gene_aux_weight * aux
+        logs["gene_aux_pair"] = aux.detach()
     return loss, logs

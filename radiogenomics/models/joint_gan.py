@@ -1,0 +1,390 @@
+"""JointGAN: synthetic paired patients, expression, lesion mask and image that belong together.
+
+    model = JointGAN(adata, config)           # a paired cohort; unpaired patients allowed
+    model.train(run_dir="run")                # resumable; keeps the weights best on held-out
+    synth = model.sample(100, covariates={"subtype": "A"})   # fully synthetic patients
+    images = model.generate_images(adata)     # images for real expression (and real masks)
+    model.save("run"); JointGAN.load("run", adata)
+
+The chain (DESIGN section 3): noise + covariates -> GeneGenerator -> (expression, latent) ->
+GeneEncoder -> gene code -> MaskGenerator -> mask -> ImageGenerator -> image. The generator
+side is one module (`nn.joint.JointGenerator`: the gene generator and the image side) and so
+is the critic side (gene critic; image, mask critics and gene read-back), so the engine trains,
+averages and checkpoints them as wholes. `joint.mode`:
+
+- `joint`: one generator objective: the gene critic on generated expression, the image side
+  on real expression and masks (as ImageGAN), and fully synthetic patients scored by the
+  image and mask critics, whose gradients reach the gene generator through the gene code
+  (and the gene read-back through the expression), so generated expression and images agree.
+- `separate`: the gene GAN on every patient with expression, the image side on every patient
+  with an image, conditioned on real expression; the same modules composed at sampling.
+- `gene`, `image`: one modality (the other side is not built).
+
+Patients with one modality train their side only: the gene side sees every training patient
+with expression, the image side every training patient with an image and a mask.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from radiogenomics import _keys as K
+from radiogenomics.config import Config
+from radiogenomics.data.dataset import image_rows
+from radiogenomics.data.h5ad import SyntheticCohort
+from radiogenomics.data.spacing import default_spacing
+from radiogenomics.data.view import CohortView
+from radiogenomics.models.base import CohortModel
+from radiogenomics.models.covariates import CovariateSampler
+from radiogenomics.models.image_gan import ImageGAN
+from radiogenomics.models.image_training import generate_with
+from radiogenomics.nn.gene import GeneCritic, GeneGenerator
+from radiogenomics.nn.image import mask_features
+from radiogenomics.nn.joint import JointCritic, JointGenerator
+
+log = logging.getLogger(__name__)
+
+_MAX_LISTED = 10
+
+
+class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
+    """Genes condition images end to end (see the module docstring)."""
+
+    def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
+        """`progress`: a bar while the cohort's images load."""
+        cfg = self._config(config)
+        mode, img = cfg.joint.mode, cfg.image
+        rg = adata.uns.get(K.UNS, {})
+        if img.use_background:
+            raise ValueError(
+                "JointGAN generates whole patients, so it fuses no real background: set "
+                "image.use_background=false (ImageGAN fuses backgrounds, after Xu et al.)"
+            )
+        if mode in ("joint", "separate") and not (img.use_genes and img.train_masks):
+            raise ValueError(
+                f"joint.mode={mode} makes masks and images from genes: it needs "
+                "image.use_genes=true and image.train_masks=true"
+            )
+        view = CohortView(
+            adata, genes=cfg.gene.genes, covariates=cfg.gene.covariates, log1p=cfg.gene.log1p
+        )
+        meta = {"genes": [], "categorical": view.categorical, "numeric": view.numeric,
+                "scaler": None, "mode": mode, "summary": {}}  # fmt: skip
+        if mode != "image" or img.use_genes:
+            if not view.genes or not view.has_expression.any():
+                raise ValueError(
+                    f"joint.mode={mode} needs expression, but no patient of the cohort has "
+                    "any (has_expression is all False)"
+                )
+            meta["genes"] = view.genes
+        if mode != "gene":
+            dims = int(rg.get(K.SPATIAL_DIMS, 2))
+            if dims != cfg.data.spatial_dims:
+                raise ValueError(
+                    f"config data.spatial_dims={cfg.data.spatial_dims} but the cohort has "
+                    f"spatial_dims={dims} (image_size {list(rg.get(K.IMAGE_SIZE, []))})"
+                )
+            image_rows(adata, need_mask=True)  # fails early, clearly
+            size = [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))]
+            meta.update(
+                spatial_dims=dims,
+                image_size=size,
+                channels=int(rg.get(K.CHANNELS, 1)),
+                phantom=K.PHANTOM in rg,
+                spacing=default_spacing(rg, size),
+            )
+        self._setup(cfg, meta)
+        self._set_data(adata, progress=progress)
+
+    # ---------------------------------------------------------------------------------------
+    @property
+    def mode(self) -> str:
+        return self.meta["mode"]
+
+    @property
+    def use_latent(self) -> bool:
+        """Whether the image side reads the gene generator's latent (joint mode only: in
+        separate mode the image side never sees one, so it takes its 'no latent' vector)."""
+        return self.config.joint.use_latent and self.mode == "joint"
+
+    def _build(self, cfg: Config, meta: dict) -> None:
+        self.categorical: dict[str, list[str]] = meta["categorical"]
+        self.numeric: dict[str, dict] = meta["numeric"]
+        vocab = [len(v) for v in self.categorical.values()]
+        g, mode = cfg.gene, meta["mode"]
+        gene_g = gene_c = side_g = side_c = None
+        if mode != "image":
+            gene_g = GeneGenerator(
+                len(self.genes), vocab, len(self.numeric),
+                n_noise=g.n_noise, n_hidden=g.n_hidden, n_layers=g.n_layers,
+            )  # fmt: skip
+            gene_c = GeneCritic(
+                len(self.genes), vocab, len(self.numeric), n_hidden=g.n_hidden, n_layers=g.n_layers
+            )
+        if mode != "gene":
+            n_latent = g.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
+            side_g, side_c = ImageGAN._make_networks(cfg, meta, n_latent=n_latent)
+        self.generator = JointGenerator(gene_g, side_g)
+        self.critic = JointCritic(gene_c, side_c)
+        # what sampling runs: the selected weights of the EMA generator, once trained
+        self.sampler = JointGenerator(*_copies(gene_g, side_g)).to(self.device).eval()
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"sampler": self.sampler, "generator": self.generator, "critic": self.critic}
+
+    def _loaded(self) -> None:
+        self.sampler.to(self.device).eval()
+
+    # ---------------------------------------------------------------------------------------
+    def _set_data(self, adata: ad.AnnData, *, progress: bool = False) -> None:
+        """Training tensors: expression and covariates of every patient (zeros where absent),
+        the images and masks of the patients with both, the cohort's one held-out split, and
+        the fingerprint a resumed run must match."""
+        view = self._view(adata, covariates=self.covariates)
+        rows = np.arange(view.n)
+        train_rows, val_rows = self._split(view, rows)
+        expressed = np.flatnonzero(view.has_expression) if self.genes else np.array([], int)
+        self._gene_rows = np.intersect1d(train_rows, expressed)
+        self._gene_val = np.intersect1d(val_rows, expressed)
+        self._codes, self._numeric = view.covariates(rows)
+        self._all_Z = view.expression
+        # sampling draws covariate rows from the patients the gene side learns from
+        table_rows = expressed if len(expressed) else rows
+        self._covariate_table = adata.obs.iloc[table_rows][self.covariates].copy()
+        self._obs_covariates = adata.obs[self.covariates].copy()
+        sections = {"gene": self.config.gene, "joint": self.config.joint}
+        if self.mode != "gene":
+            img_rows = image_rows(adata, need_mask=True)
+            self._image_rows = img_rows
+            self.patients = [str(p) for p in view.ids[img_rows]]
+            images, masks = view.images(img_rows, self.config.data, progress=progress)
+            want = (self.meta["channels"], *self.meta["image_size"])
+            if tuple(images.shape[1:]) != want:
+                raise ValueError(
+                    f"the cohort's images load as {tuple(images.shape[1:])}; the model was "
+                    f"built for {want}"
+                )
+            self._images, self._masks = images, masks
+            self._Z, self._present = view.tensor(img_rows)
+            if not self.genes:
+                self._Z, self._present = torch.zeros(len(img_rows), 0), self._present & False
+            # positions among the image patients (the rows of _images)
+            self._train_idx = np.flatnonzero(np.isin(img_rows, train_rows))
+            self._val_idx = np.flatnonzero(np.isin(img_rows, val_rows))
+            sections |= {"image": self.config.image, "data": self.config.data}
+        n_train = len(self._gene_rows) + len(getattr(self, "_train_idx", []))
+        self.meta["n_train"] = int(n_train)
+        self._fingerprint = self._fingerprint_of(
+            view, train_rows, val_rows, categorical=self.categorical,
+            numeric=sorted(self.numeric), **sections,
+        )  # fmt: skip
+
+    # ---------------------------------------------------------------------------------------
+    def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
+        """Train the sides `joint.mode` names; with `run_dir`, checkpoint there, resume, and
+        save the model (the weights best on held-out patients, see `joint_training`)."""
+        from radiogenomics.models.joint_training import fit_joint
+
+        if not hasattr(self, "_all_Z"):
+            raise ValueError("this JointGAN was loaded without a cohort; JointGAN.load(dir, adata)")
+        if self.mode != "image" and len(self._gene_rows) < 4:
+            raise ValueError(
+                f"{len(self._gene_rows)} training patients have expression; training needs >= 4"
+            )
+        if self.mode != "gene" and len(self._train_idx) < 4:
+            raise ValueError(
+                f"{len(self._train_idx)} training patients have an image and a mask; "
+                "training needs >= 4"
+            )
+        return fit_joint(self, run_dir, progress)
+
+    # ---------------------------------------------------------------------------------------
+    # sampling
+
+    def _check_trained(self, what: str) -> None:
+        if not self.trained:
+            log.warning("%s with an untrained JointGAN", what)
+
+    @torch.no_grad()
+    def synthesize(self, obs: pd.DataFrame, *, seed: int = 0, sampler=None):
+        """(standardised expression (n, genes), latent, masks (n, 1, *S) or None, images
+        (n, C, *S) in [-1, 1] or None) of fully synthetic patients with the covariates
+        `obs`, drawn with `seed` in one batch (`iter_sample` splits larger numbers)."""
+        G = self.sampler if sampler is None else sampler
+        dev, img = self.device, self.config.image
+        rng = torch.Generator().manual_seed(seed)
+        n = len(obs)
+        codes, numeric = (torch.as_tensor(a).to(dev) for a in self._encode(obs))
+        if G.gene is not None:
+            noise = torch.randn(n, self.config.gene.n_noise, generator=rng).to(dev)
+            Z, latent = G.gene(noise, codes, numeric)
+        else:
+            Z, latent = torch.zeros(n, 0, device=dev), None
+        if G.side is None:
+            return Z.float().cpu(), latent, None, None
+        image_noise = torch.randn(n, img.n_noise, generator=rng).to(dev)
+        maps = G.side.image.noise_maps(n, generator=rng, device=dev)
+        mask_maps = G.side.mask.noise_maps(n, generator=rng, device=dev)
+        present = torch.full((n,), bool(self.genes), device=dev)
+        code = G.side.code(Z, present, latent if self.use_latent else None)
+        masks = (G.side.mask(code, image_noise, mask_maps) > 0.5).float()
+        images = G.side.image(
+            mask_features(masks) if img.use_mask else None, code, image_noise, None, maps
+        )
+        return Z.float().cpu(), latent, masks.float().cpu(), images.float().cpu()
+
+    def iter_sample(
+        self,
+        n: int,
+        covariates: dict | pd.DataFrame | None = None,
+        *,
+        seed: int = 0,
+        batch_size: int = 256,
+    ) -> Iterator[SyntheticCohort]:
+        """`n` fully synthetic patients in batches of `batch_size` (each a SyntheticCohort),
+        so that `n` may exceed memory. Covariates: as `covariates_for`. A batch's noise comes
+        from `seed` and the batch's number: the same seed and batch size give the same
+        patients."""
+        self._check_trained("sampling")
+        if self.mode == "image" and self.genes:
+            raise ValueError(
+                "an image-mode JointGAN has no gene generator to draw expression from: use "
+                "generate_images(adata) with real expression"
+            )
+        obs = self.covariates_for(n, covariates, seed)
+        for k, start in enumerate(range(0, len(obs), batch_size)):
+            part = obs.iloc[start : start + batch_size].copy()
+            Z, latent, masks, images = self.synthesize(part, seed=seed * 100_003 + k)
+            yield self._cohort(part, Z, latent, masks, images, seed)
+
+    def sample(
+        self, n: int | None = None, covariates: dict | pd.DataFrame | None = None, *,
+        seed: int = 0, batch_size: int = 256,
+    ) -> SyntheticCohort:  # fmt: skip
+        """`n` fully synthetic patients in memory (`iter_sample` for many): expression on the
+        cohort's scale in `X`, covariates in `obs`, the gene latent in
+        `obsm['rg_gene_latent']`, masks and images (None in gene mode)."""
+        parts = list(self.iter_sample(n, covariates, seed=seed, batch_size=batch_size))
+        adata = ad.concat([p.adata for p in parts], merge="same") if len(parts) > 1 else None
+        if adata is None:
+            return parts[0]
+        adata.uns = parts[0].adata.uns
+        if parts[0].images is None:
+            return SyntheticCohort(adata, None, None)
+        return SyntheticCohort(
+            adata,
+            np.concatenate([p.images for p in parts]),
+            np.concatenate([p.masks for p in parts]),
+        )
+
+    def _cohort(self, obs, Z, latent, masks, images, seed) -> SyntheticCohort:
+        obs = obs.copy()
+        X = self.scaler.inverse_transform(Z.numpy()) if self.genes else np.zeros((len(obs), 0))
+        obs[K.HAS_EXPRESSION] = bool(self.genes)
+        adata = ad.AnnData(
+            X=np.asarray(X, np.float32),
+            obs=obs,
+            var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
+        )
+        if latent is not None:
+            adata.obsm[K.GENE_LATENT] = latent.float().cpu().numpy()
+        rg = {
+            K.COVARIATES: {K.CATEGORICAL: self.categorical, K.NUMERIC: self.numeric},
+            K.SPATIAL_DIMS: self.meta.get("spatial_dims", self.config.data.spatial_dims),
+            K.PROVENANCE: {"library": "radiogenomics", "source": "JointGAN"},
+            K.SYNTHETIC: {"model": "JointGAN", "mode": self.mode, "seed": int(seed)},
+        }
+        if images is None:
+            adata.uns[K.UNS] = rg
+            return SyntheticCohort(adata, None, None)
+        adata.obs[K.HAS_IMAGE] = True
+        adata.obs[K.HAS_MASK] = True
+        rg |= {K.IMAGE_SIZE: self.meta["image_size"], K.CHANNELS: self.meta["channels"]}
+        if self.meta.get("spacing"):  # the training cohort's default, on the model's grid
+            rg[K.SPACING] = self.meta["spacing"]
+        adata.uns[K.UNS] = rg
+        return SyntheticCohort(adata, images.numpy(), masks.numpy().astype(np.uint8))
+
+    def generate_images(self, adata: ad.AnnData, *, seed: int = 0) -> SyntheticCohort:
+        """One synthetic image per patient of `adata` with expression (or per patient with an
+        image, for a model without genes): generated from that patient's expression and its
+        real mask where it has one, else a mask the mask generator draws from its genes.
+        Ids get '-syn'; the patients' covariates and expression are kept."""
+        self._check_trained("generating images")
+        if self.mode == "gene":
+            raise ValueError("a gene-mode JointGAN makes no images")
+        self.check_cohort(adata)
+        view = CohortView(
+            adata, genes=self.genes, covariates=[], log1p=self.config.gene.log1p,
+            scaler=self.scaler,
+        )  # fmt: skip
+        if self.genes:
+            rows = np.flatnonzero(view.has_expression)
+            if not len(rows):
+                raise ValueError("no patient of the cohort has expression to generate from")
+        else:
+            rows = np.flatnonzero(view.has_image & view.has_mask)
+        Z, present = view.tensor(rows)
+        masks = torch.zeros(len(rows), 1, *self.meta["image_size"])
+        real = (view.has_image & view.has_mask)[rows]
+        if real.any():
+            masks[real] = view.images(rows[real], self.config.data)[1]
+        G, dev = self.sampler, self.device
+        if (~real).any():  # masks drawn from the genes, as for fully synthetic patients
+            rng = torch.Generator().manual_seed(seed + 7919)
+            idx = np.flatnonzero(~real)
+            z, p = Z[idx].to(dev), present[idx].to(dev)
+            noise = torch.randn(len(idx), self.config.image.n_noise, generator=rng).to(dev)
+            maps = G.side.mask.noise_maps(len(idx), generator=rng, device=dev)
+            with torch.no_grad():
+                code = G.side.code(z, p)
+                masks[idx] = (G.side.mask(code, noise, maps) > 0.5).float().cpu()
+        images = generate_with(
+            G.side, masks, Z, present, img=self.config.image, device=dev, seed=seed
+        )
+        out = adata[rows].copy()
+        out.obs_names = [f"{p}-syn" for p in out.obs_names]
+        for col in (K.IMAGE, K.MASK, K.SPACING):
+            if col in out.obs:
+                del out.obs[col]
+        out.obs[K.HAS_IMAGE] = True
+        out.obs[K.HAS_MASK] = True
+        rg = {k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)}
+        rg |= {K.IMAGE_SIZE: self.meta["image_size"], K.CHANNELS: self.meta["channels"]}
+        rg[K.SYNTHETIC] = {"model": "JointGAN", "mode": self.mode, "seed": int(seed)}
+        if self.meta.get("spacing"):
+            rg[K.SPACING] = self.meta["spacing"]
+        out.uns[K.UNS] = rg
+        return SyntheticCohort(out, images.numpy(), masks.numpy().astype(np.uint8))
+
+    def _covariate_frame(self, rows) -> pd.DataFrame:
+        """The covariates of cohort rows `rows` (the held-out patients' for the score)."""
+        return self._obs_covariates.iloc[np.asarray(rows)]
+
+    # image-model hooks the shared image training code calls (models.image_training)
+    def _generate_with(self, side, masks, Z, present, images=None, *, seed=0, batch_size=64):
+        return generate_with(
+            side, masks, Z, present, images,
+            img=self.config.image, device=self.device, seed=seed, batch_size=batch_size,
+        )  # fmt: skip
+
+    def __repr__(self) -> str:
+        size = self.meta.get("image_size")
+        return (
+            f"JointGAN(mode={self.mode}, {len(self.genes)} genes, covariates={self.covariates}"
+            + (f", {self.meta['spatial_dims']}D {size}" if size else "")
+            + f", trained={self.trained})"
+        )
+
+
+def _copies(*modules):
+    import copy
+
+    return [None if m is None else copy.deepcopy(m) for m in modules]

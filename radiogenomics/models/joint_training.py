@@ -1,0 +1,215 @@
+"""JointGAN's training: its batches, the steps of each mode, and the held-out score that picks
+the weights. The losses are the shared objectives (`train.objectives`): the gene, image and
+mask critics of GeneGAN and ImageGAN, plus the fully synthetic patients' pair terms.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from radiogenomics._device import to_device
+from radiogenomics.models.image_training import aux_projection, batch_sampler, realism_score
+from radiogenomics.train import distributed as D
+from radiogenomics.train.loop import train_gan
+from radiogenomics.train.objectives import (
+    GeneBatch,
+    PairBatch,
+    gene_critic_loss,
+    gene_generator_loss,
+    image_critic_loss,
+    image_generator_loss,
+    pair_critic_loss,
+    pair_generator_loss,
+)
+
+log = logging.getLogger(__name__)
+MIN_SCORED = 8  # held-out paired patients needed for the joint Frechet score
+
+
+def _sum(*parts):
+    """Add (loss, logs) pairs, skipping None."""
+    parts = [p for p in parts if p is not None]
+    loss = sum(p[0] for p in parts)
+    logs = {}
+    for p in parts:
+        logs.update(p[1])
+    return loss, logs
+
+
+def make_steps(model):
+    """`(critic_step, generator_step)` of `model`'s mode, each `step(rng) -> (loss, logs)`
+    drawing its own batches: the sum of the gene, image and (joint mode) pair terms."""
+    cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
+    mode, pair_weight = model.mode, model.config.joint.pair_weight
+    G, C = model.generator.to(device), model.critic.to(device)
+    B = t.batch_size
+
+    gene_batch = pair_batch = draw = project = None
+    if G.gene is not None:
+        to = lambda a: torch.as_tensor(a[model._gene_rows]).to(device)  # noqa: E731
+        Z, codes, numeric = to(model._all_Z), to(model._codes), to(model._numeric)
+
+        def gene_batch(rng) -> GeneBatch:
+            idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
+            noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
+            return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
+
+        def pair_batch(rng) -> PairBatch:
+            # covariates of training patients with expression: what sampling draws from
+            b = gene_batch(rng)
+            return PairBatch(b.codes, b.numeric, b.noise)
+
+    if G.side is not None:
+        if device.type == "cuda":
+            fmt = torch.channels_last if model._images.ndim == 4 else torch.channels_last_3d
+            G.side.to(memory_format=fmt)
+            C.side.to(memory_format=fmt)
+        draw = batch_sampler(model, model._train_idx, G.side, C.side)
+        if mode == "joint" and C.side.regressor is not None:
+            Zt, pt = model._Z[model._train_idx], model._present[model._train_idx]
+            project = aux_projection(Zt, pt, img.gene_aux_components)
+    joint = mode == "joint" and pair_weight > 0
+
+    def critic_step(rng):
+        gene = image = pair = None
+        if gene_batch is not None:
+            gene = gene_critic_loss(G.gene, C.gene, gene_batch(rng), gp_weight=t.gp_weight, rng=rng)
+        if draw is not None:
+            b = draw(rng)
+            image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
+            if joint:
+                loss, logs = pair_critic_loss(
+                    G.gene, G.side, C.side, b, pair_batch(rng), img,
+                    gp_weight=t.gp_weight, use_latent=model.use_latent, rng=rng,
+                )  # fmt: skip
+                pair = (pair_weight * loss, logs)
+        loss, logs = _sum(gene, image, pair)
+        logs["critic"] = loss.detach()
+        return loss, logs
+
+    def generator_step(rng):
+        gene = image = pair = None
+        if gene_batch is not None:
+            loss, logs, _ = gene_generator_loss(G.gene, C.gene, gene_batch(rng))
+            gene = (loss, logs)
+        if draw is not None:
+            b = draw(rng)
+            image = image_generator_loss(G.side, C.side, b, img)
+            if joint:
+                loss, logs = pair_generator_loss(
+                    G.gene, G.side, C.side, b, pair_batch(rng), img,
+                    use_latent=model.use_latent, project=project,
+                )  # fmt: skip
+                pair = (pair_weight * loss, logs)
+        loss, logs = _sum(gene, image, pair)
+        logs["generator"] = loss.detach()
+        return loss, logs
+
+    return critic_step, generator_step
+
+
+def fit_joint(model, run_dir, progress: bool) -> dict:
+    """Train `model` (a JointGAN) on its training patients with the engine; keep the weights
+    best on the held-out score; save into `run_dir` (rank 0)."""
+    cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
+    G, C = model.generator, model.critic
+    critic_step, generator_step = make_steps(model)
+    lr_gene = cfg.gene.lr or t.lr
+    lr_image = img.lr or t.lr
+    summary, weights = train_gan(
+        G, C, critic_step, generator_step, t,
+        groups_g=[(G.gene, lr_gene), (G.side, lr_image)],
+        groups_c=[(C.gene, cfg.gene.lr or t.lr_critic or t.lr),
+                  (C.side, img.lr or t.lr_critic or t.lr)],
+        score=selection_score(model), device=device, seed=cfg.seed, run_dir=run_dir,
+        progress=progress, fingerprint=model._fingerprint,
+    )  # fmt: skip
+    model.sampler.load_state_dict(weights)
+    model.sampler.to(device).eval()
+    model.trained = True
+    n_val = len(model._gene_val) + len(getattr(model, "_val_idx", []))
+    model.meta["summary"] = {**summary, "n_train": model.meta["n_train"], "n_val": int(n_val)}
+    if run_dir is not None and D.is_main():
+        model.save(run_dir)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------
+# held-out score for model selection
+
+
+def selection_score(model):
+    """`score(sampler)` for the engine, by mode: gene, the gene GAN's (distance and
+    dendrogram correlations of held-out expression); image, the image GAN's
+    (`image_training.realism_score`); joint and separate, `paired_score` on fully synthetic
+    patients. None (keep the last weights) when too few patients are held out."""
+    if model.mode == "gene":
+        return _gene_score(model) if len(model._gene_val) >= 2 else _none("expression")
+    if model.mode == "image":
+        if len(model._val_idx) >= 4:
+            return realism_score(model, model._val_idx, side=lambda sampler: sampler.side)
+        return _none("image")
+    paired = model._val_idx[model._present[model._val_idx].numpy()]
+    if len(paired) >= MIN_SCORED:
+        return paired_score(model, paired)
+    return _none("paired")
+
+
+def _none(what: str):
+    log.warning("too few held-out %s patients to score: keeping the last weights", what)
+    return None
+
+
+def _gene_score(model):
+    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+
+    rows = model._gene_val
+    real = model._all_Z[rows]
+    obs = model._covariate_frame(rows)
+
+    def score(sampler) -> float:
+        fake = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)[0].numpy()
+        return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+
+    return score
+
+
+def paired_score(model, val_idx: np.ndarray):
+    """Minus the Frechet distance between held-out real patients and as many fully synthetic
+    ones (their covariates, fixed noise), each patient a vector of image features (measured
+    in its mask: the phantom's lesion features, or the general radiomic ones) beside its
+    expression's principal components (fitted on the held-out patients, unit variance). It
+    scores the genes' spread, the masks and images, and how they go together, at once."""
+    from sklearn.decomposition import PCA
+
+    from radiogenomics.evaluate.images import frechet_distance, radiomic_table
+    from radiogenomics.radiomap.features import lesion_feature_table
+
+    idx = torch.as_tensor(val_idx)
+    x, m = model._images[idx][:, :1].numpy(), model._masks[idx].numpy()
+    if model.meta.get("phantom"):
+        features = lambda v, mask: lesion_feature_table(v, mask).to_numpy()  # noqa: E731
+    else:
+        features = lambda v, mask: radiomic_table(v, mask, progress=False).to_numpy()  # noqa: E731
+    real_f = features(x, m)
+    mu, sd = np.nanmean(real_f, 0), np.nanstd(real_f, 0) + 1e-8
+    real_z = model._Z[idx].numpy()
+    k = min(8, real_z.shape[1], len(real_z) - 2)
+    pca = PCA(k, random_state=0).fit(real_z)
+    scale = pca.transform(real_z).std(0) + 1e-8
+    real = np.c_[(real_f - mu) / sd, pca.transform(real_z) / scale]
+    obs = model._covariate_frame(model._image_rows[val_idx])
+
+    def score(sampler) -> float:
+        Z, _, masks, images = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)
+        fake_f = features(images[:, :1].numpy(), masks.numpy())
+        fake = np.c_[(fake_f - mu) / sd, pca.transform(Z.numpy()) / scale]
+        ok_r, ok_f = np.isfinite(real).all(1), np.isfinite(fake).all(1)  # empty masks: NaN
+        if ok_r.sum() < 4 or ok_f.sum() < 4:
+            return -np.inf
+        return -frechet_distance(real[ok_r], fake[ok_f])
+
+    return score
