@@ -164,3 +164,9 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
         assert (out / src).is_file(), src
     assert (out / "pairs" / "consistency.csv").is_file()
     assert (out / "pairs" / "phantom_associations.csv").is_file()
+
+
+def test_a_gene_subset_phantom_is_refused_clearly(split):
+    train, test = split
+    with pytest.raises(ValueError, match="loadings have 256 rows"):
+        program_scores(train[:, :200].copy(), test)

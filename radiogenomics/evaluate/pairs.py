@@ -82,6 +82,12 @@ def is_phantom(adata: ad.AnnData) -> bool:
     return K.PHANTOM in adata.uns.get(K.UNS, {})
 
 
+def phantom_loadings_fit(adata: ad.AnnData) -> bool:
+    """Do the phantom's stored loadings still have one row per gene of `adata` (no selection)?"""
+    truth = adata.uns.get(K.UNS, {}).get(K.PHANTOM)
+    return truth is not None and len(truth["program_loadings"]) == adata.n_vars
+
+
 def image_features(
     adata: ad.AnnData, rows, data_cfg, *, kind: str = "radiomic", progress: bool = False
 ) -> pd.DataFrame:
@@ -256,6 +262,11 @@ def program_scores(reference: ad.AnnData, cohort: ad.AnnData) -> pd.DataFrame:
     truth = reference.uns.get(K.UNS, {}).get(K.PHANTOM)
     if truth is None:
         raise ValueError("the reference cohort is not a phantom (no uns['rg']['phantom'] truth)")
+    if not phantom_loadings_fit(reference):
+        raise ValueError(
+            f"the reference has {reference.n_vars} genes but the phantom's loadings have "
+            f"{len(truth['program_loadings'])} rows: use the phantom cohort before gene selection"
+        )
     genes = pd.Index(reference.var_names)
     W = np.asarray(truth["program_loadings"], np.float64)  # genes x programs
     V = np.asarray(truth.get("background_loadings", np.zeros((len(genes), 0))), np.float64)
@@ -335,5 +346,6 @@ __all__ = [
     "pair_consistency",
     "paired_rows",
     "phantom_associations",
+    "phantom_loadings_fit",
     "program_scores",
 ]
