@@ -17,7 +17,9 @@ def _read(path):
 
 
 def evaluate(args) -> int:
-    """Dispatch on the arguments given: --kfold, --image-run, --negatives, image or gene cohorts."""
+    """Dispatch on the arguments given: --kfold, --image-run, --negatives, then the cohorts:
+    paired (expression and images in the synthetic and the real cohort, with --train), images,
+    or genes."""
     if args.kfold is not None:
         from radiogenomics.models.kfold import gene_kfold
 
@@ -46,7 +48,11 @@ def evaluate(args) -> int:
     if args.negatives is not None:
         return _evaluate_augmentation(args)
     synth = _read(args.synthetic) if args.synthetic is not None else None
-    if synth is not None and K.HAS_IMAGE in synth.obs and synth.obs[K.HAS_IMAGE].astype(bool).any():
+    if synth is not None and _has(synth, K.HAS_IMAGE):
+        if _has(synth, K.HAS_EXPRESSION) and args.train is not None and args.real is not None:
+            train, real = _read(args.train), _read(args.real)
+            if _has(real, K.HAS_EXPRESSION) and _has(real, K.HAS_IMAGE):
+                return _evaluate_pairs(args, train, real, synth)
         return _evaluate_images(args, synth)
     from radiogenomics.evaluate.report import gene_report
 
@@ -134,11 +140,13 @@ def _evaluate_augmentation(args) -> int:
     return 0
 
 
-def _evaluate_images(args, synth) -> int:
-    from radiogenomics.evaluate.report import image_report
+def _has(adata, flag: str) -> bool:
+    """Does any patient of `adata` have the modality `flag` (has_image, has_expression)?"""
+    return flag in adata.obs and bool(adata.obs[flag].astype(bool).any())
 
-    if args.real is None:
-        raise ValueError("evaluate needs --real (held-out real patients with images and masks)")
+
+def _image_config(args, synth):
+    """The config both cohorts' images are read with, and the --segmenter (or None)."""
     cfg = resolve_config(args)
     segmenter = None
     if args.segmenter is not None:
@@ -147,10 +155,50 @@ def _evaluate_images(args, synth) -> int:
         segmenter = Segmenter.load(args.segmenter)
         if args.config is None:  # read both cohorts as the segmentation net was trained
             cfg.data = segmenter.config.data
-    real = _read(args.real)
     if cfg.data.image_size is None:  # compare at the synthetic images' size
         cfg.data.image_size = list(synth.uns["rg"]["image_size"])
     cfg.data.spatial_dims = int(synth.uns["rg"]["spatial_dims"])
+    return cfg, segmenter
+
+
+def _evaluate_pairs(args, train, real, synth) -> int:
+    """Paired cohorts (expression and images): genes, images and pairs in one report."""
+    import pandas as pd
+
+    from radiogenomics.evaluate.report import paired_report
+
+    cfg, segmenter = _image_config(args, synth)
+    metrics, report = paired_report(
+        train,
+        real,
+        synth,
+        args.out,
+        cfg.data,
+        covariate=args.covariate,
+        log_csv=args.log,
+        segmenter=segmenter,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    say("metrics", args.out / "metrics.json")
+    say("headline table", args.out / "metrics.csv")
+    say("report", report)
+    say("gene scores", args.out / "genes" / "metrics.csv")
+    say("image scores", args.out / "images" / "metrics.csv")
+    say("pair consistency", args.out / "pairs" / "consistency.csv")
+    if (args.out / "pairs" / "phantom_associations.csv").is_file():
+        say("phantom associations", args.out / "pairs" / "phantom_associations.csv")
+    print(pd.read_csv(args.out / "metrics.csv", index_col=0).iloc[:, :3].round(3).to_string())
+    return 0
+
+
+def _evaluate_images(args, synth) -> int:
+    from radiogenomics.evaluate.report import image_report
+
+    if args.real is None:
+        raise ValueError("evaluate needs --real (held-out real patients with images and masks)")
+    cfg, segmenter = _image_config(args, synth)
+    real = _read(args.real)
     table, report = image_report(
         real,
         synth,

@@ -251,6 +251,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         help="augmentation experiment: training steps of each lesion classifier",
     )
+    p.add_argument(
+        "--log",
+        type=Path,
+        default=None,
+        metavar="LOG_CSV",
+        help="paired cohorts: a training run's log.csv, whose loss curves join the report",
+    )
     p.add_argument("--kfold", type=int, default=None, metavar="K", help="k-fold: number of folds")
     p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
     _config_args(p)

@@ -160,6 +160,26 @@ def embedding(real, synthetic: Mapping, method: str = "pca", seed: int = 0, save
     return _save(fig, save)
 
 
+def grouped_bars(table: pd.DataFrame, *, title: str, ylabel: str, ylim=(-1, 1), save=None):
+    """One group of bars per row of `table`, one bar per column (e.g. per feature: real and
+    synthetic Spearman), with a zero line."""
+    fig = Figure(figsize=(max(4.5, 0.9 * len(table) + 2), 3.2))
+    ax = fig.subplots()
+    x = np.arange(len(table))
+    width = 0.8 / max(len(table.columns), 1)
+    for j, col in enumerate(table.columns):
+        values = pd.to_numeric(table[col], errors="coerce").to_numpy(float)
+        ax.bar(x + (j - (len(table.columns) - 1) / 2) * width, values, width, label=str(col))
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, [str(i) for i in table.index], rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
 def _cell(value) -> str:
     if isinstance(value, (float, np.floating)):
         return f"{value:.4g}"
