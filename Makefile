@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/radiogenomics demo --config configs/demo.yaml --out demo_out
+	$(BIN)/radiogenomics demo --config configs/joint_phantom_2d.yaml --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"

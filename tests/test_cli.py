@@ -22,27 +22,50 @@ def _last_json(out: str) -> dict:
     return json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
 
 
-def test_demo_writes_cohort_and_figures(tmp_path, capsys):
-    rc = main(
-        [
-            "-q",
-            "demo",
-            "--out",
-            str(tmp_path),
-            "--set",
-            "phantom.n=24",
-            "--set",
-            "phantom.frac_image_only=0",
-        ]
-    )
-    assert rc == 0
-    out = capsys.readouterr().out
-    assert f"phantom cohort: {tmp_path / 'cohort' / 'cohort.h5ad'}" in out
-    summary = _last_json(out)
-    assert summary["patients"] == 24 and summary["with_expression"] == 24
-    for name in ("patients.png", "truth_map.png"):
-        assert (tmp_path / name).stat().st_size > 10_000
-    assert read_cohort(tmp_path / "cohort" / "cohort.h5ad").n_obs == 24
+# the demo at a test's budget: a small phantom, tiny networks, a few steps
+SHORT_DEMO = [
+    "--set", "phantom.n=48", "--set", "phantom.frac_image_only=0.1", "--set", "train.steps=4",
+    "--set", "train.eval_every=2", "--set", "train.select_after=0", "--set", "train.batch_size=4",
+    "--set", "image.channels=[8,4]", "--set", "image.critic_channels=[4,8]",
+    "--set", "image.n_hidden=16", "--set", "image.n_code=4", "--set", "gene.n_hidden=16",
+    "--n-samples", "12",
+]  # fmt: skip
+
+
+def test_demo_trains_samples_and_reports(tmp_path, capsys):
+    from radiogenomics.data.h5ad import validate_cohort_file
+
+    out = tmp_path / "demo"
+    assert main(["-q", "demo", "--out", str(out), *SHORT_DEMO]) == 0
+    printed = capsys.readouterr().out
+    for what, path in (
+        ("phantom cohort", out / "cohort" / "cohort.h5ad"),
+        ("12 synthetic patients", out / "synthetic" / "cohort.h5ad"),
+        ("report", out / "report" / "report.html"),
+    ):
+        assert f"{what}: {path}" in printed
+        assert path.is_file()
+    summary = _last_json(printed)
+    assert summary["cohort"]["patients"] == 48
+    for key in ("phantom_size_real", "phantom_size_synthetic", "phantom_contrast_synthetic"):
+        assert key in summary, key
+    synth, info = validate_cohort_file(out / "synthetic" / "cohort.h5ad", progress=False)
+    assert info["patients"] == 12 and synth.obs["has_expression"].all()
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert {"gene_distance_ratio", "pair_spearman", "phantom_size_synthetic"} <= set(metrics)
+    html = (out / "report" / "report.html").read_text()
+    assert "<img" in html and "loss" in html.lower()
+    for name in ("patients.png", "truth_map.png", "run/loss_curves.png"):
+        assert (out / name).stat().st_size > 10_000, name
+    assert read_cohort(out / "split" / "test.h5ad").n_obs == 12
+    # a rerun replaces its own output; a folder the demo did not write is refused
+    assert main(["-q", "demo", "--out", str(out), *SHORT_DEMO]) == 0
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    assert main(["-q", "demo", "--out", str(other), *SHORT_DEMO]) == 2
+    assert "did not write" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "keep"
 
 
 @pytest.mark.parametrize("dims", [2, 3])
@@ -276,8 +299,8 @@ def test_every_verb_refuses_what_validate_refuses(tmp_path, capsys, how):
     (run / "model.json").write_text(json.dumps({"model": "image_gan"}))
     out = str(tmp_path / "out")
     for argv in (
-        ["train", "configs/demo.yaml", "--data", str(cohort), "--out", out],
-        ["train", "configs/demo.yaml", "--set", "model=segmentation", "--data", str(cohort),
+        ["train", "configs/joint_phantom_2d.yaml", "--data", str(cohort), "--out", out],
+        ["train", "configs/joint_phantom_2d.yaml", "--set", "model=segmentation", "--data", str(cohort),
          "--out", out],
         ["sample", str(run), "--like", str(cohort), "--out", out],
         ["sample", str(run), "--data", str(cohort), "--out", out],

@@ -38,10 +38,10 @@ def split(tmp_path_factory):
 def test_train_sample_evaluate_images(split, tmp_path, capsys):
     train = str(split / "train.h5ad")
     seg, gan, synth, report = (tmp_path / n for n in ("seg", "gan", "synth", "report"))
-    assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(seg),
+    assert main(["-q", "train", "configs/joint_phantom_2d.yaml", "--data", train, "--out", str(seg),
                  *TINY_SEG]) == 0  # fmt: skip
     assert (seg / "model.safetensors").is_file()
-    assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(gan),
+    assert main(["-q", "train", "configs/joint_phantom_2d.yaml", "--data", train, "--out", str(gan),
                  "--set", "model=image_gan", "--set", "train.val_fraction=0.3",
                  *TINY_GAN]) == 0  # fmt: skip
     for name in ("model.safetensors", "model.json", "config.yaml", "log.csv"):
@@ -113,7 +113,7 @@ def test_gene_samples_condition_an_image_run(split, tmp_path):
                  "--set", "train.steps=5", "--set", "gene.n_hidden=16",
                  "--set", "train.val_fraction=0"]) == 0  # fmt: skip
     assert main(["-q", "sample", str(genes), "--n", "5", "--out", str(tmp_path / "expr")]) == 0
-    assert main(["-q", "train", "configs/demo.yaml", "--data", train, "--out", str(gan),
+    assert main(["-q", "train", "configs/joint_phantom_2d.yaml", "--data", train, "--out", str(gan),
                  "--set", "model=image_gan", *TINY_GAN]) == 0  # fmt: skip
     out = tmp_path / "paired"
     assert main(["-q", "sample", str(gan), "--expression", str(tmp_path / "expr" / "cohort.h5ad"),

@@ -37,40 +37,95 @@ def _phantom(cfg: Config, progress: bool):
 
 
 def cmd_demo(args) -> int:
-    from radiogenomics import pl
-    from radiogenomics.data.h5ad import validate_cohort_file
-    from radiogenomics.data.phantom import write_phantom
+    """The README's first command: phantom -> split -> joint model -> synthetic patients ->
+    one evaluation with report.html; prints where each file is and the headline numbers."""
+    import dataclasses
 
+    from radiogenomics import pl
+    from radiogenomics.data.cohort import split_cohort
+    from radiogenomics.data.h5ad import read_cohort, validate_cohort_file, write_cohort
+    from radiogenomics.data.phantom import write_phantom
+    from radiogenomics.evaluate.report import paired_report
+    from radiogenomics.models.joint_gan import JointGAN
+
+    if args.config is None:
+        if not DEMO_CONFIG.is_file():
+            raise ValueError(
+                f"the demo's preset {DEMO_CONFIG} is not here (an installed package without the "
+                "repository's configs/): pass --config configs/joint_phantom_2d.yaml"
+            )
+        args.config = DEMO_CONFIG
     cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")
         return 0
-    out = args.out
-    phantom = _phantom(cfg, progress=not args.quiet)
-    # the demo's own cohort folder: a rerun replaces it (whole), anything else is refused
+    if args.n_samples < 5:
+        raise ValueError(
+            f"--n-samples must be >= 5 (the evaluation correlates); got {args.n_samples}"
+        )
+    out, progress = args.out, not args.quiet
+    if out.exists() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+        raise ValueError(f"--out {out} is a non-empty folder the demo did not write; pick another")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("written by `radiogenomics demo`; a rerun replaces it\n")
+    phantom = _phantom(cfg, progress=progress)
+    # the demo's own folders: a rerun replaces them whole
     path = write_phantom(
-        phantom,
-        out / "cohort",
-        image_format=cfg.phantom.image_format,
-        progress=not args.quiet,
-        overwrite=True,
-    )
-    adata, summary = validate_cohort_file(path, progress=not args.quiet)
+        phantom, out / "cohort", image_format=cfg.phantom.image_format,
+        progress=progress, overwrite=True,
+    )  # fmt: skip
+    adata, summary = validate_cohort_file(path, progress=progress)
     say("phantom cohort", path)
-    say("images and masks", out / "cohort" / "images")
-    pl.patients(
-        adata,
-        n=16,
-        images=phantom.images,
-        masks=phantom.masks,
-        color_by="subtype",
-        save=out / "patients.png",
-    )
+    pl.patients(adata, n=16, images=phantom.images, masks=phantom.masks, color_by="subtype",
+                save=out / "patients.png")  # fmt: skip
     say("patient figure", out / "patients.png")
     pl.truth_map(adata, save=out / "truth_map.png")
     say("ground-truth map figure", out / "truth_map.png")
-    print(json.dumps(summary))
+
+    train, test = split_cohort(adata, args.test_fraction, stratify="subtype", seed=cfg.seed)
+    write_cohort(train, out / "split" / "train.h5ad")
+    write_cohort(test, out / "split" / "test.h5ad")
+    say(f"train / test split ({train.n_obs} / {test.n_obs} patients)", out / "split")
+    train, test = (
+        read_cohort(out / "split" / "train.h5ad"),
+        read_cohort(out / "split" / "test.h5ad"),
+    )
+
+    run = out / "run"
+    if run.exists() and not (run / "checkpoint").exists():
+        import shutil
+
+        shutil.rmtree(run)  # a finished earlier demo: train anew (a killed one resumes)
+    model = JointGAN(train, cfg, progress=progress)
+    model.train(run_dir=run, progress=progress)
+    pl.loss_curves(run / "log.csv", save=run / "loss_curves.png")
+    say(f"trained {model!r}", run)
+
+    synth = model.sample(args.n_samples, seed=cfg.seed)
+    path = synth.write(out / "synthetic", progress=progress, overwrite=True)
+    say(f"{args.n_samples} synthetic patients", path)
+    data_cfg = dataclasses.replace(cfg.data, image_size=list(model.meta["image_size"]))
+    metrics, report = paired_report(
+        train, test, read_cohort(path), out / "report", data_cfg,
+        covariate="subtype", log_csv=run / "log.csv", seed=cfg.seed, progress=progress,
+    )  # fmt: skip
+    say("metrics", out / "report" / "metrics.json")
+    say("report", report)
+    headline = {k: metrics.get(k) for k in DEMO_HEADLINE if k in metrics}
+    print(json.dumps({"cohort": summary, **headline}))
     return 0
+
+
+# what the demo prints of metrics.json: the planted associations on real and synthetic
+# patients (size and contrast are the README's acceptance numbers), gene and pair realism
+DEMO_HEADLINE = (
+    "phantom_size_real", "phantom_size_synthetic", "phantom_contrast_real",
+    "phantom_contrast_synthetic", "gene_distance_ratio", "gene_std_ratio_median",
+    "pair_spearman", "pair_spearman_reference",
+)  # fmt: skip
+DEMO_MARK = ".radiogenomics-demo"
+# the demo's preset when no --config is given: the repository's (an editable install's) copy
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "joint_phantom_2d.yaml"
 
 
 def cmd_cohort(args) -> int:
@@ -280,6 +335,8 @@ def cmd_sample(args) -> int:
     kind = read_meta(args.run)["model"]
     if kind == "segmentation":
         raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
+    if kind == "joint_gan":
+        return _sample_joint(args, like)
     if kind == "gene_gan":
         from radiogenomics.models.gene_gan import GeneGAN
 
@@ -308,6 +365,59 @@ def cmd_sample(args) -> int:
     synth = model.sample(args.n, expression, seed=args.seed)
     synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
     return _write_images(synth, args)
+
+
+def _sample_joint(args, like) -> int:
+    """Fully synthetic patients of a joint run, generated and written batch by batch (so
+    --n may exceed memory); with --like, images for that cohort's expression and masks."""
+    from radiogenomics.data.h5ad import write_patient_batches
+    from radiogenomics.models.joint_gan import JointGAN
+
+    if args.data is not None or args.expression is not None:
+        raise ValueError(
+            "a joint run draws expression from its own gene generator: --data and --expression "
+            "do not apply (--like gives images for a cohort's real expression)"
+        )
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    model = JointGAN.load(args.run)
+    if like is not None:
+        if args.covariate:
+            raise ValueError("--covariate applies to fully synthetic patients, not to --like")
+        synth = model.generate_images(like, seed=args.seed)
+        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+        return _write_images(synth, args)
+    if args.n is None or args.n < 1:
+        raise ValueError(f"--n must be a positive number of patients; got {args.n}")
+    covariates = _covariate_args(args.covariate)
+    first = []
+
+    def batches():
+        for batch in model.iter_sample(
+            args.n, covariates, seed=args.seed, batch_size=args.batch_size
+        ):
+            batch.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+            if not first:
+                first.append(batch)
+            yield batch.files()
+
+    path = write_patient_batches(
+        batches(),
+        args.out,
+        args.format,
+        not args.quiet,
+        total=args.n,
+        desc="sampling synthetic patients",
+        overwrite=args.overwrite,
+    )
+    say(f"{args.n} synthetic patients", path)
+    if first and first[0].images is not None:
+        from radiogenomics import pl
+
+        b = first[0]
+        pl.patients(b.adata, images=b.images, masks=b.masks, save=args.out / "samples.png")
+        say("sample grid", args.out / "samples.png")
+    return 0
 
 
 def _write_images(synth, args) -> int:

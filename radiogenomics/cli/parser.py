@@ -61,11 +61,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     p = sub.add_parser(
-        "demo", parents=[common], help="build the phantom cohort and figures of its patients"
+        "demo",
+        parents=[common],
+        help="phantom cohort -> joint model -> synthetic patients -> report.html",
     )
     _config_args(p)
     p.add_argument(
         "--out", type=Path, default=Path("demo_out"), help="output folder (default: demo_out)"
+    )
+    p.add_argument(
+        "--n-samples", type=int, default=200, help="synthetic patients to sample (default 200)"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.25, help="held-out patients (default 0.25)"
     )
 
     cohort = sub.add_parser("cohort", parents=[common], help="build, validate and generate cohorts")
@@ -191,8 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--like",
         type=Path,
         default=None,
-        help="image runs: one synthetic patient per patient of this cohort, from its mask and "
-        "expression (and image as background where the model fuses one)",
+        help="image and joint runs: one synthetic patient per patient of this cohort, from its "
+        "expression and mask (and image as background where the model fuses one)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="joint runs: patients generated and written per batch (memory bound)",
     )
     p.add_argument(
         "--format", default="nii.gz", help="image runs: image file format (nii.gz, npy, png)"
