@@ -92,7 +92,7 @@ def cmd_demo(args) -> int:
     )
 
     run = out / "run"
-    if run.exists() and not (run / "checkpoint").exists():
+    if (run / "model.json").exists():
         import shutil
 
         shutil.rmtree(run)  # a finished earlier demo: train anew (a killed one resumes)

@@ -258,6 +258,10 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
                 "an image-mode JointGAN has no gene generator to draw expression from: use "
                 "generate_images(adata) with real expression"
             )
+        if self.sampler.gene is None and covariates:
+            raise ValueError(
+                "an image-mode JointGAN without genes ignores covariates: nothing to fix"
+            )
         obs = self.covariates_for(n, covariates, seed)
         for k, start in enumerate(range(0, len(obs), batch_size)):
             part = obs.iloc[start : start + batch_size].copy()

@@ -39,23 +39,22 @@ def _sum(*parts):
     return loss, logs
 
 
+def _named(part):
+    """The gene side's logs as gene_*: the image side logs the same names."""
+    loss, logs = part
+    return loss, {f"gene_{k}": v for k, v in logs.items()}
+
+
 def make_steps(model):
     """`(critic_step, generator_step)` of `model`'s mode, each `step(rng) -> (loss, logs)`
     drawing its own batches: the sum of the gene, image and (joint mode) pair terms."""
-    cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
+    img, t, device = model.config.image, model.config.train, model.device
     mode, pair_weight = model.mode, model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
-    B = t.batch_size
 
     gene_batch = pair_batch = draw = project = None
     if G.gene is not None:
-        to = lambda a: torch.as_tensor(a[model._gene_rows]).to(device)  # noqa: E731
-        Z, codes, numeric = to(model._all_Z), to(model._codes), to(model._numeric)
-
-        def gene_batch(rng) -> GeneBatch:
-            idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
-            noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
-            return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
+        gene_batch = _gene_batches(model)
 
         def pair_batch(rng) -> PairBatch:
             # covariates of training patients with expression: what sampling draws from
@@ -76,7 +75,9 @@ def make_steps(model):
     def critic_step(rng):
         gene = image = pair = None
         if gene_batch is not None:
-            gene = gene_critic_loss(G.gene, C.gene, gene_batch(rng), gp_weight=t.gp_weight, rng=rng)
+            gene = _named(
+                gene_critic_loss(G.gene, C.gene, gene_batch(rng), gp_weight=t.gp_weight, rng=rng)
+            )
         if draw is not None:
             b = draw(rng)
             image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
@@ -94,7 +95,7 @@ def make_steps(model):
         gene = image = pair = None
         if gene_batch is not None:
             loss, logs, _ = gene_generator_loss(G.gene, C.gene, gene_batch(rng))
-            gene = (loss, logs)
+            gene = _named((loss, logs))
         if draw is not None:
             b = draw(rng)
             image = image_generator_loss(G.side, C.side, b, img)
@@ -111,12 +112,46 @@ def make_steps(model):
     return critic_step, generator_step
 
 
+def gene_steps(model):
+    """`(critic_step, generator_step)` of the gene side alone: the extra gene updates."""
+    t = model.config.train
+    G, C = model.generator, model.critic
+    draw = _gene_batches(model)
+
+    def critic_step(rng):
+        return _named(gene_critic_loss(G.gene, C.gene, draw(rng), gp_weight=t.gp_weight, rng=rng))
+
+    def generator_step(rng):
+        loss, logs, _ = gene_generator_loss(G.gene, C.gene, draw(rng))
+        return _named((loss, logs))
+
+    return critic_step, generator_step
+
+
+def _gene_batches(model):
+    """`draw(rng) -> GeneBatch` over the training patients with expression."""
+    cfg, device, B = model.config, model.device, model.config.train.batch_size
+    to = lambda a: torch.as_tensor(a[model._gene_rows]).to(device)  # noqa: E731
+    Z, codes, numeric = to(model._all_Z), to(model._codes), to(model._numeric)
+
+    def draw(rng) -> GeneBatch:
+        idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
+        noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
+        return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
+
+    return draw
+
+
 def fit_joint(model, run_dir, progress: bool) -> dict:
     """Train `model` (a JointGAN) on its training patients with the engine; keep the weights
     best on the held-out score; save into `run_dir` (rank 0)."""
     cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
     G, C = model.generator, model.critic
     critic_step, generator_step = make_steps(model)
+    j = cfg.joint
+    extra = None
+    if G.gene is not None and G.side is not None and j.gene_steps:
+        extra = (*gene_steps(model), j.gene_steps, j.gene_n_critic)
     lr_gene = cfg.gene.lr or t.lr
     lr_image = img.lr or t.lr
     summary, weights = train_gan(
@@ -124,7 +159,7 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
         groups_g=[(G.gene, lr_gene), (G.side, lr_image)],
         groups_c=[(C.gene, cfg.gene.lr or t.lr_critic or t.lr),
                   (C.side, img.lr or t.lr_critic or t.lr)],
-        score=selection_score(model), device=device, seed=cfg.seed, run_dir=run_dir,
+        extra=extra, score=selection_score(model), device=device, seed=cfg.seed, run_dir=run_dir,
         progress=progress, fingerprint=model._fingerprint,
     )  # fmt: skip
     model.sampler.load_state_dict(weights)

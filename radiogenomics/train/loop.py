@@ -425,16 +425,21 @@ def adversarial_step(
     opt_c: torch.optim.Optimizer,
     n_critic: int,
     ema: AveragedModel | None = None,
+    extra: tuple[LossFn, LossFn, int, int] | None = None,
 ) -> StepFn:
     """One training step of a GAN: `n_critic` critic steps, then one generator step, then the
     EMA. `critic_step(rng)` and `generator_step(rng)` draw their own batch and return
-    `(loss, logs)` with the logs as detached tensors."""
+    `(loss, logs)` with the logs as detached tensors.
 
-    def step(rng: torch.Generator) -> dict:
-        for _ in range(n_critic):
+    `extra = (critic_step, generator_step, repeats, n_critic)`: a cheap part of the networks
+    (the joint model's gene side) takes `repeats` more updates of its own first, each with
+    its own `n_critic`; the optimisers skip the parameters those losses do not reach."""
+
+    def update(critic_fn: LossFn, generator_fn: LossFn, n: int, rng: torch.Generator) -> dict:
+        for _ in range(n):
             opt_c.zero_grad(set_to_none=True)
             with trainer.autocast():
-                loss_c, logs_c = critic_step(rng)
+                loss_c, logs_c = critic_fn(rng)
             loss_c.backward()
             D.average_gradients(critic.parameters())
             opt_c.step()
@@ -442,15 +447,23 @@ def adversarial_step(
         critic.requires_grad_(False)  # the generator step needs no critic gradients
         try:
             with trainer.autocast():
-                loss_g, logs_g = generator_step(rng)
+                loss_g, logs_g = generator_fn(rng)
             loss_g.backward()
         finally:
             critic.requires_grad_(True)
         D.average_gradients(generator.parameters())
         opt_g.step()
+        return {**logs_c, **logs_g}
+
+    def step(rng: torch.Generator) -> dict:
+        logs = {}
+        if extra is not None:
+            for _ in range(extra[2]):
+                logs.update(update(extra[0], extra[1], extra[3], rng))
+        logs.update(update(critic_step, generator_step, n_critic, rng))
         if ema is not None:
             ema.update_parameters(generator)
-        return {**logs_c, **logs_g}
+        return logs
 
     return step
 
@@ -494,6 +507,7 @@ def train_gan(
     lr: float | None = None,
     groups_g: list | None = None,
     groups_c: list | None = None,
+    extra: tuple | None = None,
     score: Callable[[nn.Module], float] | None = None,
     device: torch.device,
     seed: int,
@@ -503,7 +517,8 @@ def train_gan(
 ) -> tuple[dict, dict]:
     """Train a GAN with the settings of a `TrainConfig` (`lr` overrides train.lr and
     train.lr_critic for these networks; `groups_g`/`groups_c`, lists of (submodule, lr),
-    give parts of the generator and critic their own rates); `score(sampler)` rates the EMA
+    give parts of the generator and critic their own rates; `extra`: see `adversarial_step`);
+    `score(sampler)` rates the EMA
     generator on held-out patients. Returns (summary, the weights to sample with)."""
     opt_g = adam(groups_g or [(generator, lr or train.lr)], train.betas)
     opt_c = adam(groups_c or [(critic, lr or train.lr_critic or train.lr)], train.betas)
@@ -525,7 +540,7 @@ def train_gan(
     )
     step = adversarial_step(
         trainer, critic_step, generator_step, generator=generator, critic=critic,
-        opt_g=opt_g, opt_c=opt_c, n_critic=train.n_critic, ema=ema,
+        opt_g=opt_g, opt_c=opt_c, n_critic=train.n_critic, ema=ema, extra=extra,
     )  # fmt: skip
     evaluate = None if score is None else (lambda: score(selected))
     summary = trainer.fit(step, evaluate)

@@ -291,8 +291,7 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
     """The generator loss of fully synthetic patients: image and mask critics on (generated
     image, mask, expression), and the gene read-back: the components the critic-side
     regressor reads from the generated image against those of the generated expression
-    (`project(expression)`). Every term reaches the gene generator through the gene code,
-    and the read-back through the expression as well."""
+    (`project(expression)`). Every term reaches the gene generator through the gene code."""
     gen_loss = OBJECTIVES[img.objective][1]
     s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
     code_fake = C.code(s.expression, s.present)
@@ -300,7 +299,10 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
     loss = loss + gen_loss(C.mask(soft(s.soft_masks), None, code_fake))
     logs = {"generator_pair": loss.detach()}
     if C.regressor is not None and project is not None:
-        aux = (C.regressor(s.images, s.masks).float() - project(s.expression.float())).square()
+        # the target is cut from the graph: pulling the expression toward what the image
+        # shows would reward both for shrinking together
+        target = project(s.expression.detach().float())
+        aux = (C.regressor(s.images, s.masks).float() - target).square()
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
