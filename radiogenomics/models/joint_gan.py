@@ -67,10 +67,15 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
                 "JointGAN generates whole patients, so it fuses no real background: set "
                 "image.use_background=false (ImageGAN fuses backgrounds, after Xu et al.)"
             )
-        if mode in ("joint", "separate") and not (img.use_genes and img.train_masks):
+        if mode == "joint" and not (img.use_genes and img.train_masks):
             raise ValueError(
-                f"joint.mode={mode} makes masks and images from genes: it needs "
+                "joint.mode=joint makes masks and images from genes: it needs "
                 "image.use_genes=true and image.train_masks=true"
+            )
+        if mode in ("separate", "image") and not img.train_masks and img.use_mask:
+            raise ValueError(
+                f"joint.mode={mode}: fully synthetic patients need their masks generated: set "
+                "image.train_masks=true"
             )
         view = CohortView(
             adata, genes=cfg.gene.genes, covariates=cfg.gene.covariates, log1p=cfg.gene.log1p
@@ -130,7 +135,10 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
             )
         if mode != "gene":
             n_latent = g.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
-            side_g, side_c = ImageGAN._make_networks(cfg, meta, n_latent=n_latent)
+            # an image side without genes (image.use_genes false: Anwar et al.'s combination
+            # of independently trained GANs) builds no gene encoder
+            side_meta = meta if cfg.image.use_genes else {**meta, "genes": []}
+            side_g, side_c = ImageGAN._make_networks(cfg, side_meta, n_latent=n_latent)
         self.generator = JointGenerator(gene_g, side_g)
         self.critic = JointCritic(gene_c, side_c)
         # what sampling runs: the selected weights of the EMA generator, once trained
@@ -173,7 +181,7 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
                 )
             self._images, self._masks = images, masks
             self._Z, self._present = view.tensor(img_rows)
-            if not self.genes:
+            if not self.genes or not self.config.image.use_genes:
                 self._Z, self._present = torch.zeros(len(img_rows), 0), self._present & False
             # positions among the image patients (the rows of _images)
             self._train_idx = np.flatnonzero(np.isin(img_rows, train_rows))
@@ -231,10 +239,13 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
             return Z.float().cpu(), latent, None, None
         image_noise = torch.randn(n, img.n_noise, generator=rng).to(dev)
         maps = G.side.image.noise_maps(n, generator=rng, device=dev)
-        mask_maps = G.side.mask.noise_maps(n, generator=rng, device=dev)
         present = torch.full((n,), bool(self.genes), device=dev)
         code = G.side.code(Z, present, latent if self.use_latent else None)
-        masks = (G.side.mask(code, image_noise, mask_maps) > 0.5).float()
+        if G.side.mask is None:  # an image side that no mask shapes: the whole patch
+            masks = torch.ones(n, 1, *self.meta["image_size"], device=dev)
+        else:
+            mask_maps = G.side.mask.noise_maps(n, generator=rng, device=dev)
+            masks = (G.side.mask(code, image_noise, mask_maps) > 0.5).float()
         images = G.side.image(
             mask_features(masks) if img.use_mask else None, code, image_noise, None, maps
         )

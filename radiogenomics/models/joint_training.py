@@ -190,6 +190,10 @@ def selection_score(model):
     paired = model._val_idx[model._present[model._val_idx].numpy()]
     if len(paired) >= MIN_SCORED:
         return paired_score(model, paired)
+    if model.mode == "separate" and len(model._val_idx) >= 4:
+        # no held-out pairs (an unpaired cohort, e.g. combined_breast): the image side's score
+        log.warning("fewer than %d held-out paired patients: selecting on images", MIN_SCORED)
+        return realism_score(model, model._val_idx, side=lambda sampler: sampler.side)
     return _none("paired")
 
 
