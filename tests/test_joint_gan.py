@@ -335,3 +335,23 @@ def test_resume_gives_the_weights_of_a_straight_run(cohort, tmp_path):
 def _equal_weights(a: nn.Module, b: nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_the_gene_side_takes_its_extra_updates(cohort, tmp_path):
+    """joint.gene_steps extra gene-only updates per step, each with gene_n_critic critic
+    steps: Adam's step counts say how often each part was updated."""
+    model = JointGAN(
+        cohort, config("train.steps=3", "joint.gene_steps=2", "joint.gene_n_critic=3"),
+        progress=False,
+    )  # fmt: skip
+    model.train(run_dir=tmp_path / "run", progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoint" / "state.pt", weights_only=False)
+    steps = {
+        name: sorted({int(s["step"]) for s in opt["state"].values()})
+        for name, opt in state["optimizers"].items()
+    }
+    # generator: gene params 3 * (1 + 2) = 9 updates, image params 3; critic: gene params
+    # 3 * (1 + 2 * 3) = 21, image params 3 (train.n_critic=1)
+    assert steps["generator"] == [3, 9] and steps["critic"] == [3, 21], steps
+    with pytest.raises(ValueError, match="joint.gene_steps"):
+        load_config(None, ["joint.gene_steps=-1"])
