@@ -174,6 +174,13 @@ def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: flo
         fake_m = soft(G.mask(code_g, b.noise, b.mask_noise_maps))
     real_ms = C.mask(real_m, None, code_c)
     loss = crit_loss(real_ms, C.mask(fake_m, None, code_c))
+    if img.mismatch_weight > 0 and code_c is not None:
+        # matching-aware negatives for the mask critic too: a real mask with another
+        # patient's genes is fake, so the mask generator must follow the genes (lesion size)
+        pair = b.present_cpu & b.present_cpu[b.perm] & b.distinct
+        if pair.any():
+            wrong = C.mask(real_m[pair], None, code_c[b.perm][pair])
+            loss = loss + img.mismatch_weight * matching_loss(real_ms[pair], wrong)
     if img.objective == "wgan-gp":
         loss = loss + img.drift_weight * real_ms.float().square().mean()
         gp = gradient_penalty(lambda v: C.mask(v, None, code_c), real_m, fake_m, generator=rng)
@@ -239,13 +246,17 @@ class Synthetic:
 
 def synthesize(gene_generator, G, b: ImageBatch, p: PairBatch, img, *, use_latent: bool):
     """Noise and covariates -> expression (+ latent) -> gene code -> mask -> image, with the
-    image batch's noise. The binary mask is cut from the graph (a threshold has no gradient):
-    the image and mask critics reach the gene generator through the gene code."""
+    image batch's noise. The image and mask critics reach the gene generator through the
+    gene code."""
     expression, latent = gene_generator(p.noise, p.codes, p.numeric)
     present = torch.ones(len(expression), dtype=torch.bool, device=expression.device)
     code = G.code(expression, present, latent if use_latent else None)
     soft_masks = G.mask(code, b.noise, b.mask_noise_maps)
     hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
+    # straight-through: the binary mask forward, the soft mask's gradient backward, so the
+    # image critic and the gene read-back also teach the mask generator (the depth channel,
+    # a distance transform, has none)
+    hard = hard + soft_masks - soft_masks.detach()
     masks = mask_features(hard) if img.use_mask else hard
     images = G.image(masks if img.use_mask else None, code, b.noise, None, b.noise_maps)
     return Synthetic(expression, latent, present, soft_masks, masks, images)
