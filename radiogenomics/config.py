@@ -80,10 +80,19 @@ class PhantomConfig:
             raise ValueError(f"key 'phantom.n_genes' must be >= 128; got {self.n_genes}")
         if self.noise < 0:
             raise ValueError(f"key 'phantom.noise' must be >= 0; got {self.noise}")
-        for key in ("frac_image_only", "frac_expression_only"):
-            if not 0.0 <= getattr(self, key) < 1.0:
-                raise ValueError(f"key 'phantom.{key}' must be in [0, 1); got {getattr(self, key)}")
-        if self.frac_image_only + self.frac_expression_only >= 1.0:
+        if not 0.0 <= self.frac_image_only < 1.0:
+            raise ValueError(
+                f"key 'phantom.frac_image_only' must be in [0, 1); got {self.frac_image_only}"
+            )
+        if not 0.0 <= self.frac_expression_only <= 1.0:
+            raise ValueError(
+                "key 'phantom.frac_expression_only' must be in [0, 1]; got "
+                f"{self.frac_expression_only}"
+            )
+        # 1.0 alone: a gene-only phantom (expression without images, e.g. to merge with an
+        # image-only cohort: `cohort merge`); otherwise some patients stay paired
+        gene_only = self.frac_expression_only == 1.0 and self.frac_image_only == 0.0
+        if self.frac_image_only + self.frac_expression_only >= 1.0 and not gene_only:
             raise ValueError(
                 "config keys 'phantom.frac_image_only' + 'phantom.frac_expression_only' must be < 1"
             )

@@ -212,6 +212,33 @@ def cmd_cohort(args) -> int:
         say(f"train ({train.n_obs} patients)", write_cohort(train, args.out / "train.h5ad"))
         say(f"test ({test.n_obs} patients)", write_cohort(test, args.out / "test.h5ad"))
         return 0
+    if args.action == "merge":
+        from radiogenomics.data.cohort import merge_cohorts, relative_paths
+
+        paths = list(args.cohorts)
+        if len(paths) < 2:
+            raise ValueError(f"merge needs at least two cohorts; got {len(paths)}")
+        resolved = [p.resolve() for p in paths]
+        repeated = sorted({str(p) for p in paths if resolved.count(p.resolve()) > 1})
+        if repeated:
+            raise ValueError(f"the same cohort given more than once: {repeated}")
+        if args.out.resolve() in resolved:
+            raise ValueError(f"--out {args.out} is one of the inputs; name a new file")
+        # a cohort.h5ad (cohort phantom, sample) is named after its folder
+        names = [p.parent.name if p.name == "cohort.h5ad" else p.stem for p in paths]
+        if len(set(names)) < len(names):  # e.g. two splits' train.h5ad: name their folders too
+            names = [f"{p.resolve().parent.name}_{p.stem}" for p in paths]
+        adata = merge_cohorts(
+            [read_valid_cohort(p, progress=progress) for p in paths],
+            names=names,
+            prefix=args.prefix,
+        )
+        adata.uns[K.UNS][K.PROVENANCE]["merged_from"] = ", ".join(str(p) for p in resolved)
+        summary = validate_cohort(adata, check_files=not args.no_check_files, progress=progress)
+        path = write_cohort(relative_paths(adata, args.out.parent), args.out)
+        say(f"merged cohort ({adata.n_obs} patients)", path)
+        print(json.dumps(summary))
+        return 0
     if args.action == "prepare-shared":
         from radiogenomics.data.shared import prepare_shared
 
@@ -496,7 +523,7 @@ def check_out(args) -> None:
         return
     verb = (args.verb, getattr(args, "action", None))
     overwrite = getattr(args, "overwrite", False)
-    if verb in (("cohort", "build"), ("select-genes", None)):
+    if verb in (("cohort", "build"), ("cohort", "merge"), ("select-genes", None)):
         check_file_output(out, overwrite)
     elif verb in (("cohort", "phantom"), ("sample", None)):
         check_folder_output(out, overwrite)

@@ -48,7 +48,16 @@ def evaluate(args) -> int:
     if args.negatives is not None:
         return _evaluate_augmentation(args)
     synth = _read(args.synthetic) if args.synthetic is not None else None
-    if synth is not None and _has(synth, K.HAS_IMAGE):
+    # a real cohort with expression and no images (the expression half of a combined-GANs
+    # cohort, say) scores the synthetic patients' expression alone: the gene report
+    gene_only_real = (
+        args.real is not None
+        and synth is not None
+        and _has(synth, K.HAS_EXPRESSION)
+        and not _has(real_ := _read(args.real), K.HAS_IMAGE)
+        and _has(real_, K.HAS_EXPRESSION)
+    )
+    if synth is not None and _has(synth, K.HAS_IMAGE) and not gene_only_real:
         if _has(synth, K.HAS_EXPRESSION) and args.train is not None and args.real is not None:
             train, real = _read(args.train), _read(args.real)
             if _has(real, K.HAS_EXPRESSION) and _has(real, K.HAS_IMAGE):

@@ -133,6 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
     p = csub.add_parser(
+        "merge",
+        parents=[common],
+        help="merge cohorts (e.g. a gene-only and an image-only one) into one validated .h5ad",
+    )
+    p.add_argument("cohorts", type=Path, nargs="+", metavar="COHORT", help="cohort .h5ad files")
+    p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    _overwrite_arg(p)
+    p.add_argument(
+        "--prefix",
+        action="store_true",
+        help="prefix each patient id with its input's name (the file's stem, or its folder's "
+        "for a cohort.h5ad): NAME-ID",
+    )
+    p.add_argument(
+        "--no-check-files", action="store_true", help="skip reading every image and mask"
+    )
+    p = csub.add_parser(
         "split",
         parents=[common],
         help="split a cohort by patient into train.h5ad and test.h5ad",

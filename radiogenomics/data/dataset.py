@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
 from radiogenomics.config import DataConfig
-from radiogenomics.data.cohort import covariate_keys, resolve
+from radiogenomics.data.cohort import covariate_keys, modality_flags, resolve
 
 PATIENT = "patient"  # the record's patient id, for error messages
 
@@ -139,10 +139,13 @@ def image_transforms(cfg: DataConfig, spatial_size: list[int]) -> mt.Compose:
     return mt.Compose(steps)
 
 
-def _codes(obs, key: str, vocab) -> np.ndarray:
+def _codes(obs, key: str, vocab, need) -> np.ndarray:
     """Codes against the cohort's vocabulary: a subset AnnData drops unused categories, so the
-    column's own codes would shift."""
+    column's own codes would shift. Patients outside `need` (those without expression, which
+    may lack covariates) get code 0 where theirs is missing."""
     codes = pd.Categorical(obs[key].astype(str), categories=[str(v) for v in vocab]).codes
+    absent = obs[key].isna().to_numpy() & ~need
+    codes = np.where(absent, 0, codes)
     bad = obs.index[codes < 0].tolist()
     if bad:
         raise ValueError(
@@ -197,10 +200,11 @@ class CohortDataset(Dataset):
         num_stats = rg.get(K.COVARIATES, {}).get(K.NUMERIC, {})
         vocab = rg.get(K.COVARIATES, {}).get(K.CATEGORICAL, {})
         obs = adata.obs
+        need = modality_flags(adata)[K.HAS_EXPRESSION]  # who must have every covariate
         X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
         self.expression = torch.as_tensor(np.nan_to_num(X, nan=0.0), dtype=torch.float32)
         self.categorical = torch.as_tensor(
-            np.stack([_codes(obs, k, vocab[k]) for k in cat_keys], 1)
+            np.stack([_codes(obs, k, vocab[k], need) for k in cat_keys], 1)
             if cat_keys
             else np.zeros((adata.n_obs, 0)),
             dtype=torch.long,
@@ -210,9 +214,10 @@ class CohortDataset(Dataset):
             for k in num_keys
         ]
         for k, values in zip(num_keys, num, strict=True):
-            if not np.isfinite(values).all():
-                missing = obs.index[~np.isfinite(values)].tolist()[:10]
+            if not np.isfinite(values[need]).all():
+                missing = obs.index[~np.isfinite(values) & need].tolist()[:10]
                 raise ValueError(f"numeric covariate '{k}' is missing for patient(s) {missing}")
+            values[~np.isfinite(values) & ~need] = 0.0  # no expression: no covariates needed
         self.numeric = torch.as_tensor(
             np.stack(num, 1) if num else np.zeros((adata.n_obs, 0)), dtype=torch.float32
         )

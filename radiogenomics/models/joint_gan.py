@@ -161,7 +161,12 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         expressed = np.flatnonzero(view.has_expression) if self.genes else np.array([], int)
         self._gene_rows = np.intersect1d(train_rows, expressed)
         self._gene_val = np.intersect1d(val_rows, expressed)
-        self._codes, self._numeric = view.covariates(rows)
+        # covariates condition the expression: encoded for the patients with expression (the
+        # others, e.g. a merged cohort's image-only patients, may lack them)
+        self._codes = np.zeros((view.n, len(self.categorical)), np.int64)
+        self._numeric = np.zeros((view.n, len(self.numeric)), np.float32)
+        if len(expressed):
+            self._codes[expressed], self._numeric[expressed] = view.covariates(expressed)
         self._all_Z = view.expression
         # sampling draws covariate rows from the patients the gene side learns from
         table_rows = expressed if len(expressed) else rows
