@@ -40,6 +40,8 @@ COVARIATE_TABLE = "covariates.json"
 class GeneGAN(CohortModel, kind="gene_gan"):
     """Covariate-conditioned WGAN-GP over a cohort's expression (see the module docstring)."""
 
+    FORMAT = 2  # 2: the critic's minibatch-std input (gene.minibatch_std); 1 cannot be read
+
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
         """`progress` is there for the models' common signature: a GeneGAN loads no images."""
         cfg = self._config(config)
