@@ -117,10 +117,32 @@ class GeneConfig:
     n_layers: int = 2
     # Learning rate of the gene generator and critic; None uses train.lr and train.lr_critic.
     lr: float | None = None
+    # Dispersion: a plain WGAN-GP critic scores one patient at a time and lets generated
+    # expression shrink towards the mean (median per-gene std 0.7-0.9 of the real one).
+    # Group size of the critic's minibatch-standard-deviation input (Karras et al. 2018, per
+    # gene: each sample also shows the critic its group's per-gene std); 0 turns it off.
+    minibatch_std: int = 4
+    # Weight of the generator's dispersion term: mean over genes of the squared log ratio of the
+    # generated batch's std to the real batch's (same covariates), times sqrt(n_genes) so the
+    # weight means the same for 50 genes as for 1000; 0 turns it off.
+    dispersion_weight: float = 4.0
+    # Model selection: the held-out realism score minus this weight times |log median per-gene
+    # std ratio| (synthetic patients with the training patients' covariates against those
+    # patients), so shrunken weights stop winning; 0 scores correlations alone.
+    select_dispersion: float = 1.0
 
     def __post_init__(self):
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"key 'gene.lr' must be > 0; got {self.lr}")
+        if self.minibatch_std < 0:
+            raise ValueError(
+                f"key 'gene.minibatch_std' must be >= 0 (0 turns it off); got {self.minibatch_std}"
+            )
+        for key in ("dispersion_weight", "select_dispersion"):
+            if not getattr(self, key) >= 0:
+                raise ValueError(
+                    f"key 'gene.{key}' must be >= 0 (0 turns it off); got {getattr(self, key)}"
+                )
         for key in ("n_noise", "n_hidden", "n_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'gene.{key}' must be >= 1; got {getattr(self, key)}")

@@ -29,6 +29,7 @@ from radiogenomics.evaluate.genes import (
     kfold_scores,
     mmd,
     per_gene_distances,
+    std_ratio,
     summarise,
     tstr,
 )
@@ -93,6 +94,25 @@ def test_structure_versus_noise_and_misplaced_genes():
     again = blocks(400, seed=3)
     assert distance_correlation(real, again) > 0.9
     assert dendrogram_correlation(real, again) > 0.9
+
+
+def test_std_ratio_known_answers():
+    real = blocks(400, seed=0)
+    assert std_ratio(real, real) == pytest.approx(1.0)
+    # shrunken towards the mean, shifted, in other units of each gene: the ratio is the shrinkage
+    assert std_ratio(real, 0.7 * real + 3.0) == pytest.approx(0.7)
+    scaled = real * np.linspace(1.0, 5.0, real.shape[1])
+    assert std_ratio(scaled, 1.2 * scaled) == pytest.approx(1.2)
+    # a median over genes: a few wild genes do not move it
+    wild = real.copy()
+    wild[:, :3] *= 10.0
+    assert std_ratio(real, wild) == pytest.approx(1.0)
+    # genes constant in the reference are left out
+    const = real.copy()
+    const[:, 0] = 2.0
+    assert std_ratio(const, 0.5 * real) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="constant"):
+        std_ratio(np.ones((5, 3)), real[:5, :3])
 
 
 def test_mmd_and_detection_auc_separate_shifted_data():
@@ -220,6 +240,9 @@ def test_evaluate_genes_on_phantom(phantom_split):
     assert list(df.columns) == list(METRICS) + list(COVARIATE_METRICS)
     assert df.notna().all().all()
     assert df.loc[CEILING, "distance_ratio"] == 1.0 and df.loc[CEILING, "dendrogram_ratio"] == 1.0
+    assert df.loc[CEILING, "std_ratio"] == pytest.approx(1.0)
+    # the multivariate Gaussian is as dispersed as the training patients by construction
+    assert df.loc["multivariate_gaussian", "std_ratio"] == pytest.approx(1.0, abs=0.1)
     assert df.loc[CEILING, "tstr_accuracy"] == df.loc[CEILING, "trtr_accuracy"]
     assert (df["trtr_accuracy"] == df.loc[CEILING, "trtr_accuracy"]).all()
     # the full-covariance baseline keeps the phantom's gene programs, the diagonal one cannot

@@ -114,6 +114,18 @@ def dendrogram_correlation(real, synthetic, method: str = "average") -> float:
     return _pearson(_cophenetic(real, method), _cophenetic(synthetic, method))
 
 
+def std_ratio(reference, synthetic) -> float:
+    """Median over genes of std(synthetic) / std(reference): the dispersion of a synthetic set
+    relative to real patients (1 = as dispersed; a GAN whose samples shrink towards the mean
+    scores below 1). Genes constant in `reference` are left out."""
+    reference, synthetic = _pair(reference, synthetic)
+    ref, syn = reference.std(axis=0), synthetic.std(axis=0)
+    keep = ref > 1e-12 * max(1.0, float(np.abs(reference).max(initial=0.0)))
+    if not keep.any():
+        raise ValueError("every gene of the reference set is constant; no std ratio")
+    return float(np.median(syn[keep] / ref[keep]))
+
+
 def per_gene_distances(real, synthetic, genes=None) -> pd.DataFrame:
     """Per gene: two-sample KS statistic and p-value, and the 1D Wasserstein distance."""
     real, synthetic = _pair(real, synthetic, min_samples=1)
@@ -302,6 +314,7 @@ METRICS = (
     "dendrogram_corr",
     "distance_ratio",
     "dendrogram_ratio",
+    "std_ratio",
     "mean_ks",
     "mean_wasserstein",
     "mmd",
@@ -363,8 +376,11 @@ def _labelled(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return X[keep], y[keep].astype(str)
 
 
-def _score(Z: np.ndarray, y, Zte: np.ndarray, real: _RealClassifier | None, seed: int) -> dict:
-    """One row of `evaluate_genes`: set `Z` (labels `y`) against the held-out real `Zte`.
+def _score(
+    Z: np.ndarray, y, Zte: np.ndarray, Ztr: np.ndarray, real: _RealClassifier | None, seed: int
+) -> dict:
+    """One row of `evaluate_genes`: set `Z` (labels `y`) against the held-out real `Zte`; its
+    dispersion against the real training patients `Ztr`.
 
     `real` scores the covariate (a classifier fitted on real training data), or is None.
     """
@@ -372,6 +388,7 @@ def _score(Z: np.ndarray, y, Zte: np.ndarray, real: _RealClassifier | None, seed
     row = {
         "distance_corr": distance_correlation(Zte, Z),
         "dendrogram_corr": dendrogram_correlation(Zte, Z),
+        "std_ratio": std_ratio(Ztr, Z),
         "mean_ks": float(per_gene["ks"].mean()),
         "mean_wasserstein": float(per_gene["wasserstein"].mean()),
         "mmd": mmd(Zte, Z, seed=seed),
@@ -405,6 +422,7 @@ def evaluate_genes(
     "real (ceiling)", which scores `real_train` as if it were synthetic. Every set is z-scored
     with `real_train`'s per-gene mean and std, so KS, Wasserstein and MMD weigh genes alike.
     Columns: `METRICS`, and `COVARIATE_METRICS` when `covariate` (a categorical obs key) is given.
+    `std_ratio` is the median per-gene std ratio against `real_train` (1 for the ceiling row).
     For the ceiling row the covariate accuracy on "synthetic" is the training accuracy and
     tstr equals trtr.
     """
@@ -437,7 +455,7 @@ def evaluate_genes(
     for name, (Z, _) in sets.items():
         log.info("evaluate_genes: scoring '%s' (%d patients)", name, Z.shape[0])
         try:
-            rows[name] = _score(Z, labels.get(name), Zte, real, seed)
+            rows[name] = _score(Z, labels.get(name), Zte, sets[CEILING][0], real, seed)
         except ValueError as err:  # say which set, the array functions cannot
             raise ValueError(f"set '{name}': {err}") from err
     df = pd.DataFrame.from_dict(rows, orient="index")

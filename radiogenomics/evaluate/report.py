@@ -110,6 +110,7 @@ def _headline(table: pd.DataFrame) -> pd.DataFrame:
             "distance_ratio",
             "dendrogram_corr",
             "dendrogram_ratio",
+            "std_ratio",
             "detection_auc",
             "mmd",
             "mean_ks",

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
     """Covariate-conditioned WGAN-GP over a cohort's expression (see the module docstring)."""
 
+    FORMAT = 2  # 2: the critic's minibatch-std input (gene.minibatch_std); 1 cannot be read
+
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
         """`progress` is there for the models' common signature: a GeneGAN loads no images."""
         cfg = self._config(config)
@@ -99,7 +101,12 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             n_layers=g.n_layers,
         )
         self.critic = GeneCritic(
-            len(self.genes), vocab, len(self.numeric), n_hidden=g.n_hidden, n_layers=g.n_layers
+            len(self.genes),
+            vocab,
+            len(self.numeric),
+            n_hidden=g.n_hidden,
+            n_layers=g.n_layers,
+            minibatch_std=g.minibatch_std,
         )
         # what `sample` runs: the selected weights of the EMA generator, once trained
         self.sampler = copy.deepcopy(self.generator).eval()
@@ -136,7 +143,9 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             return gene_critic_loss(G, C, batch(rng), gp_weight=cfg.train.gp_weight, rng=rng)
 
         def generator_step(rng):
-            loss, logs, _ = gene_generator_loss(G, C, batch(rng))
+            loss, logs, _ = gene_generator_loss(
+                G, C, batch(rng), dispersion_weight=cfg.gene.dispersion_weight
+            )
             return loss, logs
 
         scored = len(self._val_rows) >= 2  # gene-gene correlations need two patients
@@ -157,21 +166,38 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
 
     def _realism_score(self, val_rows: np.ndarray):
         """Held-out score for model selection, `score(sampler)`: mean of the gGAN distance and
-        dendrogram correlations between the validation patients and as many synthetic ones."""
-        from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+        dendrogram correlations between the validation patients and as many synthetic ones,
+        minus `gene.select_dispersion` times |log std_ratio| of synthetic patients with the
+        training patients' covariates against those patients (their many rows give a steadier
+        std than the few held-out ones; the correlations do not see a shrunken sample)."""
+        from radiogenomics.evaluate.genes import (
+            dendrogram_correlation,
+            distance_correlation,
+            std_ratio,
+        )
+
+        g = self.config.gene
+        n_noise, seed = g.n_noise, self.config.seed + 1
+        on = lambda rows: (  # noqa: E731
+            torch.as_tensor(self._codes[rows]).to(self.device),
+            torch.as_tensor(self._numeric[rows]).to(self.device),
+        )
+
+        def generate(sampler, rows) -> np.ndarray:
+            # the same noise at every evaluation, so scores differ by the weights alone
+            noise = torch.randn(len(rows), n_noise, generator=torch.Generator().manual_seed(seed))
+            return sampler(noise.to(self.device), *on(rows))[0].float().cpu().numpy()
 
         real = self._Z[val_rows]
-        codes = torch.as_tensor(self._codes[val_rows]).to(self.device)
-        numeric = torch.as_tensor(self._numeric[val_rows]).to(self.device)
-        n_noise, seed = self.config.gene.n_noise, self.config.seed + 1
+        train_rows = self._train_rows
 
         def score(sampler) -> float:
-            # the same noise at every evaluation, so scores differ by the weights alone
-            noise = torch.randn(
-                len(val_rows), n_noise, generator=torch.Generator().manual_seed(seed)
-            )
-            fake = sampler(noise.to(self.device), codes, numeric)[0].float().cpu().numpy()
-            return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+            fake = generate(sampler, val_rows)
+            value = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+            if g.select_dispersion > 0 and len(train_rows) >= 2:
+                ratio = std_ratio(self._Z[train_rows], generate(sampler, train_rows))
+                value -= g.select_dispersion * abs(float(np.log(max(ratio, 1e-12))))
+            return value
 
         return score
 

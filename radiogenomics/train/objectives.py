@@ -55,12 +55,32 @@ def gene_critic_loss(generator, critic, b: GeneBatch, *, gp_weight: float, rng=N
     return loss, logs
 
 
-def gene_generator_loss(generator, critic, b: GeneBatch):
-    """WGAN generator loss of generated expression; also returns `(fake, latent)` so a joint
-    objective can pass them on to the image side."""
+def dispersion_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean over genes of (log std(fake) - log std(real))^2, the stds over the batch (which
+    holds the same covariates on both sides): 0 when generated expression is as dispersed as
+    the real batch, whatever its location. Both stds come from as many samples, so their
+    small-sample bias cancels in the log ratio."""
+    fake, real = fake.float(), real.detach().float()
+    log_std = lambda x: 0.5 * torch.log(x.var(dim=0, unbiased=False) + 1e-8)  # noqa: E731
+    return (log_std(fake) - log_std(real)).square().mean()
+
+
+def gene_generator_loss(generator, critic, b: GeneBatch, *, dispersion_weight: float = 4.0):
+    """WGAN generator loss of generated expression, plus `dispersion_weight` x sqrt(n_genes)
+    times the `dispersion_loss` of the generated batch against the real one (0 turns it off);
+    also returns `(fake, latent)` so a joint objective can pass them on to the image side.
+
+    The sqrt(n_genes) keeps the term's gradient on one sample (whose norm goes as
+    1 / sqrt(n_genes) for a mean over genes) the same size for 50 genes as for 1000, as the
+    critic's is: the gradient penalty holds that one to norm 1 over all genes."""
     fake, latent = generator(b.noise, b.codes, b.numeric)
     loss = generator_loss(critic(fake, b.codes, b.numeric))
-    return loss, {"generator": loss.detach()}, (fake, latent)
+    logs = {"generator": loss.detach()}
+    if dispersion_weight > 0:
+        disp = dispersion_loss(fake, b.expression)
+        loss = loss + dispersion_weight * fake.shape[1] ** 0.5 * disp
+        logs["dispersion"] = disp.detach()
+    return loss, logs, (fake, latent)
 
 
 # ------------------------------------------------------------------------------------------
