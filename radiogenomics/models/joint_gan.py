@@ -57,6 +57,8 @@ _MAX_LISTED = 10
 class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
     """Genes condition images end to end (see the module docstring)."""
 
+    FORMAT = 2  # 2: the gene critic reads minibatch dispersion
+
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
         """`progress`: a bar while the cohort's images load."""
         cfg = self._config(config)
