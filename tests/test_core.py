@@ -10,7 +10,7 @@ from radiogenomics import tl
 from radiogenomics.config import load_config
 from radiogenomics.data.split import held_out
 from radiogenomics.data.view import CohortView
-from radiogenomics.models import MODELS, GeneGAN, ImageGAN, Segmenter, load_model
+from radiogenomics.models import MODELS, GeneGAN, ImageGAN, JointGAN, Segmenter, load_model
 from radiogenomics.pp import GeneScaler
 
 TINY = [
@@ -80,7 +80,9 @@ def test_the_shared_scaler_round_trips_exactly(phantom_cohort):
 
 
 def test_models_register_under_their_config_names(phantom_cohort, tmp_path):
-    assert {"gene_gan": GeneGAN, "image_gan": ImageGAN, "segmentation": Segmenter} == MODELS
+    assert {
+        "gene_gan": GeneGAN, "image_gan": ImageGAN, "joint_gan": JointGAN, "segmentation": Segmenter
+    } == MODELS  # fmt: skip
     cfg = load_config(None, [*TINY, "train.steps=1", "train.val_fraction=0"])
     model = GeneGAN(phantom_cohort, cfg)
     model.save(tmp_path)
