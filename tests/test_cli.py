@@ -377,8 +377,8 @@ def test_failed_evaluate_leaves_no_output_folder(tmp_path, capsys):
     write_cohort(make_cohort(expr, pd.DataFrame(index=expr.index)), genes)
     out = tmp_path / "eval"
     argv = ["-q", "evaluate", "--real", str(genes), "--synthetic", str(images), "--out", str(out)]
-    assert main(argv) == 2
-    assert "has an image" in _error(capsys)
+    assert main(argv) == 2  # expression-only real patients: the gene route, which needs --train
+    assert "evaluate needs --train" in _error(capsys)
     assert not out.exists()
 
 

@@ -24,10 +24,11 @@ GENE = ["model=gene_gan", "gene.n_hidden=16", "gene.n_noise=4", "train.steps=400
 IMAGE = ["model=image_gan", "image.channels=[8,4]", "image.critic_channels=[4,8]",
          "image.n_noise=4", "image.n_code=4", "image.n_hidden=8", "image.gene_aux_components=4",
          "train.steps=100", "train.batch_size=4", "train.n_critic=1", "train.eval_every=4",
-         "train.select_after=0", "train.checkpoint_every=4", "train.val_fraction=0.3"]  # fmt: skip
+         "train.select_after=0", "train.checkpoint_every=4", "train.val_fraction=0.3",
+         "data.image_size=[64,64]"]  # fmt: skip
 SEGMENT = ["model=segmentation", "segment.channels=[4,8]", "segment.strides=[2]",
            "segment.num_res_units=1", "segment.steps=200", "segment.batch_size=4",
-           "segment.eval_every=5"]  # fmt: skip
+           "segment.eval_every=5", "data.image_size=[64,64]"]  # fmt: skip
 MODELS = {"gene_gan": GENE, "image_gan": IMAGE, "segmentation": SEGMENT}
 # kill after this checkpoint step: past the second held-out evaluation, so the resumed run must
 # also restore the best weights so far and the count of evaluations without improvement
@@ -43,7 +44,7 @@ def cohort(tmp_path_factory) -> Path:
 
 def _command(cohort: Path, run: Path, overrides: list[str]) -> list[str]:
     sets = [arg for o in overrides for arg in ("--set", o)]
-    return [sys.executable, "-m", "radiogenomics", "-q", "train", "configs/demo.yaml",
+    return [sys.executable, "-m", "radiogenomics", "-q", "train", "configs/joint_phantom_2d.yaml",
             "--data", str(cohort), "--out", str(run), *sets]  # fmt: skip
 
 

@@ -133,8 +133,9 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
                 n_noise=g.n_noise, n_hidden=g.n_hidden, n_layers=g.n_layers,
             )  # fmt: skip
             gene_c = GeneCritic(
-                len(self.genes), vocab, len(self.numeric), n_hidden=g.n_hidden, n_layers=g.n_layers
-            )
+                len(self.genes), vocab, len(self.numeric),
+                n_hidden=g.n_hidden, n_layers=g.n_layers, minibatch_std=g.minibatch_std,
+            )  # fmt: skip
         if mode != "gene":
             n_latent = g.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
             # an image side without genes (image.use_genes false: Anwar et al.'s combination

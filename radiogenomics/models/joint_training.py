@@ -94,7 +94,12 @@ def make_steps(model):
     def generator_step(rng):
         gene = image = pair = None
         if gene_batch is not None:
-            loss, logs, _ = gene_generator_loss(G.gene, C.gene, gene_batch(rng))
+            loss, logs, _ = gene_generator_loss(
+                G.gene,
+                C.gene,
+                gene_batch(rng),
+                dispersion_weight=model.config.gene.dispersion_weight,
+            )
             gene = _named((loss, logs))
         if draw is not None:
             b = draw(rng)
@@ -122,7 +127,9 @@ def gene_steps(model):
         return _named(gene_critic_loss(G.gene, C.gene, draw(rng), gp_weight=t.gp_weight, rng=rng))
 
     def generator_step(rng):
-        loss, logs, _ = gene_generator_loss(G.gene, C.gene, draw(rng))
+        loss, logs, _ = gene_generator_loss(
+            G.gene, C.gene, draw(rng), dispersion_weight=model.config.gene.dispersion_weight
+        )
         return _named((loss, logs))
 
     return critic_step, generator_step
