@@ -14,8 +14,12 @@ from radiogenomics.config import Config, dump_config, load_config
 
 log = logging.getLogger("radiogenomics")
 
-# What `map` says, with exit status 3, of a run folder: the learned map comes with the joint model.
-LEARNED_MAP_PENDING = "learned maps need a joint model: not available yet"
+# What `map` says, with exit status 3, of a run folder: the learned map (sensitivity of a joint
+# run's generated images to its genes) is not built yet.
+LEARNED_MAP_PENDING = (
+    "the learned map of a joint run is not available yet (map COHORT.h5ad gives the "
+    "conventional one)"
+)
 MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
 
 
