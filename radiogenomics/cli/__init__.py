@@ -101,7 +101,9 @@ def cmd_demo(args) -> int:
 
         shutil.rmtree(run)  # a finished earlier demo: train anew (a killed one resumes)
     model = JointGAN(train, cfg, progress=progress)
-    model.train(run_dir=run, progress=progress)
+    trained = model.train(run_dir=run, progress=progress)
+    if trained.get("resumed_from") is not None:  # a killed demo goes on from its checkpoint
+        say(f"resumed from step {trained['resumed_from']}", run / "checkpoint")
     pl.loss_curves(run / "log.csv", save=run / "loss_curves.png")
     say(f"trained {model!r}", run)
 

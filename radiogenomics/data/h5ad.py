@@ -122,7 +122,7 @@ def write_patient_batches(
             raise ValueError("no patients to write")
         adata = parts[0] if len(parts) == 1 else ad.concat(parts, merge="same")
         adata.uns = parts[0].uns
-        if len({p for p in adata.obs_names}) != adata.n_obs:
+        if not adata.obs_names.is_unique:
             raise ValueError("the batches repeat patient ids; each patient needs its own id")
         adata.uns[K.UNS][K.ROOT] = str(tmp.resolve())  # paths stay relative: "images/..."
         write_cohort(adata, tmp / COHORT_FILE)

@@ -90,26 +90,29 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
     def _build(self, cfg: Config, meta: dict) -> None:
         self.categorical: dict[str, list[str]] = meta["categorical"]
         self.numeric: dict[str, dict] = meta["numeric"]
-        vocab = [len(v) for v in self.categorical.values()]
-        g = cfg.gene
-        self.generator = GeneGenerator(
-            len(self.genes),
+        self.generator, self.critic = self._make_networks(
+            cfg, len(self.genes), self.categorical, self.numeric
+        )
+        # what `sample` runs: the selected weights of the EMA generator, once trained
+        self.sampler = copy.deepcopy(self.generator).eval()
+
+    @staticmethod
+    def _make_networks(cfg: Config, n_genes: int, categorical: dict, numeric: dict):
+        """The gene generator and critic for `n_genes` genes and these covariates."""
+        vocab, g = [len(v) for v in categorical.values()], cfg.gene
+        generator = GeneGenerator(
+            n_genes,
             vocab,
-            len(self.numeric),
+            len(numeric),
             n_noise=g.n_noise,
             n_hidden=g.n_hidden,
             n_layers=g.n_layers,
         )
-        self.critic = GeneCritic(
-            len(self.genes),
-            vocab,
-            len(self.numeric),
-            n_hidden=g.n_hidden,
-            n_layers=g.n_layers,
-            minibatch_std=g.minibatch_std,
-        )
-        # what `sample` runs: the selected weights of the EMA generator, once trained
-        self.sampler = copy.deepcopy(self.generator).eval()
+        critic = GeneCritic(
+            n_genes, vocab, len(numeric),
+            n_hidden=g.n_hidden, n_layers=g.n_layers, minibatch_std=g.minibatch_std,
+        )  # fmt: skip
+        return generator, critic
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"generator": self.generator, "critic": self.critic, "sampler": self.sampler}

@@ -26,6 +26,7 @@ with expression, the image side every training patient with an image and a mask.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,9 +44,9 @@ from radiogenomics.data.spacing import default_spacing
 from radiogenomics.data.view import CohortView
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.covariates import CovariateSampler
+from radiogenomics.models.gene_gan import GeneGAN
 from radiogenomics.models.image_gan import ImageGAN
 from radiogenomics.models.image_training import generate_with
-from radiogenomics.nn.gene import GeneCritic, GeneGenerator
 from radiogenomics.nn.image import mask_features
 from radiogenomics.nn.joint import JointCritic, JointGenerator
 
@@ -124,20 +125,14 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
     def _build(self, cfg: Config, meta: dict) -> None:
         self.categorical: dict[str, list[str]] = meta["categorical"]
         self.numeric: dict[str, dict] = meta["numeric"]
-        vocab = [len(v) for v in self.categorical.values()]
-        g, mode = cfg.gene, meta["mode"]
+        mode = meta["mode"]
         gene_g = gene_c = side_g = side_c = None
         if mode != "image":
-            gene_g = GeneGenerator(
-                len(self.genes), vocab, len(self.numeric),
-                n_noise=g.n_noise, n_hidden=g.n_hidden, n_layers=g.n_layers,
-            )  # fmt: skip
-            gene_c = GeneCritic(
-                len(self.genes), vocab, len(self.numeric),
-                n_hidden=g.n_hidden, n_layers=g.n_layers, minibatch_std=g.minibatch_std,
-            )  # fmt: skip
+            gene_g, gene_c = GeneGAN._make_networks(
+                cfg, len(self.genes), self.categorical, self.numeric
+            )
         if mode != "gene":
-            n_latent = g.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
+            n_latent = cfg.gene.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
             # an image side without genes (image.use_genes false: Anwar et al.'s combination
             # of independently trained GANs) builds no gene encoder
             side_meta = meta if cfg.image.use_genes else {**meta, "genes": []}
@@ -145,7 +140,8 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         self.generator = JointGenerator(gene_g, side_g)
         self.critic = JointCritic(gene_c, side_c)
         # what sampling runs: the selected weights of the EMA generator, once trained
-        self.sampler = JointGenerator(*_copies(gene_g, side_g)).to(self.device).eval()
+        copies = [None if m is None else copy.deepcopy(m) for m in (gene_g, side_g)]
+        self.sampler = JointGenerator(*copies).to(self.device).eval()
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"sampler": self.sampler, "generator": self.generator, "critic": self.critic}
@@ -405,9 +401,3 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
             + (f", {self.meta['spatial_dims']}D {size}" if size else "")
             + f", trained={self.trained})"
         )
-
-
-def _copies(*modules):
-    import copy
-
-    return [None if m is None else copy.deepcopy(m) for m in modules]

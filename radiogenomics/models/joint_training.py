@@ -52,9 +52,10 @@ def make_steps(model):
     mode, pair_weight = model.mode, model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
 
-    gene_batch = pair_batch = draw = project = None
+    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = None
     if G.gene is not None:
         gene_batch = _gene_batches(model)
+        gene_critic, gene_generator = gene_steps(model, gene_batch)
 
         def pair_batch(rng) -> PairBatch:
             # covariates of training patients with expression: what sampling draws from
@@ -74,10 +75,8 @@ def make_steps(model):
 
     def critic_step(rng):
         gene = image = pair = None
-        if gene_batch is not None:
-            gene = _named(
-                gene_critic_loss(G.gene, C.gene, gene_batch(rng), gp_weight=t.gp_weight, rng=rng)
-            )
+        if gene_critic is not None:
+            gene = gene_critic(rng)
         if draw is not None:
             b = draw(rng)
             image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
@@ -93,14 +92,8 @@ def make_steps(model):
 
     def generator_step(rng):
         gene = image = pair = None
-        if gene_batch is not None:
-            loss, logs, _ = gene_generator_loss(
-                G.gene,
-                C.gene,
-                gene_batch(rng),
-                dispersion_weight=model.config.gene.dispersion_weight,
-            )
-            gene = _named((loss, logs))
+        if gene_generator is not None:
+            gene = gene_generator(rng)
         if draw is not None:
             b = draw(rng)
             image = image_generator_loss(G.side, C.side, b, img)
@@ -117,11 +110,12 @@ def make_steps(model):
     return critic_step, generator_step
 
 
-def gene_steps(model):
-    """`(critic_step, generator_step)` of the gene side alone: the extra gene updates."""
+def gene_steps(model, draw=None):
+    """`(critic_step, generator_step)` of the gene side alone (the extra gene updates, and
+    the gene terms of `make_steps`), drawing batches with `draw` (default: a new sampler)."""
     t = model.config.train
     G, C = model.generator, model.critic
-    draw = _gene_batches(model)
+    draw = _gene_batches(model) if draw is None else draw
 
     def critic_step(rng):
         return _named(gene_critic_loss(G.gene, C.gene, draw(rng), gp_weight=t.gp_weight, rng=rng))
