@@ -277,6 +277,11 @@ class ImageConfig:
     # Dilation (pixels) of the mask cut out of the background image, so the generator sees no
     # lesion edge.
     background_margin: int = 3
+    # Mask read-back (OASIS-style, Schoenfeld et al. 2021): a critic-side U-Net (widths
+    # `critic_channels`) learns to segment real images; the generator pays
+    # mask_consistency_weight * its Dice + cross-entropy on generated images against the masks
+    # they were drawn for, so the lesion is drawn where the mask says. 0 for off.
+    mask_consistency_weight: float = 0.0
 
     def __post_init__(self):
         for key in ("channels", "critic_channels"):
@@ -304,6 +309,11 @@ class ImageConfig:
             )
         if self.background_l1 < 0:
             raise ValueError(f"key 'image.background_l1' must be >= 0; got {self.background_l1}")
+        if self.mask_consistency_weight < 0:
+            raise ValueError(
+                "key 'image.mask_consistency_weight' must be >= 0; got "
+                f"{self.mask_consistency_weight}"
+            )
         if self.background_margin < 0:
             raise ValueError(
                 f"key 'image.background_margin' must be >= 0; got {self.background_margin}"

@@ -482,8 +482,10 @@ def evaluate_images(
     at equal sample sizes: `synthetic` (the fake images), `region-mean baseline` (filled into
     the fake masks) and `real (reference)` (half B). Columns: `frd`, `encoder_fd` (seg_net only;
     NaN if it holds no MONAI UNet), `ms_ssim_diversity` (of the row's own set), `dice` (seg_net
-    only: its segmentation of the row's images against the masks they come with; for the real
-    row, its Dice on real images, a training score if it was trained on them), `detection_auc`.
+    only: its segmentation of the row's images against the masks they come with, a mean over
+    images, so read on every synthetic image and every real one rather than the halves, whose
+    32-image draws moved it by +-0.03; for the real row, its Dice on real images, a training
+    score if it was trained on them), `detection_auc`.
     `seg_net` is a module or a callable `images (N, C, *spatial) -> logits (N, 1, *spatial)`;
     its masks are where the probability exceeds `threshold` (the Segmenter's
     `segment.threshold`).
@@ -522,6 +524,7 @@ def evaluate_images(
         fake, fake_m = fake[usable], fake_m[usable]
         if len(fake) < 2:
             raise ValueError("fewer than 2 fake images whose source is outside half A")
+    every = {SYNTHETIC: (fake, fake_m), REFERENCE: (real, real_m)}  # for Dice
     fake, fake_m = _subsample(len(ib), rng, fake, fake_m)
     baseline = region_mean_baseline(real[ib], real_m[ib], fill_masks=fake_m)
     ref, ref_m = real[ia], real_m[ia]
@@ -544,7 +547,8 @@ def evaluate_images(
             row["encoder_fd"] = np.nan if enc is None else frechet_distance(ref_enc, enc)
         row["ms_ssim_diversity"] = diversity(x, seed=seed)
         if seg_net is not None:
-            row["dice"] = mask_dice(_segment(seg_net, x, threshold), m)["dice"]
+            xd, md = every.get(name, (x, m))
+            row["dice"] = mask_dice(_segment(seg_net, xd, threshold), md)["dice"]
         row["detection_auc"] = detection_auc(ref, x, seed=seed)
         rows[name] = row
     if fake_source is not None and paired.any():

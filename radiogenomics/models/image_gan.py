@@ -40,6 +40,7 @@ from radiogenomics.nn.image import (
     ImageSide,
     MaskGenerator,
 )
+from radiogenomics.nn.segmentation import SegmentationNet
 from radiogenomics.train.objectives import background_of, hole
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,15 @@ class ImageGAN(CohortModel, kind="image_gan"):
                 dims, channels, size, img.gene_aux_components, channels=img.critic_channels
             )
             if n_genes and img.gene_aux_weight > 0
+            else None,
+            SegmentationNet(
+                dims,
+                channels,
+                channels=img.critic_channels,
+                strides=[2] * (len(img.critic_channels) - 1),
+                num_res_units=1,
+            )
+            if img.use_mask and img.mask_consistency_weight > 0
             else None,
         )
         return generator, critic

@@ -522,12 +522,13 @@ class ImageSide(nn.Module):
 
 class CriticSide(nn.Module):
     """The critic side: its own gene encoder (the generator's cannot be trusted to keep codes
-    apart), the image critic, (optionally) the mask critic and the gene regressor."""
+    apart), the image critic, (optionally) the mask critic, the gene regressor and the
+    segmenter (a `SegmentationNet` that reads the mask back from an image)."""
 
-    def __init__(self, encoder, image, mask, regressor=None):
+    def __init__(self, encoder, image, mask, regressor=None, segmenter=None):
         super().__init__()
         self.encoder, self.image, self.mask = encoder, image, mask
-        self.regressor = regressor
+        self.regressor, self.segmenter = regressor, segmenter
 
     def code(self, expression, present, latent=None):
         return None if self.encoder is None else self.encoder(expression, present, latent)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from monai.losses import DiceCELoss
 
 from radiogenomics.nn.image import mask_features
 from radiogenomics.train.losses import (
@@ -146,6 +147,17 @@ def read_back(C, image, b: ImageBatch):
     return (C.regressor(image, b.masks).float() - b.targets).square()[b.present_cpu].mean()
 
 
+_DICE_CE = DiceCELoss(sigmoid=True)
+
+
+def mask_read_back(C, image, mask):
+    """Dice + cross-entropy of the mask the critic-side segmenter reads from `image` against
+    `mask` (B, 1, *S); None without a segmenter."""
+    if C.segmenter is None:
+        return None
+    return _DICE_CE(C.segmenter(image).float(), mask.float())
+
+
 def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
     """The image side's critic loss: real vs generated images of the same masks and genes
     (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
@@ -182,6 +194,10 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
     if aux is not None:
         loss = loss + aux
         logs["gene_aux_real"] = aux.detach()
+    seg = mask_read_back(C, x, m[:, :1])  # and so does the segmenter
+    if seg is not None:
+        loss = loss + seg
+        logs["mask_read_real"] = seg.detach()
     logs["critic"] = loss.detach()
     return loss, logs
 
@@ -229,6 +245,10 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None):
     if aux is not None:
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux"] = aux.detach()
+    seg = mask_read_back(C, fake, b.masks[:, :1])
+    if seg is not None:
+        loss = loss + img.mask_consistency_weight * seg
+        logs["mask_read"] = seg.detach()
     if G.mask is not None:
         loss_m = gen_loss(C.mask(soft(G.mask(code_g, b.noise, b.mask_noise_maps)), None, code_c))
         loss = loss + loss_m
@@ -337,4 +357,10 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
+    # the image must show the lesion where its generated mask is; the mask is the target, cut
+    # from the graph, so the image follows the mask rather than the mask the image
+    seg = mask_read_back(C, s.images, s.masks[:, :1].detach())
+    if seg is not None:
+        loss = loss + img.mask_consistency_weight * seg
+        logs["mask_read_pair"] = seg.detach()
     return loss, logs
