@@ -124,9 +124,8 @@ def test_the_gene_critic_trains_the_gene_generator_in_separate_mode(cohort):
 
 def test_mask_read_back_trains_the_image_generator(cohort):
     """image.mask_consistency_weight > 0: a critic-side segmenter learns masks from real images
-    (critic step) and the generator pays its loss on generated images (both real-mask and
-    fully synthetic patients): with every critic silenced, the image generator still gets
-    gradient, and only through the segmenter."""
+    (critic step) and the generator pays its loss on the images it draws for real masks: with
+    every critic silenced, the image generator still gets gradient, through the segmenter."""
     assert JointGAN(cohort, config(), progress=False).critic.side.segmenter is None
     model = JointGAN(cohort, config("image.mask_consistency_weight=1.0"), progress=False)
     C = model.critic
@@ -135,7 +134,7 @@ def test_mask_read_back_trains_the_image_generator(cohort):
     critic_step, generator_step = make_steps(model)
     loss, logs = generator_step(torch.Generator().manual_seed(0))
     loss.backward()
-    assert {"mask_read", "mask_read_pair"} <= set(logs)
+    assert "mask_read" in logs
     assert _grad_norm(model.generator.side.image) > 0
     model.critic.zero_grad()
     loss, logs = critic_step(torch.Generator().manual_seed(0))

@@ -357,10 +357,4 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
-    # the image must show the lesion where its generated mask is; the mask is the target, cut
-    # from the graph, so the image follows the mask rather than the mask the image
-    seg = mask_read_back(C, s.images, s.masks[:, :1].detach())
-    if seg is not None:
-        loss = loss + img.mask_consistency_weight * seg
-        logs["mask_read_pair"] = seg.detach()
     return loss, logs
