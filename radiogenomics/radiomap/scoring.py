@@ -117,3 +117,23 @@ def score_phantom_map(table: pd.DataFrame, adata) -> dict[str, float]:
         "mean_gene_auroc": float(np.nanmean(auroc_by_row(effect, t))),
         "n_pairs": int(effect.size),
     }
+
+
+def map_agreement(reference: pd.DataFrame, other: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """How well `other` (long table) agrees with the map `reference`: `rank_correlation` of
+    their effects over the pairs both hold, and `sign_agreement`, the fraction of the pairs
+    significant in `reference` (`p_adj < alpha`) whose effect in `other` has the same sign
+    (NaN when none is significant); `n_significant` counts them."""
+    a = reference.set_index(["genomic", "feature"])
+    b = other.set_index(["genomic", "feature"])["effect"]
+    sig = a.index[a["p_adj"].to_numpy(np.float64) < alpha] if "p_adj" in a else a.index[:0]
+    sig = sig.intersection(b.index)
+    ea, eb = a.loc[sig, "effect"].to_numpy(np.float64), b.loc[sig].to_numpy(np.float64)
+    ok = np.isfinite(ea) & np.isfinite(eb)
+    return {
+        "rank_correlation": rank_correlation(reference, other),
+        "sign_agreement": float((np.sign(ea[ok]) == np.sign(eb[ok])).mean())
+        if ok.any()
+        else float("nan"),
+        "n_significant": int(ok.sum()),
+    }
