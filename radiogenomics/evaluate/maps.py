@@ -155,13 +155,13 @@ def map_scores(
             row[f"{key}_all"] = map_agreement(real, syn_all)[key]
         row.update(n_train=n_tr, n_heldout=n_ho, n_synthetic=n_sy, n_half=half, n_all=n_all)
         if phantom and kind == "genes":
-            row["auroc_real"] = score_phantom_map(real, train)["auroc"]
-            row["auroc_heldout"] = score_phantom_map(ho, train)["auroc"]
+            row["auroc_real"] = score_phantom_map(real, train, per_gene=False)["auroc"]
+            row["auroc_heldout"] = score_phantom_map(ho, train, per_gene=False)["auroc"]
             row["auroc_synthetic"] = float(np.mean([
-                score_phantom_map(m("synthetic", rng.choice(ids_sy, min(n_ho, n_sy), replace=False)), train)["auroc"]
+                score_phantom_map(m("synthetic", rng.choice(ids_sy, min(n_ho, n_sy), replace=False)), train, per_gene=False)["auroc"]
                 for _ in range(n_draws)
             ]))  # fmt: skip
-            row["auroc_synthetic_all"] = score_phantom_map(syn_all, train)["auroc"]
+            row["auroc_synthetic_all"] = score_phantom_map(syn_all, train, per_gene=False)["auroc"]
         if kind == "genes":
             full = {"train": real, "heldout": ho, "synthetic": syn_all}
         rows[kind] = row
