@@ -114,56 +114,65 @@ def map_scores(
         for kind, sets in _genomic(train, cohorts).items()
     }
     n_tr, n_ho, n_sy = (len(values["genes"][k]) for k in ("train", "heldout", "synthetic"))
-    half = n_tr // 2
-    phantom = _phantom_ok(train)
+    half, n_all = n_tr // 2, min(n_sy, n_tr)
+    # the same draws for every genomic kind: synthetic patients at the held-out size, training
+    # halves with synthetic patients at the half size, every synthetic patient (<= n_tr)
     rng = np.random.default_rng(seed)
+    ids_tr, ids_sy = values["genes"]["train"].index, values["genes"]["synthetic"].index
+    at_heldout = [rng.choice(ids_sy, min(n_ho, n_sy), replace=False) for _ in range(n_draws)]
+    splits = []
+    for _ in range(n_draws):
+        perm = rng.permutation(ids_tr)
+        splits.append(
+            (perm[:half], perm[half : 2 * half], rng.choice(ids_sy, min(half, n_sy), replace=False))
+        )
+    at_all = rng.choice(ids_sy, n_all, replace=False) if n_sy > n_tr else ids_sy
+    phantom = _phantom_ok(train)
     rows, full = {}, {}
     for kind, sets in values.items():
 
-        def m(name, ids=None, sets=sets):
-            v = sets[name] if ids is None else sets[name].loc[ids]
-            return _map(v, feats[name].loc[v.index])
+        def m(name, ids, sets=sets):
+            return _map(sets[name].loc[ids], feats[name].loc[ids])
 
-        real = m("train")
-        ho = m("heldout")
-        ids_sy = sets["synthetic"].index
+        real, held = m("train", ids_tr), m("heldout", sets["heldout"].index)
+        synth = [m("synthetic", ids) for ids in at_heldout]
+        synth_all = m("synthetic", at_all)
+        draws = {
+            "synthetic": [map_agreement(real, x) for x in synth],
+            "halves": [],
+            "synth_halves": [],
+        }
+        for a, b, ids in splits:
+            half_a = m("train", a)
+            draws["halves"].append(map_agreement(half_a, m("train", b)))
+            draws["synth_halves"].append(map_agreement(half_a, m("synthetic", ids)))
+        ref, every = map_agreement(real, held), map_agreement(real, synth_all)
         row = {}
-        agree = [map_agreement(real, m("synthetic", rng.choice(ids_sy, min(n_ho, n_sy), replace=False)))
-                 for _ in range(n_draws)]  # fmt: skip
-        ref = map_agreement(real, ho)
-        halves, synth_halves = [], []
-        for _ in range(n_draws):
-            perm = rng.permutation(sets["train"].index)
-            a, b = m("train", perm[:half]), m("train", perm[half : 2 * half])
-            halves.append(map_agreement(a, b))
-            ids = rng.choice(ids_sy, min(half, n_sy), replace=False)
-            synth_halves.append(map_agreement(a, m("synthetic", ids)))
-        n_all = min(n_sy, n_tr)
-        syn_all = m("synthetic", rng.choice(ids_sy, n_all, replace=False) if n_sy > n_tr else None)
-        for key in ("rank_correlation", "sign_agreement"):
-            mean_sd = {
-                "": [x[key] for x in agree],
-                "_halves": [x[key] for x in synth_halves],
+        for key, ref_key in (
+            ("rank_correlation", "reference"),
+            ("sign_agreement", "sign_reference"),
+        ):
+            named = {
+                key: "synthetic",
+                f"{key}_halves": "synth_halves",
+                f"{ref_key}_halves": "halves",
             }
-            for suffix, vals in mean_sd.items():
-                row[f"{key}{suffix}"] = float(np.nanmean(vals))
-                row[f"{key}{suffix}_sd"] = float(np.nanstd(vals))
-            prefix = "reference" if key == "rank_correlation" else "sign_reference"
-            row[f"{prefix}_heldout"] = ref[key]
-            row[f"{prefix}_halves"] = float(np.nanmean([x[key] for x in halves]))
-            row[f"{prefix}_halves_sd"] = float(np.nanstd([x[key] for x in halves]))
-            row[f"{key}_all"] = map_agreement(real, syn_all)[key]
+            for name, draw in named.items():
+                vals = [x[key] for x in draws[draw]]
+                row[name], row[f"{name}_sd"] = float(np.nanmean(vals)), float(np.nanstd(vals))
+            row[f"{ref_key}_heldout"] = ref[key]
+            row[f"{key}_all"] = every[key]
         row.update(n_train=n_tr, n_heldout=n_ho, n_synthetic=n_sy, n_half=half, n_all=n_all)
-        if phantom and kind == "genes":
-            row["auroc_real"] = score_phantom_map(real, train, per_gene=False)["auroc"]
-            row["auroc_heldout"] = score_phantom_map(ho, train, per_gene=False)["auroc"]
-            row["auroc_synthetic"] = float(np.mean([
-                score_phantom_map(m("synthetic", rng.choice(ids_sy, min(n_ho, n_sy), replace=False)), train, per_gene=False)["auroc"]
-                for _ in range(n_draws)
-            ]))  # fmt: skip
-            row["auroc_synthetic_all"] = score_phantom_map(syn_all, train, per_gene=False)["auroc"]
         if kind == "genes":
-            full = {"train": real, "heldout": ho, "synthetic": syn_all}
+            full = {"train": real, "heldout": held, "synthetic": synth_all}
+        if kind == "genes" and phantom:
+
+            def recovery(table):
+                return score_phantom_map(table, train, per_gene=False)["auroc"]
+
+            row["auroc_real"], row["auroc_heldout"] = recovery(real), recovery(held)
+            row["auroc_synthetic"] = float(np.mean([recovery(x) for x in synth]))
+            row["auroc_synthetic_all"] = recovery(synth_all)
         rows[kind] = row
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "genomic"
