@@ -156,12 +156,27 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
         assert key in metrics, key
     assert metrics["pair_spearman"] == pytest.approx(metrics["pair_spearman_reference"])
     assert metrics["phantom_size_synthetic"] > 0.8
+    # the "synthetic" patients are the held-out ones: exactly as far from the training patients
+    # (DCR ratio 1), never flagged, and the same map as the held-out reference
+    for kind in ("expression", "image", "joint"):
+        assert metrics[f"privacy_{kind}_dcr_ratio"] == pytest.approx(1.0), kind
+        assert metrics[f"privacy_{kind}_flag"] is False
+        assert metrics[f"privacy_{kind}_mia_auc"] < 0.5  # the non-members are the synthetic set
+    assert metrics["privacy_flag"] is False
+    assert metrics["map_rank_correlation"] == pytest.approx(metrics["map_reference_heldout"])
+    assert -1 <= metrics["map_reference_halves"] <= 1
+    assert "map_metagenes_rank_correlation" in metrics and "map_auroc_real" in metrics
     html = (out / "report.html").read_text()
     assert "headline scores" in html and "pairs: consistency Spearman" in html
+    assert "privacy (joint): membership AUC" in html and "maps: rank correlation" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
-    assert len(sources) >= 8 and "loss_curves.png" in " ".join(sources)
+    assert len(sources) >= 12 and "loss_curves.png" in " ".join(sources)
+    for fig in ("privacy/dcr.png", "maps/real_map.png", "maps/synthetic_map.png",
+                "maps/effects.png"):  # fmt: skip
+        assert fig in sources, fig
     for src in sources:
-        assert (out / src).is_file(), src
+        assert (out / src).is_file() and (out / src).stat().st_size > 1000, src
+    assert str(out / "privacy" / "privacy.csv") in printed
     assert (out / "pairs" / "consistency.csv").is_file()
     assert (out / "pairs" / "phantom_associations.csv").is_file()
 

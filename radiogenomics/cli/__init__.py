@@ -123,11 +123,13 @@ def cmd_demo(args) -> int:
 
 
 # what the demo prints of metrics.json: the planted associations on real and synthetic
-# patients (size and contrast are the README's acceptance numbers), gene and pair realism
+# patients (size and contrast are the README's acceptance numbers), gene and pair realism,
+# map agreement and privacy
 DEMO_HEADLINE = (
     "phantom_size_real", "phantom_size_synthetic", "phantom_contrast_real",
     "phantom_contrast_synthetic", "gene_distance_ratio", "gene_std_ratio_median",
-    "pair_spearman", "pair_spearman_reference",
+    "pair_spearman", "pair_spearman_reference", "map_rank_correlation",
+    "map_reference_heldout", "privacy_joint_mia_auc", "privacy_flag",
 )  # fmt: skip
 DEMO_MARK = ".radiogenomics-demo"
 # the demo's preset when no --config is given: the repository's (an editable install's) copy

@@ -76,7 +76,22 @@ def evaluate(args) -> int:
     say("report", report)
     cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
     print(table[cols].round(3).to_string())
+    _say_privacy(args.out / "privacy.csv")
     return 0
+
+
+def _say_privacy(path) -> None:
+    """Print where the privacy scores are, their headline and, loudly, a flagged record."""
+    import pandas as pd
+
+    if not path.is_file():
+        return
+    say("privacy", path)
+    table = pd.read_csv(path, index_col=0)
+    print(table[["dcr_ratio", "mia_auc", "mia_threshold", "flag"]].round(3).to_string())
+    for kind in table.index[table["flag"].astype(bool)]:
+        print(f"WARNING: privacy flag on the {kind} records: the synthetic set looks like "
+              "copies of training patients")  # fmt: skip
 
 
 def _evaluate_phantom(args) -> int:
@@ -197,7 +212,10 @@ def _evaluate_pairs(args, train, real, synth) -> int:
     say("pair consistency", args.out / "pairs" / "consistency.csv")
     if (args.out / "pairs" / "phantom_associations.csv").is_file():
         say("phantom associations", args.out / "pairs" / "phantom_associations.csv")
+    if (args.out / "maps" / "map_agreement.csv").is_file():
+        say("map agreement", args.out / "maps" / "map_agreement.csv")
     print(pd.read_csv(args.out / "metrics.csv", index_col=0).iloc[:, :3].round(3).to_string())
+    _say_privacy(args.out / "privacy" / "privacy.csv")
     return 0
 
 
@@ -216,8 +234,10 @@ def _evaluate_images(args, synth) -> int:
         segmenter=segmenter,
         seed=args.seed,
         progress=not args.quiet,
+        train=None if args.train is None else _read(args.train),  # --train: privacy too
     )
     say("metrics", args.out / "metrics.csv")
     say("report", report)
     print(table.round(3).to_string())
+    _say_privacy(args.out / "privacy.csv")
     return 0

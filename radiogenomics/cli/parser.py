@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train",
         type=Path,
-        help="the real training cohort: the ceiling score and the baselines are fitted on it",
+        help="the real training cohort: the ceiling score and the baselines are fitted on it; "
+        "privacy (distance to closest record, membership inference) is measured against it",
     )
     p.add_argument(
         "--segmenter",

@@ -199,11 +199,18 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 def write_report(
-    results: pd.DataFrame, figures: Mapping[str, str | Path], out: str | Path, title: str
+    results: pd.DataFrame,
+    figures: Mapping[str, str | Path],
+    out: str | Path,
+    title: str,
+    tables: Mapping[str, pd.DataFrame] | None = None,
 ) -> Path:
-    """A Markdown report: the metrics table, then each figure (linked relative to `out`)."""
+    """A Markdown report: the metrics table, each of `tables` under its heading, then each
+    figure (linked relative to `out`)."""
     out = Path(out)
     parts = [f"# {title}", "", _markdown_table(results), ""]
+    for name, table in (tables or {}).items():
+        parts += [f"## {name}", "", _markdown_table(table), ""]
     for name, path in figures.items():
         path = Path(path)
         if not path.exists():
@@ -213,3 +220,55 @@ def write_report(
     atomic_write_text(out, "\n".join(parts))
     log.info("wrote %s", out)
     return out
+
+
+def dcr_histograms(distances: Mapping[str, Mapping], aucs: Mapping | None = None, save=None):
+    """One panel per record kind: histograms of the synthetic and the held-out patients'
+    distances to their closest training record (`evaluate.privacy`), the held-out 5th
+    percentile dashed; `aucs` (kind -> membership AUC) goes into the titles."""
+    if not distances:
+        raise ValueError("no distances to draw")
+    fig = Figure(figsize=(3.6 * len(distances), 3.0))
+    axes = fig.subplots(1, len(distances), squeeze=False)[0]
+    for ax, (kind, d) in zip(axes, distances.items(), strict=True):
+        synth, held = np.asarray(d["synthetic"]), np.asarray(d["heldout"])
+        top = max(float(np.quantile(np.r_[synth, held], 0.99)), 1e-9)
+        bins = np.linspace(0, top, 30)
+        ax.hist(np.clip(held, 0, top), bins=bins, density=True, histtype="step", linewidth=1.4,
+                label=f"held-out real ({held.size})")  # fmt: skip
+        ax.hist(np.clip(synth, 0, top), bins=bins, density=True, histtype="step", linewidth=1.4,
+                label=f"synthetic ({synth.size})")  # fmt: skip
+        ax.axvline(np.quantile(held, 0.05), color="grey", linestyle="--", linewidth=0.8)
+        title = kind if aucs is None else f"{kind}: membership AUC {aucs.get(kind, np.nan):.2f}"
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("distance to closest training record", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def effect_scatter(reference: pd.DataFrame, others: Mapping[str, pd.DataFrame], save=None):
+    """Each (genomic, feature) pair's effect in the real map `reference` (x) against its effect
+    in each map of `others` (y; long tables of `radiomap.conventional`), with the identity
+    line; the legend gives each map's rank correlation with the reference."""
+    from radiogenomics.radiomap.scoring import rank_correlation
+
+    x = reference.set_index(["genomic", "feature"])["effect"]
+    fig = Figure(figsize=(4.6, 4.4))
+    ax = fig.subplots()
+    for name, table in others.items():
+        y = table.set_index(["genomic", "feature"])["effect"]
+        a, b = x.align(y, join="inner")
+        rho = rank_correlation(reference, table)
+        ax.scatter(a, b, s=4, alpha=0.35, linewidths=0, label=f"{name} (rank corr. {rho:.2f})")
+    ax.plot([-1, 1], [-1, 1], color="black", linewidth=0.6)
+    ax.axhline(0, color="grey", linewidth=0.4)
+    ax.axvline(0, color="grey", linewidth=0.4)
+    ax.set_xlim(-1, 1)
+    ax.set_ylim(-1, 1)
+    ax.set_xlabel("effect in the real training map (Spearman)")
+    ax.set_ylabel("effect in the other map")
+    ax.legend(fontsize=7, frameon=False, markerscale=3)
+    fig.tight_layout()
+    return _save(fig, save)

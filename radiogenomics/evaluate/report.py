@@ -15,6 +15,8 @@ from radiogenomics.data.io import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, summarise
+from radiogenomics.evaluate.maps import privacy_and_maps
+from radiogenomics.evaluate.privacy import privacy_part
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,16 @@ def gene_report(
     covariate: str | None = None,
     name: str = "synthetic",
     seed: int = 0,
+    privacy: bool = True,
 ) -> tuple[pd.DataFrame, Path]:
     """Score `synthetic` against held-out `test`, next to the baselines fitted on `train` and the
-    real ceiling; write `metrics.csv`, figures and `report.md` into `out`."""
+    real ceiling; write `metrics.csv`, figures and `report.md` into `out`. With `privacy`, also
+    the privacy of the expression records (`evaluate.privacy`, every synthetic patient):
+    `privacy.csv`, `dcr.png` and a section of the report."""
     out = Path(out)
+    extra, private = {}, None
+    if privacy and (private := privacy_part(train, test, synthetic, out)) is not None:
+        extra["Privacy (distance to closest record, membership inference)"] = private[0]
     n_train = int(_expressed(train).n_obs)
     if synthetic.n_obs > n_train:
         # the correlations grow with the sample size; score as many synthetic patients as the
@@ -93,11 +101,14 @@ def gene_report(
     figures.dendrograms(real, shown, genes, save=next(files))
     figures.gene_distributions(real, {name: shown[name]}, genes, save=next(files))
     figures.embedding(real, shown, seed=seed, save=next(files))
+    if private is not None:
+        paths["Privacy: distance to the closest training record"] = private[1]
     report = figures.write_report(
         _headline(table),
         paths,
         out / "report.md",
         title=f"Gene realism: '{name}' against {test.n_obs} held-out real patients",
+        tables=extra,
     )
     return table, report
 
@@ -172,10 +183,13 @@ def image_report(
     segmenter=None,
     seed: int = 0,
     progress: bool = True,
+    train: ad.AnnData | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Score a synthetic cohort's images against real held-out ones (evaluate_images): the
     synthetic set next to the region-mean baseline and the real-vs-real reference. Writes
-    metrics.csv, report.md and sample grids of both sets to `out`.
+    metrics.csv, report.md and sample grids of both sets to `out`. With the real `train`ing
+    cohort, also the privacy of the image-feature records (`evaluate.privacy`): privacy.csv,
+    dcr.png and a section of the report.
 
     `data` is the DataConfig both cohorts are read with (same size and intensity scaling);
     `segmenter` (a trained Segmenter) adds the segmentation net's Dice and encoder distance.
@@ -233,6 +247,18 @@ def image_report(
         "Real held-out patients": out / "real_samples.png",
         "Synthetic patients": out / "synthetic_samples.png",
     }
+    extra = {}
+    if train is not None:
+        from radiogenomics.evaluate.privacy import image_records
+
+        feats = {
+            "train": image_records(train, data, whole=whole, progress=progress),
+            "heldout": image_records(real, data, whole=whole, loaded=loaded["real"]),
+            "synthetic": image_records(synthetic, data, whole=whole, loaded=loaded["synthetic"]),
+        }
+        if (private := privacy_part(train, real, synthetic, out, features=feats)) is not None:
+            extra["Privacy (image features: DCR, membership inference)"] = private[0]
+            paths["Privacy: distance to the closest training record"] = private[1]
     n_real, n_synth = len(loaded["real"][0]), len(loaded["synthetic"][0])
     report = figures.write_report(
         table.round(4),
@@ -240,6 +266,7 @@ def image_report(
         out / "report.md",
         title=f"Image realism: {n_synth} synthetic vs {n_real} held-out real images "
         "(rows: each set against one half of the real set; 'real (reference)' is the other half)",
+        tables=extra,
     )
     log.info("image report written to %s", report)
     return table, report
@@ -312,13 +339,28 @@ def _headline_table(m: dict) -> pd.DataFrame:
          "as the reference"),
         ("phantom: planted association (mean Spearman)", "phantom_mean_synthetic",
          "phantom_mean_real", None, "as real patients"),
+        ("maps: rank correlation with the real map", "map_rank_correlation",
+         "map_reference_heldout", None, "as held-out real vs train (same sizes)"),
+        ("maps: the same, half-sized", "map_rank_correlation_halves", "map_reference_halves",
+         None, "as one real half vs the other"),
+        ("phantom: planted map recovered (AUROC)", "map_auroc_synthetic",
+         "map_auroc_heldout", None, "as held-out real (same size); 0.5 = chance"),
     ]  # fmt: skip
+    for kind in ("expression", "image", "joint"):
+        # the reference of a privacy score is a new real patient's: DCR ratio 1, AUC 0.5
+        p = f"privacy_{kind}_"
+        rows += [
+            (f"privacy ({kind}): DCR ratio", p + "dcr_ratio", 1.0, None,
+             "1 = as far as new patients; flagged below 0.5"),
+            (f"privacy ({kind}): membership AUC", p + "mia_auc", 0.5, None,
+             f"0.5 = nothing leaks; flagged above {g(p + 'mia_threshold') or 0:.2f}"),
+        ]  # fmt: skip
     table = pd.DataFrame(
         [
             {
                 "score": label,
                 "synthetic": g(s),
-                "real (ceiling / reference)": g(r) if r else None,
+                "real (ceiling / reference)": g(r) if isinstance(r, str) else r,
                 "baseline / floor": g(b) if b else None,
                 "good when": note,
             }
@@ -353,6 +395,12 @@ def paired_report(
     - pairs (`out_dir/pairs/`): `pair_consistency` (consistency.csv) and, when `train` is a
       phantom, `phantom_associations` on the real and the synthetic patients
       (phantom_associations.csv);
+    - privacy (`out_dir/privacy/`, `evaluate.privacy`): DCR and membership-inference AUC of the
+      expression, image-feature and joint records, each against held-out real patients, with
+      a `flag` per record (metrics `privacy_<record>_*`, `privacy_flag`);
+    - maps (`out_dir/maps/`, `evaluate.maps`): the synthetic conventional map against the real
+      training map (rank correlation of effects), beside held-out real vs train and real half
+      vs half at matched sizes (metrics `map_*`; on a phantom also the planted map's AUROC);
     - `log_csv` (a run's log.csv): its loss curves.
 
     Writes `metrics.json` (flat headline numbers, None for NaN), `report.html` (offline; the
@@ -379,11 +427,14 @@ def paired_report(
     # pairs first: it checks every cohort has enough pairs before the longer parts run
     pairs = pair_consistency(train, real, synthetic, data_cfg, seed=seed, progress=progress)
     atomic_write(out / "pairs" / "consistency.csv", lambda tmp: pairs.to_csv(tmp))
-    genes, _ = gene_report(train, real, synthetic, out / "genes", covariate=covariate, seed=seed)
+    genes, _ = gene_report(
+        train, real, synthetic, out / "genes", covariate=covariate, seed=seed, privacy=False
+    )
     images, _ = image_report(
         real, synthetic, out / "images", data_cfg, segmenter=segmenter, seed=seed,
         progress=progress,
     )  # fmt: skip
+    private, mapped = privacy_and_maps(train, real, synthetic, out, data_cfg, seed, progress)
 
     metrics = {
         "n_train": int(train.n_obs),
@@ -407,6 +458,9 @@ def paired_report(
     metrics["pair_spearman_ratio"] = (
         _json_float(metrics["pair_spearman"] / ref) if ref and metrics["pair_spearman"] else None
     )
+
+    metrics.update({k: _json_float(v) for k, v in private[0].items()})
+    metrics.update({k: _json_float(v) for k, v in mapped[0].items()})
 
     sections = []
     phantom = None
@@ -520,6 +574,8 @@ def paired_report(
             {"consistency per component": out / "pair_consistency.png"},
         )
     )
+    if mapped[1] is not None:
+        sections.append(mapped[1])
     if phantom is not None:
         sections.append(
             Section(
@@ -534,6 +590,8 @@ def paired_report(
                 {"planted associations": out / "phantom_associations.png"},
             )
         )
+    if private[1] is not None:
+        sections.append(private[1])
     if log_csv is not None:
         sections.append(Section("Training", figures={"loss curves": out / "loss_curves.png"}))
     report = write_html(

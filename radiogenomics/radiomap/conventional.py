@@ -43,28 +43,54 @@ def _rank(x: np.ndarray) -> np.ndarray:
 def spearman_table(genomic: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
     """Spearman's rho and its two-sided p value (the t approximation with n - 2 degrees of
     freedom, as `scipy.stats.spearmanr`) for every (column of `genomic`, column of `features`),
-    over the patients both index and where the feature is finite; vectorised over `genomic`.
+    over the patients both index and where the feature is finite; vectorised over `genomic`
+    (and over the features without NaN, which share their patients).
     A constant variable gives NaN. Returns a long table (columns `COLUMNS`, `p_adj` NaN)."""
     common = genomic.index.intersection(features.index, sort=False)
     G, F = genomic.loc[common].to_numpy(np.float64), features.loc[common]
     if not np.isfinite(G).all():
         raise ValueError("genomic variables hold NaN/inf for patients with an image")
-    parts = []
-    for name in F.columns:
-        f = F[name].to_numpy(np.float64)
-        ok = np.isfinite(f)
-        n = int(ok.sum())
-        rg, rf = _rank(G[ok]), _rank(f[ok])
-        rg, rf = rg - rg.mean(axis=0), rf - rf.mean()
+    Fv = F.to_numpy(np.float64)
+    n_feat, n_var = Fv.shape[1], G.shape[1]
+    rho, ns = np.full((n_feat, n_var), np.nan), np.zeros(n_feat, int)
+
+    def centred_rank(x):
+        r = _rank(x)
+        return r - r.mean(axis=0)
+
+    # features without NaN share the patients: one rank and one matrix product for them all
+    complete = np.isfinite(Fv).all(axis=0)
+    if complete.any():
+        rg, rf = centred_rank(G), centred_rank(Fv[:, complete])
         with np.errstate(invalid="ignore", divide="ignore"):
-            rho = (rg * rf[:, None]).sum(axis=0) / np.sqrt((rg**2).sum(axis=0) * (rf**2).sum())
-            rho = np.clip(rho, -1.0, 1.0)
-            dof = n - 2
-            t = rho * np.sqrt((dof / ((rho + 1.0) * (1.0 - rho))).clip(0))
-        p = 2 * stats.t.sf(np.abs(t), dof) if dof > 0 else np.full(len(rho), np.nan)
-        p = np.where(np.isfinite(rho), p, np.nan)
-        parts.append(_long(genomic.columns, name, rho, p, "spearman", n))
-    return pd.concat(parts, ignore_index=True) if parts else _empty()
+            rho[complete] = (rf.T @ rg) / np.sqrt(
+                np.outer((rf**2).sum(axis=0), (rg**2).sum(axis=0))
+            )
+        ns[complete] = len(G)
+    for j in np.flatnonzero(~complete):
+        ok = np.isfinite(Fv[:, j])
+        rg, rf = centred_rank(G[ok]), centred_rank(Fv[ok, j])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rho[j] = (rg * rf[:, None]).sum(axis=0) / np.sqrt((rg**2).sum(axis=0) * (rf**2).sum())
+        ns[j] = int(ok.sum())
+    rho = np.clip(rho, -1.0, 1.0)
+    dof = (ns - 2)[:, None].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = rho * np.sqrt((dof / ((rho + 1.0) * (1.0 - rho))).clip(0))
+        p = np.where((dof > 0) & np.isfinite(rho), 2 * stats.t.sf(np.abs(t), dof.clip(1)), np.nan)
+    if n_feat == 0:
+        return _empty()
+    return pd.DataFrame(
+        {
+            "genomic": np.tile([str(g) for g in genomic.columns], n_feat),
+            "feature": np.repeat(np.asarray(F.columns, dtype=object), n_var),
+            "effect": rho.ravel(),
+            "p": p.ravel(),
+            "p_adj": np.nan,
+            "method": "spearman",
+            "n": np.repeat(ns, n_var),
+        }
+    )
 
 
 def kruskal_table(categories: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
@@ -88,20 +114,6 @@ def kruskal_table(categories: pd.DataFrame, features: pd.DataFrame) -> pd.DataFr
                 effect = h / (n - 1)
             rows.append((col, name, float(effect), float(p), np.nan, "kruskal", n))
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else _empty()
-
-
-def _long(genomic, feature, effect, p, method, n) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "genomic": [str(g) for g in genomic],
-            "feature": feature,
-            "effect": effect,
-            "p": p,
-            "p_adj": np.nan,
-            "method": method,
-            "n": n,
-        }
-    )
 
 
 def _empty() -> pd.DataFrame:

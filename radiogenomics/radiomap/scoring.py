@@ -98,10 +98,11 @@ def phantom_truth(adata) -> pd.DataFrame:
     )
 
 
-def score_phantom_map(table: pd.DataFrame, adata) -> dict[str, float]:
+def score_phantom_map(table: pd.DataFrame, adata, *, per_gene: bool = True) -> dict[str, float]:
     """Recovery of the phantom's planted gene map by a gene-level map (long table): AUROC,
-    average precision and sign agreement over the gene x measured-feature pairs, and the mean
-    per-gene AUROC over the genes with both kinds of pair."""
+    average precision and sign agreement over the gene x measured-feature pairs, and (with
+    `per_gene`; one AUROC per gene, the slow part) the mean per-gene AUROC over the genes with
+    both kinds of pair."""
     truth = phantom_truth(adata)
     wide = table.pivot_table(index="genomic", columns="feature", values="effect", aggfunc="first")
     missing = [c for c in truth.columns if c not in wide.columns]
@@ -114,6 +115,26 @@ def score_phantom_map(table: pd.DataFrame, adata) -> dict[str, float]:
         "auroc": auroc(effect, t),
         "average_precision": average_precision(effect, t),
         "sign_agreement": sign_agreement(effect, t),
-        "mean_gene_auroc": float(np.nanmean(auroc_by_row(effect, t))),
+        "mean_gene_auroc": float(np.nanmean(auroc_by_row(effect, t))) if per_gene else np.nan,
         "n_pairs": int(effect.size),
+    }
+
+
+def map_agreement(reference: pd.DataFrame, other: pd.DataFrame, alpha: float = 0.05) -> dict:
+    """How well `other` (long table) agrees with the map `reference`: `rank_correlation` of
+    their effects over the pairs both hold, and `sign_agreement`, the fraction of the pairs
+    significant in `reference` (`p_adj < alpha`) whose effect in `other` has the same sign
+    (NaN when none is significant); `n_significant` counts them."""
+    a = reference.set_index(["genomic", "feature"])
+    b = other.set_index(["genomic", "feature"])["effect"]
+    sig = a.index[a["p_adj"].to_numpy(np.float64) < alpha] if "p_adj" in a else a.index[:0]
+    sig = sig.intersection(b.index)
+    ea, eb = a.loc[sig, "effect"].to_numpy(np.float64), b.loc[sig].to_numpy(np.float64)
+    ok = np.isfinite(ea) & np.isfinite(eb)
+    return {
+        "rank_correlation": rank_correlation(reference, other),
+        "sign_agreement": float((np.sign(ea[ok]) == np.sign(eb[ok])).mean())
+        if ok.any()
+        else float("nan"),
+        "n_significant": int(ok.sum()),
     }
