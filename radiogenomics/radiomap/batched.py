@@ -125,22 +125,22 @@ def _firstorder(groups: _Groups) -> np.ndarray:
     return out
 
 
-def _glcm(grey: np.ndarray, mask: np.ndarray, index: tuple) -> np.ndarray:
+def _glcm(grey: np.ndarray, index: tuple) -> np.ndarray:
     """`features._glcm` of every lesion of the stack: `(N, len(GLCM))`; `index` is
-    `np.nonzero(mask)`. Each lesion voxel is paired with its neighbour at
+    `np.nonzero` of the masks. Each lesion voxel is paired with its neighbour at
     each of skimage's 4 offsets in the plane of the first two spatial axes (so a 3D lesion's
     axial slices are pooled), lesion voxel pairs only, all lesions in one `np.bincount`; then
     symmetric, and the properties by skimage's `graycoprops` formulas, averaged over the
     directions with a pair."""
     L, n, lesion = F.N_LEVELS, len(grey), index[0]
-    q = np.clip(np.floor((grey + 1) / 2 * L), 0, L - 1).astype(np.intp)
-    q[~mask] = L  # outside the lesions
-    level = q[index]
+    level = np.clip(np.floor((grey[index] + 1) / 2 * L), 0, L - 1).astype(np.intp)
+    q = np.full(grey.shape, L, np.uint8)  # L outside the lesions
+    q[index] = level
     counts = np.zeros((n, len(_OFFSETS), L, L))
     for a, (dr, dc) in enumerate(_OFFSETS):
         row, col = index[1] + dr, index[2] + dc
         inside = (row >= 0) & (row < q.shape[1]) & (col >= 0) & (col < q.shape[2])
-        other = np.full(len(level), L)
+        other = np.full(len(level), L, np.intp)
         moved = (index[0][inside], row[inside], col[inside], *(k[inside] for k in index[3:]))
         other[inside] = q[moved]
         pair = other < L
@@ -246,7 +246,7 @@ def image_feature_array(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
         values = F._shape_of(float(lesion.count[i]), surface, eig, hull, spatial_dims)
         values |= F._margin_of(eig, F._radius_cv(own, border), surface, hull)
         out[i, [col[k] for k in names]] = [values[k] for k in names]
-    out[np.ix_(big, [col[k] for k in F.GLCM])] = _glcm(grey, mask, index)[big]
+    out[np.ix_(big, [col[k] for k in F.GLCM])] = _glcm(grey, index)[big]
 
     ring = ndimage.binary_dilation(mask, structure, iterations=F.RING_WIDTH) & ~mask
     ring_index = np.nonzero(ring)
