@@ -41,6 +41,10 @@ DE = "rg_de"
 PATHWAYS = "rg_pathways"
 
 # radiogenomic maps (radiogenomics.tl.conventional_map): uns[MAP] holds the long table (a dict of
-# columns), var[METAGENE] each gene's metagene
+# columns), var[METAGENE] each gene's metagene, varm[MAP + MAP_EFFECT] and varm[MAP + MAP_P_ADJ]
+# genes x image features DataFrames (feature names as columns) of the genes' or their metagenes'
+# effects and adjusted p values; MAP is the default key_added, the suffixes follow any key
 MAP = "rg_map"
 METAGENE = "rg_metagene"
+MAP_EFFECT = "_effect"
+MAP_P_ADJ = "_p_adj"

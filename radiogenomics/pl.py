@@ -210,7 +210,8 @@ def map_heatmap(
     save: str | Path | None = None,
 ):
     """Heatmap of a radiogenomic map: genomic variables x image features, coloured by effect
-    (Spearman's rho, Kruskal-Wallis' epsilon-squared; both in [-1, 1]), a dot on each pair with
+    (Spearman's rho, Kruskal-Wallis' epsilon-squared, both in [-1, 1]; with Fisher's log odds
+    ratios the scale widens to their largest magnitude), a dot on each pair with
     `p_adj < alpha`. `table` is the long table (`radiogenomics.radiomap.conventional`) or its
     stored form (`adata.uns['rg_map']`). With more than `max_rows` genomic variables, the ones
     with the smallest adjusted p values are shown (in the table's order)."""
@@ -230,6 +231,8 @@ def map_heatmap(
         keep = [g for g in effect.index if g in set(best)]
         effect, p_adj = effect.loc[keep], p_adj.loc[keep]
         title += f"\n{max_rows} of {n_total} variables: those with the smallest p_adj"
+    fisher = (table["method"] == "fisher").any() if "method" in table else False
+    scale = float(np.nanmax(np.abs(effect.to_numpy(float)), initial=1.0)) if fisher else 1.0
     n_rows, n_cols = effect.shape
     fig = Figure(figsize=(max(4.0, 0.22 * n_cols + 2.0), max(3.0, 0.16 * n_rows + 1.8)))
     ax = fig.subplots()
@@ -237,8 +240,8 @@ def map_heatmap(
         effect.to_numpy(float),
         aspect="auto",
         cmap="RdBu_r",
-        vmin=-1,
-        vmax=1,
+        vmin=-scale,
+        vmax=scale,
         interpolation="nearest",
     )
     rows, cols = np.nonzero(p_adj.to_numpy(float) < alpha)
@@ -246,6 +249,7 @@ def map_heatmap(
     ax.set_xticks(range(n_cols), list(effect.columns), rotation=70, ha="right", fontsize=6)
     ax.set_yticks(range(n_rows), list(effect.index), fontsize=6)
     ax.set_title(title, fontsize=8)
-    fig.colorbar(im, ax=ax, shrink=0.6, label="effect (rho; epsilon^2)")
+    label = "effect (rho; epsilon^2; log odds ratio)" if fisher else "effect (rho; epsilon^2)"
+    fig.colorbar(im, ax=ax, shrink=0.6, label=label)
     fig.tight_layout()
     return _finish(fig, save)

@@ -39,6 +39,7 @@ def conventional_map(
     n_metagenes: int | None = None,
     method: str = "hierarchical",
     fdr: str = "benjamini-hochberg",
+    categorical_test: str = "kruskal",
     data_cfg=None,
     progress: bool = False,
     key_added: str = K.MAP,
@@ -46,14 +47,18 @@ def conventional_map(
     """The conventional radiogenomic map (`radiogenomics.radiomap.conventional.conventional_map`):
     genes or metagenes (`method` 'hierarchical' or 'nmf') and the categorical obs columns named
     in `subtypes` against image features (`features`, or measured on the cohort's images and
-    masks), Spearman and Kruskal-Wallis tests, p values adjusted by `fdr` over the table.
+    masks): Spearman tests, and Kruskal-Wallis or Fisher exact tests (`categorical_test`) for
+    the subtypes; p values adjusted by `fdr` over the table.
 
     Writes `uns[key_added]`: the long table (genomic, feature, effect, p, p_adj, method, n) as a
-    dict of columns (`radiomap.conventional.map_from_uns` reads it back), and, for metagenes,
-    `var['rg_metagene']`: each gene's metagene ('' for a constant gene).
+    dict of columns (`radiomap.conventional.map_from_uns` reads it back); `varm[key_added +
+    '_effect']` and `varm[key_added + '_p_adj']`: genes x features DataFrames (columns: the
+    feature names) of each gene's Spearman rho and adjusted p value, for metagenes those of the
+    gene's metagene (NaN for a gene in none); and, for metagenes, `var['rg_metagene']`: each
+    gene's metagene ('' for a constant gene). Subtype rows live in the long table only.
     """
     from radiogenomics.radiomap.conventional import conventional_map as _map
-    from radiogenomics.radiomap.conventional import map_to_uns
+    from radiogenomics.radiomap.conventional import effect_matrix, map_to_uns
 
     table, membership = _map(
         adata,
@@ -63,9 +68,19 @@ def conventional_map(
         n_metagenes=n_metagenes,
         method=method,
         fdr=fdr,
+        categorical_test=categorical_test,
         data_cfg=data_cfg,
         progress=progress,
     )
     adata.uns[key_added] = map_to_uns(table)
+    # each gene's row of the map: its own (genes) or its metagene's
+    rows = adata.var_names if membership is None else membership.reindex(adata.var_names)
+    gene_rows = table[table["method"] == "spearman"]
+    features = pd.unique(table["feature"])
+    for suffix, value in ((K.MAP_EFFECT, "effect"), (K.MAP_P_ADJ, "p_adj")):
+        wide = effect_matrix(gene_rows, value).reindex(index=rows, columns=features)
+        adata.varm[key_added + suffix] = pd.DataFrame(
+            wide.to_numpy(float), index=adata.var_names, columns=[str(f) for f in features]
+        )
     if membership is not None:
         adata.var[K.METAGENE] = membership.reindex(adata.var_names).fillna("").astype(str)

@@ -14,6 +14,7 @@ from radiogenomics.data.phantom import make_phantom
 from radiogenomics.radiomap.conventional import (
     COLUMNS,
     adjust,
+    fisher_table,
     kruskal_table,
     map_from_uns,
     metagenes,
@@ -70,6 +71,37 @@ def test_kruskal_equals_scipy_with_epsilon_squared():
     assert full.effect > 0.85  # near its maximum (1 needs n -> inf)
 
 
+def test_fisher_equals_scipy_on_known_tables():
+    """Each level against the rest, the feature split at its median (ties low): the 2x2 tables
+    written out by hand, p from scipy, effect the log odds ratio, Haldane's +0.5 on every cell
+    when one is 0."""
+    idx = [f"P{i}" for i in range(12)]
+    cats = pd.DataFrame({"cl": list("aaaabbbbcccc")}, index=idx)
+    f = np.array([0, 1, 2, 9, 3, 4, 10, 11, 5, 6, 7, 8], float)
+    feats = pd.DataFrame({"f": f, "flat": np.ones(12)}, index=idx)
+    cats.loc["P0", "cl"] = None  # no level: left out
+    table = fisher_table(cats, feats).set_index(["genomic", "feature"])
+    assert set(table.index.get_level_values(0)) == {"cl=a", "cl=b", "cl=c"}
+    # without P0: the values 1..11, median 6, high = {7, 8, 9, 10, 11}
+    # a: {1, 2, 9} -> 1 high, 2 low; b: {3, 4, 10, 11} -> 2, 2; c: {5, 6, 7, 8} -> 2, 2
+    expected = {"cl=a": [[1, 2], [4, 4]], "cl=b": [[2, 2], [3, 4]], "cl=c": [[2, 2], [3, 4]]}
+    for level, t in expected.items():
+        row = table.loc[(level, "f")]
+        assert row.p == pytest.approx(stats.fisher_exact(t).pvalue, rel=1e-12)
+        (a, b), (c, d) = t
+        assert row.effect == pytest.approx(np.log(a * d / (b * c)), rel=1e-12)
+        assert row.n == 11 and row.method == "fisher"
+    # a constant feature has nobody above its median: NaN
+    assert table.xs("flat", level=1)[["effect", "p"]].isna().all().all()
+    # a zero cell: every patient of 'x' high
+    sep = pd.DataFrame({"f": np.arange(8.0)}, index=idx[:8])
+    two = pd.DataFrame({"s": list("yyyyxxxx")}, index=idx[:8])
+    rows = fisher_table(two, sep).set_index("genomic")
+    assert rows.loc["s=x", "p"] == pytest.approx(stats.fisher_exact([[4, 0], [0, 4]]).pvalue)
+    assert rows.loc["s=x", "effect"] == pytest.approx(np.log(4.5 * 4.5 / (0.5 * 0.5)))
+    assert rows.loc["s=y", "effect"] == pytest.approx(-rows.loc["s=x", "effect"])
+
+
 def test_benjamini_hochberg_by_hand():
     p = np.array([0.01, 0.04, 0.03, 0.2, np.nan])
     # sorted 0.01, 0.03, 0.04, 0.2 over m = 4 tests: 0.04, 0.06, 0.0533, 0.2, then the
@@ -102,10 +134,14 @@ def test_metagenes_find_planted_gene_blocks():
     assert nmf_member.iloc[:6].nunique() == 1
 
 
+def _features(phantom):
+    F = image_feature_batch(phantom.images, phantom.masks, index=phantom.adata.obs_names)
+    return F[phantom.adata.obs["has_image"].to_numpy(bool)]
+
+
 def test_tl_writes_table_and_membership(phantom, tmp_path):
     adata = phantom.adata.copy()
-    F = image_feature_batch(phantom.images, phantom.masks, index=adata.obs_names)
-    F = F[adata.obs["has_image"].to_numpy(bool)]
+    F = _features(phantom)
     tl.conventional_map(adata, features=F, subtypes=["subtype"], n_metagenes=6)
     table = map_from_uns(adata.uns["rg_map"])
     assert list(table.columns) == list(COLUMNS)
@@ -123,6 +159,68 @@ def test_tl_writes_table_and_membership(phantom, tmp_path):
     assert (tmp_path / "map.png").stat().st_size > 1000 and fig.axes
     with pytest.raises(ValueError, match="subtypes"):
         tl.conventional_map(adata, features=F, subtypes=["nope"])
+
+
+def test_tl_writes_gene_by_feature_matrices_to_varm(phantom, tmp_path):
+    """varm['rg_map_effect'] / ['rg_map_p_adj']: genes x features DataFrames; a gene's row is
+    its own Spearman row (genes) or its metagene's (metagenes); a constant gene has none (NaN).
+    They survive write_cohort/read_cohort unchanged."""
+    adata = phantom.adata.copy()
+    adata.X = np.asarray(adata.X).copy()
+    adata.X[:, 0] = 1.0  # a constant gene: no metagene, NaN rho
+    F = _features(phantom)
+    tl.conventional_map(adata, features=F, subtypes=["subtype"], n_metagenes=4)
+    table = map_from_uns(adata.uns["rg_map"])
+    effect, p_adj = adata.varm["rg_map_effect"], adata.varm["rg_map_p_adj"]
+    assert list(effect.index) == list(adata.var_names) and list(effect.columns) == list(F.columns)
+    member = adata.var["rg_metagene"]
+    assert member.iloc[0] == "" and effect.iloc[0].isna().all() and p_adj.iloc[0].isna().all()
+    rows = table[table["method"] == "spearman"].set_index(["genomic", "feature"])
+    for gene in adata.var_names[1:4]:
+        mg = member[gene]
+        np.testing.assert_array_equal(effect.loc[gene], rows.loc[mg].loc[F.columns, "effect"])
+        np.testing.assert_array_equal(p_adj.loc[gene], rows.loc[mg].loc[F.columns, "p_adj"])
+    back = read_cohort(write_cohort(adata, tmp_path / "mapped.h5ad"))
+    pd.testing.assert_frame_equal(back.varm["rg_map_effect"], effect)
+    pd.testing.assert_frame_equal(back.varm["rg_map_p_adj"], p_adj)
+    # genes: each gene its own row; another key_added keeps the first map
+    tl.conventional_map(adata, features=F, genomic="genes", key_added="genes_map")
+    genes = map_from_uns(adata.uns["genes_map"]).set_index(["genomic", "feature"])
+    gene = adata.var_names[2]
+    np.testing.assert_array_equal(
+        adata.varm["genes_map_effect"].loc[gene], genes.loc[gene].loc[F.columns, "effect"]
+    )
+    assert "rg_map_effect" in adata.varm
+
+
+def test_fisher_option_through_tl_cli_and_heatmap(phantom, phantom_cohort, tmp_path):
+    """categorical_test='fisher': one row per (level, feature) named 'subtype=LEVEL', BH over
+    the whole table (gene rows included); the CLI's --categorical-test and the heatmap too."""
+    from pathlib import Path
+
+    from radiogenomics.cli import main
+
+    adata = phantom.adata.copy()
+    F = _features(phantom)
+    tl.conventional_map(adata, features=F, subtypes=["subtype"], categorical_test="fisher")
+    table = map_from_uns(adata.uns["rg_map"])
+    fisher = table[table["method"] == "fisher"]
+    levels = sorted(adata.obs["subtype"].dropna().astype(str).unique())
+    assert sorted(fisher["genomic"].unique()) == [f"subtype={v}" for v in levels]
+    assert len(fisher) == len(levels) * F.shape[1]
+    np.testing.assert_allclose(table["p_adj"], adjust(table["p"]), rtol=1e-12)
+    direct = fisher_table(adata.obs.loc[F.index, ["subtype"]], F)
+    np.testing.assert_allclose(fisher["p"], direct["p"], rtol=1e-12)
+    fig = pl.map_heatmap(table, save=tmp_path / "fisher.png")
+    assert "log odds" in fig.axes[-1].get_ylabel()
+    with pytest.raises(ValueError, match="categorical_test"):
+        tl.conventional_map(adata, features=F, subtypes=["subtype"], categorical_test="chi2")
+    cohort = next(Path(phantom_cohort.uns["rg"]["root"]).glob("*.h5ad"))
+    argv = ["-q", "map", str(cohort), "--out", str(tmp_path / "m"), "--subtypes", "subtype"]
+    assert main(argv + ["--categorical-test", "fisher", "--genomic", "genes"]) == 0
+    csv = pd.read_csv(tmp_path / "m" / "map.csv")
+    assert list(csv.columns) == ["genomic", "feature", "effect", "p", "p_adj"]
+    assert {f"subtype={v}" for v in levels} <= set(csv["genomic"])
 
 
 @pytest.mark.parametrize("dims", [2, pytest.param(3, marks=pytest.mark.slow)])

@@ -502,6 +502,7 @@ def cmd_map(args) -> int:
         subtypes=subtypes,
         n_metagenes=args.n_metagenes,
         method=args.method,
+        categorical_test=args.categorical_test,
         data_cfg=data_cfg,
         progress=not args.quiet,
     )

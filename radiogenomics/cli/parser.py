@@ -313,7 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--subtypes",
         default=None,
         metavar="COL1,COL2",
-        help="categorical obs columns to test too (Kruskal-Wallis), comma-separated",
+        help="categorical obs columns to test too (see --categorical-test), comma-separated",
+    )
+    p.add_argument(
+        "--categorical-test",
+        choices=["kruskal", "fisher"],
+        default="kruskal",
+        help="--subtypes: Kruskal-Wallis per column (default), or Fisher exact per level "
+        "against the rest on each feature split at its median (rows 'column=level')",
     )
     p.add_argument(
         "--genomic",

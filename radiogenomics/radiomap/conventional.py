@@ -6,11 +6,14 @@ The three-step pipeline of the radiogenomics literature:
    NMF), plus categorical `obs` columns such as subtypes or clusters;
 2. image features of each lesion (`radiogenomics.radiomap.features.image_feature_table`);
 3. one association test per (genomic variable, feature) pair: Spearman for continuous pairs
-   (`spearman_table`), Kruskal-Wallis for categorical variables (`kruskal_table`), with p values
-   adjusted over the whole table (`adjust`, Benjamini-Hochberg by default).
+   (`spearman_table`), Kruskal-Wallis for categorical variables (`kruskal_table`) or Fisher's
+   exact test of each category against the rest on the feature split at its median
+   (`fisher_table`), with p values adjusted over the whole table (`adjust`,
+   Benjamini-Hochberg by default).
 
-The result is a long table, one row per pair, columns `COLUMNS`: `effect` is Spearman's rho or
-Kruskal-Wallis' epsilon-squared, `method` says which, `n` how many patients the test used.
+The result is a long table, one row per pair, columns `COLUMNS`: `effect` is Spearman's rho,
+Kruskal-Wallis' epsilon-squared or Fisher's log odds ratio, `method` says which, `n` how many
+patients the test used.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("genomic", "feature", "effect", "p", "p_adj", "method", "n")
 MAX_METAGENES = 20
 FDR = ("benjamini-hochberg", "benjamini-yekutieli", "none")
+CATEGORICAL_TESTS = ("kruskal", "fisher")
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +117,45 @@ def kruskal_table(categories: pd.DataFrame, features: pd.DataFrame) -> pd.DataFr
                 h, p = stats.kruskal(*samples)
                 effect = h / (n - 1)
             rows.append((col, name, float(effect), float(p), np.nan, "kruskal", n))
+    return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else _empty()
+
+
+def fisher_table(categories: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """Fisher's exact test (two-sided, `scipy.stats.fisher_exact`) of each level of each
+    categorical column against the other levels, on each feature binarised at its median
+    (high: above the median of the patients in the test; a tie at the median counts as low).
+    One row per (level, feature), genomic named 'column=level'. The 2x2 table is
+    [[level & high, level & low], [rest & high, rest & low]]; the effect is the log odds ratio,
+    with 0.5 added to every cell when a cell is 0 (Haldane-Anscombe), so it stays finite (> 0:
+    the level has more high values than the rest). Patients missing either value are left out;
+    a column with fewer than two levels, a feature with no patient above its median, or a level
+    without a patient in the test gives NaN."""
+    common = categories.index.intersection(features.index, sort=False)
+    rows = []
+    for col in categories.columns:
+        groups = categories.loc[common, col]
+        levels = sorted(groups.dropna().astype(str).unique())
+        for name in features.columns:
+            f = features.loc[common, name].to_numpy(np.float64)
+            ok = groups.notna().to_numpy() & np.isfinite(f)
+            g, v = groups[ok].astype(str).to_numpy(), f[ok]
+            n = int(ok.sum())
+            high = v > np.median(v) if n else np.zeros(0, bool)
+            testable = len(np.unique(g)) >= 2 and high.any()
+            for level in levels:
+                effect = p = np.nan
+                inside = g == level
+                if testable and inside.any():
+                    table = np.array(
+                        [
+                            [(inside & high).sum(), (inside & ~high).sum()],
+                            [(~inside & high).sum(), (~inside & ~high).sum()],
+                        ]
+                    )
+                    p = stats.fisher_exact(table).pvalue
+                    cells = table + 0.5 if (table == 0).any() else table.astype(np.float64)
+                    effect = np.log(cells[0, 0] * cells[1, 1] / (cells[0, 1] * cells[1, 0]))
+                rows.append((f"{col}={level}", name, float(effect), float(p), np.nan, "fisher", n))
     return pd.DataFrame(rows, columns=list(COLUMNS)) if rows else _empty()
 
 
@@ -231,6 +274,7 @@ def conventional_map(
     n_metagenes: int | None = None,
     method: str = "hierarchical",
     fdr: str = "benjamini-hochberg",
+    categorical_test: str = "kruskal",
     data_cfg=None,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, pd.Series | None]:
@@ -241,13 +285,19 @@ def conventional_map(
     `features`: image features, patients (obs names) x features; default
     `image_feature_table(adata, data_cfg)`. Genes or metagenes are tested on the patients with
     expression, an image and a mask; the categorical `obs` columns in `subtypes` on every patient
-    with an image, a mask and a value. Metagenes are built from every patient with expression.
-    P values are adjusted over the whole table (`fdr`, see `adjust`).
+    with an image, a mask and a value, by `categorical_test`: 'kruskal' (one row per column,
+    `kruskal_table`) or 'fisher' (one row per level, `fisher_table`). Metagenes are built from
+    every patient with expression. P values are adjusted over the whole table (`fdr`, see
+    `adjust`).
     """
     from radiogenomics.radiomap.features import image_feature_table
 
     if genomic not in ("genes", "metagenes"):
         raise ValueError(f"genomic must be 'genes' or 'metagenes'; got {genomic!r}")
+    if categorical_test not in CATEGORICAL_TESTS:
+        raise ValueError(
+            f"categorical_test must be one of {CATEGORICAL_TESTS}; got {categorical_test!r}"
+        )
     subtypes = [subtypes] if isinstance(subtypes, str) else list(subtypes or [])
     missing = [c for c in subtypes if c not in adata.obs.columns]
     if missing:
@@ -281,7 +331,8 @@ def conventional_map(
         imaged = adata.obs_names[
             adata.obs[K.HAS_IMAGE].to_numpy(bool) & adata.obs[K.HAS_MASK].to_numpy(bool)
         ]
-        parts.append(kruskal_table(adata.obs.loc[imaged, subtypes], features))
+        test = kruskal_table if categorical_test == "kruskal" else fisher_table
+        parts.append(test(adata.obs.loc[imaged, subtypes], features))
     if not parts:
         raise ValueError("nothing to test: no patient with expression, image and mask, no subtypes")
     table = pd.concat(parts, ignore_index=True)

@@ -5,11 +5,13 @@ feature module for maps, metrics and model selection.
   contrast, texture, necrosis), measured only from pixels, so a map learned from images can be
   scored against the phantom's truth; model selection on the phantom uses them.
 - `radiomic_features`: IBSI-style families (first-order, shape, GLCM) computed with scikit-image
-  and scipy, since pyradiomics is not a dependency; image metrics (Fréchet distances) and model
-  selection on real cohorts use them.
+  and scipy, since pyradiomics is only an optional extra (`tests/test_features.py` compares the
+  two where it is installed); image metrics (Fréchet distances) and model selection on real
+  cohorts use them.
 - `image_features` / `image_feature_table`: the map features, `radiomic_features` plus the
   margin and axis-ratio shape features and first-order statistics of a ring around the lesion;
-  conventional maps (`radiogenomics.radiomap.conventional`) use them.
+  conventional maps (`radiogenomics.radiomap.conventional`) use them. `image_feature_batch`
+  computes them for a whole stack at once (`radiogenomics.radiomap.batched`).
 
 Images hold intensities in [-1, 1] (the cohort loader's scale); histograms and the GLCM bin
 that fixed range.
@@ -98,6 +100,7 @@ MARGIN = ("shape_axis_ratio", "shape_radius_cv", "shape_margin")
 RING = tuple("ring_" + k for k in "mean std skewness kurtosis p10 p90 entropy".split())
 IMAGE_FEATURES = FIRSTORDER + SHAPE + MARGIN + RING + ("contrast", "necrosis_fraction") + GLCM
 RING_WIDTH = 3  # voxels
+CHUNK_VOXELS = 2**22  # image_feature_batch's working set: ~10 float64 copies of this
 
 
 def _numpy(x) -> np.ndarray:
@@ -122,33 +125,58 @@ def _firstorder(x: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in zip(FIRSTORDER, values, strict=True)}
 
 
-def _hull(mask: np.ndarray) -> ConvexHull:
+def _hull(edge: np.ndarray) -> ConvexHull:
+    """The convex hull of a lesion's voxels (as cubes) from its border voxels' coordinates
+    `(n, spatial_dims)`: the hull of the border is the hull of all."""
     # By hand: skimage's regionprops hulls voxel centres, which fails in 3D (qhull error) for a
     # lesion one voxel thick; the hull of the voxels' corners is never flat and works in 2D and 3D.
-    edge = mask & ~ndimage.binary_erosion(mask)  # the hull of the border is the hull of all
-    corners = np.array(list(itertools.product((0, 1), repeat=mask.ndim)))
-    points = (np.argwhere(edge)[:, None, :] + corners[None]).reshape(-1, mask.ndim)
-    return ConvexHull(points)  # qhull skips the repeated corners
+    lo = edge.min(axis=0)
+    corners = np.zeros(edge.max(axis=0) - lo + 2, bool)
+    for offset in itertools.product((0, 1), repeat=edge.shape[1]):
+        corners[tuple((edge - lo + offset).T)] = True
+    # each line of corners along the last axis spans its two ends: qhull needs only those
+    line = corners.any(axis=-1)
+    first = corners.argmax(axis=-1)[line]
+    last = corners.shape[-1] - 1 - corners[..., ::-1].argmax(axis=-1)[line]
+    start = np.argwhere(line)
+    ends = np.concatenate([np.c_[start, first], np.c_[start, last]])
+    return ConvexHull(ends + lo)
 
 
-def _solidity(mask: np.ndarray) -> float:
-    return float(mask.sum() / _hull(mask).volume)
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """The lesion's voxels with a face neighbour outside it."""
+    return mask & ~ndimage.binary_erosion(mask)
+
+
+def _eig(coords: np.ndarray) -> np.ndarray:
+    """Eigenvalues (ascending) of the covariance of voxel coordinates `(n, spatial_dims)`."""
+    return np.linalg.eigvalsh(np.cov(coords.T.astype(np.float64)))
+
+
+def _surface(mask: np.ndarray) -> float:
+    """2D: skimage's perimeter; 3D: the marching-cubes mesh area."""
+    if mask.ndim == 2:
+        return float(perimeter(mask))
+    verts, faces, *_ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
+    return float(mesh_surface_area(verts, faces))
+
+
+def _shape_of(n: float, surface: float, eig: np.ndarray, hull, spatial_dims: int) -> dict:
+    """`SHAPE` from the voxel count, the surface, `_eig` and `_hull`."""
+    if spatial_dims == 2:
+        sphericity = 4 * np.pi * n / surface**2 if surface > 0 else np.nan  # circularity
+    else:
+        sphericity = np.pi ** (1 / 3) * (6 * n) ** (2 / 3) / surface
+    # largest over smallest eigenvalue: 1 = round, -> 0 = elongated
+    elongation = np.sqrt(max(eig[-2], 0.0) / eig[-1]) if eig[-1] > 0 else np.nan
+    values = (n, surface, surface / n, sphericity, elongation, n / hull.volume)
+    return {k: float(v) for k, v in zip(SHAPE, values, strict=True)}
 
 
 def _shape(mask: np.ndarray) -> dict[str, float]:
-    n = float(mask.sum())
-    if mask.ndim == 2:
-        surface = float(perimeter(mask))
-        sphericity = 4 * np.pi * n / surface**2 if surface > 0 else np.nan  # circularity
-    else:
-        verts, faces, *_ = marching_cubes(np.pad(mask, 1).astype(np.float32), 0.5)
-        surface = float(mesh_surface_area(verts, faces))
-        sphericity = np.pi ** (1 / 3) * (6 * n) ** (2 / 3) / surface
-    # eigenvalues of the voxel-coordinate covariance, largest first: 1 = round, -> 0 = elongated
-    eig = np.linalg.eigvalsh(np.cov(np.argwhere(mask).T.astype(np.float64)))[::-1]
-    elongation = np.sqrt(max(eig[1], 0.0) / eig[0]) if eig[0] > 0 else np.nan
-    values = (n, surface, surface / n, sphericity, elongation, _solidity(mask))
-    return {k: float(v) for k, v in zip(SHAPE, values, strict=True)}
+    coords = np.argwhere(mask)
+    hull = _hull(np.argwhere(_edge(mask)))
+    return _shape_of(float(mask.sum()), _surface(mask), _eig(coords), hull, mask.ndim)
 
 
 def _glcm(grey: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -228,30 +256,35 @@ def _directions(spatial_dims: int) -> np.ndarray:
     return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
 
 
-def _radius_cv(mask: np.ndarray) -> float:
-    """Angular std of the boundary radius over its mean: the boundary voxels' distances to the
+def _radius_cv(coords: np.ndarray, edge: np.ndarray) -> float:
+    """Angular std of the boundary radius over its mean, from the lesion's voxel coordinates
+    and its border voxels' (`(n, spatial_dims)` each): the border voxels' distances to the
     centroid binned by direction (64 angles in 2D, 128 directions in 3D), the outermost per
     direction; ~0 for a disk or ball, larger for elongated or spiky lesions."""
-    centre = np.argwhere(mask).mean(axis=0)
-    edge = np.argwhere(mask & ~ndimage.binary_erosion(mask)) - centre
+    directions = _directions(coords.shape[1])
+    edge = edge - coords.mean(axis=0)
     r = np.linalg.norm(edge, axis=1)
     edge, r = edge[r > 0], r[r > 0]
     if r.size < 3:
         return float("nan")
-    bins = np.argmax((edge / r[:, None]) @ _directions(mask.ndim).T, axis=1)
-    outer = np.zeros(len(_directions(mask.ndim)))
+    bins = np.argmax((edge / r[:, None]) @ directions.T, axis=1)
+    outer = np.zeros(len(directions))
     np.maximum.at(outer, bins, r)
     outer = outer[outer > 0]
     return float(outer.std() / outer.mean())
 
 
-def _margin(mask: np.ndarray, surface: float) -> dict[str, float]:
-    # eigenvalues of the voxel-coordinate covariance: the moment-equivalent ellipse/ellipsoid
-    eig = np.linalg.eigvalsh(np.cov(np.argwhere(mask).T.astype(np.float64)))
+def _margin_of(eig: np.ndarray, radius_cv: float, surface: float, hull) -> dict[str, float]:
+    """`MARGIN` from `_eig` (the moment-equivalent ellipse/ellipsoid), `_radius_cv`, the
+    surface and `_hull` (in 2D qhull's `area` is the hull's perimeter)."""
     ratio = np.sqrt(eig[-1] / eig[0]) if eig[0] > 0 else np.nan
-    hull = _hull(mask)  # in 2D qhull's `area` is the hull's perimeter
-    values = (ratio, _radius_cv(mask), surface / hull.area - 1.0)
+    values = (ratio, radius_cv, surface / hull.area - 1.0)
     return {k: float(v) for k, v in zip(MARGIN, values, strict=True)}
+
+
+def _margin(mask: np.ndarray, surface: float) -> dict[str, float]:
+    coords, edge = np.argwhere(mask), np.argwhere(_edge(mask))
+    return _margin_of(_eig(coords), _radius_cv(coords, edge), surface, _hull(edge))
 
 
 def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float]:
@@ -288,18 +321,33 @@ def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float
     return feats
 
 
-def image_feature_batch(images, masks, index=None, progress: bool = False) -> pd.DataFrame:
+def image_feature_batch(
+    images, masks, index=None, progress: bool = False, reference: bool = False
+) -> pd.DataFrame:
     """`image_features` of a batch: images `(N, C, *spatial)`, masks `(N, 1, *spatial)`; one row
-    per lesion (columns `IMAGE_FEATURES`)."""
+    per lesion (columns `IMAGE_FEATURES`). Computed for many lesions at once
+    (`radiogenomics.radiomap.batched`, in chunks of about `CHUNK_VOXELS` voxels); `reference`
+    calls `image_features` lesion by lesion instead (the same numbers, slower)."""
+    from radiogenomics.radiomap.batched import image_feature_array
+
     images, masks = _numpy(images), _numpy(masks)
     if images.ndim not in (4, 5) or masks.shape != (len(images), 1, *images.shape[2:]):
         raise ValueError(
             f"images must be (N, C, *spatial) and masks (N, 1, *spatial) alike; got "
             f"{images.shape} and {masks.shape}"
         )
-    bar = tqdm(range(len(images)), desc="image features", disable=not progress)
-    rows = [image_features(images[i], masks[i]) for i in bar]
-    return pd.DataFrame(rows, index=index, columns=list(IMAGE_FEATURES))
+    if reference:
+        bar = tqdm(range(len(images)), desc="image features", disable=not progress)
+        rows = [image_features(images[i], masks[i]) for i in bar]
+        return pd.DataFrame(rows, index=index, columns=list(IMAGE_FEATURES))
+    step = max(1, CHUNK_VOXELS // max(1, int(np.prod(images.shape[2:]))))
+    out = np.empty((len(images), len(IMAGE_FEATURES)))
+    with tqdm(total=len(images), desc="image features", disable=not progress) as bar:
+        for lo in range(0, len(images), step):
+            grey = images[lo : lo + step].astype(np.float64).mean(axis=1)
+            out[lo : lo + step] = image_feature_array(grey, masks[lo : lo + step, 0] > 0.5)
+            bar.update(len(grey))
+    return pd.DataFrame(out, index=index, columns=list(IMAGE_FEATURES))
 
 
 def image_feature_table(adata, data_cfg=None, rows=None, progress: bool = True) -> pd.DataFrame:
