@@ -44,3 +44,6 @@ PATHWAYS = "rg_pathways"
 # columns), var[METAGENE] each gene's metagene
 MAP = "rg_map"
 METAGENE = "rg_metagene"
+# the learned map (radiogenomics.tl.learned_map): uns[LEARNED_MAP] as uns[MAP]; for metagenes,
+# var[f"{key_added}_metagene"] each gene's metagene among the base patients
+LEARNED_MAP = "rg_learned_map"
