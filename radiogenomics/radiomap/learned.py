@@ -88,7 +88,7 @@ class _Generator:
             )
         if not model.genes or not img.use_genes:
             raise ValueError("the model's images are not conditioned on genes: nothing to map")
-        self.model, self.genes, self.device = model, list(model.genes), model.device
+        self.genes, self.device = list(model.genes), model.device
         self.use_mask, self.n_noise = img.use_mask, img.n_noise
         self.size = list(model.meta["image_size"])
 
@@ -140,8 +140,8 @@ def base_patients(
 ) -> tuple[_Generator, Patients]:  # fmt: skip
     """The generator and its base patients: a JointGAN's `n_patients` fully synthetic patients
     (covariates drawn as `sample` does) when `adata` is None, else up to `n_patients` patients
-    of `adata` with expression (and a mask, for a model without mask generator), the first in
-    the cohort's order. `n_draws` noise draws per patient."""
+    of `adata` with expression (and a mask, for a model without mask generator), drawn with
+    `seed` and kept in the cohort's order. `n_draws` noise draws per patient."""
     from radiogenomics.data.view import CohortView
 
     if n_patients < 3 or n_draws < 1:
@@ -173,7 +173,9 @@ def base_patients(
         fixed = gen.side.mask is None and gen.use_mask
         if fixed:
             keep &= view.has_mask
-        rows = np.flatnonzero(keep)[:n_patients]
+        rows = np.flatnonzero(keep)
+        if len(rows) > n_patients:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, n_patients, replace=False))
         if len(rows) < 3:
             raise ValueError(
                 f"the cohort has {len(rows)} patients with expression"
