@@ -42,6 +42,8 @@ def cmd_learned_map(args) -> int:
 
     adata = read_valid_cohort(args.data, progress=not args.quiet) if args.data else None
     truth = read_valid_cohort(args.truth, progress=not args.quiet) if args.truth else None
+    if truth is not None and K.PHANTOM not in truth.uns.get(K.UNS, {}):
+        raise ValueError(f"--truth {args.truth} is no phantom: it has no planted map to score")
     model = load_model(run)
     if args.dry_run:
         from radiogenomics.config import dump_config
