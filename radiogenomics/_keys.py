@@ -48,3 +48,6 @@ MAP = "rg_map"
 METAGENE = "rg_metagene"
 MAP_EFFECT = "_effect"
 MAP_P_ADJ = "_p_adj"
+# the learned map (radiogenomics.tl.learned_map): uns[LEARNED_MAP] as uns[MAP]; for metagenes,
+# var[f"{key_added}_metagene"] each gene's metagene among the base patients
+LEARNED_MAP = "rg_learned_map"

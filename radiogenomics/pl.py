@@ -15,6 +15,8 @@ from radiogenomics import _keys as K
 from radiogenomics.data.cohort import covariate_keys, resolve
 from radiogenomics.data.io import load_image
 
+LEARNED_METHODS = ("finite-difference", "autograd", "gene-swap")  # radiomap.learned's
+
 
 def _display_slice(image: np.ndarray, mask: np.ndarray | None):
     """A 2D view of a `(C, *spatial)` image: itself in 2D, the slice with most lesion in 3D."""
@@ -214,7 +216,9 @@ def map_heatmap(
     ratios the scale widens to their largest magnitude), a dot on each pair with
     `p_adj < alpha`. `table` is the long table (`radiogenomics.radiomap.conventional`) or its
     stored form (`adata.uns['rg_map']`). With more than `max_rows` genomic variables, the ones
-    with the smallest adjusted p values are shown (in the table's order)."""
+    with the smallest adjusted p values are shown (in the table's order; the largest |effect|
+    where no p value exists). The colour range is [-1, 1], or wider when an effect exceeds it
+    (a learned map's standardised slopes, `radiomap.learned`)."""
     import pandas as pd
 
     from radiogenomics.radiomap.conventional import effect_matrix, map_from_uns
@@ -227,21 +231,22 @@ def map_heatmap(
     title = f"radiogenomic map (dots: adjusted p < {alpha:g})"
     n_total = len(effect)
     if n_total > max_rows:
-        best = p_adj.min(axis=1).fillna(np.inf).nsmallest(max_rows).index
+        rank = p_adj.min(axis=1) if p_adj.notna().any().any() else -effect.abs().max(axis=1)
+        best = rank.fillna(np.inf).nsmallest(max_rows).index
         keep = [g for g in effect.index if g in set(best)]
         effect, p_adj = effect.loc[keep], p_adj.loc[keep]
         title += f"\n{max_rows} of {n_total} variables: those with the smallest p_adj"
     fisher = (table["method"] == "fisher").any() if "method" in table else False
-    scale = float(np.nanmax(np.abs(effect.to_numpy(float)), initial=1.0)) if fisher else 1.0
     n_rows, n_cols = effect.shape
+    limit = max(1.0, float(np.nanmax(np.abs(effect.to_numpy(float)), initial=0.0)))
     fig = Figure(figsize=(max(4.0, 0.22 * n_cols + 2.0), max(3.0, 0.16 * n_rows + 1.8)))
     ax = fig.subplots()
     im = ax.imshow(
         effect.to_numpy(float),
         aspect="auto",
         cmap="RdBu_r",
-        vmin=-scale,
-        vmax=scale,
+        vmin=-limit,
+        vmax=limit,
         interpolation="nearest",
     )
     rows, cols = np.nonzero(p_adj.to_numpy(float) < alpha)
@@ -249,7 +254,47 @@ def map_heatmap(
     ax.set_xticks(range(n_cols), list(effect.columns), rotation=70, ha="right", fontsize=6)
     ax.set_yticks(range(n_rows), list(effect.index), fontsize=6)
     ax.set_title(title, fontsize=8)
-    label = "effect (rho; epsilon^2; log odds ratio)" if fisher else "effect (rho; epsilon^2)"
+    learned = "method" in table and table["method"].isin(LEARNED_METHODS).any()
+    label = (
+        "effect (feature std per unit)"
+        if learned
+        else "effect (rho; epsilon^2; log odds ratio)"
+        if fisher
+        else "effect (rho; epsilon^2)"
+    )
     fig.colorbar(im, ax=ax, shrink=0.6, label=label)
     fig.tight_layout()
+    return _finish(fig, save)
+
+
+def impact_maps(
+    maps: np.ndarray, names, *, top_k: int = 16, ncols: int = 4, save: str | Path | None = None
+):
+    """A grid of spatial gene-impact maps (`radiogenomics.radiomap.learned.impact_maps`:
+    variables x *spatial, mean |image(+d) - image(-d)|): the `top_k` variables with the largest
+    total impact, one panel each on a shared colour scale; a 3D map shows its central slice
+    along the last axis."""
+    maps = np.asarray(maps, np.float64)
+    if maps.ndim not in (3, 4) or len(maps) != len(names):
+        raise ValueError(
+            f"maps must be (variables, *spatial) with 2 or 3 spatial dims, one per name; got "
+            f"{maps.shape} for {len(names)} names"
+        )
+    if maps.ndim == 4:
+        maps = maps[..., maps.shape[-1] // 2]
+    order = np.argsort(-maps.reshape(len(maps), -1).sum(axis=1), kind="stable")[:top_k]
+    nrows = -(-len(order) // ncols)
+    fig = Figure(figsize=(1.8 * min(ncols, len(order)) + 0.8, 1.8 * nrows + 0.4))
+    axes = np.atleast_1d(fig.subplots(nrows, min(ncols, len(order)), squeeze=False)).ravel()
+    vmax = float(maps[order].max()) or 1.0
+    for ax, i in zip(axes, order, strict=False):
+        im = ax.imshow(maps[i], cmap="magma", vmin=0, vmax=vmax, interpolation="nearest")
+        ax.set_title(str(names[i]), fontsize=7)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(order) :]:
+        ax.set_visible(False)
+    fig.colorbar(im, ax=list(axes[: len(order)]), shrink=0.6, label="mean |image(+d) - image(-d)|")
+    fig.suptitle("where each genomic variable changes the image", fontsize=8)
     return _finish(fig, save)

@@ -84,3 +84,52 @@ def conventional_map(
         )
     if membership is not None:
         adata.var[K.METAGENE] = membership.reindex(adata.var_names).fillna("").astype(str)
+
+
+def learned_map(
+    adata: ad.AnnData,
+    model,
+    *,
+    base: str = "cohort",
+    genomic: str = "genes",
+    method: str = "finite",
+    n_patients: int = 64,
+    n_draws: int = 1,
+    delta: float = 1.0,
+    seed: int = 0,
+    progress: bool = False,
+    key_added: str = K.LEARNED_MAP,
+    **kwargs,
+) -> None:
+    """The learned radiogenomic map of a trained JointGAN or ImageGAN
+    (`radiogenomics.radiomap.learned.learned_map`): the change of the generated images' features
+    per unit of each gene or metagene. `base` 'cohort': the base patients are `adata`'s
+    patients with expression; 'synthetic': the joint model's own fully synthetic patients
+    (`adata` only receives the result). Other keyword arguments go to the map.
+
+    Writes `uns[key_added]`, the long table as `conventional_map` stores it (the `method`
+    column says 'finite-difference' or 'autograd'), and, for metagenes,
+    `var[f"{key_added}_metagene"]`: each gene's metagene.
+    """
+    from radiogenomics.radiomap.conventional import map_to_uns
+    from radiogenomics.radiomap.learned import learned_map as _map
+
+    if base not in ("cohort", "synthetic"):
+        raise ValueError(f"base must be 'cohort' or 'synthetic'; got {base!r}")
+    table, membership = _map(
+        model,
+        adata if base == "cohort" else None,
+        genomic=genomic,
+        method=method,
+        n_patients=n_patients,
+        n_draws=n_draws,
+        delta=delta,
+        seed=seed,
+        progress=progress,
+        return_membership=True,
+        **kwargs,
+    )
+    adata.uns[key_added] = map_to_uns(table)
+    if membership is not None:
+        column = f"{key_added}_metagene"
+        adata.var[column] = membership.reindex(adata.var_names).fillna("").astype(str)

@@ -172,8 +172,8 @@ def test_map_refuses_a_file_out_a_run_folder_and_unknown_subtypes(phantom_cohort
     (tmp_path / "file").write_text("x")
     assert main(["map", str(cohort), "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
-    assert main(["map", str(tmp_path), "--out", str(tmp_path / "o")]) == 3
-    assert "the learned map of a joint run is not available yet" in capsys.readouterr().err
+    assert main(["map", str(tmp_path), "--out", str(tmp_path / "o")]) == 2  # no run there
+    assert "holds no trained model" in capsys.readouterr().err
     assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "o"), "--subtypes", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

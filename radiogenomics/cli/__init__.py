@@ -16,10 +16,6 @@ log = logging.getLogger("radiogenomics")
 
 # What `map` says, with exit status 3, of a run folder: the learned map (sensitivity of a joint
 # run's generated images to its genes) is not built yet.
-LEARNED_MAP_PENDING = (
-    "the learned map of a joint run is not available yet (map COHORT.h5ad gives the "
-    "conventional one)"
-)
 MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
 
 
@@ -475,15 +471,13 @@ def cmd_evaluate(args) -> int:
 
 def cmd_map(args) -> int:
     """The conventional map of a cohort: map.csv (one row per pair), the heatmap, and for
-    metagenes each gene's metagene. A run folder asks for the learned map, which needs the
-    joint model: exit status 3."""
+    metagenes each gene's metagene. A run folder gives the learned map (`cli.maps`)."""
     import dataclasses
 
     if args.cohort.is_dir():
-        print(
-            f"radiogenomics map: {args.cohort} is a folder: {LEARNED_MAP_PENDING}", file=sys.stderr
-        )
-        return 3
+        from radiogenomics.cli.maps import cmd_learned_map
+
+        return cmd_learned_map(args)
     cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")

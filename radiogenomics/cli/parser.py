@@ -305,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Conventional map of a cohort .h5ad: Spearman (genes or metagenes) and "
         "Kruskal-Wallis (--subtypes) tests against features of the lesion images and masks, "
         "Benjamini-Hochberg over the table; writes DIR/map.csv and DIR/map_heatmap.png. "
-        "(A run folder asks for the learned map, which needs a joint model: not available yet.)",
+        "A joint or image run folder gives the learned map: the change of the generated "
+        "images' features per unit of each gene or metagene (finite differences or autograd), "
+        "plus DIR/impact_maps.png and DIR/gene_swap.csv.",
     )
     p.add_argument("cohort", type=Path, help="cohort .h5ad (a run folder: the learned map)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -339,6 +341,34 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="metagenes: how many (default: the largest silhouette, k = 2..20)",
+    )
+    learned = p.add_argument_group("learned map (a run folder)")
+    learned.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="cohort .h5ad whose patients' expression the map starts from (needed for an "
+        "image run; a joint run uses its own fully synthetic patients without it)",
+    )
+    learned.add_argument(
+        "--estimator",
+        choices=["finite", "autograd"],
+        default="finite",
+        help="central finite differences on the sampled (hard) masks and images, every "
+        "feature (default); or autograd through the generator, the differentiable features",
+    )
+    learned.add_argument("--n-patients", type=int, default=64, help="base patients (default 64)")
+    learned.add_argument("--n-draws", type=int, default=1, help="noise draws per patient")
+    learned.add_argument(
+        "--delta", type=float, default=1.0, help="step, in standardised units (default 1)"
+    )
+    learned.add_argument("--seed", type=int, default=0)
+    learned.add_argument(
+        "--truth",
+        type=Path,
+        default=None,
+        help="phantom cohort .h5ad whose planted map scores the learned one (default: --data "
+        "when it is a phantom)",
     )
     _config_args(p)
     return parser

@@ -102,15 +102,19 @@ def score_phantom_map(table: pd.DataFrame, adata, *, per_gene: bool = True) -> d
     """Recovery of the phantom's planted gene map by a gene-level map (long table): AUROC,
     average precision and sign agreement over the gene x measured-feature pairs, and (with
     `per_gene`; one AUROC per gene, the slow part) the mean per-gene AUROC over the genes with
-    both kinds of pair."""
+    both kinds of pair. A map that measures some of the phantom's features only (a learned map
+    by autograd) is scored on those (`n_pairs` says how many pairs counted); one with none of
+    them, or none of its genes, is an error."""
     truth = phantom_truth(adata)
     wide = table.pivot_table(index="genomic", columns="feature", values="effect", aggfunc="first")
-    missing = [c for c in truth.columns if c not in wide.columns]
+    features = [c for c in truth.columns if c in wide.columns]
     genes = truth.index.intersection(wide.index, sort=False)
-    if missing or len(genes) == 0:
-        raise ValueError(f"the map lacks the phantom's features {missing} or its genes")
-    effect = wide.loc[genes, list(truth.columns)]
-    t = truth.loc[genes].to_numpy()
+    if not features or len(genes) == 0:
+        raise ValueError(
+            f"the map has none of the phantom's features {list(truth.columns)} or of its genes"
+        )
+    effect = wide.loc[genes, features]
+    t = truth.loc[genes, features].to_numpy()
     return {
         "auroc": auroc(effect, t),
         "average_precision": average_precision(effect, t),

@@ -1,0 +1,103 @@
+"""`radiogenomics map RUN_DIR`: the learned map of a trained joint or image run."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from radiogenomics import _keys as K
+from radiogenomics.cli.common import say
+
+log = logging.getLogger("radiogenomics")
+
+SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
+
+
+def cmd_learned_map(args) -> int:
+    """map.csv (the contract's columns), map_heatmap.png, impact_maps.png, gene_swap.csv and,
+    where a phantom gives the truth, map_scores.json; metagenes.csv for metagenes."""
+    from radiogenomics._atomic import atomic_write, atomic_write_text
+    from radiogenomics.cli import MAP_COLUMNS
+    from radiogenomics.models.base import read_meta
+
+    run = args.cohort
+    meta = read_meta(run)  # FileNotFoundError, by path, for a folder that holds no run
+    if args.subtypes:
+        raise ValueError("--subtypes applies to a cohort's conventional map, not to a run's")
+    if meta["model"] not in ("joint_gan", "image_gan"):
+        raise ValueError(
+            f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "
+            "image_gan run"
+        )
+    if meta["model"] == "image_gan" and args.data is None:
+        raise ValueError(
+            f"{run} is an image run (ImageGAN), which draws no expression of its own: pass "
+            "--data COHORT.h5ad (e.g. its training cohort) whose patients' expression the "
+            "map starts from"
+        )
+    from radiogenomics import pl
+    from radiogenomics.data.h5ad import read_valid_cohort
+    from radiogenomics.models.base import load_model
+    from radiogenomics.radiomap import learned
+
+    adata = read_valid_cohort(args.data, progress=not args.quiet) if args.data else None
+    truth = read_valid_cohort(args.truth, progress=not args.quiet) if args.truth else None
+    if truth is not None and K.PHANTOM not in truth.uns.get(K.UNS, {}):
+        raise ValueError(f"--truth {args.truth} is no phantom: it has no planted map to score")
+    model = load_model(run)
+    if args.dry_run:
+        from radiogenomics.config import dump_config
+
+        print(dump_config(model.config), end="")
+        return 0
+    common = dict(
+        genomic=args.genomic,
+        n_patients=args.n_patients,
+        n_draws=args.n_draws,
+        n_metagenes=args.n_metagenes,
+        metagene_method=args.method,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    table, membership = learned.learned_map(
+        model, adata, method=args.estimator, delta=args.delta, return_membership=True, **common
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / "map.csv"
+    atomic_write(csv, lambda tmp: table[MAP_COLUMNS].to_csv(tmp, index=False))
+    base = "fully synthetic" if adata is None else "the cohort's"
+    say(f"learned map ({table['method'].iloc[0]}, {len(table)} pairs, {base} patients)", csv)
+    if membership is not None:
+        frame = membership.to_frame(K.METAGENE)
+        atomic_write(args.out / "metagenes.csv", lambda tmp: frame.to_csv(tmp))
+        say("metagene of each gene", args.out / "metagenes.csv")
+    pl.map_heatmap(table, save=args.out / "map_heatmap.png")
+    say("map heatmap", args.out / "map_heatmap.png")
+
+    maps, names = learned.impact_maps(model, adata, delta=args.delta, **common)
+    pl.impact_maps(maps, names, save=args.out / "impact_maps.png")
+    say("spatial impact maps", args.out / "impact_maps.png")
+    swap = learned.gene_swap(model, adata, **common)
+    atomic_write(
+        args.out / "gene_swap.csv", lambda tmp: swap[SWAP_COLUMNS].to_csv(tmp, index=False)
+    )
+    say("gene swap (low <-> high quartile)", args.out / "gene_swap.csv")
+
+    phantom = next(
+        (c for c in (truth, adata) if c is not None and K.PHANTOM in c.uns.get(K.UNS, {})), None
+    )
+    if phantom is not None:
+        from radiogenomics.radiomap.scoring import score_phantom_map
+
+        genes = table if membership is None else learned.gene_level(table, membership)
+        scores = score_phantom_map(genes, phantom)
+        path = args.out / "map_scores.json"
+        atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
+        say("recovery of the phantom's planted map", path)
+    elif meta.get("phantom"):
+        log.warning(
+            "%s trained on a phantom: pass --truth PHANTOM.h5ad (its cohort) to score the map "
+            "against the planted one",
+            run,
+        )
+    return 0

@@ -1,0 +1,508 @@
+"""The learned radiogenomic map (DESIGN section 5): what a trained generator does to its images
+when one genomic variable moves, everything else (noise, covariates, other genes) held fixed.
+
+- `learned_map`: each gene (or metagene: its genes moved together) is moved by +-delta on the
+  model's standardised scale for a set of base patients; the mask and image are regenerated with
+  the same noise and measured with the map features (`radiomap.features.image_feature_batch`).
+  Same long table as the conventional map (`radiomap.conventional.COLUMNS`).
+- `gene_swap`: patients at the low end of a variable take the values of patients at the high
+  end (and back), same noise; the standardised feature shift from low to high.
+- `impact_maps`: where in the image a variable changes the output, mean |image(+d) - image(-d)|.
+
+Base patients: a JointGAN's own fully synthetic patients (no cohort given), else the expression
+of the cohort's patients (an ImageGAN always needs one). Masks come from the model's mask
+generator (so genes can move the lesion's shape); a model without one keeps the cohort's masks.
+A joint model whose image side also reads the gene generator's latent (`joint.use_latent`)
+keeps each synthetic patient's latent fixed, since it is a function of the gene noise, which
+stays fixed: the map measures what the expression itself does. (Moving the latent with the
+expression, by the pseudo-inverse of the gene generator's output layer, is ill-conditioned:
+that layer's smallest singular values are ~1e-4 of its largest on the demo run.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from tqdm.auto import tqdm
+
+from radiogenomics.radiomap.conventional import COLUMNS, adjust, metagenes
+from radiogenomics.radiomap.features import (
+    IMAGE_FEATURES,
+    MIN_VOXELS,
+    RING_WIDTH,
+    image_feature_batch,
+)
+
+log = logging.getLogger(__name__)
+
+METHODS = {"finite": "finite-difference", "autograd": "autograd"}
+# the map features that are smooth functions of the soft mask and the image (`soft_features`)
+AUTOGRAD_FEATURES = ("shape_volume", "shape_axis_ratio", "firstorder_mean", "ring_mean", "contrast")
+
+
+# --------------------------------------------------------------------------------------------
+# the generator and its base patients
+
+
+@dataclass
+class Patients:
+    """Base patients and everything held fixed while a genomic variable moves: standardised
+    expression `Z` (n, genes), presence flags, the gene latent (or None), fixed masks (a model
+    without a mask generator, else None), and per noise draw the image and mask noise."""
+
+    ids: list[str]
+    Z: torch.Tensor
+    present: torch.Tensor
+    latent: torch.Tensor | None
+    masks: torch.Tensor | None
+    draws: list[dict]
+
+
+class _Generator:
+    """A trained model's image side, as `render(patients, Z, draw)` -> (masks, images)."""
+
+    def __init__(self, model):
+        from radiogenomics.models.image_gan import ImageGAN
+        from radiogenomics.models.joint_gan import JointGAN
+
+        if isinstance(model, JointGAN):
+            if model.sampler.side is None:
+                raise ValueError("a gene-mode JointGAN makes no images: no learned map")
+            self.side, self.joint = model.sampler.side, True
+        elif isinstance(model, ImageGAN):
+            self.side, self.joint = model.sampler, False
+        else:
+            raise ValueError(f"a learned map needs a JointGAN or an ImageGAN; got {model!r}")
+        img = model.config.image
+        if img.use_background:
+            raise ValueError(
+                "the model fuses real backgrounds (image.use_background): no learned map"
+            )
+        if not model.genes or not img.use_genes:
+            raise ValueError("the model's images are not conditioned on genes: nothing to map")
+        self.genes, self.device = list(model.genes), model.device
+        self.use_mask, self.n_noise = img.use_mask, img.n_noise
+        self.size = list(model.meta["image_size"])
+
+    def noise(self, n: int, rng: torch.Generator) -> dict:
+        dev, side = self.device, self.side
+        out = {"image": torch.randn(n, self.n_noise, generator=rng).to(dev)}
+        out["image_maps"] = side.image.noise_maps(n, generator=rng, device=dev)
+        if side.mask is not None:
+            # the joint model feeds its mask generator the image noise (JointGAN.synthesize)
+            out["mask"] = (
+                out["image"] if self.joint else torch.randn(n, self.n_noise, generator=rng).to(dev)
+            )
+            out["mask_maps"] = side.mask.noise_maps(n, generator=rng, device=dev)
+        return out
+
+    def render(self, P: Patients, Z, draw: int, *, straight_through: bool = False, rows=None):
+        """Masks (hard, or straight-through: hard forward, soft-mask gradient backward, as the
+        joint model trains) and images of the base patients (or `rows` of them) with
+        expression `Z` and noise draw `draw`."""
+        rows = slice(None) if rows is None else rows
+        latent = None if P.latent is None else P.latent[rows]
+        noise = {
+            k: v[rows] if torch.is_tensor(v) else [m[rows] for m in v]
+            for k, v in P.draws[draw].items()
+        }
+        code = self.side.code(Z, P.present[rows], latent)
+        if P.masks is not None:
+            masks = P.masks[rows]
+        elif self.side.mask is None:  # an image side that no mask shapes: the whole patch
+            masks = torch.ones(len(Z), 1, *self.size, device=Z.device, dtype=Z.dtype)
+        else:
+            soft = self.side.mask(code, noise["mask"], noise["mask_maps"])
+            masks = (soft.detach() > 0.5).to(soft.dtype)
+            if straight_through:
+                masks = masks + soft - soft.detach()
+        if self.use_mask:
+            from radiogenomics.nn.image import mask_features
+
+            cond = mask_features(masks)
+        else:
+            cond = None
+        images = self.side.image(cond, code, noise["image"], None, noise["image_maps"])
+        return masks, images
+
+
+def base_patients(
+    model, adata=None, *, n_patients: int = 64, n_draws: int = 1, seed: int = 0,
+    progress: bool = False,
+) -> tuple[_Generator, Patients]:  # fmt: skip
+    """The generator and its base patients: a JointGAN's `n_patients` fully synthetic patients
+    (covariates drawn as `sample` does) when `adata` is None, else up to `n_patients` patients
+    of `adata` with expression (and a mask, for a model without mask generator), drawn with
+    `seed` and kept in the cohort's order. `n_draws` noise draws per patient."""
+    from radiogenomics.data.view import CohortView
+
+    if n_patients < 3 or n_draws < 1:
+        raise ValueError(f"need n_patients >= 3 and n_draws >= 1; got {n_patients}, {n_draws}")
+    gen = _Generator(model)
+    dev, rng = gen.device, torch.Generator().manual_seed(seed)
+    sampler = getattr(model.sampler, "gene", None) if gen.joint else None
+    if adata is None:
+        if sampler is None:
+            raise ValueError(
+                "this model draws no expression of its own: pass a cohort whose expression "
+                "the map starts from (--data)"
+            )
+        obs = model.covariates_for(n_patients, None, seed)
+        codes, numeric = (torch.as_tensor(a).to(dev) for a in model._encode(obs))
+        noise = torch.randn(n_patients, model.config.gene.n_noise, generator=rng).to(dev)
+        with torch.no_grad():
+            Z, lat = sampler(noise, codes, numeric)
+        ids, masks = list(obs.index), None
+        lat = lat if model.use_latent else None
+        present = torch.ones(n_patients, dtype=torch.bool, device=dev)
+    else:
+        model.check_cohort(adata)
+        view = CohortView(
+            adata, genes=gen.genes, covariates=[], log1p=model.config.gene.log1p,
+            scaler=model.scaler,
+        )  # fmt: skip
+        keep = view.has_expression.copy()
+        fixed = gen.side.mask is None and gen.use_mask
+        if fixed:
+            keep &= view.has_mask
+        rows = np.flatnonzero(keep)
+        if len(rows) > n_patients:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, n_patients, replace=False))
+        if len(rows) < 3:
+            raise ValueError(
+                f"the cohort has {len(rows)} patients with expression"
+                + (" and a mask" if fixed else "") + "; a learned map needs >= 3"
+            )  # fmt: skip
+        Zc, _ = view.tensor(rows)
+        Z, ids, lat = Zc.to(dev), [str(i) for i in view.ids[rows]], None
+        present = torch.ones(len(rows), dtype=torch.bool, device=dev)
+        masks = (
+            view.images(rows, model.config.data, progress=progress)[1].to(dev) if fixed else None
+        )
+    draws = [gen.noise(len(ids), rng) for _ in range(n_draws)]
+    return gen, Patients(ids, Z.float(), present, lat, masks, draws)
+
+
+def directions(
+    P: Patients, genes: list[str], genomic: str = "genes", variables=None, *,
+    n_metagenes: int | None = None, metagene_method: str = "hierarchical",
+) -> tuple[list[str], torch.Tensor, pd.Series | None]:  # fmt: skip
+    """(names, D (variables, genes), membership): how each genomic variable moves the
+    expression per unit. A gene moves alone, by one unit of the model's standardised scale; a
+    metagene (`conventional.metagenes` on the base patients' expression) moves its genes
+    together, each by its std over the base patients, so the metagene's score (the mean of its
+    genes' z-scores) moves by one. `variables`: a subset of the names (default all)."""
+    if genomic not in ("genes", "metagenes"):
+        raise ValueError(f"genomic must be 'genes' or 'metagenes'; got {genomic!r}")
+    Zb = P.Z.detach().cpu().double().numpy()
+    membership = None
+    if genomic == "genes":
+        names, D = list(genes), np.eye(len(genes))
+    else:
+        expr = pd.DataFrame(Zb, index=P.ids, columns=genes)
+        scores, membership = metagenes(expr, method=metagene_method, n_metagenes=n_metagenes)
+        names, sd = list(scores.columns), Zb.std(axis=0)
+        D = np.stack([np.where(membership.to_numpy() == m, sd, 0.0) for m in names])
+    if variables is not None:
+        variables = [variables] if isinstance(variables, str) else list(variables)
+        unknown = [v for v in variables if v not in names]
+        if unknown:
+            raise ValueError(f"unknown genomic variables {unknown[:10]}; there are {names[:10]}...")
+        pick = [names.index(v) for v in variables]
+        names, D = variables, D[pick]
+    return names, torch.as_tensor(D, dtype=P.Z.dtype, device=P.Z.device), membership
+
+
+def _features(masks, images, index=None) -> pd.DataFrame:
+    return image_feature_batch(images.float().cpu().numpy(), masks.float().cpu().numpy(), index)
+
+
+def _base_features(gen: _Generator, P: Patients) -> np.ndarray:
+    """(n, draws, features) of the unmoved patients."""
+    with torch.no_grad():
+        out = [_features(*gen.render(P, P.Z, d)).to_numpy() for d in range(len(P.draws))]
+    return np.stack(out, axis=1)
+
+
+def _scale(base: np.ndarray) -> np.ndarray:
+    """Each feature's std over the base patients and draws; NaN where it does not vary."""
+    sd = np.nanstd(base.reshape(-1, base.shape[-1]), axis=0, ddof=1)
+    return np.where(sd > 1e-12, sd, np.nan)
+
+
+@contextlib.contextmanager
+def _quiet():
+    # all-NaN slices (a feature no patient has) are expected and become NaN rows
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+def _rows(name, features, per_patient: np.ndarray, sd: np.ndarray, method: str) -> pd.DataFrame:
+    """Long-table rows of one variable: per_patient (n, features) changes, already per unit
+    of the variable; effect = their mean over the std; p: two-sided Wilcoxon signed-rank test
+    over patients (zeros split between the signs, normal approximation)."""
+    with _quiet():
+        effect = np.nanmean(per_patient, axis=0) / sd
+        # the normal approximation: hard masks make ties and zeros the rule, and scipy's
+        # default then falls back to a permutation test, ~1 min per call
+        p = stats.wilcoxon(
+            per_patient, axis=0, zero_method="zsplit", method="approx", nan_policy="omit"
+        ).pvalue
+    n = np.isfinite(per_patient).sum(axis=0)
+    p = np.where((n >= 3) & np.isfinite(effect), p, np.nan)
+    return pd.DataFrame(
+        {
+            "genomic": name,
+            "feature": list(features),
+            "effect": effect,
+            "p": p,
+            "p_adj": np.nan,
+            "method": method,
+            "n": n.astype(int),
+        }  # fmt: skip
+    )
+
+
+def _finish(parts: list[pd.DataFrame], fdr: str) -> pd.DataFrame:
+    table = pd.concat(parts, ignore_index=True)
+    table["p_adj"] = adjust(table["p"].to_numpy(), fdr)
+    return table[list(COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------
+# differentiable features
+
+
+def _dilate(m: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Grey dilation of (B, *S) by the cross (scipy's default structure, zero outside), so a
+    binary mask dilates exactly as `scipy.ndimage.binary_dilation`; max passes the gradient."""
+    for _ in range(iterations):
+        out = m
+        for ax in range(1, m.ndim):
+            pad = [0, 0] * (m.ndim - 1)
+            k = 2 * (m.ndim - 1 - ax)
+            pad[k] = pad[k + 1] = 1
+            p = F.pad(m, pad)
+            n = m.shape[ax]
+            out = torch.maximum(out, torch.maximum(p.narrow(ax, 0, n), p.narrow(ax, 2, n)))
+        m = out
+    return m
+
+
+def soft_features(images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`AUTOGRAD_FEATURES` of a batch as differentiable functions of the images and the masks
+    (each (B,)); on binary masks they equal `image_features`' values: area (voxel count), axis
+    ratio (from the mask-weighted coordinate covariance), mean grey level in the lesion and in
+    the ring `RING_WIDTH` voxels around it, and lesion minus ring. NaN where `image_features`
+    has none (fewer than `MIN_VOXELS` lesion or ring voxels)."""
+    grey, m = images.mean(dim=1), masks[:, 0].to(images.dtype)
+    dims = tuple(range(1, m.ndim))
+    area = m.sum(dims)
+    mean = (grey * m).sum(dims) / area.clamp_min(1e-6)
+    ring = (_dilate(m, RING_WIDTH) - m).clamp(0, 1)
+    ring_n = ring.sum(dims)
+    ring_mean = (grey * ring).sum(dims) / ring_n.clamp_min(1e-6)
+    grid = torch.stack(
+        torch.meshgrid(*[torch.arange(s, device=m.device, dtype=m.dtype) for s in m.shape[1:]],
+                       indexing="ij"), dim=-1,
+    )  # fmt: skip
+    w = m.flatten(1)
+    x = grid.reshape(-1, m.ndim - 1)
+    centre = (w @ x) / area.clamp_min(1e-6)[:, None]
+    dx = x[None] - centre[:, None]
+    cov = torch.einsum("bn,bni,bnj->bij", w, dx, dx) / (area - 1).clamp_min(1e-6)[:, None, None]
+    eig = torch.linalg.eigvalsh(cov)
+    ratio = torch.sqrt(eig[:, -1] / eig[:, 0].clamp_min(1e-12))
+    nan = torch.full_like(area, float("nan"))
+    shape_ok, ring_ok = area >= MIN_VOXELS - 1e-6, ring_n >= MIN_VOXELS - 1e-6
+    return {
+        "shape_volume": torch.where(shape_ok, area, nan),
+        "shape_axis_ratio": torch.where(shape_ok & (eig[:, 0] > 0), ratio, nan),
+        "firstorder_mean": torch.where(area > 0.5, mean, nan),
+        "ring_mean": torch.where(ring_ok, ring_mean, nan),
+        "contrast": torch.where(ring_ok & (area > 0.5), mean - ring_mean, nan),
+    }
+
+
+def _gradients(gen: _Generator, P: Patients, D: torch.Tensor, draw: int) -> np.ndarray:
+    """(n, variables, AUTOGRAD_FEATURES) derivatives of each feature along each direction,
+    one backward per feature for all genes at once."""
+    Z = P.Z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        masks, images = gen.render(P, Z, draw, straight_through=True)
+        feats = soft_features(images.float(), masks.float())
+        out = []
+        for name in AUTOGRAD_FEATURES:
+            f = feats[name]
+            ok = torch.isfinite(f)
+            (g,) = torch.autograd.grad(torch.where(ok, f, 0).sum(), Z, retain_graph=True)
+            d = g @ D.T  # (n, variables)
+            out.append(torch.where(ok[:, None], d, float("nan")))
+    return torch.stack(out, dim=-1).cpu().numpy()
+
+
+# --------------------------------------------------------------------------------------------
+# the map
+
+
+def learned_map(
+    model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
+    n_draws: int = 1, delta: float = 1.0, method: str = "finite",
+    n_metagenes: int | None = None, metagene_method: str = "hierarchical",
+    fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
+    return_membership: bool = False,
+):  # fmt: skip
+    """The learned map of a trained JointGAN or ImageGAN: the long table of
+    `radiomap.conventional.COLUMNS`, one row per (genomic variable, feature).
+
+    Base patients and noise draws: `base_patients`; variables: `directions`.
+    effect: the mean over patients and draws of the feature's change per unit of the variable,
+    over the feature's std over the base patients (a standardised slope, comparable across
+    features). p: two-sided Wilcoxon signed-rank test (zeros split, normal approximation) of the
+    per-patient changes (means over draws) against 0, adjusted over the table by `fdr`; `n` counts the patients with a change.
+
+    method 'finite' ('finite-difference'): central differences (f(+delta) - f(-delta)) /
+    (2 delta) of every map feature (`IMAGE_FEATURES`) on the hard masks (thresholded at 0.5)
+    and images the model samples, so what a user of the samples sees. method 'autograd': the
+    derivative through the generator, for `AUTOGRAD_FEATURES` only (shape_volume,
+    shape_axis_ratio, firstorder_mean, ring_mean, contrast; `soft_features`): hard masks forward
+    and the soft mask's gradient backward (straight-through, as the joint model trains), one
+    backward per feature. It is exact for what the genes do through the image generator's code
+    and for the area; where a gene moves the lesion's edge, intensity features (lesion and ring
+    means) take the soft mask's linearisation, which counts edge pixels as partly lesion and
+    partly ring, so they can differ from finite differences (`tests/test_learned_map.py`
+    measures both). With `return_membership`, also each gene's metagene (or None).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
+    if not delta > 0:
+        raise ValueError(f"delta must be > 0; got {delta}")
+    gen, P = base_patients(
+        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    names, D, membership = directions(
+        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
+    )
+    base = _base_features(gen, P)
+    sd = _scale(base)
+    if method == "autograd":
+        cols = [IMAGE_FEATURES.index(f) for f in AUTOGRAD_FEATURES]
+        grads = np.stack([_gradients(gen, P, D, d) for d in range(n_draws)])  # draws, n, V, F
+        with _quiet():
+            per = np.nanmean(grads, axis=0)
+        parts = [
+            _rows(v, AUTOGRAD_FEATURES, per[:, i], sd[cols], METHODS[method])
+            for i, v in enumerate(names)
+        ]
+    else:
+        parts = []
+        for i, v in enumerate(tqdm(names, desc="learned map", disable=not progress)):
+            step = delta * D[i]
+            diffs = []
+            with torch.no_grad():
+                for d in range(n_draws):
+                    up = _features(*gen.render(P, P.Z + step, d)).to_numpy()
+                    down = _features(*gen.render(P, P.Z - step, d)).to_numpy()
+                    diffs.append((up - down) / (2 * delta))
+            with _quiet():
+                per = np.nanmean(np.stack(diffs), axis=0)
+            parts.append(_rows(v, IMAGE_FEATURES, per, sd, METHODS[method]))
+    table = _finish(parts, fdr)
+    return (table, membership) if return_membership else table
+
+
+def gene_swap(
+    model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
+    n_draws: int = 1, quantile: float = 0.25,
+    n_metagenes: int | None = None, metagene_method: str = "hierarchical",
+    fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
+) -> pd.DataFrame:  # fmt: skip
+    """Gene swap: for each variable, the `quantile` of base patients lowest in it take the
+    values of those highest in it (the lowest the highest's, in rank order) and back, noise
+    and every other gene fixed (a metagene swaps all its genes). effect: the mean feature change
+    from the low to the high value (a low patient's swapped minus original, a high patient's
+    original minus swapped) over the feature's base std; p: Wilcoxon signed-rank over those
+    patients; method 'gene-swap'. Same columns as `learned_map`; every map feature."""
+    if not 0 < quantile <= 0.5:
+        raise ValueError(f"quantile must be in (0, 0.5]; got {quantile}")
+    gen, P = base_patients(
+        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    names, D, _ = directions(
+        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
+    )
+    base = _base_features(gen, P)
+    sd = _scale(base)
+    k = max(1, int(quantile * len(P.ids)))
+    parts = []
+    for i, v in enumerate(tqdm(names, desc="gene swap", disable=not progress)):
+        members = D[i] != 0
+        score = (P.Z[:, members] / D[i, members]).mean(dim=1)  # the variable's z-score
+        order = torch.argsort(score).cpu()
+        low, high = order[:k], order.flip(0)[:k]
+        rows = torch.cat([low, high]).to(P.Z.device)
+        Z = P.Z[rows].clone()
+        Z[:, members] = P.Z[torch.cat([high, low]).to(P.Z.device)][:, members]
+        sign = np.r_[np.ones(k), -np.ones(k)][:, None]
+        shifts = []
+        with torch.no_grad():
+            for d in range(n_draws):
+                swapped = _features(*gen.render(P, Z, d, rows=rows)).to_numpy()
+                shifts.append(sign * (swapped - base[rows.cpu().numpy(), d]))
+        with _quiet():
+            per = np.nanmean(np.stack(shifts), axis=0)
+        parts.append(_rows(v, IMAGE_FEATURES, per, sd, "gene-swap"))
+    return _finish(parts, fdr)
+
+
+def impact_maps(
+    model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
+    n_draws: int = 1, delta: float = 1.0,
+    n_metagenes: int | None = None, metagene_method: str = "hierarchical", seed: int = 0,
+    progress: bool = False,
+) -> tuple[np.ndarray, list[str]]:  # fmt: skip
+    """Spatial gene-impact maps: for each variable, the mean over base patients and draws of
+    |image(+delta) - image(-delta)| per voxel (channels averaged), (variables, *spatial), and
+    the variables' names. Exactly zero where the generator ignores the variable."""
+    gen, P = base_patients(
+        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+        progress=progress,
+    )  # fmt: skip
+    names, D, _ = directions(
+        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
+    )
+    out = torch.zeros(len(names), *gen.size, device=P.Z.device)
+    with torch.no_grad():
+        for i in tqdm(range(len(names)), desc="impact maps", disable=not progress):
+            for d in range(len(P.draws)):
+                up = gen.render(P, P.Z + delta * D[i], d)[1].float().mean(dim=1)
+                down = gen.render(P, P.Z - delta * D[i], d)[1].float().mean(dim=1)
+                out[i] += (up - down).abs().mean(dim=0)
+    return (out / len(P.draws)).cpu().numpy(), names
+
+
+# --------------------------------------------------------------------------------------------
+# scoring on the phantom
+
+
+def gene_level(table: pd.DataFrame, membership: pd.Series) -> pd.DataFrame:
+    """A metagene map as a gene map: each gene takes its metagene's rows (genes in no metagene
+    are left out), so it can be scored against the phantom's gene-level truth."""
+    genes = membership[membership != ""]
+    parts = []
+    for gene, mg in genes.items():
+        rows = table[table["genomic"] == mg].copy()
+        rows["genomic"] = str(gene)
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True) if parts else table.iloc[:0]
