@@ -176,6 +176,9 @@ def test_map_refuses_a_file_out_a_run_folder_and_unknown_subtypes(phantom_cohort
     assert "holds no trained model" in capsys.readouterr().err
     assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "o"), "--subtypes", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+    # the learned map's options on a cohort are a mistake, named
+    assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "o"), "--delta", "2"]) == 2
+    assert "--delta apply to a run folder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -144,7 +144,7 @@ def test_a_generator_that_reads_gene_0_only_maps_gene_0_only(handmade):
     wide = table.pivot(index="genomic", columns="feature", values="effect").loc[genes]
     row = table.set_index(["genomic", "feature"]).loc[(genes[0], "firstorder_mean")]
     # brighter lesions with gene 0: a large standardised effect on the lesion's mean, every
-    # patient the same way (Wilcoxon's normal approximation for 16 of 16: p = 4.4e-4)
+    # patient the same way
     assert wide.loc[genes[0], "firstorder_mean"] > 1.0
     assert row["p"] < 1e-3 and row["p_adj"] < 0.05
     # the generator ignores genes 1-3 (radius 0): exactly 0 on every feature that varies
@@ -329,3 +329,15 @@ def test_cli_refuses_an_image_run_without_data_and_a_folder_without_a_run(tmp_pa
     assert main(["map", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "holds no trained model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_effect_and_p_speak_of_the_same_mean():
+    """A few patients with a large positive change and a majority with a small negative one:
+    the mean (the effect) is positive but not significant; a signed-rank test would call it
+    significant (p 0.04) on the strength of the negative majority."""
+    per = np.array([8.0] * 5 + [-1.0] * 25)[:, None]
+    row = learned._rows("g", ["f"], per, np.array([1.0]), "finite-difference").iloc[0]
+    assert row["effect"] == pytest.approx(0.5)
+    assert row["p"] > 0.3  # t = 0.81 on 29 df: p = 0.43
+    same = learned._rows("g", ["f"], per + 1.0, np.array([1.0]), "finite-difference").iloc[0]
+    assert same["effect"] > 0 and same["p"] < 0.05

@@ -14,8 +14,6 @@ from radiogenomics.config import Config, dump_config, load_config
 
 log = logging.getLogger("radiogenomics")
 
-# What `map` says, with exit status 3, of a run folder: the learned map (sensitivity of a joint
-# run's generated images to its genes) is not built yet.
 MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
 
 
@@ -478,6 +476,15 @@ def cmd_map(args) -> int:
         from radiogenomics.cli.maps import cmd_learned_map
 
         return cmd_learned_map(args)
+    # the learned map's options, at their parser defaults: given to a cohort, they are a mistake
+    learned = {"data": None, "truth": None, "estimator": "finite", "n_patients": 64,
+               "n_draws": 1, "delta": 1.0, "seed": 0}  # fmt: skip
+    wrong = [f"--{k.replace('_', '-')}" for k, v in learned.items() if getattr(args, k) != v]
+    if wrong:
+        raise ValueError(
+            f"{', '.join(wrong)} apply to a run folder's learned map, not to a cohort's "
+            f"conventional map ({args.cohort} is a cohort)"
+        )
     cfg = resolve_config(args)
     if args.dry_run:
         print(dump_config(cfg), end="")

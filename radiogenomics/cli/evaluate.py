@@ -4,6 +4,8 @@ phantom's planted-feature checks, the augmentation experiment); its arguments ar
 
 from __future__ import annotations
 
+import time
+
 from radiogenomics import _keys as K
 from radiogenomics.cli.common import resolve_config, say
 from radiogenomics.config import dump_config
@@ -20,6 +22,7 @@ def evaluate(args) -> int:
     """Dispatch on the arguments given: --kfold, --image-run, --negatives, then the cohorts:
     paired (expression and images in the synthetic and the real cohort, with --train), images,
     or genes."""
+    args.started = time.time()  # outputs older than this are a previous run's: not reported
     if args.kfold is not None:
         from radiogenomics.models.kfold import gene_kfold
 
@@ -76,15 +79,20 @@ def evaluate(args) -> int:
     say("report", report)
     cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
     print(table[cols].round(3).to_string())
-    _say_privacy(args.out / "privacy.csv")
+    _say_privacy(args.out / "privacy.csv", args)
     return 0
 
 
-def _say_privacy(path) -> None:
+def _fresh(path, args) -> bool:
+    """Whether this run wrote `path` (an --out folder may hold a previous run's files)."""
+    return path.is_file() and path.stat().st_mtime >= args.started - 1
+
+
+def _say_privacy(path, args) -> None:
     """Print where the privacy scores are, their headline and, loudly, a flagged record."""
     import pandas as pd
 
-    if not path.is_file():
+    if not _fresh(path, args):
         return
     say("privacy", path)
     table = pd.read_csv(path, index_col=0)
@@ -210,12 +218,12 @@ def _evaluate_pairs(args, train, real, synth) -> int:
     say("gene scores", args.out / "genes" / "metrics.csv")
     say("image scores", args.out / "images" / "metrics.csv")
     say("pair consistency", args.out / "pairs" / "consistency.csv")
-    if (args.out / "pairs" / "phantom_associations.csv").is_file():
+    if _fresh(args.out / "pairs" / "phantom_associations.csv", args):
         say("phantom associations", args.out / "pairs" / "phantom_associations.csv")
-    if (args.out / "maps" / "map_agreement.csv").is_file():
+    if _fresh(args.out / "maps" / "map_agreement.csv", args):
         say("map agreement", args.out / "maps" / "map_agreement.csv")
     print(pd.read_csv(args.out / "metrics.csv", index_col=0).iloc[:, :3].round(3).to_string())
-    _say_privacy(args.out / "privacy" / "privacy.csv")
+    _say_privacy(args.out / "privacy" / "privacy.csv", args)
     return 0
 
 
@@ -239,5 +247,5 @@ def _evaluate_images(args, synth) -> int:
     say("metrics", args.out / "metrics.csv")
     say("report", report)
     print(table.round(3).to_string())
-    _say_privacy(args.out / "privacy.csv")
+    _say_privacy(args.out / "privacy.csv", args)
     return 0

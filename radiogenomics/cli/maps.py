@@ -22,8 +22,22 @@ def cmd_learned_map(args) -> int:
 
     run = args.cohort
     meta = read_meta(run)  # FileNotFoundError, by path, for a folder that holds no run
-    if args.subtypes:
-        raise ValueError("--subtypes applies to a cohort's conventional map, not to a run's")
+    conventional = [
+        flag
+        for flag, given in (
+            ("--subtypes", bool(args.subtypes)),
+            ("--categorical-test", args.categorical_test != "kruskal"),
+            ("--config", args.config is not None),
+            ("--set", bool(args.overrides)),
+            ("--dry-run", args.dry_run),
+        )
+        if given
+    ]
+    if conventional:
+        raise ValueError(
+            f"{', '.join(conventional)} apply to a cohort's conventional map, not to a run's "
+            f"learned map ({run} is a run folder; the run's own config is used)"
+        )
     if meta["model"] not in ("joint_gan", "image_gan"):
         raise ValueError(
             f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "

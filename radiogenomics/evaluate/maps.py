@@ -51,7 +51,7 @@ def _genomic(train: ad.AnnData, cohorts: dict) -> dict:
     from radiogenomics.evaluate.privacy import expression_records
 
     genes = train.var_names
-    expr = {name: expression_records(a, genes) for name, a in cohorts.items()}
+    expr = {name: expression_records(a, genes, name) for name, a in cohorts.items()}
     out = {"genes": expr}
     try:
         _, membership = metagenes(expr["train"])

@@ -131,15 +131,17 @@ def distance_scores(train, heldout, synthetic) -> dict:
 # records
 
 
-def _standardise(train: pd.DataFrame, *others: pd.DataFrame) -> list[np.ndarray]:
+def _standardise(train: pd.DataFrame, *others: pd.DataFrame, names=("held-out", "synthetic")):
     """Every set z-scored with `train`'s column means and stds, NaN filled with `train`'s
     median; columns with fewer than two finite training values or constant on `train` are
     dropped (they carry no distance and would be scaled by an arbitrary unit)."""
     cols = train.columns
-    for other in others:
+    for name, other in zip(names, others, strict=False):
         missing = cols.difference(other.columns)
         if len(missing):
-            raise ValueError(f"a set lacks the training records' columns {list(missing[:5])}")
+            raise ValueError(
+                f"the {name} records lack the training records' columns {list(missing[:5])}"
+            )
     T = train.to_numpy(np.float64)
     finite = np.isfinite(T)
     enough = finite.sum(axis=0) >= 2
@@ -157,11 +159,15 @@ def _standardise(train: pd.DataFrame, *others: pd.DataFrame) -> list[np.ndarray]
     return [z(df) for df in (train, *others)]
 
 
-def expression_records(adata: ad.AnnData, genes) -> pd.DataFrame:
-    """The expression of `adata`'s patients with expression (all finite), in `genes`' order."""
+def expression_records(adata: ad.AnnData, genes, name: str = "cohort") -> pd.DataFrame:
+    """The expression of `adata`'s patients with expression (all finite), in `genes`' order;
+    `name` says which cohort in an error."""
     missing = pd.Index(genes).difference(adata.var_names)
     if len(missing):
-        raise ValueError(f"the cohort lacks {len(missing)} genes, e.g. {list(missing[:5])}")
+        raise ValueError(
+            f"the {name} cohort lacks {len(missing)} of the training genes, e.g. "
+            f"{list(missing[:5])}"
+        )
     X = adata[:, list(genes)].X
     X = np.asarray(X.toarray() if sparse.issparse(X) else X, np.float64)
     keep = np.isfinite(X).all(axis=1)
@@ -285,7 +291,8 @@ def cohort_privacy(
     if expression:
         genes = train.var_names
         blocks["expression"] = tuple(
-            expression_records(a, genes) for a in (train, heldout, synthetic)
+            expression_records(a, genes, name)
+            for a, name in ((train, "training"), (heldout, "held-out"), (synthetic, "synthetic"))
         )
     if features is not None:
         missing = {"train", "heldout", "synthetic"} - set(features)
