@@ -70,14 +70,13 @@ class _Generator:
     """A trained model's image side, as `render(patients, Z, draw)` -> (masks, images)."""
 
     def __init__(self, model):
-        from radiogenomics.models.image_gan import ImageGAN
-        from radiogenomics.models.joint_gan import JointGAN
-
-        if isinstance(model, JointGAN):
+        # by the model's registered kind: maps sit below the models (DESIGN section 3)
+        kind = getattr(model, "kind", None)
+        if kind == "joint_gan":
             if model.sampler.side is None:
                 raise ValueError("a gene-mode JointGAN makes no images: no learned map")
             self.side, self.joint = model.sampler.side, True
-        elif isinstance(model, ImageGAN):
+        elif kind == "image_gan":
             self.side, self.joint = model.sampler, False
         else:
             raise ValueError(f"a learned map needs a JointGAN or an ImageGAN; got {model!r}")
