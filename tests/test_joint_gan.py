@@ -142,6 +142,10 @@ def test_mask_read_back_trains_the_image_generator(cohort):
     assert "mask_read_real" in logs and _grad_norm(C.side.segmenter) > 0
     with pytest.raises(ValueError, match="mask_consistency_weight"):
         config("image.mask_consistency_weight=-1")
+    # 16x16 images cannot be halved 5 times: named at build time, not at the first step
+    deep = config("image.mask_consistency_weight=1.0", "image.critic_channels=[4,4,4,4,4,4]")
+    with pytest.raises(ValueError, match="critic_channels.*divisible by 32"):
+        JointGAN(cohort, deep, progress=False)
 
 
 # ------------------------------------------------------------------------------------------

@@ -138,6 +138,15 @@ class ImageGAN(CohortModel, kind="image_gan"):
         )
         n_genes = len(meta["genes"])
         n_code = img.n_code if n_genes else 0
+        read_back = img.use_mask and img.mask_consistency_weight > 0
+        divisor = 2 ** (len(img.critic_channels) - 1)
+        if read_back and any(int(s) % divisor for s in size):
+            raise ValueError(
+                f"image.mask_consistency_weight's segmenter halves the image "
+                f"{len(img.critic_channels) - 1} times (image.critic_channels "
+                f"{img.critic_channels}): every side of image_size {list(size)} must be "
+                f"divisible by {divisor}"
+            )
 
         def encoder(n_latent=0):
             if not n_genes:
@@ -191,7 +200,7 @@ class ImageGAN(CohortModel, kind="image_gan"):
                 strides=[2] * (len(img.critic_channels) - 1),
                 num_res_units=1,
             )
-            if img.use_mask and img.mask_consistency_weight > 0
+            if read_back
             else None,
         )
         return generator, critic
