@@ -13,6 +13,27 @@ from radiogenomics.data.phantom import make_phantom, write_phantom
 torch.set_num_threads(1)
 
 
+# A joint model small enough to train a few steps in a test (test_joint_gan, test_learned_map).
+TINY_JOINT = [
+    "model=joint_gan",
+    "data.spatial_dims=2",
+    "image.channels=[16,8]",
+    "image.critic_channels=[8,16]",
+    "image.n_noise=8",
+    "image.n_code=8",
+    "image.n_hidden=32",
+    "image.gene_aux_components=4",
+    "gene.n_hidden=32",
+    "gene.n_noise=8",
+    "train.batch_size=8",
+    "train.n_critic=1",
+    "train.steps=2",
+    "train.eval_every=2",
+    "train.select_after=0",
+    "train.val_fraction=0.3",
+]
+
+
 @pytest.fixture(scope="session", params=[2, 3], ids=["2d", "3d"])
 def spatial_dims(request) -> int:
     return request.param

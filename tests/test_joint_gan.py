@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_JOINT
 from safetensors.torch import load_file
 from torch import nn
 
@@ -26,25 +27,7 @@ from radiogenomics.data.phantom import make_phantom, write_phantom
 from radiogenomics.models.joint_gan import JointGAN
 from radiogenomics.models.joint_training import make_steps
 
-TINY = [
-    "model=joint_gan",
-    "data.spatial_dims=2",
-    "image.channels=[16,8]",
-    "image.critic_channels=[8,16]",
-    "image.n_noise=8",
-    "image.n_code=8",
-    "image.n_hidden=32",
-    "image.gene_aux_components=4",
-    "gene.n_hidden=32",
-    "gene.n_noise=8",
-    "train.batch_size=8",
-    "train.n_critic=1",
-    "train.steps=2",
-    "train.eval_every=2",
-    "train.select_after=0",
-    "train.checkpoint_every=1",
-    "train.val_fraction=0.3",
-]
+TINY = [*TINY_JOINT, "train.checkpoint_every=1"]
 
 
 def config(*extra: str):

@@ -73,9 +73,12 @@ def cmd_learned_map(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
+    # one set of base patients (and their features) for the map, the impact maps and the swap
+    prepared = learned.prepare(model, adata, **common)
     table, membership = learned.learned_map(
-        model, adata, method=args.estimator, delta=args.delta, return_membership=True, **common
-    )
+        model, method=args.estimator, delta=args.delta, return_membership=True,
+        prepared=prepared,
+    )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     csv = args.out / "map.csv"
     atomic_write(csv, lambda tmp: table[MAP_COLUMNS].to_csv(tmp, index=False))
@@ -88,10 +91,10 @@ def cmd_learned_map(args) -> int:
     pl.map_heatmap(table, save=args.out / "map_heatmap.png")
     say("map heatmap", args.out / "map_heatmap.png")
 
-    maps, names = learned.impact_maps(model, adata, delta=args.delta, **common)
+    maps, names = learned.impact_maps(model, delta=args.delta, prepared=prepared)
     pl.impact_maps(maps, names, save=args.out / "impact_maps.png")
     say("spatial impact maps", args.out / "impact_maps.png")
-    swap = learned.gene_swap(model, adata, **common)
+    swap = learned.gene_swap(model, prepared=prepared)
     atomic_write(
         args.out / "gene_swap.csv", lambda tmp: swap[SWAP_COLUMNS].to_csv(tmp, index=False)
     )

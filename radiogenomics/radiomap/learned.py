@@ -22,6 +22,7 @@ that layer's smallest singular values are ~1e-4 of its largest on the demo run.)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import warnings
 from dataclasses import dataclass
@@ -237,6 +238,44 @@ def _scale(base: np.ndarray) -> np.ndarray:
     return np.where(sd > 1e-12, sd, np.nan)
 
 
+@dataclass
+class Prepared:
+    """What the three experiments share, built once by `prepare`: the generator, its base
+    patients, the variables' names, directions (V, genes) and metagene membership (or None),
+    and, on first use, the base patients' features (n, draws, F) and their stds (F,)."""
+
+    gen: _Generator
+    P: Patients
+    names: list[str]
+    D: torch.Tensor
+    membership: pd.Series | None
+
+    @functools.cached_property
+    def base(self) -> np.ndarray:
+        return _base_features(self.gen, self.P)
+
+    @functools.cached_property
+    def sd(self) -> np.ndarray:
+        return _scale(self.base)
+
+
+def prepare(
+    model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
+    n_draws: int = 1, n_metagenes: int | None = None, metagene_method: str = "hierarchical",
+    seed: int = 0, progress: bool = False,
+) -> Prepared:  # fmt: skip
+    """The generator, base patients and directions `learned_map`, `gene_swap` and
+    `impact_maps` work on (see `base_patients` and `directions`): pass the result as
+    `prepared=` to run several of them on the same patients without rebuilding them."""
+    gen, P = base_patients(
+        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed, progress=progress
+    )
+    names, D, membership = directions(
+        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
+    )
+    return Prepared(gen, P, names, D, membership)
+
+
 @contextlib.contextmanager
 def _quiet():
     # all-NaN slices (a feature no patient has) are expected and become NaN rows
@@ -357,7 +396,7 @@ def learned_map(
     n_draws: int = 1, delta: float = 1.0, method: str = "finite",
     n_metagenes: int | None = None, metagene_method: str = "hierarchical",
     fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
-    return_membership: bool = False,
+    return_membership: bool = False, prepared: Prepared | None = None,
 ):  # fmt: skip
     """The learned map of a trained JointGAN or ImageGAN: the long table of
     `radiomap.conventional.COLUMNS`, one row per (genomic variable, feature).
@@ -384,15 +423,13 @@ def learned_map(
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
     if not delta > 0:
         raise ValueError(f"delta must be > 0; got {delta}")
-    gen, P = base_patients(
-        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+    S = prepared or prepare(
+        model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
+        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, seed=seed,
         progress=progress,
     )  # fmt: skip
-    names, D, membership = directions(
-        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
-    )
-    base = _base_features(gen, P)
-    sd = _scale(base)
+    gen, P, names, D, membership, sd = S.gen, S.P, S.names, S.D, S.membership, S.sd
+    n_draws = len(P.draws)
     if method == "autograd":
         cols = [IMAGE_FEATURES.index(f) for f in AUTOGRAD_FEATURES]
         grads = np.stack([_gradients(gen, P, D, d) for d in range(n_draws)])  # draws, n, V, F
@@ -424,6 +461,7 @@ def gene_swap(
     n_draws: int = 1, quantile: float = 0.25,
     n_metagenes: int | None = None, metagene_method: str = "hierarchical",
     fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
+    prepared: Prepared | None = None,
 ) -> pd.DataFrame:  # fmt: skip
     """Gene swap: for each variable, the `quantile` of base patients lowest in it take the
     values of those highest in it (the lowest the highest's, in rank order) and back, noise
@@ -433,15 +471,13 @@ def gene_swap(
     patients; method 'gene-swap'. Same columns as `learned_map`; every map feature."""
     if not 0 < quantile <= 0.5:
         raise ValueError(f"quantile must be in (0, 0.5]; got {quantile}")
-    gen, P = base_patients(
-        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+    S = prepared or prepare(
+        model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
+        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, seed=seed,
         progress=progress,
     )  # fmt: skip
-    names, D, _ = directions(
-        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
-    )
-    base = _base_features(gen, P)
-    sd = _scale(base)
+    gen, P, names, D, base, sd = S.gen, S.P, S.names, S.D, S.base, S.sd
+    n_draws = len(P.draws)
     k = max(1, int(quantile * len(P.ids)))
     parts = []
     for i, v in enumerate(tqdm(names, desc="gene swap", disable=not progress)):
@@ -468,18 +504,17 @@ def impact_maps(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
     n_draws: int = 1, delta: float = 1.0,
     n_metagenes: int | None = None, metagene_method: str = "hierarchical", seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, prepared: Prepared | None = None,
 ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     """Spatial gene-impact maps: for each variable, the mean over base patients and draws of
     |image(+delta) - image(-delta)| per voxel (channels averaged), (variables, *spatial), and
     the variables' names. Exactly zero where the generator ignores the variable."""
-    gen, P = base_patients(
-        model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed,
+    S = prepared or prepare(
+        model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
+        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, seed=seed,
         progress=progress,
     )  # fmt: skip
-    names, D, _ = directions(
-        P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
-    )
+    gen, P, names, D = S.gen, S.P, S.names, S.D
     out = torch.zeros(len(names), *gen.size, device=P.Z.device)
     with torch.no_grad():
         for i in tqdm(range(len(names)), desc="impact maps", disable=not progress):
