@@ -164,6 +164,9 @@ class TrainConfig:
     # Critic steps per generator step and the gradient penalty weight (WGAN-GP: 5 and 10).
     n_critic: int = 5
     gp_weight: float = 10.0
+    # The GANs' learning rates stay constant until this fraction of the steps, then fall
+    # linearly towards 0 at the last step (pix2pix's schedule); 1 keeps them constant.
+    lr_decay_start: float = 1.0
     # Exponential moving average of the generator weights used for sampling; 0 turns it off.
     ema_decay: float = 0.999
     # Fraction of the cohort's patients held out for model selection (radiogenomics.data.split:
@@ -208,6 +211,10 @@ class TrainConfig:
             raise ValueError(f"key 'train.betas' must be two numbers in [0, 1); got {self.betas}")
         if self.gp_weight < 0:
             raise ValueError(f"key 'train.gp_weight' must be >= 0; got {self.gp_weight}")
+        if not 0 <= self.lr_decay_start <= 1:
+            raise ValueError(
+                f"key 'train.lr_decay_start' must be in [0, 1]; got {self.lr_decay_start}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"key 'train.ema_decay' must be in [0, 1); got {self.ema_decay}")
         if not 0 <= self.val_fraction < 1:

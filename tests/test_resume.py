@@ -19,6 +19,7 @@ from radiogenomics.data.phantom import make_phantom, write_phantom
 from radiogenomics.train.checkpoint import load_checkpoint
 
 GENE = ["model=gene_gan", "gene.n_hidden=16", "gene.n_noise=4", "train.steps=400",
+        "train.lr_decay_start=0.05",  # killed and resumed inside the decay
         "train.batch_size=8", "train.n_critic=2", "train.eval_every=20", "train.select_after=0",
         "train.checkpoint_every=10"]  # fmt: skip
 IMAGE = ["model=image_gan", "image.channels=[8,4]", "image.critic_channels=[4,8]",

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from radiogenomics.config import TrainConfig
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator, embedding_dim
 from radiogenomics.train.checkpoint import load_checkpoint, save_checkpoint
-from radiogenomics.train.loop import LoopSettings, Trainer, adam, adversarial_step, ema_of
+from radiogenomics.train.loop import (
+    LoopSettings,
+    Trainer,
+    adam,
+    adversarial_step,
+    decayed,
+    ema_of,
+    lr_factor,
+)
 from radiogenomics.train.losses import critic_loss, generator_loss, gradient_penalty
 
 
@@ -205,6 +216,37 @@ def test_resume_applies_a_changed_learning_rate(tmp_path, caplog):
     groups = more.optimizers["generator"].param_groups
     assert all(g["lr"] == 1e-4 and tuple(g["betas"]) == (0.0, 0.99) for g in groups)
     assert "generator: lr 0.0005 in the checkpoint, 0.0001 in the config" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "step, start, factor", [(0, 0.5, 1.0), (4, 0.5, 1.0), (5, 0.5, 1.0), (6, 0.5, 0.8),
+                            (9, 0.5, 0.2), (0, 0.0, 1.0), (9, 0.0, 0.1), (9, 1.0, 1.0)],
+)  # fmt: skip
+def test_lr_factor_falls_linearly_after_its_start(step, start, factor):
+    assert lr_factor(step, 10, start) == pytest.approx(factor)
+
+
+def test_a_decayed_run_steps_with_the_scheduled_rates_and_checkpoints_the_configured(tmp_path):
+    trainer, step, evaluate, _, _ = _toy_trainer(tmp_path, steps=10)
+    opts = list(trainer.optimizers.values())
+    seen = []
+
+    def spy(rng):
+        seen.append([g["lr"] for opt in opts for g in opt.param_groups])
+        return step(rng)
+
+    train = types.SimpleNamespace(steps=10, lr_decay_start=0.5)
+    trainer.fit(decayed(spy, trainer, opts, train), evaluate)
+    expected = [5e-4 * lr_factor(i, 10, 0.5) for i in range(10)]
+    assert np.allclose([lrs[0] for lrs in seen], expected) and seen[-1][0] < seen[5][0]
+    assert all(len(set(lrs)) == 1 for lrs in seen)  # generator and critic alike
+    assert all(g["lr"] == 5e-4 for opt in opts for g in opt.param_groups)
+    saved = load_checkpoint(tmp_path / "checkpoint")[1]["optimizers"]["generator"]
+    assert [g["lr"] for g in saved["param_groups"]] == [5e-4]
+    off = types.SimpleNamespace(steps=10, lr_decay_start=1.0)
+    assert decayed(spy, trainer, opts, off) is spy
+    with pytest.raises(ValueError, match="lr_decay_start"):
+        TrainConfig(lr_decay_start=1.5)
 
 
 def test_tensorboard_scalars_survive_a_resume(tmp_path):

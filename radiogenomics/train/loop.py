@@ -543,5 +543,38 @@ def train_gan(
         opt_g=opt_g, opt_c=opt_c, n_critic=train.n_critic, ema=ema, extra=extra,
     )  # fmt: skip
     evaluate = None if score is None else (lambda: score(selected))
-    summary = trainer.fit(step, evaluate)
+    summary = trainer.fit(decayed(step, trainer, [opt_g, opt_c], train), evaluate)
     return summary, trainer.selected_state()
+
+
+def lr_factor(step: int, steps: int, decay_start: float) -> float:
+    """The learning rates' factor at `step` (0-based) of `steps`: 1 until `decay_start` x
+    steps, then falling linearly to 1 / (steps - start) at the last step."""
+    start = int(decay_start * steps)
+    if step < start:
+        return 1.0
+    return (steps - step) / (steps - start)
+
+
+def decayed(step: StepFn, trainer: Trainer, optimisers, train) -> StepFn:
+    """`step` run with the optimisers' learning rates scaled by `lr_factor` at the trainer's
+    step, and set back after it: checkpoints hold the configured rates, so a resumed run
+    follows the same schedule and its check of changed settings sees none."""
+    if train.lr_decay_start >= 1:
+        return step
+
+    def scale(f: float) -> None:
+        for opt, lrs in zip(optimisers, base, strict=True):
+            for group, lr in zip(opt.param_groups, lrs, strict=True):
+                group["lr"] = lr * f
+
+    base = [[g["lr"] for g in opt.param_groups] for opt in optimisers]
+
+    def run(rng: torch.Generator) -> dict:
+        scale(lr_factor(trainer.step, train.steps, train.lr_decay_start))
+        try:
+            return step(rng)
+        finally:
+            scale(1.0)
+
+    return run
