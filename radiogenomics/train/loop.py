@@ -562,13 +562,12 @@ def decayed(step: StepFn, trainer: Trainer, optimisers, train) -> StepFn:
     follows the same schedule and its check of changed settings sees none."""
     if train.lr_decay_start >= 1:
         return step
+    base = [[g["lr"] for g in opt.param_groups] for opt in optimisers]
 
     def scale(f: float) -> None:
         for opt, lrs in zip(optimisers, base, strict=True):
             for group, lr in zip(opt.param_groups, lrs, strict=True):
                 group["lr"] = lr * f
-
-    base = [[g["lr"] for g in opt.param_groups] for opt in optimisers]
 
     def run(rng: torch.Generator) -> dict:
         scale(lr_factor(trainer.step, train.steps, train.lr_decay_start))
