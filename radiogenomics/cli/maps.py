@@ -59,11 +59,6 @@ def cmd_learned_map(args) -> int:
     if truth is not None and K.PHANTOM not in truth.uns.get(K.UNS, {}):
         raise ValueError(f"--truth {args.truth} is no phantom: it has no planted map to score")
     model = load_model(run)
-    if args.dry_run:
-        from radiogenomics.config import dump_config
-
-        print(dump_config(model.config), end="")
-        return 0
     common = dict(
         genomic=args.genomic,
         n_patients=args.n_patients,

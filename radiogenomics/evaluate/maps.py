@@ -34,7 +34,6 @@ from radiogenomics.radiomap.scoring import map_agreement, score_phantom_map
 
 log = logging.getLogger(__name__)
 
-GENOMIC = ("genes", "metagenes")
 MIN_PATIENTS = 6  # a half of the training patients needs at least 3 for a Spearman
 HEATMAP_ROWS = 40
 

@@ -51,7 +51,6 @@ from radiogenomics import _keys as K
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("expression", "image", "joint")
 MIA_MARGIN = 0.1  # the smallest AUC excess over 0.5 that flags, however many patients
 NULL_SDS = 2.0  # ... or this many chance sds, when there are few patients
 DCR_RATIO_MIN = 0.5
