@@ -158,6 +158,13 @@ def test_map_writes_the_table_and_heatmap(phantom_cohort, tmp_path, capsys):
     assert {"subtype", "sex"} <= set(table["genomic"])
     assert (out / "map_heatmap.png").stat().st_size > 1000
     assert "map.csv" in capsys.readouterr().out
+    # a second map into the same folder needs --overwrite, and leaves the first untouched
+    before = (out / "map.csv").read_bytes()
+    assert main(argv + ["--genomic", "genes", "--method", "nmf"]) == 2
+    assert "already holds a map" in capsys.readouterr().err
+    assert (out / "map.csv").read_bytes() == before
+    assert main(argv + ["--overwrite"]) == 0  # metagenes now
+    assert (out / "metagenes.csv").is_file()
     # metagenes (the default) add each gene's metagene
     assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "mg")]) == 0
     metagenes = pd.read_csv(tmp_path / "mg" / "metagenes.csv", index_col=0)
@@ -178,7 +185,7 @@ def test_map_refuses_a_file_out_a_run_folder_and_unknown_subtypes(phantom_cohort
     assert "nope" in capsys.readouterr().err
     # the learned map's options on a cohort are a mistake, named
     assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "o"), "--delta", "2"]) == 2
-    assert "--delta apply to a run folder" in capsys.readouterr().err
+    assert "learned-map options given for a cohort: --delta" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 
 

@@ -311,6 +311,12 @@ def test_cli_refuses_an_image_run_without_data_and_a_folder_without_a_run(tmp_pa
     (tmp_path / "empty").mkdir()
     assert main(["map", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "holds no trained model" in capsys.readouterr().err
+    # the conventional map's options, given for a run folder, are a mistake, named
+    argv = ["map", str(run), "--out", str(tmp_path / "o"), "--categorical-test", "fisher"]
+    assert main(argv) == 2
+    assert "conventional-map options given for a run folder: --categorical-test" in (
+        capsys.readouterr().err
+    )
     assert not (tmp_path / "o").exists()
 
 

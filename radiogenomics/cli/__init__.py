@@ -476,14 +476,18 @@ def cmd_map(args) -> int:
         from radiogenomics.cli.maps import cmd_learned_map
 
         return cmd_learned_map(args)
-    # the learned map's options, at their parser defaults: given to a cohort, they are a mistake
-    learned = {"data": None, "truth": None, "estimator": "finite", "n_patients": 64,
-               "n_draws": 1, "delta": 1.0, "seed": 0}  # fmt: skip
-    wrong = [f"--{k.replace('_', '-')}" for k, v in learned.items() if getattr(args, k) != v]
+    from radiogenomics.cli.maps import LEARNED_DEFAULTS
+
+    # the learned map's options (None unless given): given for a cohort, they are a mistake
+    wrong = [
+        f"--{k.replace('_', '-')}"
+        for k in ("data", "truth", *LEARNED_DEFAULTS)
+        if getattr(args, k) is not None
+    ]
     if wrong:
         raise ValueError(
-            f"{', '.join(wrong)} apply to a run folder's learned map, not to a cohort's "
-            f"conventional map ({args.cohort} is a cohort)"
+            f"learned-map options given for a cohort: {', '.join(wrong)} (they apply to a run "
+            f"folder's learned map; {args.cohort} is a cohort, whose map is the conventional one)"
         )
     cfg = resolve_config(args)
     if args.dry_run:
@@ -503,7 +507,7 @@ def cmd_map(args) -> int:
         subtypes=subtypes,
         n_metagenes=args.n_metagenes,
         method=args.method,
-        categorical_test=args.categorical_test,
+        categorical_test=args.categorical_test or "kruskal",
         data_cfg=data_cfg,
         progress=not args.quiet,
     )
@@ -542,6 +546,8 @@ def check_out(args) -> None:
     elif verb == ("cohort", "split"):
         for name in ("train.h5ad", "test.h5ad"):
             check_file_output(out / name, overwrite)
+    elif verb == ("map", None) and (out / "map.csv").exists() and not overwrite:
+        raise ValueError(f"{out} already holds a map (map.csv); pass --overwrite to replace it")
 
 
 def _remove_if_empty(folder: Path) -> None:

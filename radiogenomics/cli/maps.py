@@ -11,6 +11,9 @@ from radiogenomics.cli.common import say
 log = logging.getLogger("radiogenomics")
 
 SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
+# the learned map's options and their defaults; the parser leaves them None when not given,
+# so that `map COHORT` can refuse them
+LEARNED_DEFAULTS = {"estimator": "finite", "n_patients": 64, "n_draws": 1, "delta": 1.0, "seed": 0}
 
 
 def cmd_learned_map(args) -> int:
@@ -26,7 +29,7 @@ def cmd_learned_map(args) -> int:
         flag
         for flag, given in (
             ("--subtypes", bool(args.subtypes)),
-            ("--categorical-test", args.categorical_test != "kruskal"),
+            ("--categorical-test", args.categorical_test is not None),
             ("--config", args.config is not None),
             ("--set", bool(args.overrides)),
             ("--dry-run", args.dry_run),
@@ -35,9 +38,13 @@ def cmd_learned_map(args) -> int:
     ]
     if conventional:
         raise ValueError(
-            f"{', '.join(conventional)} apply to a cohort's conventional map, not to a run's "
-            f"learned map ({run} is a run folder; the run's own config is used)"
+            f"conventional-map options given for a run folder: {', '.join(conventional)} (they "
+            f"apply to a cohort's conventional map; {run} is a run folder, whose own config the "
+            "learned map uses)"
         )
+    for key, default in LEARNED_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if meta["model"] not in ("joint_gan", "image_gan"):
         raise ValueError(
             f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "

@@ -41,12 +41,11 @@ def _config_args(p: argparse.ArgumentParser, config_positional: bool = False) ->
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
 
-def _overwrite_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing cohort at --out (never a file or folder that is no cohort)",
-    )
+def _overwrite_arg(
+    p: argparse.ArgumentParser,
+    what: str = "replace an existing cohort at --out (never a file or folder that is no cohort)",
+) -> None:
+    p.add_argument("--overwrite", action="store_true", help=what)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--categorical-test",
         choices=["kruskal", "fisher"],
-        default="kruskal",
+        default=None,
         help="--subtypes: Kruskal-Wallis per column (default), or Fisher exact per level "
         "against the rest on each feature split at its median (rows 'column=level')",
     )
@@ -342,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="metagenes: how many (default: the largest silhouette, k = 2..20)",
     )
+    _overwrite_arg(p, "replace the map already in --out (its map.csv and figures)")
     learned = p.add_argument_group("learned map (a run folder)")
     learned.add_argument(
         "--data",
@@ -353,16 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
     learned.add_argument(
         "--estimator",
         choices=["finite", "autograd"],
-        default="finite",
+        default=None,
         help="central finite differences on the sampled (hard) masks and images, every "
         "feature (default); or autograd through the generator, the differentiable features",
     )
-    learned.add_argument("--n-patients", type=int, default=64, help="base patients (default 64)")
-    learned.add_argument("--n-draws", type=int, default=1, help="noise draws per patient")
-    learned.add_argument(
-        "--delta", type=float, default=1.0, help="step, in standardised units (default 1)"
-    )
-    learned.add_argument("--seed", type=int, default=0)
+    # None: not given (cli.maps.LEARNED_DEFAULTS fills them), so a cohort can refuse them
+    learned.add_argument("--n-patients", type=int, help="base patients (default 64)")
+    learned.add_argument("--n-draws", type=int, help="noise draws per patient (default 1)")
+    learned.add_argument("--delta", type=float, help="step, in standardised units (default 1)")
+    learned.add_argument("--seed", type=int, help="(default 0)")
     learned.add_argument(
         "--truth",
         type=Path,
