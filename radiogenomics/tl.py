@@ -108,7 +108,8 @@ def learned_map(
     (`adata` only receives the result). Other keyword arguments go to the map.
 
     Writes `uns[key_added]`, the long table as `conventional_map` stores it (the `method`
-    column says 'finite-difference' or 'autograd'), and, for metagenes,
+    column says 'finite-difference' or 'autograd', and ', generator route' where `route` is
+    'generator', a keyword of the map), and, for metagenes,
     `var[f"{key_added}_metagene"]`: each gene's metagene.
     """
     from radiogenomics.radiomap.conventional import map_to_uns

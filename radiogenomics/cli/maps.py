@@ -13,7 +13,10 @@ log = logging.getLogger("radiogenomics")
 SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
 # the learned map's options and their defaults; the parser leaves them None when not given,
 # so that `map COHORT` can refuse them
-LEARNED_DEFAULTS = {"estimator": "finite", "n_patients": 64, "n_draws": 1, "delta": 1.0, "seed": 0}
+LEARNED_DEFAULTS = {
+    "estimator": "finite", "route": "direct", "n_patients": 64, "n_draws": 1, "delta": 1.0,
+    "seed": 0,
+}  # fmt: skip
 
 
 def cmd_learned_map(args) -> int:
@@ -72,6 +75,7 @@ def cmd_learned_map(args) -> int:
         n_draws=args.n_draws,
         n_metagenes=args.n_metagenes,
         metagene_method=args.method,
+        route=args.route,
         seed=args.seed,
         progress=not args.quiet,
     )

@@ -357,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="central finite differences on the sampled (hard) masks and images, every "
         "feature (default); or autograd through the generator, the differentiable features",
     )
+    learned.add_argument(
+        "--route",
+        choices=["direct", "generator"],
+        help="how a gene or metagene moves: alone, the rest fixed (direct, the default); or, "
+        "for a joint run's own patients, through its gene generator's noise, so co-expressed "
+        "genes and the gene latent move with it (generator)",
+    )
     # None: not given (cli.maps.LEARNED_DEFAULTS fills them), so a cohort can refuse them
     learned.add_argument("--n-patients", type=int, help="base patients (default 64)")
     learned.add_argument("--n-draws", type=int, help="noise draws per patient (default 1)")

@@ -12,11 +12,18 @@ when one genomic variable moves, everything else (noise, covariates, other genes
 Base patients: a JointGAN's own fully synthetic patients (no cohort given), else the expression
 of the cohort's patients (an ImageGAN always needs one). Masks come from the model's mask
 generator (so genes can move the lesion's shape); a model without one keeps the cohort's masks.
-A joint model whose image side also reads the gene generator's latent (`joint.use_latent`)
-keeps each synthetic patient's latent fixed, since it is a function of the gene noise, which
-stays fixed: the map measures what the expression itself does. (Moving the latent with the
-expression, by the pseudo-inverse of the gene generator's output layer, is ill-conditioned:
-that layer's smallest singular values are ~1e-4 of its largest on the demo run.)
+
+How a variable moves (`route`):
+- 'direct': the variable's genes alone, everything else fixed, the gene generator's latent
+  too (`joint.use_latent`): what the expression itself does to the image.
+- 'generator' (a JointGAN's own patients): the gene noise moves by the shortest step that
+  raises the variable by one unit (to first order: `J^T d / |J^T d|^2`, J the gene
+  generator's Jacobian, d the variable's direction), so the genes the model co-expresses with
+  it and the latent move with it, as they do between the model's own patients. A joint
+  model's image side reads much of a program from the latent (2D phantom demo run: the
+  necrosis program moved necrosis through it). (Moving the latent alone, by the pseudo-inverse
+  of the gene generator's output layer, is ill-conditioned: that layer's smallest singular
+  values are ~1e-4 of its largest on the demo run.)
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ from radiogenomics.radiomap.features import (
 log = logging.getLogger(__name__)
 
 METHODS = {"finite": "finite-difference", "autograd": "autograd"}
+ROUTES = ("direct", "generator")  # how a variable moves: see the module docstring
+MAX_NOISE_STEP = 1.0  # generator route: the longest step of the gene noise (its std is 1)
 # the map features that are smooth functions of the soft mask and the image (`soft_features`)
 AUTOGRAD_FEATURES = ("shape_volume", "shape_axis_ratio", "firstorder_mean", "ring_mean", "contrast")
 
@@ -57,7 +66,8 @@ AUTOGRAD_FEATURES = ("shape_volume", "shape_axis_ratio", "firstorder_mean", "rin
 class Patients:
     """Base patients and everything held fixed while a genomic variable moves: standardised
     expression `Z` (n, genes), presence flags, the gene latent (or None), fixed masks (a model
-    without a mask generator, else None), and per noise draw the image and mask noise."""
+    without a mask generator, else None), per noise draw the image and mask noise, and for a
+    JointGAN's own patients the gene generator and its inputs (the 'generator' route)."""
 
     ids: list[str]
     Z: torch.Tensor
@@ -65,6 +75,9 @@ class Patients:
     latent: torch.Tensor | None
     masks: torch.Tensor | None
     draws: list[dict]
+    # a JointGAN's own patients: the gene generator and its inputs (noise, codes, numeric)
+    gene: torch.nn.Module | None = None
+    gene_inputs: tuple | None = None
 
 
 class _Generator:
@@ -104,12 +117,16 @@ class _Generator:
             out["mask_maps"] = side.mask.noise_maps(n, generator=rng, device=dev)
         return out
 
-    def render(self, P: Patients, Z, draw: int, *, straight_through: bool = False, rows=None):
+    def render(
+        self, P: Patients, Z, draw: int, *, straight_through: bool = False, rows=None,
+        latent=None,
+    ):  # fmt: skip
         """Masks (hard, or straight-through: hard forward, soft-mask gradient backward, as the
         joint model trains) and images of the base patients (or `rows` of them) with
-        expression `Z` and noise draw `draw`."""
+        expression `Z`, noise draw `draw` and the patients' latent (or `latent`)."""
         rows = slice(None) if rows is None else rows
-        latent = None if P.latent is None else P.latent[rows]
+        if latent is None:
+            latent = None if P.latent is None else P.latent[rows]
         noise = {
             k: v[rows] if torch.is_tensor(v) else [m[rows] for m in v]
             for k, v in P.draws[draw].items()
@@ -163,6 +180,7 @@ def base_patients(
         ids, masks = list(obs.index), None
         lat = lat if model.use_latent else None
         present = torch.ones(n_patients, dtype=torch.bool, device=dev)
+        gene = (sampler, (noise, codes, numeric))
     else:
         model.check_cohort(adata)
         view = CohortView(
@@ -182,13 +200,13 @@ def base_patients(
                 + (" and a mask" if fixed else "") + "; a learned map needs >= 3"
             )  # fmt: skip
         Zc, _ = view.tensor(rows)
-        Z, ids, lat = Zc.to(dev), [str(i) for i in view.ids[rows]], None
+        Z, ids, lat, gene = Zc.to(dev), [str(i) for i in view.ids[rows]], None, (None, None)
         present = torch.ones(len(rows), dtype=torch.bool, device=dev)
         masks = (
             view.images(rows, model.config.data, progress=progress)[1].to(dev) if fixed else None
         )
     draws = [gen.noise(len(ids), rng) for _ in range(n_draws)]
-    return gen, Patients(ids, Z.float(), present, lat, masks, draws)
+    return gen, Patients(ids, Z.float(), present, lat, masks, draws, *gene)
 
 
 def directions(
@@ -221,6 +239,10 @@ def directions(
     return names, torch.as_tensor(D, dtype=P.Z.dtype, device=P.Z.device), membership
 
 
+def _np(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
+
+
 def _features(masks, images, index=None) -> pd.DataFrame:
     return image_feature_batch(images.float().cpu().numpy(), masks.float().cpu().numpy(), index)
 
@@ -249,6 +271,7 @@ class Prepared:
     names: list[str]
     D: torch.Tensor
     membership: pd.Series | None
+    route: str = "direct"
 
     @functools.cached_property
     def base(self) -> np.ndarray:
@@ -258,22 +281,77 @@ class Prepared:
     def sd(self) -> np.ndarray:
         return _scale(self.base)
 
+    @functools.cached_property
+    def score(self) -> torch.Tensor:
+        """(V, genes): each variable's score as a function of the expression: a gene's value;
+        a metagene's mean z-score over its genes (its direction has each gene's std)."""
+        nz = self.D != 0
+        return torch.where(nz, 1.0 / (self.D * nz.sum(dim=1, keepdim=True)), 0.0)
+
+    @functools.cached_property
+    def ascent(self) -> torch.Tensor:
+        """(n, V, noise): the gradient of each variable's score with respect to each base
+        patient's gene noise (the 'generator' route), by the gene generator's Jacobian."""
+        from torch.func import jacrev, vmap
+
+        G, (noise, codes, numeric) = self.P.gene, self.P.gene_inputs
+
+        def one(z, c, x):
+            return G(z[None], c[None], x[None])[0][0]
+
+        with torch.no_grad():  # a function transform: no_grad keeps the parameters out only
+            J = vmap(jacrev(one))(noise, codes, numeric)  # (n, genes, noise)
+        return torch.einsum("vg,bgk->bvk", self.score.to(J.dtype), J).detach()
+
+    def moved(self, i: int, delta: float):
+        """Variable `i` moved by -delta and +delta: `(Z_down, latent_down, Z_up, latent_up,
+        change)`, `change` (n,) each patient's change of the variable between the two (2 delta
+        on the direct route; on the generator route, measured: 2 delta to first order, less
+        where the step was capped). latent None: the patients' own."""
+        P = self.P
+        if self.route == "direct":
+            step = delta * self.D[i]
+            return P.Z - step, None, P.Z + step, None, torch.full((len(P.Z),), 2.0 * delta)
+        A = self.ascent[:, i]  # (n, noise)
+        norm2 = A.square().sum(dim=1, keepdim=True)
+        # the shortest noise step that moves the score by delta, to first order, at most
+        # MAX_NOISE_STEP long (a patient the model barely varies in the variable would leave
+        # the noise distribution); `change` measures what each step did
+        step = delta * A / torch.where(norm2 > 1e-12, norm2, float("nan"))
+        length = step.norm(dim=1, keepdim=True)
+        step = step * torch.clamp(MAX_NOISE_STEP / length, max=1.0)
+        noise, codes, numeric = P.gene_inputs
+        with torch.no_grad():
+            down, lat_down = P.gene(noise - step, codes, numeric)
+            up, lat_up = P.gene(noise + step, codes, numeric)
+        keep = P.latent is not None
+        change = (up - down) @ self.score[i].to(up.dtype)
+        return down, lat_down if keep else None, up, lat_up if keep else None, change
+
 
 def prepare(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
     n_draws: int = 1, n_metagenes: int | None = None, metagene_method: str = "hierarchical",
-    seed: int = 0, progress: bool = False,
+    route: str = "direct", seed: int = 0, progress: bool = False,
 ) -> Prepared:  # fmt: skip
     """The generator, base patients and directions `learned_map`, `gene_swap` and
-    `impact_maps` work on (see `base_patients` and `directions`): pass the result as
-    `prepared=` to run several of them on the same patients without rebuilding them."""
+    `impact_maps` work on (see `base_patients` and `directions`), and how a variable moves
+    (`route`, module docstring): pass the result as `prepared=` to run several of them on the
+    same patients without rebuilding them."""
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {list(ROUTES)}; got {route!r}")
     gen, P = base_patients(
         model, adata, n_patients=n_patients, n_draws=n_draws, seed=seed, progress=progress
     )
+    if route == "generator" and P.gene is None:
+        raise ValueError(
+            "route 'generator' moves a JointGAN's own patients through its gene generator: "
+            "give no cohort (adata / --data), and a joint model that draws expression"
+        )
     names, D, membership = directions(
         P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
     )
-    return Prepared(gen, P, names, D, membership)
+    return Prepared(gen, P, names, D, membership, route)
 
 
 @contextlib.contextmanager
@@ -370,21 +448,34 @@ def soft_features(images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.
     }
 
 
-def _gradients(gen: _Generator, P: Patients, D: torch.Tensor, draw: int) -> np.ndarray:
-    """(n, variables, AUTOGRAD_FEATURES) derivatives of each feature along each direction,
-    one backward per feature for all genes at once."""
-    Z = P.Z.detach().clone().requires_grad_(True)
+def _gradients(S: Prepared, draw: int) -> np.ndarray:
+    """(n, variables, AUTOGRAD_FEATURES) derivatives of each feature per unit of each
+    variable, one backward per feature for all variables at once: along the directions D
+    (direct route), or through the gene noise along each variable's shortest ascent
+    `A / |A|^2` (generator route)."""
+    gen, P = S.gen, S.P
     with torch.enable_grad():
-        masks, images = gen.render(P, Z, draw, straight_through=True)
+        if S.route == "direct":
+            x = Z = P.Z.detach().clone().requires_grad_(True)
+            latent = None
+            per_unit = S.D.T  # (genes, V)
+        else:
+            noise, codes, numeric = P.gene_inputs
+            x = noise.detach().clone().requires_grad_(True)
+            Z, latent = P.gene(x, codes, numeric)
+            latent = latent if P.latent is not None else None
+            A = S.ascent  # (n, V, noise)
+            per_unit = A / A.square().sum(dim=-1, keepdim=True)
+        masks, images = gen.render(P, Z, draw, straight_through=True, latent=latent)
         feats = soft_features(images.float(), masks.float())
         out = []
         for name in AUTOGRAD_FEATURES:
             f = feats[name]
             ok = torch.isfinite(f)
-            (g,) = torch.autograd.grad(torch.where(ok, f, 0).sum(), Z, retain_graph=True)
-            d = g @ D.T  # (n, variables)
+            (g,) = torch.autograd.grad(torch.where(ok, f, 0).sum(), x, retain_graph=True)
+            d = g @ per_unit if S.route == "direct" else torch.einsum("bk,bvk->bv", g, per_unit)
             out.append(torch.where(ok[:, None], d, float("nan")))
-    return torch.stack(out, dim=-1).cpu().numpy()
+    return torch.stack(out, dim=-1).detach().cpu().numpy()
 
 
 # --------------------------------------------------------------------------------------------
@@ -393,7 +484,7 @@ def _gradients(gen: _Generator, P: Patients, D: torch.Tensor, draw: int) -> np.n
 
 def learned_map(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
-    n_draws: int = 1, delta: float = 1.0, method: str = "finite",
+    n_draws: int = 1, delta: float = 1.0, method: str = "finite", route: str = "direct",
     n_metagenes: int | None = None, metagene_method: str = "hierarchical",
     fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
     return_membership: bool = False, prepared: Prepared | None = None,
@@ -401,7 +492,8 @@ def learned_map(
     """The learned map of a trained JointGAN or ImageGAN: the long table of
     `radiomap.conventional.COLUMNS`, one row per (genomic variable, feature).
 
-    Base patients and noise draws: `base_patients`; variables: `directions`.
+    Base patients and noise draws: `base_patients`; variables: `directions`; how a variable
+    moves: `route` (module docstring; 'generator' needs a JointGAN's own patients).
     effect: the mean over patients and draws of the feature's change per unit of the variable,
     over the feature's std over the base patients (a standardised slope, comparable across
     features). p: two-sided one-sample t-test of the per-patient changes (means over draws)
@@ -425,33 +517,35 @@ def learned_map(
         raise ValueError(f"delta must be > 0; got {delta}")
     S = prepared or prepare(
         model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
-        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, seed=seed,
-        progress=progress,
+        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, route=route,
+        seed=seed, progress=progress,
     )  # fmt: skip
-    gen, P, names, D, membership, sd = S.gen, S.P, S.names, S.D, S.membership, S.sd
+    gen, P, names, membership, sd = S.gen, S.P, S.names, S.membership, S.sd
     n_draws = len(P.draws)
+    label = METHODS[method] + ("" if S.route == "direct" else ", generator route")
     if method == "autograd":
         cols = [IMAGE_FEATURES.index(f) for f in AUTOGRAD_FEATURES]
-        grads = np.stack([_gradients(gen, P, D, d) for d in range(n_draws)])  # draws, n, V, F
+        grads = np.stack([_gradients(S, d) for d in range(n_draws)])  # draws, n, V, F
         with _quiet():
             per = np.nanmean(grads, axis=0)
         parts = [
-            _rows(v, AUTOGRAD_FEATURES, per[:, i], sd[cols], METHODS[method])
-            for i, v in enumerate(names)
+            _rows(v, AUTOGRAD_FEATURES, per[:, i], sd[cols], label) for i, v in enumerate(names)
         ]
     else:
         parts = []
         for i, v in enumerate(tqdm(names, desc="learned map", disable=not progress)):
-            step = delta * D[i]
+            Z_down, lat_down, Z_up, lat_up, change = S.moved(i, delta)
             diffs = []
             with torch.no_grad():
                 for d in range(n_draws):
-                    up = _features(*gen.render(P, P.Z + step, d)).to_numpy()
-                    down = _features(*gen.render(P, P.Z - step, d)).to_numpy()
-                    diffs.append((up - down) / (2 * delta))
+                    up = _features(*gen.render(P, Z_up, d, latent=lat_up)).to_numpy()
+                    down = _features(*gen.render(P, Z_down, d, latent=lat_down)).to_numpy()
+                    diffs.append(up - down)
             with _quiet():
-                per = np.nanmean(np.stack(diffs), axis=0)
-            parts.append(_rows(v, IMAGE_FEATURES, per, sd, METHODS[method]))
+                # per unit of the variable: over the mean change it made (a patient whose
+                # change is small keeps its weight, rather than being blown up)
+                per = np.nanmean(np.stack(diffs), axis=0) / float(np.nanmean(_np(change)))
+            parts.append(_rows(v, IMAGE_FEATURES, per, sd, label))
     table = _finish(parts, fdr)
     return (table, membership) if return_membership else table
 
@@ -468,7 +562,8 @@ def gene_swap(
     and every other gene fixed (a metagene swaps all its genes). effect: the mean feature change
     from the low to the high value (a low patient's swapped minus original, a high patient's
     original minus swapped) over the feature's base std; p: one-sample t-test over those
-    patients; method 'gene-swap'. Same columns as `learned_map`; every map feature."""
+    patients; method 'gene-swap'. Same columns as `learned_map`; every map feature. Always
+    the direct route (it swaps expression values; the latent stays), whatever `prepared`'s."""
     if not 0 < quantile <= 0.5:
         raise ValueError(f"quantile must be in (0, 0.5]; got {quantile}")
     S = prepared or prepare(
@@ -502,25 +597,27 @@ def gene_swap(
 
 def impact_maps(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
-    n_draws: int = 1, delta: float = 1.0,
+    n_draws: int = 1, delta: float = 1.0, route: str = "direct",
     n_metagenes: int | None = None, metagene_method: str = "hierarchical", seed: int = 0,
     progress: bool = False, prepared: Prepared | None = None,
 ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     """Spatial gene-impact maps: for each variable, the mean over base patients and draws of
     |image(+delta) - image(-delta)| per voxel (channels averaged), (variables, *spatial), and
-    the variables' names. Exactly zero where the generator ignores the variable."""
+    the variables' names; the variable moves by `route`. Exactly zero where the generator
+    ignores the variable."""
     S = prepared or prepare(
         model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
-        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, seed=seed,
-        progress=progress,
+        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, route=route,
+        seed=seed, progress=progress,
     )  # fmt: skip
-    gen, P, names, D = S.gen, S.P, S.names, S.D
+    gen, P, names = S.gen, S.P, S.names
     out = torch.zeros(len(names), *gen.size, device=P.Z.device)
     with torch.no_grad():
         for i in tqdm(range(len(names)), desc="impact maps", disable=not progress):
+            Z_down, lat_down, Z_up, lat_up, _ = S.moved(i, delta)
             for d in range(len(P.draws)):
-                up = gen.render(P, P.Z + delta * D[i], d)[1].float().mean(dim=1)
-                down = gen.render(P, P.Z - delta * D[i], d)[1].float().mean(dim=1)
+                up = gen.render(P, Z_up, d, latent=lat_up)[1].float().mean(dim=1)
+                down = gen.render(P, Z_down, d, latent=lat_down)[1].float().mean(dim=1)
                 out[i] += (up - down).abs().mean(dim=0)
     return (out / len(P.draws)).cpu().numpy(), names
 
