@@ -29,6 +29,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from radiogenomics.evaluate.pairs import phantom_loadings_fit
 from radiogenomics.radiomap.conventional import adjust, metagenes, spearman_table
 from radiogenomics.radiomap.scoring import map_agreement, score_phantom_map
 
@@ -69,13 +70,6 @@ def _genomic(train: ad.AnnData, cohorts: dict) -> dict:
         for name, X in expr.items()
     }
     return out
-
-
-def _phantom_ok(train: ad.AnnData) -> bool:
-    from radiogenomics import _keys as K
-
-    truth = train.uns.get(K.UNS, {}).get(K.PHANTOM)
-    return truth is not None and len(truth["truth_map"]) == train.n_vars
 
 
 def map_scores(
@@ -126,7 +120,7 @@ def map_scores(
             (perm[:half], perm[half : 2 * half], rng.choice(ids_sy, min(half, n_sy), replace=False))
         )
     at_all = rng.choice(ids_sy, n_all, replace=False) if n_sy > n_tr else ids_sy
-    phantom = _phantom_ok(train)
+    phantom = phantom_loadings_fit(train)
     rows, full = {}, {}
     for kind, sets in values.items():
 
