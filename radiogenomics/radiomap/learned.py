@@ -346,7 +346,8 @@ def prepare(
     if route == "generator" and P.gene is None:
         raise ValueError(
             "route 'generator' moves a JointGAN's own patients through its gene generator: "
-            "give no cohort (adata / --data), and a joint model that draws expression"
+            "give no cohort (adata, `map --data`; `tl.learned_map(base='synthetic')`) and a "
+            "joint model that draws expression"
         )
     names, D, membership = directions(
         P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
