@@ -269,6 +269,40 @@ def test_the_generator_route_needs_the_model_s_own_patients(trained, cohort):
         learned.prepare(model, cohort, n_patients=4, route="generator")
     with pytest.raises(ValueError, match="route must be one of"):
         learned.prepare(model, n_patients=4, route="noise")
+    S = learned.prepare(model, n_patients=4, variables=list(model.genes[:2]), route="generator")
+    with pytest.raises(ValueError, match="prepared for 'generator'"):
+        learned.learned_map(model, prepared=S, route="direct")
+
+
+def test_the_generator_route_moves_a_metagene_by_its_mean_z_score(trained):
+    model, _ = trained
+    S = learned.prepare(model, genomic="metagenes", n_patients=12, route="generator", seed=2)
+    for i in range(len(S.names)):
+        change = S.moved(i, 0.002)[4]
+        assert np.median(change.numpy()) == pytest.approx(0.004, rel=0.05), S.names[i]
+
+
+def test_a_gene_the_model_does_not_vary_has_no_effect_not_an_infinite_one(trained):
+    """A gene the gene generator outputs as a constant: no step moves it, so its effects (and
+    its impact map) are NaN, never inf; the other genes are unaffected."""
+    model, _ = trained
+    out = model.sampler.gene.out
+    genes = list(model.genes[:2])
+    saved = out.weight[0].detach().clone()
+    try:
+        with torch.no_grad():
+            out.weight[0] = 0.0
+        kw = dict(variables=genes, n_patients=8, route="generator")
+        for method in ("finite", "autograd"):
+            table = learned.learned_map(model, method=method, **kw)
+            assert not np.isinf(table["effect"]).any()
+            assert table.loc[table["genomic"] == genes[0], "effect"].isna().all()
+            assert table.loc[table["genomic"] == genes[1], "effect"].notna().any()
+        maps, _ = learned.impact_maps(model, **kw)
+        assert np.isnan(maps[0]).all() and np.isfinite(maps[1]).all()
+    finally:
+        with torch.no_grad():
+            out.weight[0] = saved
 
 
 def test_the_differentiable_features_equal_the_map_features(phantom):
@@ -341,6 +375,17 @@ def test_cli_writes_the_learned_map_of_a_run(trained, cohort, tmp_path, capsys):
     assert 0 <= scores["auroc"] <= 1 and scores["n_pairs"] == 128 * 6
     printed = capsys.readouterr().out
     assert "map.csv" in printed and "impact_maps.png" in printed
+
+
+def test_cli_generator_route_writes_every_output(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "g"
+    argv = ["-q", "map", str(run), "--out", str(out), "--route", "generator", "--genomic", "genes"]
+    assert main([*argv, "--n-patients", "5"]) == 0
+    table = pd.read_csv(out / "map.csv")
+    assert len(table) == 128 * len(IMAGE_FEATURES) and np.isfinite(table["effect"]).any()
+    assert len(pd.read_csv(out / "gene_swap.csv")) == 128 * len(IMAGE_FEATURES)
+    assert (out / "impact_maps.png").stat().st_size > 1000
 
 
 def test_cli_autograd_map_of_the_run_s_own_patients(trained, tmp_path):

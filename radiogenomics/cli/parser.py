@@ -341,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="metagenes: how many (default: the largest silhouette, k = 2..20)",
     )
-    _overwrite_arg(p, "replace the map already in --out (its map.csv and figures)")
+    _overwrite_arg(
+        p, "write over the map already in --out (the files this map writes; others stay)"
+    )
     learned = p.add_argument_group("learned map (a run folder)")
     learned.add_argument(
         "--data",

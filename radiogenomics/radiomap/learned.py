@@ -1,5 +1,6 @@
 """The learned radiogenomic map (DESIGN section 5): what a trained generator does to its images
-when one genomic variable moves, everything else (noise, covariates, other genes) held fixed.
+when one genomic variable moves, the image and mask noise and the covariates held fixed (and,
+on the default 'direct' route, the other genes and the gene latent too; see `route` below).
 
 - `learned_map`: each gene (or metagene: its genes moved together) is moved by +-delta on the
   model's standardised scale for a set of base patients; the mask and image are regenerated with
@@ -16,10 +17,13 @@ generator (so genes can move the lesion's shape); a model without one keeps the 
 How a variable moves (`route`):
 - 'direct': the variable's genes alone, everything else fixed, the gene generator's latent
   too (`joint.use_latent`): what the expression itself does to the image.
-- 'generator' (a JointGAN's own patients): the gene noise moves by the shortest step that
-  raises the variable by one unit (to first order: `J^T d / |J^T d|^2`, J the gene
-  generator's Jacobian, d the variable's direction), so the genes the model co-expresses with
-  it and the latent move with it, as they do between the model's own patients. A joint
+- 'generator' (a JointGAN's own patients): the gene noise moves along the gradient A of
+  the variable's score (`J^T w`, J the gene generator's Jacobian), delta / |A| long, so the
+  variable moves by delta to first order, but at most one noise std (`MAX_NOISE_STEP`; with
+  standardised genes |A| is about 1 or less, so at delta 1 the cap usually holds and the move
+  is a secant over one noise std). The genes the model co-expresses with the variable and the
+  latent move with it, as they do between the model's own patients; effects are per unit of
+  the variable's measured (finite) or first-order (autograd) mean change. A joint
   model's image side reads part of a program from the latent (2D phantom demo run: the
   necrosis genes' AUROC for necrosis 0.72 direct, 0.92 here). (Moving the latent alone, by
   the pseudo-inverse of the gene generator's output layer, is ill-conditioned: that layer's
@@ -239,10 +243,6 @@ def directions(
     return names, torch.as_tensor(D, dtype=P.Z.dtype, device=P.Z.device), membership
 
 
-def _np(x: torch.Tensor) -> np.ndarray:
-    return x.detach().float().cpu().numpy()
-
-
 def _features(masks, images, index=None) -> pd.DataFrame:
     return image_feature_batch(images.float().cpu().numpy(), masks.float().cpu().numpy(), index)
 
@@ -291,35 +291,40 @@ class Prepared:
     @functools.cached_property
     def ascent(self) -> torch.Tensor:
         """(n, V, noise): the gradient of each variable's score with respect to each base
-        patient's gene noise (the 'generator' route), by the gene generator's Jacobian."""
-        from torch.func import jacrev, vmap
+        patient's gene noise (the 'generator' route): forward-mode Jacobian of the scores,
+        one pass per noise dimension (fewer than genes)."""
+        from torch.func import jacfwd, vmap
 
         G, (noise, codes, numeric) = self.P.gene, self.P.gene_inputs
+        score = self.score.to(noise.dtype)
 
         def one(z, c, x):
-            return G(z[None], c[None], x[None])[0][0]
+            return score @ G(z[None], c[None], x[None])[0][0]
 
         with torch.no_grad():  # a function transform: no_grad keeps the parameters out only
-            J = vmap(jacrev(one))(noise, codes, numeric)  # (n, genes, noise)
-        return torch.einsum("vg,bgk->bvk", self.score.to(J.dtype), J).detach()
+            return vmap(jacfwd(one))(noise, codes, numeric).detach()
+
+    def step(self, i: int, delta: float) -> torch.Tensor:
+        """(n, noise): the generator route's noise step for variable `i`: along the score's
+        gradient A, delta / |A| long (first order: the score moves by delta), at most
+        MAX_NOISE_STEP (a patient the model barely varies in the variable would otherwise
+        leave the noise distribution; then the move is a secant over one noise std). Zero
+        for a patient whose score does not depend on the noise at all."""
+        A = self.ascent[:, i]
+        norm = A.norm(dim=1, keepdim=True)
+        length = torch.clamp(delta / norm.clamp_min(1e-12), max=MAX_NOISE_STEP)
+        return torch.where(norm > 1e-6, A / norm.clamp_min(1e-12) * length, 0.0)
 
     def moved(self, i: int, delta: float):
         """Variable `i` moved by -delta and +delta: `(Z_down, latent_down, Z_up, latent_up,
         change)`, `change` (n,) each patient's change of the variable between the two (2 delta
-        on the direct route; on the generator route, measured: 2 delta to first order, less
+        on the direct route; measured on the generator route: 2 delta to first order, less
         where the step was capped). latent None: the patients' own."""
         P = self.P
         if self.route == "direct":
             step = delta * self.D[i]
             return P.Z - step, None, P.Z + step, None, torch.full((len(P.Z),), 2.0 * delta)
-        A = self.ascent[:, i]  # (n, noise)
-        norm2 = A.square().sum(dim=1, keepdim=True)
-        # the shortest noise step that moves the score by delta, to first order, at most
-        # MAX_NOISE_STEP long (a patient the model barely varies in the variable would leave
-        # the noise distribution); `change` measures what each step did
-        step = delta * A / torch.where(norm2 > 1e-12, norm2, float("nan"))
-        length = step.norm(dim=1, keepdim=True)
-        step = step * torch.clamp(MAX_NOISE_STEP / length, max=1.0)
+        step = self.step(i, delta)
         noise, codes, numeric = P.gene_inputs
         with torch.no_grad():
             down, lat_down = P.gene(noise - step, codes, numeric)
@@ -327,6 +332,15 @@ class Prepared:
         keep = P.latent is not None
         change = (up - down) @ self.score[i].to(up.dtype)
         return down, lat_down if keep else None, up, lat_up if keep else None, change
+
+
+def _per_unit(change: torch.Tensor) -> float:
+    """The divisor that turns feature changes into changes per unit of the variable: the
+    mean change of the variable (a ratio of means, so a patient whose step moved the variable
+    little keeps its weight rather than being blown up); NaN where the variable did not rise
+    on average (a model that does not vary it)."""
+    mean = float(torch.nanmean(change.float()))
+    return mean if mean > 1e-8 else float("nan")
 
 
 def prepare(
@@ -353,6 +367,16 @@ def prepare(
         P, gen.genes, genomic, variables, n_metagenes=n_metagenes, metagene_method=metagene_method
     )
     return Prepared(gen, P, names, D, membership, route)
+
+
+def _prepared(prepared: Prepared | None, route: str | None, *args, **kwargs) -> Prepared:
+    """`prepared`, or `prepare(*args, route=route or 'direct', **kwargs)`; a `route` that
+    contradicts `prepared`'s is an error (the patients' moves are set when they are prepared)."""
+    if prepared is None:
+        return prepare(*args, route=route or "direct", **kwargs)
+    if route is not None and route != prepared.route:
+        raise ValueError(f"route {route!r} given with patients prepared for {prepared.route!r}")
+    return prepared
 
 
 @contextlib.contextmanager
@@ -449,11 +473,12 @@ def soft_features(images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.
     }
 
 
-def _gradients(S: Prepared, draw: int) -> np.ndarray:
+def _gradients(S: Prepared, draw: int, delta: float) -> np.ndarray:
     """(n, variables, AUTOGRAD_FEATURES) derivatives of each feature per unit of each
     variable, one backward per feature for all variables at once: along the directions D
-    (direct route), or through the gene noise along each variable's shortest ascent
-    `A / |A|^2` (generator route)."""
+    (direct route), or through the gene noise along each variable's steps (`Prepared.step`),
+    each patient's directional derivative over the variable's mean first-order change, as
+    the finite differences divide by the mean measured change (generator route)."""
     gen, P = S.gen, S.P
     with torch.enable_grad():
         if S.route == "direct":
@@ -465,9 +490,10 @@ def _gradients(S: Prepared, draw: int) -> np.ndarray:
             x = noise.detach().clone().requires_grad_(True)
             Z, latent = P.gene(x, codes, numeric)
             latent = latent if P.latent is not None else None
-            A = S.ascent  # (n, V, noise)
-            norm2 = A.square().sum(dim=-1, keepdim=True)
-            per_unit = A / torch.where(norm2 > 1e-12, norm2, float("nan"))
+            steps = torch.stack([S.step(i, delta) for i in range(len(S.names))], dim=1)
+            change = (S.ascent * steps).sum(dim=-1)  # (n, V), first order
+            scale = torch.tensor([_per_unit(c) for c in change.T], dtype=steps.dtype)
+            per_unit = steps / scale.to(steps.device)[None, :, None]
         masks, images = gen.render(P, Z, draw, straight_through=True, latent=latent)
         feats = soft_features(images.float(), masks.float())
         out = []
@@ -486,7 +512,7 @@ def _gradients(S: Prepared, draw: int) -> np.ndarray:
 
 def learned_map(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
-    n_draws: int = 1, delta: float = 1.0, method: str = "finite", route: str = "direct",
+    n_draws: int = 1, delta: float = 1.0, method: str = "finite", route: str | None = None,
     n_metagenes: int | None = None, metagene_method: str = "hierarchical",
     fdr: str = "benjamini-hochberg", seed: int = 0, progress: bool = False,
     return_membership: bool = False, prepared: Prepared | None = None,
@@ -495,7 +521,8 @@ def learned_map(
     `radiomap.conventional.COLUMNS`, one row per (genomic variable, feature).
 
     Base patients and noise draws: `base_patients`; variables: `directions`; how a variable
-    moves: `route` (module docstring; 'generator' needs a JointGAN's own patients).
+    moves: `route` (module docstring; 'generator' needs a JointGAN's own patients; None:
+    `prepared`'s, else 'direct').
     effect: the mean over patients and draws of the feature's change per unit of the variable,
     over the feature's std over the base patients (a standardised slope, comparable across
     features). p: two-sided one-sample t-test of the per-patient changes (means over draws)
@@ -503,8 +530,9 @@ def learned_map(
 
     method 'finite' ('finite-difference'): central differences (f(+delta) - f(-delta)) /
     (2 delta) of every map feature (`IMAGE_FEATURES`) on the hard masks (thresholded at 0.5)
-    and images the model samples, so what a user of the samples sees. method 'autograd': the
-    derivative through the generator, for `AUTOGRAD_FEATURES` only (shape_volume,
+    and images the model samples, so what a user of the samples sees (generator route: over
+    the variable's mean measured change between the two, a ratio of means). method
+    'autograd': the derivative through the generator, for `AUTOGRAD_FEATURES` only (shape_volume,
     shape_axis_ratio, firstorder_mean, ring_mean, contrast; `soft_features`): hard masks forward
     and the soft mask's gradient backward (straight-through, as the joint model trains), one
     backward per feature. It is exact for what the genes do through the image generator's code
@@ -517,17 +545,17 @@ def learned_map(
         raise ValueError(f"method must be one of {list(METHODS)}; got {method!r}")
     if not delta > 0:
         raise ValueError(f"delta must be > 0; got {delta}")
-    S = prepared or prepare(
-        model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
-        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, route=route,
-        seed=seed, progress=progress,
+    S = _prepared(
+        prepared, route, model, adata, genomic=genomic, variables=variables,
+        n_patients=n_patients, n_draws=n_draws, n_metagenes=n_metagenes,
+        metagene_method=metagene_method, seed=seed, progress=progress,
     )  # fmt: skip
     gen, P, names, membership, sd = S.gen, S.P, S.names, S.membership, S.sd
     n_draws = len(P.draws)
     label = METHODS[method] + ("" if S.route == "direct" else ", generator route")
     if method == "autograd":
         cols = [IMAGE_FEATURES.index(f) for f in AUTOGRAD_FEATURES]
-        grads = np.stack([_gradients(S, d) for d in range(n_draws)])  # draws, n, V, F
+        grads = np.stack([_gradients(S, d, delta) for d in range(n_draws)])  # draws, n, V, F
         with _quiet():
             per = np.nanmean(grads, axis=0)
         parts = [
@@ -544,9 +572,7 @@ def learned_map(
                     down = _features(*gen.render(P, Z_down, d, latent=lat_down)).to_numpy()
                     diffs.append(up - down)
             with _quiet():
-                # per unit of the variable: over the mean change it made (a patient whose
-                # change is small keeps its weight, rather than being blown up)
-                per = np.nanmean(np.stack(diffs), axis=0) / float(np.nanmean(_np(change)))
+                per = np.nanmean(np.stack(diffs), axis=0) / _per_unit(change)
             parts.append(_rows(v, IMAGE_FEATURES, per, sd, label))
     table = _finish(parts, fdr)
     return (table, membership) if return_membership else table
@@ -599,28 +625,32 @@ def gene_swap(
 
 def impact_maps(
     model, adata=None, *, genomic: str = "genes", variables=None, n_patients: int = 64,
-    n_draws: int = 1, delta: float = 1.0, route: str = "direct",
+    n_draws: int = 1, delta: float = 1.0, route: str | None = None,
     n_metagenes: int | None = None, metagene_method: str = "hierarchical", seed: int = 0,
     progress: bool = False, prepared: Prepared | None = None,
 ) -> tuple[np.ndarray, list[str]]:  # fmt: skip
     """Spatial gene-impact maps: for each variable, the mean over base patients and draws of
     |image(+delta) - image(-delta)| per voxel (channels averaged), (variables, *spatial), and
-    the variables' names; the variable moves by `route`. Exactly zero where the generator
-    ignores the variable."""
-    S = prepared or prepare(
-        model, adata, genomic=genomic, variables=variables, n_patients=n_patients,
-        n_draws=n_draws, n_metagenes=n_metagenes, metagene_method=metagene_method, route=route,
-        seed=seed, progress=progress,
+    the variables' names; the variable moves by `route` (on the generator route, scaled to a
+    change of 2 delta in the variable; NaN for a variable the model does not vary). Exactly
+    zero where the generator ignores the variable."""
+    S = _prepared(
+        prepared, route, model, adata, genomic=genomic, variables=variables,
+        n_patients=n_patients, n_draws=n_draws, n_metagenes=n_metagenes,
+        metagene_method=metagene_method, seed=seed, progress=progress,
     )  # fmt: skip
     gen, P, names = S.gen, S.P, S.names
     out = torch.zeros(len(names), *gen.size, device=P.Z.device)
     with torch.no_grad():
         for i in tqdm(range(len(names)), desc="impact maps", disable=not progress):
-            Z_down, lat_down, Z_up, lat_up, _ = S.moved(i, delta)
+            Z_down, lat_down, Z_up, lat_up, change = S.moved(i, delta)
+            # per 2 delta of the variable, as the direct route moves it (the generator
+            # route's capped steps can move it less)
+            scale = 2 * delta / _per_unit(change)
             for d in range(len(P.draws)):
                 up = gen.render(P, Z_up, d, latent=lat_up)[1].float().mean(dim=1)
                 down = gen.render(P, Z_down, d, latent=lat_down)[1].float().mean(dim=1)
-                out[i] += (up - down).abs().mean(dim=0)
+                out[i] += scale * (up - down).abs().mean(dim=0)
     return (out / len(P.draws)).cpu().numpy(), names
 
 
