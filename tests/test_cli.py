@@ -165,6 +165,10 @@ def test_map_writes_the_table_and_heatmap(phantom_cohort, tmp_path, capsys):
     assert (out / "map.csv").read_bytes() == before
     assert main(argv + ["--overwrite"]) == 0  # metagenes now
     assert (out / "metagenes.csv").is_file()
+    # back to genes: the metagenes map's metagenes.csv goes with it; other files stay
+    (out / "notes.txt").write_text("mine")
+    assert main(argv + ["--genomic", "genes", "--overwrite"]) == 0
+    assert not (out / "metagenes.csv").exists() and (out / "notes.txt").read_text() == "mine"
     # metagenes (the default) add each gene's metagene
     assert main(["-q", "map", str(cohort), "--out", str(tmp_path / "mg")]) == 0
     metagenes = pd.read_csv(tmp_path / "mg" / "metagenes.csv", index_col=0)

@@ -476,7 +476,7 @@ def cmd_map(args) -> int:
         from radiogenomics.cli.maps import cmd_learned_map
 
         return cmd_learned_map(args)
-    from radiogenomics.cli.maps import LEARNED_DEFAULTS
+    from radiogenomics.cli.maps import LEARNED_DEFAULTS, drop_stale
 
     # the learned map's options (None unless given): given for a cohort, they are a mistake
     wrong = [
@@ -523,6 +523,10 @@ def cmd_map(args) -> int:
         say("metagene of each gene", args.out / "metagenes.csv")
     pl.map_heatmap(table, save=args.out / "map_heatmap.png")
     say("map heatmap", args.out / "map_heatmap.png")
+    written = {"map.csv", "map_heatmap.png"} | (
+        {"metagenes.csv"} if args.genomic == "metagenes" else set()
+    )
+    drop_stale(args, written)
     return 0
 
 

@@ -11,12 +11,30 @@ from radiogenomics.cli.common import say
 log = logging.getLogger("radiogenomics")
 
 SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
+# every file a map (conventional or learned) writes into --out
+MAP_FILES = (
+    "map.csv", "metagenes.csv", "map_heatmap.png", "impact_maps.png", "gene_swap.csv",
+    "map_scores.json",
+)  # fmt: skip
 # the learned map's options and their defaults; the parser leaves them None when not given,
 # so that `map COHORT` can refuse them
 LEARNED_DEFAULTS = {
     "estimator": "finite", "route": "direct", "n_patients": 64, "n_draws": 1, "delta": 1.0,
     "seed": 0,
 }  # fmt: skip
+
+
+def drop_stale(args, written: set[str]) -> None:
+    """After a map written over an earlier one (`--overwrite`): remove the earlier map's
+    files that this one did not write again (a genes map after a metagenes one leaves no
+    metagenes.csv), so the folder holds one map. Only `MAP_FILES`; nothing else is touched."""
+    if not getattr(args, "overwrite", False):
+        return
+    for name in sorted(set(MAP_FILES) - written):
+        path = args.out / name
+        if path.is_file():
+            path.unlink()
+            log.info("removed %s, left by the map this one replaces", path)
 
 
 def cmd_learned_map(args) -> int:
@@ -96,6 +114,8 @@ def cmd_learned_map(args) -> int:
         say("metagene of each gene", args.out / "metagenes.csv")
     pl.map_heatmap(table, save=args.out / "map_heatmap.png")
     say("map heatmap", args.out / "map_heatmap.png")
+    written = {"map.csv", "map_heatmap.png", "impact_maps.png", "gene_swap.csv"}
+    written |= {"metagenes.csv"} if membership is not None else set()
 
     maps, names = learned.impact_maps(model, delta=args.delta, prepared=prepared)
     pl.impact_maps(maps, names, save=args.out / "impact_maps.png")
@@ -117,10 +137,12 @@ def cmd_learned_map(args) -> int:
         path = args.out / "map_scores.json"
         atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
         say("recovery of the phantom's planted map", path)
+        written.add(path.name)
     elif meta.get("phantom"):
         log.warning(
             "%s trained on a phantom: pass --truth PHANTOM.h5ad (its cohort) to score the map "
             "against the planted one",
             run,
         )
+    drop_stale(args, written)
     return 0

@@ -342,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="metagenes: how many (default: the largest silhouette, k = 2..20)",
     )
     _overwrite_arg(
-        p, "write over the map already in --out (the files this map writes; others stay)"
+        p, "replace the map already in --out (its files that this map does not write go)"
     )
     learned = p.add_argument_group("learned map (a run folder)")
     learned.add_argument(
