@@ -293,6 +293,13 @@ class ImageConfig:
     # straight-through masks it pulled the mask generator off the genes (seed 0: lesion size's
     # Spearman 0.61 -> 0.41). 0 for off.
     mask_consistency_weight: float = 0.0
+    # Shape association (train.objectives.shape_association_loss): the generated masks' shape
+    # descriptors (log area, log axis ratio, ellipse residual: nn.shape) must co-vary with the
+    # gene read-back components (`gene_aux_components`) as the real training patients' do;
+    # the generator pays this weight * the squared gap between the batch's cross-covariance
+    # and the real one. It names the shape the genes set, where the mask critic alone must
+    # find it. 0 for off.
+    shape_association_weight: float = 0.0
 
     def __post_init__(self):
         for key in ("channels", "critic_channels"):
@@ -324,6 +331,11 @@ class ImageConfig:
             raise ValueError(
                 "key 'image.mask_consistency_weight' must be >= 0; got "
                 f"{self.mask_consistency_weight}"
+            )
+        if self.shape_association_weight < 0:
+            raise ValueError(
+                "key 'image.shape_association_weight' must be >= 0; got "
+                f"{self.shape_association_weight}"
             )
         if self.background_margin < 0:
             raise ValueError(

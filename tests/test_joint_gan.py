@@ -125,6 +125,32 @@ def test_mask_read_back_trains_the_image_generator(cohort):
     assert "mask_read_real" in logs and _grad_norm(C.side.segmenter) > 0
     with pytest.raises(ValueError, match="mask_consistency_weight"):
         config("image.mask_consistency_weight=-1")
+
+
+def test_shape_association_trains_the_mask_generator_and_the_genes(cohort):
+    """image.shape_association_weight > 0: with every critic and the gene read-back silenced,
+    the mask generator still gets gradient on real and on generated expression, and through
+    the generated patients' gene code the gene generator does too."""
+    model = JointGAN(
+        cohort, config("image.shape_association_weight=1.0", "train.batch_size=16"), progress=False
+    )
+    C = model.critic
+    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
+    C.side.regressor = None
+    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
+    loss.backward()
+    assert {"shape_assoc", "shape_assoc_pair"} <= set(logs)
+    assert _grad_norm(model.generator.side.mask) > 0
+    assert _grad_norm(model.generator.gene) > 0
+    # off by default: no term, and (with the critics silenced) no gradient for the masks
+    model = JointGAN(cohort, config(), progress=False)
+    C = model.critic
+    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
+    C.side.regressor = None
+    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
+    loss.backward()
+    assert not {"shape_assoc", "shape_assoc_pair"} & set(logs)
+    assert _grad_norm(model.generator.side.mask) == 0
     # 16x16 images cannot be halved 5 times: named at build time, not at the first step
     deep = config("image.mask_consistency_weight=1.0", "image.critic_channels=[4,4,4,4,4,4]")
     with pytest.raises(ValueError, match="critic_channels.*divisible by 32"):

@@ -17,6 +17,7 @@ from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
 from radiogenomics.train.objectives import (
     ImageBatch,
+    ShapeAssociation,
     background_of,
     image_critic_loss,
     image_generator_loss,
@@ -53,9 +54,10 @@ def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
     k = img.gene_aux_components
     G = model.generator if generator is None else generator
     regressor = (model.critic if critic is None else critic).regressor
-    targets = (
-        aux_targets(Z.cpu(), present.cpu(), k) if regressor is not None else torch.zeros(len(Z), k)
-    ).to(device)
+    wanted = regressor is not None or shape_reference(model, train_idx) is not None
+    targets = (aux_targets(Z.cpu(), present.cpu(), k) if wanted else torch.zeros(len(Z), k)).to(
+        device
+    )
     B, n_train = cfg.train.batch_size, len(train_idx)
 
     def draw(rng) -> ImageBatch:
@@ -101,12 +103,13 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         G.to(memory_format=fmt)
         C.to(memory_format=fmt)
     draw = batch_sampler(model, train_idx)
+    shape = shape_reference(model, train_idx)
 
     def critic_step(rng):
         return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng)
 
     def generator_step(rng):
-        return image_generator_loss(G, C, draw(rng), img)
+        return image_generator_loss(G, C, draw(rng), img, shape=shape)
 
     score = None
     if len(val_idx) >= 4:
@@ -241,6 +244,26 @@ def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
         return (expression - mean.to(expression.device)) @ P.to(expression.device)
 
     return project
+
+
+def shape_reference(model, train_idx: np.ndarray) -> ShapeAssociation | None:
+    """The `ShapeAssociation` of the training patients with expression, on the model's
+    device; None when `image.shape_association_weight` is 0, the model draws no masks, or
+    too few patients have both (then a warning)."""
+    img = model.config.image
+    if img.shape_association_weight <= 0 or not img.train_masks or not model.genes:
+        return None
+    Z, present = model._Z[train_idx], model._present[train_idx]
+    ref = None
+    if present.sum() > 2:
+        k = img.gene_aux_components
+        ref = ShapeAssociation.fit(
+            model._masks[train_idx][present], aux_targets(Z, present, k)[present]
+        )
+    if ref is None:
+        log.warning("too few training patients with expression and a lesion: no shape association")
+        return None
+    return ref.to(model.device)
 
 
 def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:

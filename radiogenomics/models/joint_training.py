@@ -11,7 +11,12 @@ import numpy as np
 import torch
 
 from radiogenomics._device import to_device
-from radiogenomics.models.image_training import aux_projection, batch_sampler, realism_score
+from radiogenomics.models.image_training import (
+    aux_projection,
+    batch_sampler,
+    realism_score,
+    shape_reference,
+)
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.objectives import (
@@ -52,7 +57,7 @@ def make_steps(model):
     mode, pair_weight = model.mode, model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
 
-    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = None
+    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = shape = None
     if G.gene is not None:
         gene_batch = _gene_batches(model)
         gene_critic, gene_generator = gene_steps(model, gene_batch)
@@ -68,7 +73,8 @@ def make_steps(model):
             G.side.to(memory_format=fmt)
             C.side.to(memory_format=fmt)
         draw = batch_sampler(model, model._train_idx, G.side, C.side)
-        if mode == "joint" and C.side.regressor is not None:
+        shape = shape_reference(model, model._train_idx)
+        if mode == "joint" and (C.side.regressor is not None or shape is not None):
             Zt, pt = model._Z[model._train_idx], model._present[model._train_idx]
             project = aux_projection(Zt, pt, img.gene_aux_components)
     joint = mode == "joint" and pair_weight > 0
@@ -96,11 +102,11 @@ def make_steps(model):
             gene = gene_generator(rng)
         if draw is not None:
             b = draw(rng)
-            image = image_generator_loss(G.side, C.side, b, img)
+            image = image_generator_loss(G.side, C.side, b, img, shape=shape)
             if joint:
                 loss, logs = pair_generator_loss(
                     G.gene, G.side, C.side, b, pair_batch(rng), img,
-                    use_latent=model.use_latent, project=project,
+                    use_latent=model.use_latent, project=project, shape=shape,
                 )  # fmt: skip
                 pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm.auto import tqdm
 
+from radiogenomics.nn.shape import mask_moments
 from radiogenomics.radiomap.conventional import COLUMNS, adjust, metagenes
 from radiogenomics.radiomap.features import (
     IMAGE_FEATURES,
@@ -451,15 +452,7 @@ def soft_features(images: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.
     ring = (_dilate(m, RING_WIDTH) - m).clamp(0, 1)
     ring_n = ring.sum(dims)
     ring_mean = (grey * ring).sum(dims) / ring_n.clamp_min(1e-6)
-    grid = torch.stack(
-        torch.meshgrid(*[torch.arange(s, device=m.device, dtype=m.dtype) for s in m.shape[1:]],
-                       indexing="ij"), dim=-1,
-    )  # fmt: skip
-    w = m.flatten(1)
-    x = grid.reshape(-1, m.ndim - 1)
-    centre = (w @ x) / area.clamp_min(1e-6)[:, None]
-    dx = x[None] - centre[:, None]
-    cov = torch.einsum("bn,bni,bnj->bij", w, dx, dx) / (area - 1).clamp_min(1e-6)[:, None, None]
+    cov = mask_moments(m)[2]
     eig = torch.linalg.eigvalsh(cov)
     ratio = torch.sqrt(eig[:, -1] / eig[:, 0].clamp_min(1e-12))
     nan = torch.full_like(area, float("nan"))

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from radiogenomics.nn.image import mask_features
+from radiogenomics.nn.shape import shape_descriptors
 from radiogenomics.train.losses import (
     OBJECTIVES,
     critic_loss,
@@ -158,6 +159,82 @@ def mask_read_back(C, image, mask):
     return _DICE_CE(C.segmenter(image).float(), mask.float())
 
 
+@dataclass
+class ShapeAssociation:
+    """How the real training patients' lesion shape follows their genes: the shape
+    descriptors' (`nn.shape`) `mean` and `scale` (3,); `coef` (3, k), the least-squares
+    regression of the standardised descriptors on the gene read-back components (unit
+    variance, uncorrelated: the coefficients are covariances); `residual` (3,), the standard
+    deviation of what the components leave unexplained."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
+    coef: torch.Tensor
+    residual: torch.Tensor
+
+    @classmethod
+    def fit(cls, masks: torch.Tensor, components: torch.Tensor) -> ShapeAssociation | None:
+        """From real binary masks (n, 1, *S) and their patients' components (n, k); None with
+        fewer than 8 lesions to measure."""
+        d = shape_descriptors(masks.float())
+        ok = torch.isfinite(d).all(1)
+        if ok.sum() < 8:
+            return None
+        d, c = d[ok], components[ok].float()
+        mean, scale = d.mean(0), d.std(0).clamp_min(1e-6)
+        z = (d - mean) / scale
+        cc = c - c.mean(0)
+        coef = torch.linalg.lstsq(cc, z).solution.T  # (3, k)
+        residual = (z - cc @ coef.T).std(0)
+        return cls(mean, scale, coef, residual)
+
+    def predict(self, components: torch.Tensor) -> torch.Tensor:
+        """The standardised descriptors (B, 3) the real relation predicts for components."""
+        return components.float() @ self.coef.T
+
+    def to(self, device) -> ShapeAssociation:
+        return ShapeAssociation(
+            *(t.to(device) for t in (self.mean, self.scale, self.coef, self.residual))
+        )
+
+
+def shape_association_loss(ref: ShapeAssociation, masks: torch.Tensor, components: torch.Tensor):
+    """How far the shape of `masks` (B, 1, *S) strays from what the real relation predicts
+    for their genes' `components` (B, k): per lesion and descriptor (standardised), the
+    squared distance beyond one real residual standard deviation from the prediction, so a
+    lesion as close to its prediction as a typical real one costs nothing (a plain squared
+    error would pull every lesion onto the regression line). Mean over lesions and
+    descriptors; None with no measurable lesion."""
+    return association_gap(ref, shape_descriptors(_edge_gradient(masks.float())), components)
+
+
+def _edge_gradient(masks: torch.Tensor) -> torch.Tensor:
+    """`masks` unchanged forward, their gradient kept only within one voxel of the lesion's
+    edge: a shape descriptor's gradient reaches every voxel (a far speck stretches the
+    covariance most), and a mask generator that follows it draws specks and holes, where
+    moving the edge is what changes a lesion's shape."""
+    hard = (masks.detach() > 0.5).float()
+    pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
+    band = pool(hard, 3, stride=1, padding=1) - -pool(-hard, 3, stride=1, padding=1)
+    return masks.detach() + (masks - masks.detach()) * band
+
+
+def association_gap(ref: ShapeAssociation, descriptors: torch.Tensor, components: torch.Tensor):
+    """`shape_association_loss` from the descriptors (B, 3) of the batch's masks."""
+    d = (descriptors - ref.mean) / ref.scale
+    ok = torch.isfinite(d).all(1)
+    if not ok.any():
+        return None
+    miss = (d[ok] - ref.predict(components[ok].detach())).abs() - ref.residual
+    return F.relu(miss).square().mean()
+
+
+def _straight_through(soft_masks: torch.Tensor) -> torch.Tensor:
+    """The binary mask forward, the soft mask's gradient backward."""
+    hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
+    return hard + soft_masks - soft_masks.detach()
+
+
 def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
     """The image side's critic loss: real vs generated images of the same masks and genes
     (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
@@ -224,9 +301,10 @@ def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: flo
     return loss, {"critic_mask": loss.detach()}
 
 
-def image_generator_loss(G, C, b: ImageBatch, img, *, code=None):
+def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None):
     """The image side's generator loss: adversarial, background L1 (Xu et al.), the gene
-    read-back of the generated images, and the mask generator's adversarial loss.
+    read-back of the generated images, and the mask generator's adversarial loss and (with
+    `shape`, a `ShapeAssociation`) its shape association on the patients with expression.
 
     `code` is the generator's gene code (default: `G.code` of the batch's real expression);
     the joint model passes the code of generated expression here."""
@@ -250,9 +328,18 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None):
         loss = loss + img.mask_consistency_weight * seg
         logs["mask_read"] = seg.detach()
     if G.mask is not None:
-        loss_m = gen_loss(C.mask(soft(G.mask(code_g, b.noise, b.mask_noise_maps)), None, code_c))
+        soft_masks = G.mask(code_g, b.noise, b.mask_noise_maps)
+        loss_m = gen_loss(C.mask(soft(soft_masks), None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
+        if shape is not None and b.present_cpu.any():
+            rows = b.present_cpu.to(soft_masks.device)
+            assoc = shape_association_loss(
+                shape, _straight_through(soft_masks[rows]), b.targets[rows]
+            )
+            if assoc is not None:
+                loss = loss + img.shape_association_weight * assoc
+                logs["shape_assoc"] = assoc.detach()
     return loss, logs
 
 
@@ -292,11 +379,9 @@ def synthesize(gene_generator, G, b: ImageBatch, p: PairBatch, img, *, use_laten
     present = torch.ones(len(expression), dtype=torch.bool, device=expression.device)
     code = G.code(expression, present, latent if use_latent else None)
     soft_masks = G.mask(code, b.noise, b.mask_noise_maps)
-    hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
-    # straight-through: the binary mask forward, the soft mask's gradient backward, so the
-    # image critic and the gene read-back also teach the mask generator (the depth channel,
-    # a distance transform, has none)
-    hard = hard + soft_masks - soft_masks.detach()
+    # straight-through, so the image critic and the gene read-back also teach the mask
+    # generator (the depth channel, a distance transform, has no gradient)
+    hard = _straight_through(soft_masks)
     masks = mask_features(hard) if img.use_mask else hard
     images = G.image(masks if img.use_mask else None, code, b.noise, None, b.noise_maps)
     return Synthetic(expression, latent, present, soft_masks, masks, images)
@@ -338,11 +423,12 @@ def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, 
 
 
 def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *,
-                        use_latent: bool, project=None):  # fmt: skip
+                        use_latent: bool, project=None, shape=None):  # fmt: skip
     """The generator loss of fully synthetic patients: image and mask critics on (generated
-    image, mask, expression), and the gene read-back: the components the critic-side
-    regressor reads from the generated image against those of the generated expression
-    (`project(expression)`). Every term reaches the gene generator through the gene code."""
+    image, mask, expression), the gene read-back: the components the critic-side regressor
+    reads from the generated image against those of the generated expression
+    (`project(expression)`), and (with `shape`) the masks' shape association with those
+    components. Every term reaches the gene generator through the gene code."""
     gen_loss = OBJECTIVES[img.objective][1]
     s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
     code_fake = C.code(s.expression, s.present)
@@ -357,4 +443,10 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
+    if shape is not None and project is not None:
+        # the components are cut from the graph, as the read-back's target is
+        assoc = shape_association_loss(shape, s.masks[:, :1], project(s.expression.detach()))
+        if assoc is not None:
+            loss = loss + img.shape_association_weight * assoc
+            logs["shape_assoc_pair"] = assoc.detach()
     return loss, logs
