@@ -54,7 +54,7 @@ def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
     k = img.gene_aux_components
     G = model.generator if generator is None else generator
     regressor = (model.critic if critic is None else critic).regressor
-    wanted = regressor is not None or shape_reference(model, train_idx) is not None
+    wanted = regressor is not None or img.shape_association_weight > 0
     targets = (aux_targets(Z.cpu(), present.cpu(), k) if wanted else torch.zeros(len(Z), k)).to(
         device
     )

@@ -78,7 +78,11 @@ def shape_descriptors(mask: torch.Tensor) -> torch.Tensor:
     The ellipse that the margin is measured against has the lesion's centroid and
     covariance: a uniform ellipsoid with semi-axes a_i has variances a_i^2 / (d + 2), so its
     radius along a unit direction u is sqrt((d + 2) / u^T cov^-1 u)."""
-    m = mask[:, 0]
+    with torch.autocast(mask.device.type, enabled=False):  # moments need fp32 under bf16
+        return _descriptors(mask[:, 0].float())
+
+
+def _descriptors(m: torch.Tensor) -> torch.Tensor:
     d = m.ndim - 1
     area, centre, cov, _ = mask_moments(m)
     eig = torch.linalg.eigvalsh(cov).clamp_min(1e-6)
