@@ -184,7 +184,11 @@ class ShapeAssociation:
         mean, scale = d.mean(0), d.std(0).clamp_min(1e-6)
         z = (d - mean) / scale
         cc = c - c.mean(0)
-        coef = torch.linalg.lstsq(cc, z).solution.T  # (3, k)
+        # normal equations in float64, not lstsq: LAPACK's lstsq differed in its last bits
+        # between processes, and a resumed run must repeat the uninterrupted one bit for bit
+        x = cc.double()
+        gram = x.T @ x + 1e-8 * torch.eye(x.shape[1], dtype=x.dtype)
+        coef = torch.linalg.solve(gram, x.T @ z.double()).T.float()  # (3, k)
         residual = (z - cc @ coef.T).std(0)
         return cls(mean, scale, coef, residual)
 
