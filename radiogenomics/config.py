@@ -339,6 +339,11 @@ class ImageConfig:
                 "key 'image.shape_association_weight' must be >= 0; got "
                 f"{self.shape_association_weight}"
             )
+        if self.shape_association_weight > 0 and not (self.train_masks and self.use_genes):
+            raise ValueError(
+                "key 'image.shape_association_weight' shapes the mask generator's lesions after "
+                "the genes: it needs image.train_masks=true and image.use_genes=true"
+            )
         if self.background_margin < 0:
             raise ValueError(
                 f"key 'image.background_margin' must be >= 0; got {self.background_margin}"

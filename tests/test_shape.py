@@ -127,6 +127,26 @@ def test_shape_association_gradient_moves_lesions_toward_their_prediction():
     assert gm[inner].abs().max() == 0
 
 
-def test_config_refuses_a_negative_shape_weight():
+def test_a_batch_with_empty_and_tiny_lesions_keeps_finite_gradients():
+    rng = np.random.default_rng(2)
+    ref = ShapeAssociation.fit(*_cohort(100, rng))
+    masks, c = _cohort(6, rng)
+    masks[0] = 0  # empty
+    masks[1] = 0
+    masks[1, 0, 10, 10] = 1  # one voxel
+    masks[2] = 1  # the whole field
+    soft = (masks * 0.9 + 0.05).requires_grad_(True)
+    loss = shape_association_loss(ref, soft, c)
+    (g,) = torch.autograd.grad(loss, soft)
+    assert torch.isfinite(loss) and torch.isfinite(g).all()
+    assert g[3:].abs().sum() > 0
+    # no lesion to measure at all: no term
+    assert shape_association_loss(ref, torch.zeros(3, 1, 32, 32), c[:3]) is None
+
+
+def test_config_refuses_a_negative_or_impossible_shape_weight():
     with pytest.raises(ValueError, match="shape_association_weight"):
         load_config(None, ["image.shape_association_weight=-1"])
+    for off in ("image.train_masks=false", "image.use_genes=false"):
+        with pytest.raises(ValueError, match="train_masks=true and image.use_genes=true"):
+            load_config(None, ["image.shape_association_weight=1", off])

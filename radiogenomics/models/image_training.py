@@ -248,14 +248,15 @@ def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
 
 def shape_reference(model, train_idx: np.ndarray) -> ShapeAssociation | None:
     """The `ShapeAssociation` of the training patients with expression, on the model's
-    device; None when `image.shape_association_weight` is 0, the model draws no masks, or
-    too few patients have both (then a warning)."""
+    device; None when `image.shape_association_weight` is 0, or when too few training
+    patients have both expression and a lesion (then a warning; the config refuses the term
+    without a mask generator or genes)."""
     img = model.config.image
-    if img.shape_association_weight <= 0 or not img.train_masks or not model.genes:
+    if img.shape_association_weight <= 0:
         return None
     Z, present = model._Z[train_idx], model._present[train_idx]
     ref = None
-    if present.sum() > 2:
+    if model.genes and present.sum() > 2:
         k = img.gene_aux_components
         ref = ShapeAssociation.fit(
             model._masks[train_idx][present], aux_targets(Z, present, k)[present]
