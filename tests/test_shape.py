@@ -105,6 +105,17 @@ def test_shape_association_fits_the_real_relation_and_scores_batches_against_it(
     assert float(broken) > 5 * float(same)
 
 
+def test_shape_association_fits_in_chunks_as_in_one_batch(monkeypatch):
+    from radiogenomics.train import objectives
+
+    masks, c = _cohort(40, np.random.default_rng(3))
+    whole = ShapeAssociation.fit(masks, c)
+    monkeypatch.setattr(objectives, "FIT_VOXELS", 7 * 32 * 32)  # chunks of 7 masks
+    chunked = ShapeAssociation.fit(masks, c)
+    for name in ("mean", "scale", "coef", "residual"):
+        assert torch.allclose(getattr(whole, name), getattr(chunked, name), atol=1e-6), name
+
+
 def test_shape_association_gradient_moves_lesions_toward_their_prediction():
     rng = np.random.default_rng(1)
     ref = ShapeAssociation.fit(*_cohort(400, rng))

@@ -159,6 +159,9 @@ def mask_read_back(C, image, mask):
     return _DICE_CE(C.segmenter(image).float(), mask.float())
 
 
+FIT_VOXELS = 2**24  # voxels measured at once by ShapeAssociation.fit (a 2D cohort: one batch)
+
+
 @dataclass
 class ShapeAssociation:
     """How the real training patients' lesion shape follows their genes: the shape
@@ -176,7 +179,9 @@ class ShapeAssociation:
     def fit(cls, masks: torch.Tensor, components: torch.Tensor) -> ShapeAssociation | None:
         """From real binary masks (n, 1, *S) and their patients' components (n, k); None with
         fewer than 8 lesions to measure."""
-        d = shape_descriptors(masks.float())
+        # in chunks of about FIT_VOXELS voxels: the moments hold (n, voxels, d) at once
+        chunk = max(1, FIT_VOXELS // max(1, masks[0].numel()))
+        d = torch.cat([shape_descriptors(m.float()) for m in masks.split(chunk)])
         ok = torch.isfinite(d).all(1)
         if ok.sum() < 8:
             return None
