@@ -224,8 +224,9 @@ def _edge_gradient(masks: torch.Tensor) -> torch.Tensor:
     moving the edge is what changes a lesion's shape."""
     hard = (masks.detach() > 0.5).float()
     pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
-    band = pool(hard, 3, stride=1, padding=1) - -pool(-hard, 3, stride=1, padding=1)
-    return masks.detach() + (masks - masks.detach()) * band
+    dilated = pool(hard, 3, stride=1, padding=1)
+    eroded = -pool(-hard, 3, stride=1, padding=1)
+    return masks.detach() + (masks - masks.detach()) * (dilated - eroded)
 
 
 def association_gap(ref: ShapeAssociation, descriptors: torch.Tensor, components: torch.Tensor):
