@@ -15,6 +15,7 @@ a mask generator's output.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -39,9 +40,11 @@ def mask_moments(mask: torch.Tensor):
     return area, centre, cov, grid
 
 
-def directions(spatial_dims: int) -> torch.Tensor:
+@functools.lru_cache(maxsize=2)
+def ray_directions(spatial_dims: int) -> torch.Tensor:
     """Unit ray directions (n, d), in the mask's axis order: 64 evenly spaced angles in 2D,
-    128 near-uniform points of the sphere (a Fibonacci lattice) in 3D."""
+    128 near-uniform points of the sphere (a Fibonacci lattice) in 3D. Cached: every
+    training step measures its masks along the same rays (callers copy, never modify)."""
     if spatial_dims == 2:
         t = torch.arange(64, dtype=torch.float64) * (2 * math.pi / 64)
         return torch.stack([t.cos(), t.sin()], dim=1)
@@ -89,7 +92,7 @@ def _descriptors(m: torch.Tensor) -> torch.Tensor:
     log_ratio = 0.5 * (eig[:, -1].log() - eig[:, 0].log())
     eye = torch.eye(d, device=m.device, dtype=m.dtype)
     inv = torch.linalg.inv(cov + 1e-3 * eye)
-    dirs = directions(d).to(m.device, m.dtype)
+    dirs = ray_directions(d).to(m.device, m.dtype)
     ellipse = ((d + 2) / torch.einsum("ni,bij,nj->bn", dirs, inv, dirs).clamp_min(1e-6)).sqrt()
     radius = radial_extent(m, centre, dirs)
     irregularity = (radius / ellipse).std(dim=1)
