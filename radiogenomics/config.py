@@ -303,6 +303,10 @@ class ImageConfig:
     # real 0.90/0.90; the 2D preset's header).
     # Needs image.train_masks and expression. 0 for off.
     shape_association_weight: float = 0.0
+    # Appearance association: the same for the generated images' appearance in their lesions
+    # (nn.appearance: contrast with the ring around the lesion, log texture, dark fraction),
+    # against the real training patients' images. Needs expression (image.use_genes). 0 for off.
+    appearance_association_weight: float = 0.0
 
     def __post_init__(self):
         for key in ("channels", "critic_channels"):
@@ -344,6 +348,16 @@ class ImageConfig:
             raise ValueError(
                 "key 'image.shape_association_weight' shapes the mask generator's lesions after "
                 "the genes: it needs image.train_masks=true and image.use_genes=true"
+            )
+        if self.appearance_association_weight < 0:
+            raise ValueError(
+                "key 'image.appearance_association_weight' must be >= 0; got "
+                f"{self.appearance_association_weight}"
+            )
+        if self.appearance_association_weight > 0 and not self.use_genes:
+            raise ValueError(
+                "key 'image.appearance_association_weight' sets the images' appearance after "
+                "the genes: it needs image.use_genes=true"
             )
         if self.background_margin < 0:
             raise ValueError(

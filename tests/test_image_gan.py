@@ -263,25 +263,30 @@ def test_config_errors(phantom_cohort):
         tiny_config(dims, "image.use_mask=false", "image.use_background=true")
 
 
-def test_shape_association_trains_without_the_read_back(phantom_cohort, tmp_path):
-    """The shape term needs the read-back's gene components, not its head: with the head off
-    the term still runs (2D and 3D) and its loss is logged."""
+def test_association_terms_train_without_the_read_back(phantom_cohort, tmp_path):
+    """The shape and appearance terms need the read-back's gene components, not its head:
+    with the head off both still run (2D and 3D) and their losses are logged."""
     dims = phantom_cohort.uns["rg"]["spatial_dims"]
     cfg = tiny_config(
-        dims, "train.steps=2", "image.gene_aux_weight=0", "image.shape_association_weight=1.0"
-    )
+        dims, "train.steps=2", "image.gene_aux_weight=0", "image.shape_association_weight=1.0",
+        "image.appearance_association_weight=1.0",
+    )  # fmt: skip
     model = ImageGAN(phantom_cohort, cfg)
     assert model.critic.regressor is None
     model.train(tmp_path, progress=False)
     log = pd.read_csv(tmp_path / "log.csv")
     assert np.isfinite(log["shape_assoc"]).all()
+    assert np.isfinite(log["appearance_assoc"]).all()
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda_with_bf16_and_channels_last(phantom_cohort, tmp_path):
     dims = phantom_cohort.uns["rg"]["spatial_dims"]
-    cfg = tiny_config(dims, "device=cuda", "train.steps=4", "image.shape_association_weight=1")
+    cfg = tiny_config(
+        dims, "device=cuda", "train.steps=4", "image.shape_association_weight=1",
+        "image.appearance_association_weight=1",
+    )  # fmt: skip
     model = ImageGAN(phantom_cohort, cfg)
     summary = model.train(tmp_path, progress=False)
     assert summary["steps"] == 4

@@ -157,6 +157,26 @@ def test_shape_association_trains_the_mask_generator_and_the_genes(cohort):
         JointGAN(cohort, deep, progress=False)
 
 
+def test_appearance_association_trains_the_image_generator_and_the_genes(cohort):
+    """image.appearance_association_weight > 0: with every critic and the gene read-back
+    silenced, the image generator gets gradient on real and on generated expression, and the
+    gene generator through the generated patients' gene code."""
+    model = JointGAN(
+        cohort,
+        config("image.appearance_association_weight=1.0", "train.batch_size=16"),
+        progress=False,
+    )
+    C = model.critic
+    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
+    C.side.regressor = None
+    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
+    loss.backward()
+    assert {"appearance_assoc", "appearance_assoc_pair"} <= set(logs)
+    assert not {"shape_assoc", "shape_assoc_pair"} & set(logs)
+    assert _grad_norm(model.generator.side.image) > 0
+    assert _grad_norm(model.generator.gene) > 0
+
+
 # ------------------------------------------------------------------------------------------
 # 2. covariates
 

@@ -9,7 +9,7 @@ import torch
 from radiogenomics.config import load_config
 from radiogenomics.nn.shape import DESCRIPTORS, shape_descriptors
 from radiogenomics.train.objectives import (
-    ShapeAssociation,
+    Association,
     association_gap,
     shape_association_loss,
 )
@@ -95,7 +95,7 @@ def _cohort(n, rng, follow=True):
 
 def test_shape_association_fits_the_real_relation_and_scores_batches_against_it():
     rng = np.random.default_rng(0)
-    ref = ShapeAssociation.fit(*_cohort(400, rng))
+    ref = Association.of_shapes(*_cohort(400, rng))
     # elongation follows component 0 at a correlation near 0.9, and nothing else does
     assert ref.coef[1, 0] > 0.85 and ref.coef[1, 1:].abs().max() < 0.15
     assert ref.coef[0].abs().max() < 0.15  # size follows nothing
@@ -109,16 +109,16 @@ def test_shape_association_fits_in_chunks_as_in_one_batch(monkeypatch):
     from radiogenomics.train import objectives
 
     masks, c = _cohort(40, np.random.default_rng(3))
-    whole = ShapeAssociation.fit(masks, c)
+    whole = Association.of_shapes(masks, c)
     monkeypatch.setattr(objectives, "FIT_VOXELS", 7 * 32 * 32)  # chunks of 7 masks
-    chunked = ShapeAssociation.fit(masks, c)
+    chunked = Association.of_shapes(masks, c)
     for name in ("mean", "scale", "coef", "residual"):
         assert torch.allclose(getattr(whole, name), getattr(chunked, name), atol=1e-6), name
 
 
 def test_shape_association_gradient_moves_lesions_toward_their_prediction():
     rng = np.random.default_rng(1)
-    ref = ShapeAssociation.fit(*_cohort(400, rng))
+    ref = Association.of_shapes(*_cohort(400, rng))
     masks, c = _cohort(64, rng, follow=False)
     d = shape_descriptors(masks).requires_grad_(True)
     (g,) = torch.autograd.grad(association_gap(ref, d, c), d)
@@ -140,7 +140,7 @@ def test_shape_association_gradient_moves_lesions_toward_their_prediction():
 
 def test_a_batch_with_empty_and_tiny_lesions_keeps_finite_gradients():
     rng = np.random.default_rng(2)
-    ref = ShapeAssociation.fit(*_cohort(100, rng))
+    ref = Association.of_shapes(*_cohort(100, rng))
     masks, c = _cohort(6, rng)
     masks[0] = 0  # empty
     masks[1] = 0

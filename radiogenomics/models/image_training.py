@@ -16,8 +16,8 @@ from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
 from radiogenomics.train.objectives import (
+    Association,
     ImageBatch,
-    ShapeAssociation,
     background_of,
     image_critic_loss,
     image_generator_loss,
@@ -54,7 +54,10 @@ def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
     k = img.gene_aux_components
     G = model.generator if generator is None else generator
     regressor = (model.critic if critic is None else critic).regressor
-    wanted = regressor is not None or img.shape_association_weight > 0
+    wanted = (
+        regressor is not None
+        or max(img.shape_association_weight, img.appearance_association_weight) > 0
+    )
     targets = (aux_targets(Z.cpu(), present.cpu(), k) if wanted else torch.zeros(len(Z), k)).to(
         device
     )
@@ -103,13 +106,13 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         G.to(memory_format=fmt)
         C.to(memory_format=fmt)
     draw = batch_sampler(model, train_idx)
-    shape = shape_reference(model, train_idx)
+    shape, appearance = association_references(model, train_idx)
 
     def critic_step(rng):
         return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng)
 
     def generator_step(rng):
-        return image_generator_loss(G, C, draw(rng), img, shape=shape)
+        return image_generator_loss(G, C, draw(rng), img, shape=shape, appearance=appearance)
 
     score = None
     if len(val_idx) >= 4:
@@ -246,25 +249,38 @@ def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
     return project
 
 
-def shape_reference(model, train_idx: np.ndarray) -> ShapeAssociation | None:
-    """The `ShapeAssociation` of the training patients with expression, on the model's
-    device; None when `image.shape_association_weight` is 0, or when too few training
-    patients have both expression and a lesion (then a warning; the config refuses the term
-    without a mask generator or genes)."""
+def association_references(model, train_idx: np.ndarray) -> tuple:
+    """`(shape, appearance)`: the `Association`s of the training patients with expression
+    (`Association.of_shapes`, `.of_appearance`), on the model's device; each None when its
+    weight (`image.shape_association_weight`, `image.appearance_association_weight`) is 0,
+    or when too few training patients have both expression and a lesion (then a warning;
+    the config refuses the terms without genes, and the shape term without a mask generator)."""
     img = model.config.image
-    if img.shape_association_weight <= 0:
-        return None
+    weights = {
+        "shape": img.shape_association_weight,
+        "appearance": img.appearance_association_weight,
+    }
+    out = dict.fromkeys(weights)
+    if not any(w > 0 for w in weights.values()):
+        return out["shape"], out["appearance"]
     Z, present = model._Z[train_idx], model._present[train_idx]
-    ref = None
     if model.genes and present.sum() > 2:
-        k = img.gene_aux_components
-        ref = ShapeAssociation.fit(
-            model._masks[train_idx][present], aux_targets(Z, present, k)[present]
-        )
-    if ref is None:
-        log.warning("too few training patients with expression and a lesion: no shape association")
-        return None
-    return ref.to(model.device)
+        c = aux_targets(Z, present, img.gene_aux_components)[present]
+        masks = model._masks[train_idx][present]
+        if weights["shape"] > 0:
+            out["shape"] = Association.of_shapes(masks, c)
+        if weights["appearance"] > 0:
+            out["appearance"] = Association.of_appearance(
+                model._images[train_idx][present], masks, c
+            )
+    for name, w in weights.items():
+        if w > 0 and out[name] is None:
+            log.warning(
+                "too few training patients with expression and a lesion: no %s association", name
+            )
+        elif out[name] is not None:
+            out[name] = out[name].to(model.device)
+    return out["shape"], out["appearance"]
 
 
 def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:

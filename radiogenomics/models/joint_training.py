@@ -12,10 +12,10 @@ import torch
 
 from radiogenomics._device import to_device
 from radiogenomics.models.image_training import (
+    association_references,
     aux_projection,
     batch_sampler,
     realism_score,
-    shape_reference,
 )
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
@@ -57,7 +57,9 @@ def make_steps(model):
     mode, pair_weight = model.mode, model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
 
-    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = shape = None
+    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = shape = appearance = (
+        None
+    )
     if G.gene is not None:
         gene_batch = _gene_batches(model)
         gene_critic, gene_generator = gene_steps(model, gene_batch)
@@ -73,8 +75,8 @@ def make_steps(model):
             G.side.to(memory_format=fmt)
             C.side.to(memory_format=fmt)
         draw = batch_sampler(model, model._train_idx, G.side, C.side)
-        shape = shape_reference(model, model._train_idx)
-        if mode == "joint" and (C.side.regressor is not None or shape is not None):
+        shape, appearance = association_references(model, model._train_idx)
+        if mode == "joint" and any(x is not None for x in (C.side.regressor, shape, appearance)):
             Zt, pt = model._Z[model._train_idx], model._present[model._train_idx]
             project = aux_projection(Zt, pt, img.gene_aux_components)
     joint = mode == "joint" and pair_weight > 0
@@ -102,11 +104,12 @@ def make_steps(model):
             gene = gene_generator(rng)
         if draw is not None:
             b = draw(rng)
-            image = image_generator_loss(G.side, C.side, b, img, shape=shape)
+            image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
             if joint:
                 loss, logs = pair_generator_loss(
                     G.gene, G.side, C.side, b, pair_batch(rng), img,
                     use_latent=model.use_latent, project=project, shape=shape,
+                    appearance=appearance,
                 )  # fmt: skip
                 pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
+from radiogenomics.nn.appearance import appearance_descriptors
 from radiogenomics.nn.image import mask_features
 from radiogenomics.nn.shape import shape_descriptors
 from radiogenomics.train.losses import (
@@ -159,16 +160,25 @@ def mask_read_back(C, image, mask):
     return _DICE_CE(C.segmenter(image).float(), mask.float())
 
 
-FIT_VOXELS = 2**24  # voxels measured at once by ShapeAssociation.fit (a 2D cohort: one batch)
+FIT_VOXELS = 2**24  # voxels measured at once by Association.of_shapes/of_appearance
+
+
+def _chunked(measure, *stacks) -> torch.Tensor:
+    """`measure` over the stacks (n, C, *S) in chunks of about FIT_VOXELS voxels: the mask
+    moments hold (n, voxels, d) at once (400 masks at 96^3: ~4 GB)."""
+    chunk = max(1, FIT_VOXELS // max(1, stacks[0][0].numel()))
+    parts = zip(*(s.split(chunk) for s in stacks), strict=True)
+    return torch.cat([measure(*(t.float() for t in ts)) for ts in parts])
 
 
 @dataclass
-class ShapeAssociation:
-    """How the real training patients' lesion shape follows their genes: the shape
-    descriptors' (`nn.shape`) `mean` and `scale` (3,); `coef` (3, k), the least-squares
-    regression of the standardised descriptors on the gene read-back components (unit
-    variance, uncorrelated: the coefficients are covariances); `residual` (3,), the standard
-    deviation of what the components leave unexplained."""
+class Association:
+    """How the real training patients' lesion descriptors (`nn.shape`: shape of the masks;
+    `nn.appearance`: intensity of the images inside them) follow their genes: the
+    descriptors' `mean` and `scale` (D,); `coef` (D, k), the least-squares regression of the
+    standardised descriptors on the gene read-back components (unit variance, uncorrelated:
+    the coefficients are covariances); `residual` (D,), the standard deviation of what the
+    components leave unexplained."""
 
     mean: torch.Tensor
     scale: torch.Tensor
@@ -176,16 +186,13 @@ class ShapeAssociation:
     residual: torch.Tensor
 
     @classmethod
-    def fit(cls, masks: torch.Tensor, components: torch.Tensor) -> ShapeAssociation | None:
-        """From real binary masks (n, 1, *S) and their patients' components (n, k); None with
-        fewer than 8 lesions to measure."""
-        # in chunks of about FIT_VOXELS voxels: the moments hold (n, voxels, d) at once
-        chunk = max(1, FIT_VOXELS // max(1, masks[0].numel()))
-        d = torch.cat([shape_descriptors(m.float()) for m in masks.split(chunk)])
-        ok = torch.isfinite(d).all(1)
+    def fit(cls, descriptors: torch.Tensor, components: torch.Tensor) -> Association | None:
+        """From real lesions' descriptors (n, D) and their patients' components (n, k); None
+        with fewer than 8 lesions measured in full."""
+        ok = torch.isfinite(descriptors).all(1)
         if ok.sum() < 8:
             return None
-        d, c = d[ok], components[ok].float()
+        d, c = descriptors[ok].float(), components[ok].float()
         mean, scale = d.mean(0), d.std(0).clamp_min(1e-6)
         z = (d - mean) / scale
         cc = c - c.mean(0)
@@ -193,21 +200,31 @@ class ShapeAssociation:
         # between processes, and a resumed run must repeat the uninterrupted one bit for bit
         x = cc.double()
         gram = x.T @ x + 1e-8 * torch.eye(x.shape[1], dtype=x.dtype)
-        coef = torch.linalg.solve(gram, x.T @ z.double()).T.float()  # (3, k)
+        coef = torch.linalg.solve(gram, x.T @ z.double()).T.float()  # (D, k)
         residual = (z - cc @ coef.T).std(0)
         return cls(mean, scale, coef, residual)
 
+    @classmethod
+    def of_shapes(cls, masks: torch.Tensor, components: torch.Tensor) -> Association | None:
+        """`fit` on the shape descriptors of real binary masks (n, 1, *S)."""
+        return cls.fit(_chunked(shape_descriptors, masks), components)
+
+    @classmethod
+    def of_appearance(cls, images, masks, components) -> Association | None:
+        """`fit` on the appearance descriptors of real images (n, C, *S) in their masks."""
+        return cls.fit(_chunked(appearance_descriptors, images, masks), components)
+
     def predict(self, components: torch.Tensor) -> torch.Tensor:
-        """The standardised descriptors (B, 3) the real relation predicts for components."""
+        """The standardised descriptors (B, D) the real relation predicts for components."""
         return components.float() @ self.coef.T
 
-    def to(self, device) -> ShapeAssociation:
-        return ShapeAssociation(
+    def to(self, device) -> Association:
+        return Association(
             *(t.to(device) for t in (self.mean, self.scale, self.coef, self.residual))
         )
 
 
-def shape_association_loss(ref: ShapeAssociation, masks: torch.Tensor, components: torch.Tensor):
+def shape_association_loss(ref: Association, masks: torch.Tensor, components: torch.Tensor):
     """How far the shape of `masks` (B, 1, *S) strays from what the real relation predicts
     for their genes' `components` (B, k): per lesion and descriptor (standardised), the
     squared distance beyond one real residual standard deviation from the prediction, so a
@@ -229,8 +246,14 @@ def _edge_gradient(masks: torch.Tensor) -> torch.Tensor:
     return masks.detach() + (masks - masks.detach()) * (dilated - eroded)
 
 
-def association_gap(ref: ShapeAssociation, descriptors: torch.Tensor, components: torch.Tensor):
-    """`shape_association_loss` from the descriptors (B, 3) of the batch's masks."""
+def appearance_association_loss(ref: Association, images, masks, components: torch.Tensor):
+    """`shape_association_loss` for the appearance (`nn.appearance`) of `images` (B, C, *S)
+    in their binary `masks` (B, 1, *S): the gradient reaches the images only."""
+    return association_gap(ref, appearance_descriptors(images, masks), components)
+
+
+def association_gap(ref: Association, descriptors: torch.Tensor, components: torch.Tensor):
+    """The association loss from the descriptors (B, D) of the batch's lesions."""
     d = (descriptors - ref.mean) / ref.scale
     ok = torch.isfinite(d).all(1)
     if not ok.any():
@@ -311,10 +334,11 @@ def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: flo
     return loss, {"critic_mask": loss.detach()}
 
 
-def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None):
+def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, appearance=None):
     """The image side's generator loss: adversarial, background L1 (Xu et al.), the gene
-    read-back of the generated images, and the mask generator's adversarial loss and (with
-    `shape`, a `ShapeAssociation`) its shape association on the patients with expression.
+    read-back of the generated images and (with `appearance`, an `Association`) their
+    appearance association, and the mask generator's adversarial loss and (with `shape`) its
+    shape association; the associations on the patients with expression.
 
     `code` is the generator's gene code (default: `G.code` of the batch's real expression);
     the joint model passes the code of generated expression here."""
@@ -337,13 +361,20 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None):
     if seg is not None:
         loss = loss + img.mask_consistency_weight * seg
         logs["mask_read"] = seg.detach()
+    rows = b.present_cpu.to(fake.device)
+    if appearance is not None and b.present_cpu.any():
+        assoc = appearance_association_loss(
+            appearance, fake[rows], b.masks[rows, :1], b.targets[rows]
+        )
+        if assoc is not None:
+            loss = loss + img.appearance_association_weight * assoc
+            logs["appearance_assoc"] = assoc.detach()
     if G.mask is not None:
         soft_masks = G.mask(code_g, b.noise, b.mask_noise_maps)
         loss_m = gen_loss(C.mask(soft(soft_masks), None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
         if shape is not None and b.present_cpu.any():
-            rows = b.present_cpu.to(soft_masks.device)
             assoc = shape_association_loss(
                 shape, _straight_through(soft_masks[rows]), b.targets[rows]
             )
@@ -433,12 +464,12 @@ def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, 
 
 
 def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *,
-                        use_latent: bool, project=None, shape=None):  # fmt: skip
+                        use_latent: bool, project=None, shape=None, appearance=None):  # fmt: skip
     """The generator loss of fully synthetic patients: image and mask critics on (generated
     image, mask, expression), the gene read-back: the components the critic-side regressor
     reads from the generated image against those of the generated expression
-    (`project(expression)`), and (with `shape`) the masks' shape association with those
-    components. Every term reaches the gene generator through the gene code."""
+    (`project(expression)`), and (with `shape`, `appearance`) the masks' shape and the
+    images' appearance association with those components. Every term reaches the gene generator through the gene code."""
     gen_loss = OBJECTIVES[img.objective][1]
     s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
     code_fake = C.code(s.expression, s.present)
@@ -459,4 +490,11 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         if assoc is not None:
             loss = loss + img.shape_association_weight * assoc
             logs["shape_assoc_pair"] = assoc.detach()
+    if appearance is not None and project is not None:
+        assoc = appearance_association_loss(
+            appearance, s.images, s.masks[:, :1], project(s.expression.detach())
+        )
+        if assoc is not None:
+            loss = loss + img.appearance_association_weight * assoc
+            logs["appearance_assoc_pair"] = assoc.detach()
     return loss, logs

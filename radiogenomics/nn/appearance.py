@@ -1,0 +1,81 @@
+"""Differentiable lesion-appearance descriptors of images inside fixed binary masks, 2D and
+3D in one code path: the intensity counterparts of `nn.shape`'s shape descriptors.
+
+Written by hand for the same reason as `nn.shape`: `radiomap.features` measures these with
+NumPy, without gradients, and training needs them as functions of the generated image.
+Gaussian smoothing is MONAI's (`GaussianFilter`).
+
+`appearance_descriptors`: (B, 3)
+- contrast: mean grey level in the lesion minus that in the ring `RING` voxels around it
+  (`radiomap.features`' `contrast`, with a square ring);
+- log texture: log of the standard deviation of the high-pass residual (image minus its
+  Gaussian blur, sigma 1) over the lesion's interior (`lesion_features`' texture);
+- dark fraction: the share of the lesion's interior darker than halfway between the ring's
+  mean and the lesion's 80th percentile (of the image smoothed at sigma 0.7), a sigmoid of
+  width `SOFTNESS` instead of a step (`lesion_features`' necrosis).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+
+DESCRIPTORS = ("contrast", "log_texture", "dark_fraction")
+MIN_VOXELS = 4.0  # lesion, ring and interior voxels below which a descriptor is NaN
+RING = 3  # voxels around the lesion
+SOFTNESS = 0.05  # grey levels (images in [-1, 1]): the dark fraction's sigmoid width
+
+
+@functools.lru_cache(maxsize=8)
+def _gaussian(spatial_dims: int, sigma: float):
+    from monai.networks.layers import GaussianFilter
+
+    return GaussianFilter(spatial_dims, sigma)
+
+
+def _pool(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Grey dilation of (B, 1, *S) by a (2r+1)-wide square (cube)."""
+    pool = F.max_pool2d if m.ndim == 4 else F.max_pool3d
+    return pool(m, 2 * r + 1, stride=1, padding=r)
+
+
+def appearance_descriptors(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """(B, C, *S) images (channels averaged) and (B, 1, *S) masks (thresholded at 0.5, no
+    gradient) -> (B, 3) `DESCRIPTORS`, differentiable in the images; a descriptor is NaN
+    where its region has fewer than `MIN_VOXELS` voxels."""
+    with torch.autocast(images.device.type, enabled=False):  # sums of squares need fp32
+        grey = images.float().mean(1, keepdim=True)
+        m = (masks.detach()[:, :1].float() > 0.5).float()
+        return _descriptors(grey, m)
+
+
+def _mean(x: torch.Tensor, w: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    return (x * w).flatten(1).sum(1) / n.clamp_min(1.0)
+
+
+def _descriptors(grey: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    d = grey.ndim - 2
+    view = (-1, *[1] * (d + 1))
+    ring = _pool(m, RING) - m
+    interior = -_pool(-m, 1)
+    n, n_ring, n_in = (t.flatten(1).sum(1) for t in (m, ring, interior))
+    ring_mean = _mean(grey, ring, n_ring)
+    contrast = _mean(grey, m, n) - ring_mean
+    residual = grey - _gaussian(d, 1.0).to(grey.device)(grey)
+    res_mean = _mean(residual, interior, n_in)
+    log_texture = (
+        0.5 * (_mean((residual - res_mean.view(view)).square(), interior, n_in) + 1e-8).log()
+    )
+    smooth = _gaussian(d, 0.7).to(grey.device)(grey)
+    inside = torch.where(m > 0, smooth, torch.full_like(smooth, float("nan"))).flatten(1)
+    # a lesion-free row's quantile is NaN (its descriptors are NaN anyway): zeroed, so no
+    # NaN reaches the other rows' gradients through the backward pass
+    top = torch.nan_to_num(torch.nanquantile(inside, 0.8, dim=1))
+    dark = torch.sigmoid(((0.5 * (ring_mean + top)).view(view) - smooth) / SOFTNESS)
+    dark_fraction = _mean(dark, interior, n_in)
+    out = torch.stack([contrast, log_texture, dark_fraction], dim=1)
+    ok = torch.stack([(n >= MIN_VOXELS) & (n_ring >= MIN_VOXELS), n_in >= MIN_VOXELS,
+                      (n_in >= MIN_VOXELS) & (n_ring >= MIN_VOXELS)], dim=1)  # fmt: skip
+    return torch.where(ok, out, torch.full_like(out, float("nan")))
