@@ -303,9 +303,12 @@ class ImageConfig:
     # real 0.90/0.90; the 2D preset's header).
     # Needs image.train_masks and expression. 0 for off.
     shape_association_weight: float = 0.0
-    # Appearance association: the same for the generated images' appearance in their lesions
-    # (nn.appearance: contrast with the ring around the lesion, log texture, dark fraction),
-    # against the real training patients' images. Needs expression (image.use_genes). 0 for off.
+    # Appearance association (train.objectives.appearance_association_loss): the same for the
+    # generated images inside their (fixed) masks, with the appearance descriptors
+    # (nn.appearance: contrast with the ring around the lesion, log texture, dark fraction) of
+    # the real training patients' images (2D phantom, 1200 steps, seeds 0/1: contrast
+    # Spearman 0.67/0.74 against 0.64/0.60 without it, real 0.69; the 2D preset's header).
+    # Needs expression (image.use_genes). 0 for off.
     appearance_association_weight: float = 0.0
 
     def __post_init__(self):

@@ -57,9 +57,8 @@ def make_steps(model):
     mode, pair_weight = model.mode, model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
 
-    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = shape = appearance = (
-        None
-    )
+    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = None
+    shape = appearance = None
     if G.gene is not None:
         gene_batch = _gene_batches(model)
         gene_critic, gene_generator = gene_steps(model, gene_batch)
