@@ -428,3 +428,74 @@ def test_effect_and_p_speak_of_the_same_mean():
     assert row["p"] > 0.3  # t = 0.81 on 29 df: p = 0.43
     same = learned._rows("g", ["f"], per + 1.0, np.array([1.0]), "finite-difference").iloc[0]
     assert same["effect"] > 0 and same["p"] < 0.05
+
+
+def _table(effects, ps, n=10, genomic=("g1", "g2"), feature="f"):
+    return pd.DataFrame(
+        {"genomic": list(genomic), "feature": feature, "effect": effects, "p": ps,
+         "p_adj": np.nan, "method": "finite-difference", "n": n}
+    )  # fmt: skip
+
+
+def test_combine_maps_averages_effects_and_combines_tests_by_sign():
+    from scipy.stats import norm
+
+    a = _table([0.4, 0.4], [0.01, 0.01])
+    b = _table([0.2, -0.2], [0.01, 0.01], n=12)
+    out = learned.combine_maps([a, b])
+    assert list(out.columns) == list(learned.COLUMNS)
+    assert out["effect"].tolist() == pytest.approx([0.3, 0.1])
+    assert out["n"].tolist() == [22, 22]
+    # agreeing signs: Stouffer's Z of two z = 2.576 is 3.64; opposite signs cancel to 0
+    z = norm.isf(0.005)
+    assert out["p"].iloc[0] == pytest.approx(2 * norm.sf(2 * z / np.sqrt(2)), rel=1e-6)
+    assert out["p"].iloc[1] == pytest.approx(1.0)
+    assert out["method"].iloc[0] == "finite-difference, mean of 2 runs"
+    assert np.all(out["p_adj"] >= out["p"])
+    # a run with no effect for a pair leaves it to the others; no run: NaN
+    c = _table([np.nan, np.nan], [np.nan, np.nan])
+    one = learned.combine_maps([a, c])
+    assert one["effect"].tolist() == pytest.approx([0.4, 0.4])
+    assert one["p"].tolist() == pytest.approx([0.01, 0.01])
+    assert learned.combine_maps([c, c])[["effect", "p"]].isna().all().all()
+
+
+def test_combine_maps_refuses_maps_of_other_pairs():
+    a, b = _table([0.1, 0.2], [0.5, 0.5]), _table([0.1, 0.2], [0.5, 0.5], genomic=("g1", "g3"))
+    with pytest.raises(ValueError, match=r"map 2 does not hold map 1's.*g3.*g2"):
+        learned.combine_maps([a, b])
+    with pytest.raises(ValueError, match="no maps"):
+        learned.combine_maps([])
+
+
+def test_cli_averages_the_maps_of_several_runs(trained, cohort, tmp_path, capsys):
+    _, run = trained
+    data = next(Path(cohort.uns["rg"]["root"]).glob("*.h5ad"))
+
+    def argv(runs, out, genomic="genes"):
+        return ["-q", "map", *map(str, runs), "--out", str(tmp_path / out), "--genomic",
+                genomic, "--n-patients", "5", "--data", str(data)]  # fmt: skip
+
+    assert main(argv([run], "one")) == 0
+    # the same run twice: the same base patients and noise, so the same effects, each row's
+    # test counted twice (a stronger p), and each run's map in map_runs.csv
+    assert main(argv([run, run], "two")) == 0
+    one, two = (pd.read_csv(tmp_path / d / "map.csv") for d in ("one", "two"))
+    assert list(two.columns) == ["genomic", "feature", "effect", "p", "p_adj"]
+    np.testing.assert_allclose(two["effect"], one["effect"], rtol=1e-9)
+    ok = one["p"].between(1e-12, 0.5)
+    assert ok.any() and (two["p"][ok] < one["p"][ok]).all()
+    runs = pd.read_csv(tmp_path / "two" / "map_runs.csv")
+    assert len(runs) == 2 * len(one) and runs["run"].nunique() == 1
+    assert json.loads((tmp_path / "two" / "map_scores.json").read_text())["n_pairs"] == 128 * 6
+    for name in ("map_heatmap.png", "impact_maps.png", "gene_swap.csv"):
+        assert (tmp_path / "two" / name).stat().st_size > 100
+    capsys.readouterr()
+    # metagenes differ between runs; a cohort among runs; two cohorts for a conventional map
+    assert main(argv([run, run], "x", genomic="metagenes")) == 2
+    assert "maps genes only" in capsys.readouterr().err
+    assert main(["map", str(run), str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["map", str(data), str(data), "--out", str(tmp_path / "x")]) == 2
+    assert "a conventional map reads one cohort; got 2 paths" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -472,10 +472,18 @@ def cmd_map(args) -> int:
     metagenes each gene's metagene. A run folder gives the learned map (`cli.maps`)."""
     import dataclasses
 
-    if args.cohort.is_dir():
+    paths = list(args.cohort)
+    if paths[0].is_dir():
         from radiogenomics.cli.maps import cmd_learned_map
 
         return cmd_learned_map(args)
+    if len(paths) > 1:
+        raise ValueError(
+            f"a conventional map reads one cohort; got {len(paths)} paths "
+            f"({', '.join(map(str, paths[:3]))}); several run folders give an averaged "
+            "learned map"
+        )
+    args.cohort = paths[0]
     from radiogenomics.cli.maps import LEARNED_DEFAULTS, drop_stale
 
     # the learned map's options (None unless given): given for a cohort, they are a mistake

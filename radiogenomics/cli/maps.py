@@ -1,4 +1,5 @@
-"""`radiogenomics map RUN_DIR`: the learned map of a trained joint or image run."""
+"""`radiogenomics map RUN_DIR [RUN_DIR ...]`: the learned map of a trained joint or image run
+(several runs of one design: their maps averaged)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
 # every file a map (conventional or learned) writes into --out
 MAP_FILES = (
     "map.csv", "metagenes.csv", "map_heatmap.png", "impact_maps.png", "gene_swap.csv",
-    "map_scores.json",
+    "map_scores.json", "map_runs.csv",
 )  # fmt: skip
 # the learned map's options and their defaults; the parser leaves them None when not given,
 # so that `map COHORT` can refuse them
@@ -37,15 +38,52 @@ def drop_stale(args, written: set[str]) -> None:
             log.info("removed %s, left by the map this one replaces", path)
 
 
+def _check_run(run, meta) -> None:
+    if meta["model"] not in ("joint_gan", "image_gan"):
+        raise ValueError(
+            f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "
+            "image_gan run"
+        )
+
+
+def _run_maps(run, args, adata, common) -> tuple:
+    """One run's learned map, impact maps and gene swap, from one set of base patients:
+    (table, membership, impact maps, their names, swap)."""
+    from radiogenomics.models.base import load_model
+    from radiogenomics.radiomap import learned
+
+    model = load_model(run)
+    # one set of base patients (and their features) for the map, the impact maps and the swap
+    prepared = learned.prepare(model, adata, **common)
+    table, membership = learned.learned_map(
+        model, method=args.estimator, delta=args.delta, return_membership=True,
+        prepared=prepared,
+    )  # fmt: skip
+    maps, names = learned.impact_maps(model, delta=args.delta, prepared=prepared)
+    swap = learned.gene_swap(model, prepared=prepared)
+    return table, membership, maps, names, swap
+
+
 def cmd_learned_map(args) -> int:
     """map.csv (the contract's columns), map_heatmap.png, impact_maps.png, gene_swap.csv and,
-    where a phantom gives the truth, map_scores.json; metagenes.csv for metagenes."""
+    where a phantom gives the truth, map_scores.json; metagenes.csv for metagenes. Several
+    runs: their maps averaged (`learned.combine_maps`), each run's in map_runs.csv."""
+    import numpy as np
+    import pandas as pd
+
     from radiogenomics._atomic import atomic_write, atomic_write_text
     from radiogenomics.cli import MAP_COLUMNS
     from radiogenomics.models.base import read_meta
 
-    run = args.cohort
-    meta = read_meta(run)  # FileNotFoundError, by path, for a folder that holds no run
+    runs = list(args.cohort)
+    run = runs[0]
+    not_runs = [str(r) for r in runs if not r.is_dir()]
+    if not_runs:
+        raise ValueError(
+            f"{', '.join(not_runs)}: not a run folder; a learned map of several runs takes run "
+            "folders only (a cohort's conventional map takes one cohort .h5ad)"
+        )
+    metas = [read_meta(r) for r in runs]  # FileNotFoundError, by path, for a folder with no run
     conventional = [
         flag
         for flag, given in (
@@ -66,27 +104,28 @@ def cmd_learned_map(args) -> int:
     for key, default in LEARNED_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
-    if meta["model"] not in ("joint_gan", "image_gan"):
+    for r, meta in zip(runs, metas, strict=True):
+        _check_run(r, meta)
+    if len(runs) > 1 and args.genomic != "genes":
         raise ValueError(
-            f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "
-            "image_gan run"
+            f"an averaged map of {len(runs)} runs maps genes only (--genomic genes): each run "
+            "clusters its own metagenes, so their metagenes are not the same variables"
         )
-    if meta["model"] == "image_gan" and args.data is None:
+    images = [r for r, meta in zip(runs, metas, strict=True) if meta["model"] == "image_gan"]
+    if images and args.data is None:
         raise ValueError(
-            f"{run} is an image run (ImageGAN), which draws no expression of its own: pass "
+            f"{images[0]} is an image run (ImageGAN), which draws no expression of its own: pass "
             "--data COHORT.h5ad (e.g. its training cohort) whose patients' expression the "
             "map starts from"
         )
     from radiogenomics import pl
     from radiogenomics.data.h5ad import read_valid_cohort
-    from radiogenomics.models.base import load_model
     from radiogenomics.radiomap import learned
 
     adata = read_valid_cohort(args.data, progress=not args.quiet) if args.data else None
     truth = read_valid_cohort(args.truth, progress=not args.quiet) if args.truth else None
     if truth is not None and K.PHANTOM not in truth.uns.get(K.UNS, {}):
         raise ValueError(f"--truth {args.truth} is no phantom: it has no planted map to score")
-    model = load_model(run)
     common = dict(
         genomic=args.genomic,
         n_patients=args.n_patients,
@@ -97,13 +136,31 @@ def cmd_learned_map(args) -> int:
         seed=args.seed,
         progress=not args.quiet,
     )
-    # one set of base patients (and their features) for the map, the impact maps and the swap
-    prepared = learned.prepare(model, adata, **common)
-    table, membership = learned.learned_map(
-        model, method=args.estimator, delta=args.delta, return_membership=True,
-        prepared=prepared,
-    )  # fmt: skip
+    results = [_run_maps(r, args, adata, common) for r in runs]
     args.out.mkdir(parents=True, exist_ok=True)
+    written = {"map.csv", "map_heatmap.png", "impact_maps.png", "gene_swap.csv"}
+    if len(runs) == 1:
+        table, membership, maps, names, swap = results[0]
+    else:
+        membership = None
+        table = learned.combine_maps([r[0] for r in results])
+        swap = learned.combine_maps([r[4] for r in results])
+        names = results[0][3]
+        shapes = {r[2].shape for r in results}
+        if len(shapes) > 1 or any(r[3] != names for r in results):
+            raise ValueError(
+                f"the runs' images differ in size ({sorted(shapes)}) or their variables differ: "
+                "an averaged map needs runs of one design"
+            )
+        maps = np.mean([r[2] for r in results], axis=0)
+        each = pd.concat(
+            [r[0].assign(run=str(path)) for r, path in zip(results, runs, strict=True)],
+            ignore_index=True,
+        )
+        path = args.out / "map_runs.csv"
+        atomic_write(path, lambda tmp: each[["run", *MAP_COLUMNS]].to_csv(tmp, index=False))
+        say(f"each run's learned map ({len(runs)} runs)", path)
+        written.add(path.name)
     csv = args.out / "map.csv"
     atomic_write(csv, lambda tmp: table[MAP_COLUMNS].to_csv(tmp, index=False))
     base = "fully synthetic" if adata is None else "the cohort's"
@@ -112,15 +169,11 @@ def cmd_learned_map(args) -> int:
         frame = membership.to_frame(K.METAGENE)
         atomic_write(args.out / "metagenes.csv", lambda tmp: frame.to_csv(tmp))
         say("metagene of each gene", args.out / "metagenes.csv")
+        written.add("metagenes.csv")
     pl.map_heatmap(table, save=args.out / "map_heatmap.png")
     say("map heatmap", args.out / "map_heatmap.png")
-    written = {"map.csv", "map_heatmap.png", "impact_maps.png", "gene_swap.csv"}
-    written |= {"metagenes.csv"} if membership is not None else set()
-
-    maps, names = learned.impact_maps(model, delta=args.delta, prepared=prepared)
     pl.impact_maps(maps, names, save=args.out / "impact_maps.png")
     say("spatial impact maps", args.out / "impact_maps.png")
-    swap = learned.gene_swap(model, prepared=prepared)
     atomic_write(
         args.out / "gene_swap.csv", lambda tmp: swap[SWAP_COLUMNS].to_csv(tmp, index=False)
     )
@@ -138,7 +191,7 @@ def cmd_learned_map(args) -> int:
         atomic_write_text(path, json.dumps(scores, indent=1) + "\n")
         say("recovery of the phantom's planted map", path)
         written.add(path.name)
-    elif meta.get("phantom"):
+    elif any(meta.get("phantom") for meta in metas):
         log.warning(
             "%s trained on a phantom: pass --truth PHANTOM.h5ad (its cohort) to score the map "
             "against the planted one",

@@ -308,7 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
         "images' features per unit of each gene or metagene (finite differences or autograd), "
         "plus DIR/impact_maps.png and DIR/gene_swap.csv.",
     )
-    p.add_argument("cohort", type=Path, help="cohort .h5ad (a run folder: the learned map)")
+    p.add_argument(
+        "cohort",
+        type=Path,
+        nargs="+",
+        metavar="COHORT_OR_RUN",
+        help="cohort .h5ad; or a run folder: the learned map; or several run folders of one "
+        "design (e.g. seeds): their learned maps averaged (map_runs.csv holds each run's)",
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--subtypes",

@@ -648,6 +648,62 @@ def impact_maps(
 
 
 # --------------------------------------------------------------------------------------------
+# several trained runs
+
+
+def combine_maps(tables: list[pd.DataFrame], fdr: str = "benjamini-hochberg") -> pd.DataFrame:
+    """One map from the maps (long tables, `COLUMNS`) of independently trained runs of one
+    design (`learned_map`, or `gene_swap`, on each): a single GAN fit is one draw of what
+    training makes of the data, and which feature it renders less faithfully varies from run
+    to run (the README's learned-map table), so the mean over runs is the steadier map.
+
+    effect: the mean of the runs' effects (runs where it is NaN left out). p: Stouffer's
+    combination of the runs' tests, each two-sided p turned one-sided toward its effect's sign
+    (`scipy.stats.combine_pvalues`, then two-sided again), so runs that agree in sign add up
+    and runs that disagree cancel; adjusted over the table by `fdr`. n: the patients over all
+    runs. Every table must hold the same (genomic, feature) pairs."""
+    if not tables:
+        raise ValueError("no maps to combine")
+    keys = ["genomic", "feature"]
+    indexed = [t.set_index(keys) for t in tables]
+    first = indexed[0].index
+    for i, t in enumerate(indexed[1:], start=2):
+        if not t.index.equals(first):
+            extra = t.index.difference(first)[:3].tolist()
+            missing = first.difference(t.index)[:3].tolist()
+            raise ValueError(
+                f"map {i} does not hold map 1's (genomic, feature) pairs: only in map {i} "
+                f"{extra}, missing from it {missing}; the runs must share genes and features"
+            )
+    effects = np.stack([t["effect"].to_numpy(np.float64) for t in indexed], axis=1)
+    ps = np.stack([t["p"].to_numpy(np.float64) for t in indexed], axis=1)
+    with _quiet():
+        effect = np.nanmean(effects, axis=1)
+    # one-sided toward the effect: p/2 where it is positive, 1 - p/2 where negative
+    upper = np.where(effects > 0, ps / 2, 1 - ps / 2)
+    ok = np.isfinite(upper) & np.isfinite(effects)
+    p = np.full(len(first), np.nan)
+    for row in np.flatnonzero(ok.any(axis=1)):
+        # clipped off 0 and 1, where the normal quantile is infinite
+        u = np.clip(upper[row, ok[row]], 1e-300, 1 - 1e-16)
+        up = stats.combine_pvalues(u, method="stouffer").pvalue
+        p[row] = min(1.0, 2 * min(up, 1 - up))
+    methods = {m for t in tables for m in t["method"].astype(str).unique()}
+    out = pd.DataFrame(
+        {
+            "genomic": first.get_level_values(0),
+            "feature": first.get_level_values(1),
+            "effect": effect,
+            "p": p,
+            "p_adj": adjust(p, fdr),
+            "method": f"{' / '.join(sorted(methods))}, mean of {len(tables)} runs",
+            "n": sum(t["n"].to_numpy() for t in indexed),
+        }
+    )
+    return out[list(COLUMNS)]
+
+
+# --------------------------------------------------------------------------------------------
 # scoring on the phantom
 
 
