@@ -308,7 +308,7 @@ class ImageConfig:
     # (nn.appearance: contrast with the ring around the lesion, log texture, dark fraction) of
     # the real training patients' images (2D phantom, 1200 steps, seeds 0/1: contrast
     # Spearman 0.67/0.74 against 0.64/0.60 without it, real 0.69; the 2D preset's header).
-    # Needs expression (image.use_genes). 0 for off.
+    # Needs expression and the mask (image.use_genes, image.use_mask). 0 for off.
     appearance_association_weight: float = 0.0
 
     def __post_init__(self):
@@ -357,10 +357,11 @@ class ImageConfig:
                 "key 'image.appearance_association_weight' must be >= 0; got "
                 f"{self.appearance_association_weight}"
             )
-        if self.appearance_association_weight > 0 and not self.use_genes:
+        if self.appearance_association_weight > 0 and not (self.use_genes and self.use_mask):
             raise ValueError(
-                "key 'image.appearance_association_weight' sets the images' appearance after "
-                "the genes: it needs image.use_genes=true"
+                "key 'image.appearance_association_weight' sets the appearance inside the "
+                "lesion after the genes: it needs image.use_genes=true and image.use_mask=true "
+                "(the generator must know where the lesion is)"
             )
         if self.background_margin < 0:
             raise ValueError(

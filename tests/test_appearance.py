@@ -127,5 +127,6 @@ def test_appearance_association_fits_and_its_gradient_reaches_the_images_only():
 def test_config_refuses_a_negative_or_impossible_appearance_weight():
     with pytest.raises(ValueError, match="appearance_association_weight"):
         load_config(None, ["image.appearance_association_weight=-1"])
-    with pytest.raises(ValueError, match="use_genes=true"):
-        load_config(None, ["image.appearance_association_weight=1", "image.use_genes=false"])
+    for off in ("image.use_genes=false", "image.use_mask=false"):
+        with pytest.raises(ValueError, match="use_genes=true and image.use_mask=true"):
+            load_config(None, ["image.appearance_association_weight=1", off])

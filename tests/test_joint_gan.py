@@ -127,30 +127,40 @@ def test_mask_read_back_trains_the_image_generator(cohort):
         config("image.mask_consistency_weight=-1")
 
 
+def _association_step(cohort, *overrides):
+    """One generator step with every critic and the gene read-back silenced, the gene
+    dispersion term off and the FiLM layers (zero at init, so the images ignore the gene code)
+    given small random weights: what remains reaches the gene generator only through the
+    association terms. Returns the logs and the model, gradients in place."""
+    from radiogenomics.nn.image import FiLM
+
+    cfg = config("train.batch_size=16", "gene.dispersion_weight=0", *overrides)
+    model = JointGAN(cohort, cfg, progress=False)
+    torch.manual_seed(0)
+    for module in model.generator.side.modules():
+        if isinstance(module, FiLM):
+            nn.init.normal_(module.linear.weight, std=0.1)
+    C = model.critic
+    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
+    C.side.regressor = None
+    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
+    loss.backward()
+    return logs, model
+
+
 def test_shape_association_trains_the_mask_generator_and_the_genes(cohort):
     """image.shape_association_weight > 0: with every critic and the gene read-back silenced,
     the mask generator still gets gradient on real and on generated expression, and through
-    the generated patients' gene code the gene generator does too."""
-    model = JointGAN(
-        cohort, config("image.shape_association_weight=1.0", "train.batch_size=16"), progress=False
-    )
-    C = model.critic
-    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
-    C.side.regressor = None
-    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
-    loss.backward()
+    the generated patients' gene code the gene generator does too; neither without it."""
+    logs, model = _association_step(cohort, "image.shape_association_weight=1.0")
     assert {"shape_assoc", "shape_assoc_pair"} <= set(logs)
     assert _grad_norm(model.generator.side.mask) > 0
     assert _grad_norm(model.generator.gene) > 0
-    # off by default: no term, and (with the critics silenced) no gradient for the masks
-    model = JointGAN(cohort, config(), progress=False)
-    C = model.critic
-    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
-    C.side.regressor = None
-    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
-    loss.backward()
+    # off by default: no term, and (with the critics silenced) no gradient for either
+    logs, model = _association_step(cohort)
     assert not {"shape_assoc", "shape_assoc_pair"} & set(logs)
     assert _grad_norm(model.generator.side.mask) == 0
+    assert _grad_norm(model.generator.gene) == 0
     # 16x16 images cannot be halved 5 times: named at build time, not at the first step
     deep = config("image.mask_consistency_weight=1.0", "image.critic_channels=[4,4,4,4,4,4]")
     with pytest.raises(ValueError, match="critic_channels.*divisible by 32"):
@@ -158,23 +168,18 @@ def test_shape_association_trains_the_mask_generator_and_the_genes(cohort):
 
 
 def test_appearance_association_trains_the_image_generator_and_the_genes(cohort):
-    """image.appearance_association_weight > 0: with every critic and the gene read-back
-    silenced, the image generator gets gradient on real and on generated expression, and the
-    gene generator through the generated patients' gene code."""
-    model = JointGAN(
-        cohort,
-        config("image.appearance_association_weight=1.0", "train.batch_size=16"),
-        progress=False,
-    )
-    C = model.critic
-    C.gene, C.side.image, C.side.mask = (_Silent(m) for m in (C.gene, C.side.image, C.side.mask))
-    C.side.regressor = None
-    loss, logs = make_steps(model)[1](torch.Generator().manual_seed(0))
-    loss.backward()
+    """image.appearance_association_weight > 0: the image generator gets gradient on real and
+    on generated expression, and the gene generator through the generated patients' gene code;
+    none without the term."""
+    logs, model = _association_step(cohort, "image.appearance_association_weight=1.0")
     assert {"appearance_assoc", "appearance_assoc_pair"} <= set(logs)
     assert not {"shape_assoc", "shape_assoc_pair"} & set(logs)
     assert _grad_norm(model.generator.side.image) > 0
     assert _grad_norm(model.generator.gene) > 0
+    logs, model = _association_step(cohort)
+    assert not {"appearance_assoc", "appearance_assoc_pair"} & set(logs)
+    assert _grad_norm(model.generator.side.image) == 0
+    assert _grad_norm(model.generator.gene) == 0
 
 
 # ------------------------------------------------------------------------------------------

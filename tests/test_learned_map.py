@@ -6,6 +6,7 @@ features against the map features; the CLI."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -460,6 +461,18 @@ def test_combine_maps_averages_effects_and_combines_tests_by_sign():
     assert learned.combine_maps([c, c])[["effect", "p"]].isna().all().all()
 
 
+def test_combine_maps_is_symmetric_in_the_sign_down_to_tiny_p():
+    """Flipping every effect's sign leaves the combined p unchanged, even where the runs' p
+    values are below 1e-16 (where 1 - p/2 rounds to 1)."""
+    a = _table([0.5, -0.5], [1e-30, 1e-20])
+    b = _table([-0.2, -0.2], [1e-9, 1e-20])
+    out = learned.combine_maps([a, b])
+    flipped = learned.combine_maps([a.assign(effect=-a["effect"]), b.assign(effect=-b["effect"])])
+    np.testing.assert_allclose(out["p"], flipped["p"], rtol=1e-9)
+    assert 0 < out["p"].iloc[1] < 1e-30  # two runs at 1e-20, agreeing: stronger still
+    assert 1e-5 < out["p"].iloc[0] < 1e-3  # z 11.5 against -6.1: the stronger run wins
+
+
 def test_combine_maps_refuses_maps_of_other_pairs():
     a, b = _table([0.1, 0.2], [0.5, 0.5]), _table([0.1, 0.2], [0.5, 0.5], genomic=("g1", "g3"))
     with pytest.raises(ValueError, match=r"map 2 does not hold map 1's.*g3.*g2"):
@@ -477,23 +490,27 @@ def test_cli_averages_the_maps_of_several_runs(trained, cohort, tmp_path, capsys
                 genomic, "--n-patients", "5", "--data", str(data)]  # fmt: skip
 
     assert main(argv([run], "one")) == 0
-    # the same run twice: the same base patients and noise, so the same effects, each row's
+    # a copy of the run: the same base patients and noise, so the same effects, each row's
     # test counted twice (a stronger p), and each run's map in map_runs.csv
-    assert main(argv([run, run], "two")) == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    assert main(argv([run, copy], "two")) == 0
     one, two = (pd.read_csv(tmp_path / d / "map.csv") for d in ("one", "two"))
     assert list(two.columns) == ["genomic", "feature", "effect", "p", "p_adj"]
     np.testing.assert_allclose(two["effect"], one["effect"], rtol=1e-9)
     ok = one["p"].between(1e-12, 0.5)
     assert ok.any() and (two["p"][ok] < one["p"][ok]).all()
     runs = pd.read_csv(tmp_path / "two" / "map_runs.csv")
-    assert len(runs) == 2 * len(one) and runs["run"].nunique() == 1
+    assert len(runs) == 2 * len(one) and runs["run"].nunique() == 2
     assert json.loads((tmp_path / "two" / "map_scores.json").read_text())["n_pairs"] == 128 * 6
     for name in ("map_heatmap.png", "impact_maps.png", "gene_swap.csv"):
         assert (tmp_path / "two" / name).stat().st_size > 100
     capsys.readouterr()
     # metagenes differ between runs; a cohort among runs; two cohorts for a conventional map
-    assert main(argv([run, run], "x", genomic="metagenes")) == 2
+    assert main(argv([run, copy], "x", genomic="metagenes")) == 2
     assert "maps genes only" in capsys.readouterr().err
+    assert main(argv([run, run], "x")) == 2  # one run twice is no second fit
+    assert "is given twice" in capsys.readouterr().err
     assert main(["map", str(run), str(data), "--out", str(tmp_path / "x")]) == 2
     assert "not a run folder" in capsys.readouterr().err
     assert main(["map", str(data), str(data), "--out", str(tmp_path / "x")]) == 2

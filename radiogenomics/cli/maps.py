@@ -46,6 +46,31 @@ def _check_run(run, meta) -> None:
         )
 
 
+def _check_design(runs, metas, genomic: str) -> None:
+    """Several runs, before any is mapped: distinct folders, genes (not metagenes), and one
+    design (the same genes and image size)."""
+    seen = {}
+    for r in runs:
+        key = r.resolve()
+        if key in seen:
+            raise ValueError(
+                f"{r} is given twice ({seen[key]}): each run counts as an independent fit"
+            )
+        seen[key] = r
+    if genomic != "genes":
+        raise ValueError(
+            f"an averaged map of {len(runs)} runs maps genes only (--genomic genes): each run "
+            "clusters its own metagenes, so their metagenes are not the same variables"
+        )
+    for r, meta in zip(runs[1:], metas[1:], strict=True):
+        for key in ("genes", "image_size"):
+            if meta.get(key) != metas[0].get(key):
+                raise ValueError(
+                    f"{r} and {runs[0]} differ in their {key.replace('_', ' ')}: an averaged "
+                    "map needs runs of one design"
+                )
+
+
 def _run_maps(run, args, adata, common) -> tuple:
     """One run's learned map, impact maps and gene swap, from one set of base patients:
     (table, membership, impact maps, their names, swap)."""
@@ -106,11 +131,8 @@ def cmd_learned_map(args) -> int:
             setattr(args, key, default)
     for r, meta in zip(runs, metas, strict=True):
         _check_run(r, meta)
-    if len(runs) > 1 and args.genomic != "genes":
-        raise ValueError(
-            f"an averaged map of {len(runs)} runs maps genes only (--genomic genes): each run "
-            "clusters its own metagenes, so their metagenes are not the same variables"
-        )
+    if len(runs) > 1:
+        _check_design(runs, metas, args.genomic)
     images = [r for r, meta in zip(runs, metas, strict=True) if meta["model"] == "image_gan"]
     if images and args.data is None:
         raise ValueError(
@@ -145,13 +167,7 @@ def cmd_learned_map(args) -> int:
         membership = None
         table = learned.combine_maps([r[0] for r in results])
         swap = learned.combine_maps([r[4] for r in results])
-        names = results[0][3]
-        shapes = {r[2].shape for r in results}
-        if len(shapes) > 1 or any(r[3] != names for r in results):
-            raise ValueError(
-                f"the runs' images differ in size ({sorted(shapes)}) or their variables differ: "
-                "an averaged map needs runs of one design"
-            )
+        names = results[0][3]  # the same genes and image size: _check_design
         maps = np.mean([r[2] for r in results], axis=0)
         each = pd.concat(
             [r[0].assign(run=str(path)) for r, path in zip(results, runs, strict=True)],
@@ -195,7 +211,7 @@ def cmd_learned_map(args) -> int:
         log.warning(
             "%s trained on a phantom: pass --truth PHANTOM.h5ad (its cohort) to score the map "
             "against the planted one",
-            run,
+            ", ".join(str(r) for r, meta in zip(runs, metas, strict=True) if meta.get("phantom")),
         )
     drop_stale(args, written)
     return 0

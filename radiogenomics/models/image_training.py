@@ -266,13 +266,12 @@ def association_references(model, train_idx: np.ndarray) -> tuple:
     Z, present = model._Z[train_idx], model._present[train_idx]
     if model.genes and present.sum() > 2:
         c = aux_targets(Z, present, img.gene_aux_components)[present]
-        masks = model._masks[train_idx][present]
+        rows = np.asarray(train_idx)[present.numpy()]  # one copy of the images, not two
+        masks = model._masks[rows]
         if weights["shape"] > 0:
             out["shape"] = Association.of_shapes(masks, c)
         if weights["appearance"] > 0:
-            out["appearance"] = Association.of_appearance(
-                model._images[train_idx][present], masks, c
-            )
+            out["appearance"] = Association.of_appearance(model._images[rows], masks, c)
     for name, w in weights.items():
         if w > 0 and out[name] is None:
             log.warning(

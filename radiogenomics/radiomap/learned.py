@@ -658,10 +658,13 @@ def combine_maps(tables: list[pd.DataFrame], fdr: str = "benjamini-hochberg") ->
     to run (the README's learned-map table), so the mean over runs is the steadier map.
 
     effect: the mean of the runs' effects (runs where it is NaN left out). p: Stouffer's
-    combination of the runs' tests, each two-sided p turned one-sided toward its effect's sign
-    (`scipy.stats.combine_pvalues`, then two-sided again), so runs that agree in sign add up
-    and runs that disagree cancel; adjusted over the table by `fdr`. n: the patients over all
-    runs. Every table must hold the same (genomic, feature) pairs."""
+    combination of the runs' tests, each two-sided p turned into a z signed by its effect,
+    Z = sum z / sqrt(k), two-sided again; so runs that agree in sign add up and runs that
+    disagree cancel; adjusted over the table by `fdr`. n: the patients over all runs. Every
+    table must hold the same (genomic, feature) pairs. Stouffer takes the runs' tests as
+    independent: so they are for joint runs, each on its own fully synthetic patients; image
+    runs mapped from one cohort (`--data`) with one seed share their base patients, and the
+    combined p is then too small (n, too, counts such patients once per run)."""
     if not tables:
         raise ValueError("no maps to combine")
     keys = ["genomic", "feature"]
@@ -679,15 +682,16 @@ def combine_maps(tables: list[pd.DataFrame], fdr: str = "benjamini-hochberg") ->
     ps = np.stack([t["p"].to_numpy(np.float64) for t in indexed], axis=1)
     with _quiet():
         effect = np.nanmean(effects, axis=1)
-    # one-sided toward the effect: p/2 where it is positive, 1 - p/2 where negative
-    upper = np.where(effects > 0, ps / 2, 1 - ps / 2)
-    ok = np.isfinite(upper) & np.isfinite(effects)
-    p = np.full(len(first), np.nan)
-    for row in np.flatnonzero(ok.any(axis=1)):
-        # clipped off 0 and 1, where the normal quantile is infinite
-        u = np.clip(upper[row, ok[row]], 1e-300, 1 - 1e-16)
-        up = stats.combine_pvalues(u, method="stouffer").pvalue
-        p[row] = min(1.0, 2 * min(up, 1 - up))
+    # Stouffer by hand: each run's z = sign(effect) * the normal quantile of p/2, symmetric in
+    # the sign (combine_pvalues of one-sided p = 1 - p/2 loses every p below 1e-16 to
+    # rounding on the negative side only); a zero effect counts as z = 0
+    ok = np.isfinite(effects) & np.isfinite(ps)
+    z = np.where(
+        ok, np.sign(effects) * stats.norm.isf(np.clip(np.nan_to_num(ps), 1e-300, 1) / 2), 0
+    )
+    k = ok.sum(axis=1)
+    with _quiet():
+        p = np.where(k > 0, 2 * stats.norm.sf(np.abs(z.sum(axis=1)) / np.sqrt(k)), np.nan)
     methods = {m for t in tables for m in t["method"].astype(str).unique()}
     out = pd.DataFrame(
         {

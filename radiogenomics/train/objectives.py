@@ -161,6 +161,10 @@ def mask_read_back(C, image, mask):
 
 
 FIT_VOXELS = 2**24  # voxels measured at once by Association.of_shapes/of_appearance
+# the smallest descriptor std an Association standardises by (descriptor units: every
+# descriptor spreads over 0.06 or more on the 2D phantom); a descriptor nearly constant in the
+# real cohort (no necrotic cores at all) would otherwise turn small deviations into huge costs
+SCALE_FLOOR = 0.01
 
 
 def _chunked(measure, *stacks) -> torch.Tensor:
@@ -193,7 +197,7 @@ class Association:
         if ok.sum() < 8:
             return None
         d, c = descriptors[ok].float(), components[ok].float()
-        mean, scale = d.mean(0), d.std(0).clamp_min(1e-6)
+        mean, scale = d.mean(0), d.std(0).clamp_min(SCALE_FLOOR)
         z = (d - mean) / scale
         cc = c - c.mean(0)
         # normal equations in float64, not lstsq: LAPACK's lstsq differed in its last bits
@@ -469,7 +473,8 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
     image, mask, expression), the gene read-back: the components the critic-side regressor
     reads from the generated image against those of the generated expression
     (`project(expression)`), and (with `shape`, `appearance`) the masks' shape and the
-    images' appearance association with those components. Every term reaches the gene generator through the gene code."""
+    images' appearance association with those components. Every term reaches the gene
+    generator through the gene code."""
     gen_loss = OBJECTIVES[img.objective][1]
     s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
     code_fake = C.code(s.expression, s.present)
