@@ -256,30 +256,26 @@ def association_references(model, train_idx: np.ndarray) -> tuple:
     or when too few training patients have both expression and a lesion (then a warning;
     the config refuses the terms without genes, and the shape term without a mask generator)."""
     img = model.config.image
-    weights = {
-        "shape": img.shape_association_weight,
-        "appearance": img.appearance_association_weight,
+    wanted = {
+        "shape": img.shape_association_weight > 0,
+        "appearance": img.appearance_association_weight > 0,
     }
-    out = dict.fromkeys(weights)
-    if not any(w > 0 for w in weights.values()):
-        return out["shape"], out["appearance"]
+    refs = dict.fromkeys(wanted)
     Z, present = model._Z[train_idx], model._present[train_idx]
-    if model.genes and present.sum() > 2:
+    if any(wanted.values()) and model.genes and present.sum() > 2:
         c = aux_targets(Z, present, img.gene_aux_components)[present]
         rows = np.asarray(train_idx)[present.numpy()]  # one copy of the images, not two
         masks = model._masks[rows]
-        if weights["shape"] > 0:
-            out["shape"] = Association.of_shapes(masks, c)
-        if weights["appearance"] > 0:
-            out["appearance"] = Association.of_appearance(model._images[rows], masks, c)
-    for name, w in weights.items():
-        if w > 0 and out[name] is None:
+        if wanted["shape"]:
+            refs["shape"] = Association.of_shapes(masks, c)
+        if wanted["appearance"]:
+            refs["appearance"] = Association.of_appearance(model._images[rows], masks, c)
+    for name, on in wanted.items():
+        if on and refs[name] is None:
             log.warning(
                 "too few training patients with expression and a lesion: no %s association", name
             )
-        elif out[name] is not None:
-            out[name] = out[name].to(model.device)
-    return out["shape"], out["appearance"]
+    return tuple(None if r is None else r.to(model.device) for r in refs.values())
 
 
 def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
+
+from radiogenomics.nn.shape import dilate
 
 DESCRIPTORS = ("contrast", "log_texture", "dark_fraction")
 MIN_VOXELS = 4.0  # lesion, ring and interior voxels below which a descriptor is NaN
@@ -33,12 +34,6 @@ def _gaussian(spatial_dims: int, sigma: float):
     from monai.networks.layers import GaussianFilter
 
     return GaussianFilter(spatial_dims, sigma)
-
-
-def _pool(m: torch.Tensor, r: int) -> torch.Tensor:
-    """Grey dilation of (B, 1, *S) by a (2r+1)-wide square (cube)."""
-    pool = F.max_pool2d if m.ndim == 4 else F.max_pool3d
-    return pool(m, 2 * r + 1, stride=1, padding=r)
 
 
 def appearance_descriptors(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -58,8 +53,8 @@ def _mean(x: torch.Tensor, w: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
 def _descriptors(grey: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     d = grey.ndim - 2
     view = (-1, *[1] * (d + 1))
-    ring = _pool(m, RING) - m
-    interior = -_pool(-m, 1)
+    ring = dilate(m, RING) - m
+    interior = -dilate(-m, 1)
     n, n_ring, n_in = (t.flatten(1).sum(1) for t in (m, ring, interior))
     ring_mean = _mean(grey, ring, n_ring)
     contrast = _mean(grey, m, n) - ring_mean

@@ -40,6 +40,13 @@ def mask_moments(mask: torch.Tensor):
     return area, centre, cov, grid
 
 
+def dilate(m: torch.Tensor, r: int) -> torch.Tensor:
+    """Grey dilation of (B, C, *S) by a (2r+1)-wide square (cube), zero outside the field;
+    `-dilate(-m, r)` erodes. Max passes the gradient through."""
+    pool = F.max_pool2d if m.ndim == 4 else F.max_pool3d
+    return pool(m, 2 * r + 1, stride=1, padding=r)
+
+
 @functools.lru_cache(maxsize=2)
 def ray_directions(spatial_dims: int) -> torch.Tensor:
     """Unit ray directions (n, d), in the mask's axis order: 64 evenly spaced angles in 2D,

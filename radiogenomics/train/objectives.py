@@ -17,7 +17,7 @@ from monai.losses import DiceCELoss
 
 from radiogenomics.nn.appearance import appearance_descriptors
 from radiogenomics.nn.image import mask_features
-from radiogenomics.nn.shape import shape_descriptors
+from radiogenomics.nn.shape import dilate, shape_descriptors
 from radiogenomics.train.losses import (
     OBJECTIVES,
     critic_loss,
@@ -113,9 +113,8 @@ class ImageBatch:
 
 def hole(masks: torch.Tensor, margin: int) -> torch.Tensor:
     """The lesion dilated by `margin` pixels: the region a background-fusing generator fills."""
-    pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
     masks = masks.float()
-    return pool(masks, 2 * margin + 1, stride=1, padding=margin) if margin else masks
+    return dilate(masks, margin) if margin else masks
 
 
 def background_of(images: torch.Tensor, masks: torch.Tensor, margin: int) -> torch.Tensor:
@@ -244,10 +243,17 @@ def _edge_gradient(masks: torch.Tensor) -> torch.Tensor:
     covariance most), and a mask generator that follows it draws specks and holes, where
     moving the edge is what changes a lesion's shape."""
     hard = (masks.detach() > 0.5).float()
-    pool = F.max_pool2d if masks.ndim == 4 else F.max_pool3d
-    dilated = pool(hard, 3, stride=1, padding=1)
-    eroded = -pool(-hard, 3, stride=1, padding=1)
-    return masks.detach() + (masks - masks.detach()) * (dilated - eroded)
+    band = dilate(hard, 1) - -dilate(-hard, 1)  # dilation minus erosion
+    return masks.detach() + (masks - masks.detach()) * band
+
+
+def _add_term(loss, logs: dict, key: str, weight: float, term):
+    """`loss + weight * term`, the term logged under `key`; the loss unchanged where the term
+    is None (no lesion to measure)."""
+    if term is None:
+        return loss
+    logs[key] = term.detach()
+    return loss + weight * term
 
 
 def appearance_association_loss(ref: Association, images, masks, components: torch.Tensor):
@@ -365,26 +371,22 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, app
     if seg is not None:
         loss = loss + img.mask_consistency_weight * seg
         logs["mask_read"] = seg.detach()
-    rows = b.present_cpu.to(fake.device)
-    if appearance is not None and b.present_cpu.any():
-        assoc = appearance_association_loss(
+    rows, any_rows = b.present_cpu.to(fake.device), bool(b.present_cpu.any())
+    if appearance is not None and any_rows:
+        term = appearance_association_loss(
             appearance, fake[rows], b.masks[rows, :1], b.targets[rows]
         )
-        if assoc is not None:
-            loss = loss + img.appearance_association_weight * assoc
-            logs["appearance_assoc"] = assoc.detach()
+        loss = _add_term(loss, logs, "appearance_assoc", img.appearance_association_weight, term)
     if G.mask is not None:
         soft_masks = G.mask(code_g, b.noise, b.mask_noise_maps)
         loss_m = gen_loss(C.mask(soft(soft_masks), None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
-        if shape is not None and b.present_cpu.any():
-            assoc = shape_association_loss(
+        if shape is not None and any_rows:
+            term = shape_association_loss(
                 shape, _straight_through(soft_masks[rows]), b.targets[rows]
             )
-            if assoc is not None:
-                loss = loss + img.shape_association_weight * assoc
-                logs["shape_assoc"] = assoc.detach()
+            loss = _add_term(loss, logs, "shape_assoc", img.shape_association_weight, term)
     return loss, logs
 
 
@@ -489,17 +491,14 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
-    if shape is not None and project is not None:
+    if project is not None and (shape is not None or appearance is not None):
         # the components are cut from the graph, as the read-back's target is
-        assoc = shape_association_loss(shape, s.masks[:, :1], project(s.expression.detach()))
-        if assoc is not None:
-            loss = loss + img.shape_association_weight * assoc
-            logs["shape_assoc_pair"] = assoc.detach()
-    if appearance is not None and project is not None:
-        assoc = appearance_association_loss(
-            appearance, s.images, s.masks[:, :1], project(s.expression.detach())
-        )
-        if assoc is not None:
-            loss = loss + img.appearance_association_weight * assoc
-            logs["appearance_assoc_pair"] = assoc.detach()
+        c = project(s.expression.detach())
+        if shape is not None:
+            term = shape_association_loss(shape, s.masks[:, :1], c)
+            loss = _add_term(loss, logs, "shape_assoc_pair", img.shape_association_weight, term)
+        if appearance is not None:
+            term = appearance_association_loss(appearance, s.images, s.masks[:, :1], c)
+            w = img.appearance_association_weight
+            loss = _add_term(loss, logs, "appearance_assoc_pair", w, term)
     return loss, logs
