@@ -31,7 +31,8 @@ INTENSITY = ("contrast", "texture", "necrosis")
 
 
 def _rows(model, adata, patients):
-    """The model's in-memory rows and the cohort rows of `patients` (default: held-out ones)."""
+    """The real images and masks of `patients` (default: the held-out ones with expression)
+    as the model holds them (`model.real_images`), and their cohort rows."""
     if K.PHANTOM not in adata.uns.get(K.UNS, {}):
         raise ValueError("the cohort is not a phantom (no uns['rg']['phantom'] ground truth)")
     patients = list(model.meta.get("held_out", [])) if patients is None else list(patients)
@@ -40,11 +41,8 @@ def _rows(model, adata, patients):
     patients = [p for p in patients if p in expressed]
     if len(patients) < 5:
         raise ValueError(f"need >= 5 patients to correlate; got {len(patients)}")
-    unknown = [p for p in patients if p not in model.patients]
-    if unknown:
-        raise ValueError(f"patients {unknown[:10]} are not among the model's image patients")
-    idx = torch.as_tensor([model.patients.index(p) for p in patients])
-    return idx, adata[patients]
+    images, masks = model.real_images(patients)
+    return images, masks, adata[patients]
 
 
 def _spearman(x, y) -> float:
@@ -61,8 +59,7 @@ def planted_features(model, adata, patients=None, *, seed: int = 0) -> pd.DataFr
     `synthetic` (generated from the real masks and genes), and, where the model has a mask
     generator, `fully_synthetic` (mask and image generated from the genes).
     """
-    idx, sub = _rows(model, adata, patients)
-    images, masks = model._images[idx], model._masks[idx]
+    images, masks, sub = _rows(model, adata, patients)
     programs = sub.obsm[K.PROGRAMS]
     bg = images.numpy() if model.config.image.use_background else None
     fake = model.generate(masks.numpy(), sub, backgrounds=bg, seed=seed)
@@ -70,7 +67,7 @@ def planted_features(model, adata, patients=None, *, seed: int = 0) -> pd.DataFr
         "real": lesion_feature_table(images[:, :1].numpy(), masks.numpy()),
         "synthetic": lesion_feature_table(fake[:, :1], masks.numpy()),
     }
-    if model.sampler.mask is not None and not model.config.image.use_background:
+    if model.image_side.mask is not None and not model.config.image.use_background:
         gen_masks = model.sample_masks(sub, sub.n_obs, seed=seed + 1)
         full = model.generate(gen_masks.numpy(), sub, seed=seed + 1)
         tables["fully_synthetic"] = lesion_feature_table(full[:, :1], gen_masks.numpy())
@@ -90,9 +87,9 @@ def gene_swap(model, adata, patients=None, *, seed: int = 0) -> pd.DataFrame:
     The intensity phenotypes should follow their own program (the diagonal) and no other; the
     shape phenotypes cannot change (the mask is fixed), so their rows are NaN.
     """
-    idx, sub = _rows(model, adata, patients)
-    masks = model._masks[idx].numpy()
-    bg = model._images[idx].numpy() if model.config.image.use_background else None
+    images, masks, sub = _rows(model, adata, patients)
+    masks = masks.numpy()
+    bg = images.numpy() if model.config.image.use_background else None
     partner = np.roll(np.arange(sub.n_obs), -1)
     own = model.generate(masks, sub, backgrounds=bg, seed=seed)
     swapped = model.generate(masks, sub[partner], backgrounds=bg, seed=seed)  # same noise
@@ -120,11 +117,7 @@ def mask_fidelity(model, adata, segmenter, patients=None, *, seed: int = 0) -> p
     patients = list(model.meta.get("held_out", [])) if patients is None else list(patients)
     if not patients:
         raise ValueError("no patients to score (the model kept no validation patients)")
-    unknown = [p for p in patients if p not in model.patients]
-    if unknown:
-        raise ValueError(f"patients {unknown[:10]} are not among the model's image patients")
-    idx = torch.as_tensor([model.patients.index(p) for p in patients])
-    images, masks = model._images[idx], model._masks[idx]
+    images, masks = model.real_images(patients)
     bg = images.numpy() if model.config.image.use_background else None
     fake = model.generate(masks.numpy(), adata[patients], backgrounds=bg, seed=seed)
     threshold = segmenter.config.segment.threshold

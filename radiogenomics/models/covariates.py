@@ -34,7 +34,7 @@ class CovariateSampler:
     def covariates(self) -> list[str]:
         return list(self.categorical) + list(self.numeric)
 
-    def _encode(self, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    def encode_covariates(self, obs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Covariate columns -> (codes (n, n_cat) int64, standardised numeric (n, n_num))."""
         return encode_covariates(obs, self.categorical, self.numeric)
 
@@ -49,7 +49,7 @@ class CovariateSampler:
         """
         if isinstance(covariates, pd.DataFrame):
             obs = covariates.copy()
-            self._encode(obs)  # validates
+            self.encode_covariates(obs)  # validates
             return obs
         if n is None or n < 1:
             raise ValueError(f"n must be a positive number of patients; got {n}")

@@ -26,6 +26,7 @@ from radiogenomics.config import Config
 from radiogenomics.data.view import CohortView
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.covariates import CovariateSampler
+from radiogenomics.models.data import GeneData
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
@@ -64,27 +65,32 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         self._set_data(adata)
 
     def _set_data(self, adata: ad.AnnData) -> None:
-        """The training tensors: this model's genes and covariates of `adata`'s patients with
-        expression, scaled and encoded; the held-out split; the fingerprint a resumed run must
-        match."""
+        """The training data (`gene_data`): this model's genes and covariates of `adata`'s
+        patients with expression, scaled and encoded, and the held-out split; the
+        fingerprint a resumed run must match."""
         view = self._view(adata, covariates=self.covariates)
         rows = np.flatnonzero(view.has_expression)
-        self._rows = rows
-        self._train_rows, self._val_rows = self._split(view, rows)
+        train, held_out = self._split(view, rows)
         self._covariate_table = adata.obs.iloc[rows][self.covariates].copy()
-        self._Z = view.expression
-        self._codes = np.zeros((view.n, len(self.categorical)), np.int64)
-        self._numeric = np.zeros((view.n, len(self.numeric)), np.float32)
-        self._codes[rows], self._numeric[rows] = view.covariates(rows)
-        self.meta["n_train"] = len(self._train_rows)
+        codes = np.zeros((view.n, len(self.categorical)), np.int64)
+        numeric = np.zeros((view.n, len(self.numeric)), np.float32)
+        codes[rows], numeric[rows] = view.covariates(rows)
+        self.gene_data = GeneData(view.expression, codes, numeric, rows, train, held_out)
+        self.meta["n_train"] = len(train)
         self._fingerprint = self._fingerprint_of(
             view,
-            self._train_rows,
-            self._val_rows,
+            train,
+            held_out,
             categorical=self.categorical,
             numeric=sorted(self.numeric),
             gene=self.config.gene,
         )
+
+    @property
+    def n_patients(self) -> int:
+        """The number of the cohort's patients with expression (0 without a cohort)."""
+        data = getattr(self, "gene_data", None)
+        return 0 if data is None else len(data.rows)
 
     # ---------------------------------------------------------------------------------------
     def _build(self, cfg: Config, meta: dict) -> None:
@@ -123,91 +129,47 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
         """Train with WGAN-GP; with `run_dir`, checkpoint there, resume, and save the model."""
-        if not hasattr(self, "_Z"):
+        if not hasattr(self, "gene_data"):
             raise ValueError("this GeneGAN was loaded without a cohort; GeneGAN.load(dir, adata)")
-        cfg, device = self.config, self.device
-        if len(self._rows) < 4:
+        cfg, device, data = self.config, self.device, self.gene_data
+        if len(data.rows) < 4:
             raise ValueError(
-                f"the cohort has {len(self._rows)} patients with expression; training needs >= 4"
+                f"the cohort has {len(data.rows)} patients with expression; training needs >= 4"
             )
-        if len(self._val_rows) == 0:
+        if len(data.held_out) == 0:
             log.warning("no held-out patients (train.val_fraction=0): keeping the last weights")
-        to = lambda a: torch.as_tensor(a[self._train_rows]).to(device)  # noqa: E731
-        Z, codes, numeric = to(self._Z), to(self._codes), to(self._numeric)
         G, C = self.generator.to(device), self.critic.to(device)
-        B, n_train = cfg.train.batch_size, len(Z)
-
-        def batch(rng) -> GeneBatch:
-            idx = to_device(torch.randint(n_train, (B,), generator=rng), device)
-            noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
-            return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
+        draw = gene_batches(data, cfg, device)
 
         def critic_step(rng):
-            return gene_critic_loss(G, C, batch(rng), gp_weight=cfg.train.gp_weight, rng=rng)
+            return gene_critic_loss(G, C, draw(rng), gp_weight=cfg.train.gp_weight, rng=rng)
 
         def generator_step(rng):
             loss, logs, _ = gene_generator_loss(
-                G, C, batch(rng), dispersion_weight=cfg.gene.dispersion_weight
+                G, C, draw(rng), dispersion_weight=cfg.gene.dispersion_weight
             )
             return loss, logs
 
-        scored = len(self._val_rows) >= 2  # gene-gene correlations need two patients
+        scored = len(data.held_out) >= 2  # gene-gene correlations need two patients
         summary, weights = train_gan(
             G, C, critic_step, generator_step, cfg.train,
             lr=cfg.gene.lr,
-            score=self._realism_score(self._val_rows) if scored else None,
+            score=gene_realism_score(data, cfg, device) if scored else None,
             device=device, seed=cfg.seed, run_dir=run_dir, progress=progress,
             fingerprint=self._fingerprint,
         )  # fmt: skip
         self.sampler.load_state_dict(weights)
         self.sampler.to(device).eval()
         self.trained = True
-        self.meta["summary"] = {**summary, "n_val": len(self._val_rows)}
+        self.meta["summary"] = {**summary, "n_val": len(data.held_out)}
         if run_dir is not None and D.is_main():
             self.save(run_dir)
         return summary
 
-    def _realism_score(self, val_rows: np.ndarray):
-        """Held-out score for model selection, `score(sampler)`: mean of the gGAN distance and
-        dendrogram correlations between the validation patients and as many synthetic ones,
-        minus `gene.select_dispersion` times |log std_ratio| of synthetic patients with the
-        training patients' covariates against those patients (their many rows give a steadier
-        std than the few held-out ones; the correlations do not see a shrunken sample)."""
-        from radiogenomics.evaluate.genes import (
-            dendrogram_correlation,
-            distance_correlation,
-            std_ratio,
-        )
-
-        g = self.config.gene
-        n_noise, seed = g.n_noise, self.config.seed + 1
-        on = lambda rows: (  # noqa: E731
-            torch.as_tensor(self._codes[rows]).to(self.device),
-            torch.as_tensor(self._numeric[rows]).to(self.device),
-        )
-
-        def generate(sampler, rows) -> np.ndarray:
-            # the same noise at every evaluation, so scores differ by the weights alone
-            noise = torch.randn(len(rows), n_noise, generator=torch.Generator().manual_seed(seed))
-            return sampler(noise.to(self.device), *on(rows))[0].float().cpu().numpy()
-
-        real = self._Z[val_rows]
-        train_rows = self._train_rows
-
-        def score(sampler) -> float:
-            fake = generate(sampler, val_rows)
-            value = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
-            if g.select_dispersion > 0 and len(train_rows) >= 2:
-                ratio = std_ratio(self._Z[train_rows], generate(sampler, train_rows))
-                value -= g.select_dispersion * abs(float(np.log(max(ratio, 1e-12))))
-            return value
-
-        return score
-
     # ---------------------------------------------------------------------------------------
     @torch.no_grad()
     def _generate(self, obs: pd.DataFrame, seed: int, batch_size: int = 4096):
-        codes, numeric = self._encode(obs)
+        codes, numeric = self.encode_covariates(obs)
         rng = torch.Generator().manual_seed(seed)
         Z, H = [], []
         for start in range(0, len(obs), batch_size):
@@ -256,3 +218,52 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             f"GeneGAN({len(self.genes)} genes, covariates={self.covariates}, "
             f"n_noise={g.n_noise}, {g.n_layers}x{g.n_hidden}, trained={self.trained})"
         )
+
+
+def gene_batches(data: GeneData, cfg, device):
+    """`draw(rng) -> GeneBatch` over the training patients of `data`: a batch of
+    `train.batch_size` patients drawn with replacement and the generator's noise."""
+    Z, codes, numeric = data.tensors(data.train, device)
+    B = cfg.train.batch_size
+
+    def draw(rng) -> GeneBatch:
+        idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
+        noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
+        return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
+
+    return draw
+
+
+def gene_realism_score(data: GeneData, cfg, device, gene_of=lambda sampler: sampler):
+    """The gene side's held-out score for model selection, `score(sampler)`: the mean of the
+    gGAN distance and dendrogram correlations between the held-out patients and as many
+    synthetic ones with their covariates, minus `gene.select_dispersion` times |log std
+    ratio| of synthetic patients with the training patients' covariates against those
+    patients (their many rows give a steadier std than the few held-out ones; the
+    correlations do not see a shrunken sample). The same noise (seed `cfg.seed + 1`) at
+    every evaluation, so scores differ by the weights alone. `gene_of(sampler)`: the gene
+    generator of what the engine rates (a joint model's sampler holds one)."""
+    from radiogenomics.evaluate.genes import (
+        dendrogram_correlation,
+        distance_correlation,
+        std_ratio,
+    )
+
+    g, seed = cfg.gene, cfg.seed + 1
+
+    def generate(sampler, rows) -> np.ndarray:
+        noise = torch.randn(len(rows), g.n_noise, generator=torch.Generator().manual_seed(seed))
+        _, codes, numeric = data.tensors(rows, device)
+        return gene_of(sampler)(noise.to(device), codes, numeric)[0].float().cpu().numpy()
+
+    real = data.expression[data.held_out]
+
+    def score(sampler) -> float:
+        fake = generate(sampler, data.held_out)
+        value = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+        if g.select_dispersion > 0 and len(data.train) >= 2:
+            ratio = std_ratio(data.expression[data.train], generate(sampler, data.train))
+            value -= g.select_dispersion * abs(float(np.log(max(ratio, 1e-12))))
+        return value
+
+    return score

@@ -2,8 +2,9 @@
 
     model = ImageGAN(adata, config)      # patients with an image; expression where present
     model.train(run_dir="run")           # resumable; keeps the weights best on held-out realism
-    images = model.generate(masks, expression)        # real genes (and masks) -> images
-    synth = model.sample(100)            # SyntheticCohort: AnnData + images + masks
+    synth = model.generate_for(cohort)   # images (and masks where missing) for real expression
+    synth = model.sample(100)            # training patients' expression, drawn masks: a cohort
+    images = model.generate(masks, expression)        # the same, as arrays
     model.save("run"); ImageGAN.load("run", adata)
 
 The generator side is one module (GeneEncoder -> MaskGenerator, ImageGenerator) and so is the
@@ -26,11 +27,13 @@ import torch
 
 from radiogenomics import _keys as K
 from radiogenomics.config import Config
-from radiogenomics.data.dataset import image_rows, load_images
+from radiogenomics.data.dataset import image_rows
 from radiogenomics.data.h5ad import SyntheticCohort
-from radiogenomics.data.spacing import default_spacing, regrid
+from radiogenomics.data.spacing import default_spacing
 from radiogenomics.models.base import CohortModel
-from radiogenomics.models.image_training import fit_image_gan, generate_with
+from radiogenomics.models.data import ImageData
+from radiogenomics.models.generation import ImageSampler
+from radiogenomics.models.image_training import fit_image_gan, images_for, masks_for
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
@@ -41,14 +44,13 @@ from radiogenomics.nn.image import (
     MaskGenerator,
 )
 from radiogenomics.nn.segmentation import SegmentationNet
-from radiogenomics.train.objectives import background_of, hole
 
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 10
 
 
-class ImageGAN(CohortModel, kind="image_gan"):
+class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
     """Mask- and gene-conditioned image GAN (see the module docstring)."""
 
     FORMAT = 4  # 4: one model core (model.json); 3: linear upsampling; older cannot be read
@@ -86,17 +88,16 @@ class ImageGAN(CohortModel, kind="image_gan"):
         meta["spacing"] = default_spacing(rg, meta["image_size"])  # for fully synthetic images
         self._setup(cfg, meta)
         self._set_data(adata, progress=progress)
-        if self.genes and not self._present.any():
+        if self.genes and not self.image_data.present.any():
             raise ValueError("no image patient has expression; set image.use_genes=false")
 
     # ---------------------------------------------------------------------------------------
     def _set_data(self, adata: ad.AnnData, *, progress: bool = False) -> None:
-        """In-memory training tensors of the cohort's image patients, the held-out split (the
-        cohort's one), and the fingerprint a resumed run must match."""
+        """The cohort's image patients in memory (`image_data`), with the cohort's one
+        held-out split, and the fingerprint a resumed run must match."""
         img = self.config.image
         view = self._view(adata)
         rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
-        self.patients = [str(p) for p in view.ids[rows]]
         images, masks = view.images(rows, self.config.data, progress=progress)
         if (
             list(images.shape[2:]) != self.meta["image_size"]
@@ -106,12 +107,19 @@ class ImageGAN(CohortModel, kind="image_gan"):
                 f"the cohort's images load as {tuple(images.shape[1:])}; the model was built for "
                 f"({self.meta['channels']}, {', '.join(map(str, self.meta['image_size']))})"
             )
-        self._images, self._masks = images, masks
-        self._Z, self._present = view.tensor(rows)
+        Z, present = view.tensor(rows)
         train_rows, val_rows = self._split(view, rows)
-        # positions among the image patients (the rows of _images)
-        self._train_idx = np.searchsorted(rows, train_rows)
-        self._val_idx = np.searchsorted(rows, val_rows)
+        self.image_data = ImageData(
+            patients=[str(p) for p in view.ids[rows]],
+            rows=rows,
+            images=images,
+            masks=masks,
+            expression=Z,
+            present=present,
+            # positions among the image patients
+            train=np.searchsorted(rows, train_rows),
+            held_out=np.searchsorted(rows, val_rows),
+        )
         self._fingerprint = self._fingerprint_of(
             view, train_rows, val_rows, image=self.config.image, data=self.config.data
         )
@@ -206,17 +214,14 @@ class ImageGAN(CohortModel, kind="image_gan"):
         return generator, critic
 
     # ---------------------------------------------------------------------------------------
-    def hole(self, masks: torch.Tensor) -> torch.Tensor:
-        """The lesion dilated by `image.background_margin`: the region the generator fills."""
-        return hole(masks, self.config.image.background_margin)
-
-    def background_of(self, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-        """The image with the (dilated) lesion cut out and set to -1: what the generator fills."""
-        return background_of(images, masks, self.config.image.background_margin)
+    @property
+    def image_side(self) -> ImageSide:
+        """The image side samples come from (the selected EMA weights, once trained)."""
+        return self.sampler
 
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
         """Train adversarially; with `run_dir`, checkpoint there, resume, and save the model."""
-        self._need_data("training needs the cohort")
+        self._need_image_data("training")
         if len(self.patients) < 4:
             raise ValueError(
                 f"the cohort has {len(self.patients)} patients with images; training needs >= 4"
@@ -224,13 +229,6 @@ class ImageGAN(CohortModel, kind="image_gan"):
         return fit_image_gan(self, run_dir, progress)
 
     # ---------------------------------------------------------------------------------------
-    def _generate_with(self, sampler, masks, Z, present, images=None, *, seed=0, batch_size=64):
-        """Images from `sampler` for masks (N, 1, *S), standardised expression Z and flags."""
-        return generate_with(
-            sampler, masks, Z, present, images,
-            img=self.config.image, device=self.device, seed=seed, batch_size=batch_size,
-        )  # fmt: skip
-
     def _expression_tensor(self, expression, n: int):
         """Standardised (n, n_genes) expression and presence flags from an AnnData, a
         DataFrame (genes as columns) or an array on the cohort's scale; None: no genes."""
@@ -300,7 +298,10 @@ class ImageGAN(CohortModel, kind="image_gan"):
             want = (n, self.meta["channels"], *self.meta["image_size"])
             if tuple(bg.shape) != want:
                 raise ValueError(f"backgrounds have shape {tuple(bg.shape)}; expected {want}")
-        return self._generate_with(self.sampler, m, Z, present, bg, seed=seed).numpy()
+        return images_for(
+            self.sampler, Z, present, m, bg, margin=self.config.image.background_margin,
+            device=self.device, seed=seed,
+        ).numpy()  # fmt: skip
 
     @torch.no_grad()
     def sample_masks(self, expression=None, n: int | None = None, *, seed: int = 0) -> torch.Tensor:
@@ -314,121 +315,85 @@ class ImageGAN(CohortModel, kind="image_gan"):
                 raise ValueError("sample_masks needs expression or n (a model without genes)")
             n = len(expression) if not isinstance(expression, ad.AnnData) else expression.n_obs
         Z, present = self._expression_tensor(expression, n)
-        rng = torch.Generator().manual_seed(seed + 7919)  # not the image noise of the same seed
-        out = []
-        for start in range(0, n, 64):
-            sl = slice(start, min(n, start + 64))
-            b = sl.stop - sl.start
-            noise = torch.randn(b, self.config.image.n_noise, generator=rng).to(self.device)
-            maps = self.sampler.mask.noise_maps(b, generator=rng, device=self.device)
-            code = self.sampler.code(Z[sl].to(self.device), present[sl].to(self.device))
-            out.append((self.sampler.mask(code, noise, maps) > 0.5).float().cpu())
-        return torch.cat(out)
+        return masks_for(self.sampler, Z, present, device=self.device, seed=seed)
 
     def sample(
-        self,
-        n: int | None = None,
-        expression: ad.AnnData | None = None,
-        masks=None,
-        *,
-        seed: int = 0,
+        self, n: int, *, covariates: dict | None = None, seed: int = 0
     ) -> SyntheticCohort:
-        """Synthetic patients: `expression` (an AnnData, e.g. from GeneGAN.sample) or, without
-        it, `n` expression profiles drawn from the training patients; masks given, or from the
-        MaskGenerator, or drawn from the training patients' masks; an unconditional model
-        (image.use_mask false) without a MaskGenerator gets whole-patch masks."""
+        """`n` synthetic patients: expression profiles drawn from the training patients (an
+        image model draws no expression of its own), masks from the mask generator (or drawn
+        from the training patients' masks; the whole patch for an unconditional model), and
+        images from both.
+
+        Parameters
+        ----------
+        n : int
+            Number of patients.
+        covariates : None
+            An ImageGAN is conditioned on no covariates; anything but None is an error.
+        seed : int
+            Seeds the draw of profiles and masks and the image noise.
+
+        Returns
+        -------
+        SyntheticCohort
+            Expression (the drawn profiles, on the cohort's scale), images and masks.
+
+        Examples
+        --------
+        >>> synth = model.sample(16, seed=0)  # doctest: +SKIP
+        >>> synth.images.shape  # doctest: +SKIP
+        (16, 1, 32, 32)
+        """
+        if covariates:
+            raise ValueError("an ImageGAN is conditioned on no covariates: nothing to fix")
+        if n is None or n < 1:
+            raise ValueError(f"n must be a positive number of patients; got {n}")
         if self.config.image.use_background:
             raise ValueError(
-                "this ImageGAN fuses real backgrounds (image.use_background); use generate(masks, "
-                "expression, backgrounds=...)"
+                "this ImageGAN fuses real backgrounds (image.use_background): it draws images "
+                "for given patients only, generate_for(adata)"
             )
         rng = np.random.default_rng(seed)
-        if expression is None:
-            if n is None or n < 1:
-                raise ValueError(f"n must be a positive number of patients; got {n}")
-            if self.genes:
-                self._need_data("sampling without expression draws profiles from the cohort")
-                pool = np.flatnonzero(self._present.numpy())
-                X = self.scaler.inverse_transform(self._Z[rng.choice(pool, size=n)].numpy())
-            else:
-                X = np.zeros((n, 0))
-            expression = ad.AnnData(
-                X=np.asarray(X, np.float32),
-                obs=pd.DataFrame(index=[f"synthetic-{i:06d}" for i in range(n)]),
-                var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
-            )
-        n = expression.n_obs
-        if masks is None and not self.config.image.use_mask and self.sampler.mask is None:
-            # images that no mask shaped: the whole patch is the region of interest
-            masks = torch.ones(n, 1, *self.meta["image_size"])
-        elif masks is None and self.sampler.mask is None:
-            self._need_data("without a mask generator, masks are drawn from the cohort's")
-            masks = self._masks[torch.as_tensor(rng.choice(len(self.patients), size=n))]
-        m = (
-            self._masks_tensor(masks, n)
-            if masks is not None
-            else self.sample_masks(expression, n, seed=seed)
+        X = np.zeros((n, 0))
+        if self.genes or (self.sampler.mask is None and self.config.image.use_mask):
+            data = self._need_image_data("profiles and masks drawn from the training patients")
+            train = np.asarray(data.train)
+        if self.genes:
+            pool = train[data.present[train].numpy()]  # training patients only
+            if not len(pool):
+                raise ValueError("no training patient has expression to draw profiles from")
+            X = self.scaler.inverse_transform(data.expression[rng.choice(pool, size=n)].numpy())
+        expression = ad.AnnData(
+            X=np.asarray(X, np.float32),
+            obs=pd.DataFrame(index=[f"synthetic-{i:06d}" for i in range(n)]),
+            var=pd.DataFrame(index=pd.Index(self.genes, dtype=str)),
         )
+        if not self.config.image.use_mask and self.sampler.mask is None:
+            # images that no mask shaped: the whole patch is the region of interest
+            m = torch.ones(n, 1, *self.meta["image_size"])
+        elif self.sampler.mask is None:
+            m = data.masks[torch.as_tensor(rng.choice(train, size=n))]
+        else:
+            m = self.sample_masks(expression, n, seed=seed)
         images = self.generate(m.numpy(), expression, seed=seed)
-        adata = expression.copy()
-        X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
-        adata.obs[K.HAS_EXPRESSION] = bool(self.genes) and np.isfinite(X).all(axis=1)
+        adata = expression
+        adata.obs[K.HAS_EXPRESSION] = bool(self.genes)
         adata.obs[K.HAS_IMAGE] = True
         adata.obs[K.HAS_MASK] = True
-        rg = dict(adata.uns.get(K.UNS, {}))
-        rg.update(
-            {
-                K.SPATIAL_DIMS: self.meta["spatial_dims"],
-                K.IMAGE_SIZE: self.meta["image_size"],
-                K.CHANNELS: self.meta["channels"],
-                K.PROVENANCE: {"library": "radiogenomics", "source": "ImageGAN"},
-                K.SYNTHETIC: {
-                    **rg.get(K.SYNTHETIC, {}),
-                    "image_model": "ImageGAN",
-                    "image_seed": int(seed),
-                },
-            }
-        )
+        rg = {
+            K.SPATIAL_DIMS: self.meta["spatial_dims"],
+            K.IMAGE_SIZE: self.meta["image_size"],
+            K.CHANNELS: self.meta["channels"],
+            K.PROVENANCE: {"library": "radiogenomics", "source": "ImageGAN"},
+            K.SYNTHETIC: {"model": "ImageGAN", "seed": int(seed)},
+        }
         # the training cohort's default spacing, on the model's grid: the images come from no
         # scan of these patients, so a spacing of theirs does not apply
-        adata.obs = adata.obs.drop(columns=[K.SPACING], errors="ignore")
         if self.meta.get("spacing"):
             rg[K.SPACING] = self.meta["spacing"]
         adata.uns[K.UNS] = rg
         return SyntheticCohort(adata, images, m.numpy().astype(np.uint8))
-
-    def counterparts(self, adata: ad.AnnData, *, seed: int = 0) -> SyntheticCohort:
-        """One synthetic patient per patient of `adata` with an image and a mask: generated
-        from that patient's mask and expression (and image as background, where the model
-        fuses one), so real genes and lesions go to synthetic images. Ids get '-syn'."""
-        self.check_cohort(adata)
-        rows = image_rows(adata, need_mask=True)
-        images, masks = load_images(adata, self.config.data, rows)
-        sub = adata[rows]
-        expression = None
-        if self.genes:
-            X = sub[:, self.genes].X
-            X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, np.float64)
-            if K.HAS_EXPRESSION in sub.obs:
-                X[~sub.obs[K.HAS_EXPRESSION].to_numpy(bool)] = np.nan
-            expression = X
-        backgrounds = images.numpy() if self.config.image.use_background else None
-        fake = self.generate(masks.numpy(), expression, backgrounds=backgrounds, seed=seed)
-        out = sub.copy()
-        out.obs_names = [f"{p}-syn" for p in sub.obs_names]
-        for col in (K.IMAGE, K.MASK):
-            if col in out.obs:
-                del out.obs[col]
-        out.uns[K.UNS] = {
-            k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
-        }
-        regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing with it
-        out.uns[K.UNS][K.SYNTHETIC] = {"image_model": "ImageGAN", "image_seed": int(seed)}
-        return SyntheticCohort(out, fake, masks.numpy().astype(np.uint8))
-
-    def _need_data(self, why: str) -> None:
-        if not hasattr(self, "_images"):
-            raise ValueError(f"{why}: load the model with its cohort, ImageGAN.load(dir, adata)")
 
     def __repr__(self) -> str:
         i = self.config.image

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from radiogenomics._device import to_device
-from radiogenomics.nn.image import mask_features
+from radiogenomics.models.data import ImageData
+from radiogenomics.nn.image import binarize, mask_features
+from radiogenomics.nn.noise import Noise
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
@@ -37,31 +39,29 @@ def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
-def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
-    """`draw(rng) -> ImageBatch` over the image patients `train_idx` (rows of the model's
-    `_images`, `_masks`, `_Z`, `_present`): a random batch with the same left-right flip of
-    image and mask, noise, and matching-aware partners. `generator`/`critic`: the image sides
-    (default: the model's `generator` and `critic`)."""
-    cfg, img, device = model.config, model.config.image, model.device
-    to = lambda t: t[train_idx].to(device)  # noqa: E731
-    images = channels_last(to(model._images), device)
+def batch_sampler(data: ImageData, img, batch_size: int, G, C, device, positions=None):
+    """`draw(rng) -> ImageBatch` over the image patients at `positions` (default: the
+    training ones) of `data`: a random batch with the same left-right flip of image and mask,
+    the image side `G`'s noise (`Noise.draw`), and matching-aware partners. `C`: the critic
+    side (its gene regressor decides whether read-back targets are needed)."""
+    positions = data.train if positions is None else positions
+    to = lambda t: t[positions].to(device)  # noqa: E731
+    images = channels_last(to(data.images), device)
     # mask and relative depth, once: the networks would otherwise recompute the depth
     # (a distance transform) at every call; a flip keeps the depth of the flipped mask
-    masks = model._masks[train_idx]
+    masks = data.masks[positions]
     masks = channels_last((mask_features(masks) if img.use_mask else masks).to(device), device)
-    Z, present = to(model._Z), to(model._present)
-    present_cpu = model._present[train_idx]
+    Z, present = to(data.expression), to(data.present)
+    present_cpu = data.present[positions]
     k = img.gene_aux_components
-    G = model.generator if generator is None else generator
-    regressor = (model.critic if critic is None else critic).regressor
     wanted = (
-        regressor is not None
+        C.regressor is not None
         or max(img.shape_association_weight, img.appearance_association_weight) > 0
     )
     targets = (aux_targets(Z.cpu(), present.cpu(), k) if wanted else torch.zeros(len(Z), k)).to(
         device
     )
-    B, n_train = cfg.train.batch_size, len(train_idx)
+    B, n_train = batch_size, len(positions)
 
     def draw(rng) -> ImageBatch:
         idx = torch.randint(n_train, (B,), generator=rng)
@@ -72,9 +72,7 @@ def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
             f = to_device(flip, device).view(B, *[1] * (x.ndim - 1))
             x = torch.where(f, x.flip(-1), x)
             m = torch.where(f, m.flip(-1), m)
-        noise = to_device(torch.randn(B, img.n_noise, generator=rng), device)
-        maps = G.image.noise_maps(B, generator=rng, device=device)
-        mask_maps = None if G.mask is None else G.mask.noise_maps(B, generator=rng, device=device)
+        noise = Noise.draw(G, B, rng, device=device)
         perm = partners(idx, m[:, 0], img.negatives)
         # drawn with replacement: a partner may be the same patient, which is no negative
         distinct = idx != idx[perm]
@@ -84,8 +82,6 @@ def batch_sampler(model, train_idx: np.ndarray, generator=None, critic=None):
             expression=Z[i],
             present=present[i],
             noise=noise,
-            noise_maps=maps,
-            mask_noise_maps=mask_maps,
             targets=targets[i],
             present_cpu=present_cpu[idx],
             perm=perm,
@@ -99,14 +95,14 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     """Train `model` (an ImageGAN) on its training patients with the engine; keep the weights
     best on the held-out score; save into `run_dir` (rank 0)."""
     cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
-    train_idx, val_idx = model._train_idx, model._val_idx
+    data = model.image_data
     G, C = model.generator.to(device), model.critic.to(device)
     if device.type == "cuda":
-        fmt = torch.channels_last if model._images.ndim == 4 else torch.channels_last_3d
+        fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
         G.to(memory_format=fmt)
         C.to(memory_format=fmt)
-    draw = batch_sampler(model, train_idx)
-    shape, appearance = association_references(model, train_idx)
+    draw = batch_sampler(data, img, t.batch_size, G, C, device)
+    shape, appearance = association_references(data, img, device)
 
     def critic_step(rng):
         return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng)
@@ -115,8 +111,8 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         return image_generator_loss(G, C, draw(rng), img, shape=shape, appearance=appearance)
 
     score = None
-    if len(val_idx) >= 4:
-        score = realism_score(model, val_idx)
+    if len(data.held_out) >= 4:
+        score = realism_score(data, cfg, phantom=bool(model.meta.get("phantom")), device=device)
     else:
         log.warning("fewer than 4 held-out patients: keeping the last weights")
     summary, weights = train_gan(
@@ -127,33 +123,37 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True
-    model.meta["summary"] = {**summary, "n_train": len(train_idx), "n_val": len(val_idx)}
+    model.meta["summary"] = {
+        **summary, "n_train": len(data.train), "n_val": len(data.held_out)
+    }
     if run_dir is not None and D.is_main():
         model.save(run_dir)
     return summary
 
 
-def realism_score(model, val_idx: np.ndarray, side=lambda sampler: sampler):
-    """Held-out score for model selection: minus the Frechet distance between image features
-    of the held-out patients' real images and of images generated from their masks and genes,
-    with fixed noise. The features: on a phantom cohort its lesion features (size ...
-    necrosis, radiomap.features), on real cohorts the general radiomic features that
-    `evaluate` computes (first-order, shape, GLCM, in the mask), and for unconditional models
-    those of the whole patch. With genes, the distance is joint with the genes' principal
-    components (`gene_components`) over the patients with expression. `side(sampler)`: the
-    image side of what the engine rates (a joint model's sampler holds one)."""
+def realism_score(data: ImageData, cfg, *, phantom: bool, device, side=lambda sampler: sampler):
+    """Held-out score for model selection, `score(sampler)`: minus the Frechet distance
+    between image features of the held-out patients' real images and of images generated
+    from their masks and genes, with fixed noise (seed `cfg.seed + 1`). The features: on a
+    `phantom` cohort its lesion features (size ... necrosis, radiomap.features), on real
+    cohorts the general radiomic features that `evaluate` computes (first-order, shape, GLCM,
+    in the mask), and for unconditional models those of the whole patch. With genes, the
+    distance is joint with the genes' principal components (`gene_components`) over the
+    patients with expression. `side(sampler)`: the image side of what the engine rates (a
+    joint model's sampler holds one)."""
     from radiogenomics.evaluate.images import frechet_distance, radiomic_table
     from radiogenomics.radiomap.features import lesion_feature_table
 
-    idx = torch.as_tensor(val_idx)
-    x, m = model._images[idx], model._masks[idx]
-    z, p = model._Z[idx], model._present[idx]
-    if not model.config.image.use_mask:
+    img = cfg.image
+    idx = torch.as_tensor(data.held_out)
+    x, m = data.images[idx], data.masks[idx]
+    z, p = data.expression[idx], data.present[idx]
+    if not img.use_mask:
         # nothing puts the lesion of a generated image inside a real mask: compare whole
         # patches by their radiomic features instead
         region = np.ones_like(m[:, :1].numpy())
         features = lambda v: radiomic_table(v, region, progress=False).to_numpy()  # noqa: E731
-    elif model.meta.get("phantom"):
+    elif phantom:
         # the phantom's own phenotypes, which its genes drive
         features = lambda v: lesion_feature_table(v, m.numpy()).to_numpy()  # noqa: E731
     else:
@@ -161,15 +161,15 @@ def realism_score(model, val_idx: np.ndarray, side=lambda sampler: sampler):
         features = lambda v: radiomic_table(v, region, progress=False).to_numpy()  # noqa: E731
     real = features(x[:, :1].numpy())
 
-    genes = gene_components(z[p].numpy()) if model.genes else None
+    genes = gene_components(z[p].numpy()) if z.shape[1] else None
     if genes is not None and int(p.sum()) < MIN_JOINT:
         # e.g. TCGA-LGG: 12 held-out patients, 3 with expression, gave -inf at every
         # evaluation, so no weights were ever selected
         log.warning(
-            "only %d of the %d held-out patients have expression (the joint distance needs "
-            ">= %d): weights are selected on the image features alone",
+            "%d of the %d held-out patients have expression, and the joint distance needs "
+            ">= %d: weights are selected on the image features alone",
             int(p.sum()),
-            len(val_idx),
+            len(idx),
             MIN_JOINT,
         )
         genes = None
@@ -178,7 +178,8 @@ def realism_score(model, val_idx: np.ndarray, side=lambda sampler: sampler):
         mu, sd = np.nanmean(real[keep], 0), np.nanstd(real[keep], 0) + 1e-8
 
     def score(sampler) -> float:
-        fake = model._generate_with(side(sampler), m, z, p, x, seed=model.config.seed + 1)
+        fake = images_for(side(sampler), z, p, m, x, margin=img.background_margin,
+                          device=device, seed=cfg.seed + 1)  # fmt: skip
         feats = features(fake[:, :1].float().cpu().numpy())
         a, b = real, feats
         if genes is not None:
@@ -194,24 +195,34 @@ def realism_score(model, val_idx: np.ndarray, side=lambda sampler: sampler):
 
 
 @torch.no_grad()
-def generate_with(side, masks, Z, present, images=None, *, img, device, seed=0, batch_size=64):
-    """Images from an image side (`ImageSide`) for masks (N, 1, *S), standardised expression
-    Z and presence flags; `images` give the backgrounds of a background-fusing side."""
-    rng = torch.Generator().manual_seed(seed)
+def images_for(side, Z, present, masks, images=None, *, margin: int, device, seed=0,
+               batch_size=64) -> torch.Tensor:  # fmt: skip
+    """Images (N, C, *S) from an image side (`nn.image.ImageSide`) for given masks (N, 1, *S),
+    standardised expression Z and presence flags, with the noise `Noise.chunks` draws from
+    `seed`; `images` give the backgrounds (the lesion dilated by `margin` cut out) of a side
+    that fuses one."""
+    fuses = side.image.background_channels > 0
+    if fuses and images is None:
+        raise ValueError("this image model fuses a background image: pass `backgrounds`")
     out = []
-    for start in range(0, len(masks), batch_size):
-        sl = slice(start, start + batch_size)
-        m = masks[sl].to(device)
-        b = len(m)
-        noise = torch.randn(b, img.n_noise, generator=rng).to(device)
-        maps = side.image.noise_maps(b, generator=rng, device=device)
-        code = side.code(Z[sl].to(device), present[sl].to(device))
-        bg = None
-        if img.use_background:
-            if images is None:
-                raise ValueError("this ImageGAN fuses a background image: pass `backgrounds`")
-            bg = background_of(images[sl].to(device), m, img.background_margin)
-        out.append(side.image(m if img.use_mask else None, code, noise, bg, maps).float().cpu())
+    for rows, noise in Noise.chunks(side, len(masks), seed, batch_size, device=device):
+        m = masks[rows].to(device)
+        code = side.code(Z[rows].to(device), present[rows].to(device))
+        bg = background_of(images[rows].to(device), m, margin) if fuses else None
+        out.append(side(code, noise, m, bg).images.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def masks_for(side, Z, present, *, device, seed=0, batch_size=64) -> torch.Tensor:
+    """Binary masks (N, 1, *S) the mask generator of `side` draws for standardised expression
+    Z and presence flags, with the mask noise `Noise.chunks` draws from `seed`."""
+    if side.mask is None:
+        raise ValueError("this model has no mask generator (image.train_masks=false): pass masks")
+    out = []
+    for rows, noise in Noise.chunks(side, len(Z), seed, batch_size, device=device, masks=True):
+        code = side.code(Z[rows].to(device), present[rows].to(device))
+        out.append(binarize(side.soft_masks(code, noise)).float().cpu())
     return torch.cat(out)
 
 
@@ -249,33 +260,32 @@ def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
     return project
 
 
-def association_references(model, train_idx: np.ndarray) -> tuple:
+def association_references(data: ImageData, img, device) -> tuple:
     """`(shape, appearance)`: the `Association`s of the training patients with expression
-    (`Association.of_shapes`, `.of_appearance`), on the model's device; each None when its
-    weight (`image.shape_association_weight`, `image.appearance_association_weight`) is 0,
-    or when too few training patients have both expression and a lesion (then a warning;
-    the config refuses the terms without genes, and the shape term without a mask generator)."""
-    img = model.config.image
+    (`Association.of_shapes`, `.of_appearance`), on `device`; each None when its weight
+    (`image.shape_association_weight`, `image.appearance_association_weight`) is 0, or when
+    too few training patients have both expression and a lesion (then a warning; the config
+    refuses the terms without genes, and the shape term without a mask generator)."""
     wanted = {
         "shape": img.shape_association_weight > 0,
         "appearance": img.appearance_association_weight > 0,
     }
     refs = dict.fromkeys(wanted)
-    Z, present = model._Z[train_idx], model._present[train_idx]
-    if any(wanted.values()) and model.genes and present.sum() > 2:
+    Z, present = data.expression[data.train], data.present[data.train]
+    if any(wanted.values()) and Z.shape[1] and present.sum() > 2:
         c = aux_targets(Z, present, img.gene_aux_components)[present]
-        rows = np.asarray(train_idx)[present.numpy()]  # one copy of the images, not two
-        masks = model._masks[rows]
+        rows = np.asarray(data.train)[present.numpy()]  # one copy of the images, not two
+        masks = data.masks[rows]
         if wanted["shape"]:
             refs["shape"] = Association.of_shapes(masks, c)
         if wanted["appearance"]:
-            refs["appearance"] = Association.of_appearance(model._images[rows], masks, c)
+            refs["appearance"] = Association.of_appearance(data.images[rows], masks, c)
     for name, on in wanted.items():
         if on and refs[name] is None:
             log.warning(
                 "too few training patients with expression and a lesion: no %s association", name
             )
-    return tuple(None if r is None else r.to(model.device) for r in refs.values())
+    return tuple(None if r is None else r.to(device) for r in refs.values())
 
 
 def aux_targets(Z: torch.Tensor, present: torch.Tensor, k: int) -> torch.Tensor:

@@ -3,7 +3,7 @@
     model = JointGAN(adata, config)           # a paired cohort; unpaired patients allowed
     model.train(run_dir="run")                # resumable; keeps the weights best on held-out
     synth = model.sample(100, covariates={"subtype": "A"})   # fully synthetic patients
-    images = model.generate_images(adata)     # images for real expression (and real masks)
+    synth = model.generate_for(adata)         # images for real expression (and real masks)
     model.save("run"); JointGAN.load("run", adata)
 
 The chain (DESIGN section 3): noise + covariates -> GeneGenerator -> (expression, latent) ->
@@ -44,18 +44,20 @@ from radiogenomics.data.spacing import default_spacing
 from radiogenomics.data.view import CohortView
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.covariates import CovariateSampler
+from radiogenomics.models.data import GeneData, ImageData
 from radiogenomics.models.gene_gan import GeneGAN
+from radiogenomics.models.generation import ImageSampler
 from radiogenomics.models.image_gan import ImageGAN
-from radiogenomics.models.image_training import generate_with
-from radiogenomics.nn.image import mask_features
+from radiogenomics.nn.image import Generated, ImageSide
 from radiogenomics.nn.joint import JointCritic, JointGenerator
+from radiogenomics.nn.noise import Noise
 
 log = logging.getLogger(__name__)
 
 _MAX_LISTED = 10
 
 
-class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
+class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
     """Genes condition images end to end (see the module docstring)."""
 
     FORMAT = 2  # 2: the gene critic reads minibatch dispersion
@@ -117,10 +119,16 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         return self.meta["mode"]
 
     @property
-    def use_latent(self) -> bool:
-        """Whether the image side reads the gene generator's latent (joint mode only: in
-        separate mode the image side never sees one, so it takes its 'no latent' vector)."""
-        return self.config.joint.use_latent and self.mode == "joint"
+    def image_side(self) -> ImageSide | None:
+        """The image side samples come from (the selected EMA weights, once trained); None
+        in gene mode."""
+        return self.sampler.side
+
+    @property
+    def gene_generator(self):
+        """The gene generator samples come from (`nn.gene.GeneGenerator`); None in image
+        mode."""
+        return self.sampler.gene
 
     def _build(self, cfg: Config, meta: dict) -> None:
         self.categorical: dict[str, list[str]] = meta["categorical"]
@@ -151,31 +159,35 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
 
     # ---------------------------------------------------------------------------------------
     def _set_data(self, adata: ad.AnnData, *, progress: bool = False) -> None:
-        """Training tensors: expression and covariates of every patient (zeros where absent),
-        the images and masks of the patients with both, the cohort's one held-out split, and
-        the fingerprint a resumed run must match."""
+        """The data of each side (`gene_data`: expression and covariates of every patient,
+        zeros where absent; `image_data`: the patients with an image and a mask), the
+        cohort's one held-out split, and the fingerprint a resumed run must match."""
         view = self._view(adata, covariates=self.covariates)
         rows = np.arange(view.n)
         train_rows, val_rows = self._split(view, rows)
         expressed = np.flatnonzero(view.has_expression) if self.genes else np.array([], int)
-        self._gene_rows = np.intersect1d(train_rows, expressed)
-        self._gene_val = np.intersect1d(val_rows, expressed)
         # covariates condition the expression: encoded for the patients with expression (the
         # others, e.g. a merged cohort's image-only patients, may lack them)
-        self._codes = np.zeros((view.n, len(self.categorical)), np.int64)
-        self._numeric = np.zeros((view.n, len(self.numeric)), np.float32)
+        codes = np.zeros((view.n, len(self.categorical)), np.int64)
+        numeric = np.zeros((view.n, len(self.numeric)), np.float32)
         if len(expressed):
-            self._codes[expressed], self._numeric[expressed] = view.covariates(expressed)
-        self._all_Z = view.expression
+            codes[expressed], numeric[expressed] = view.covariates(expressed)
+        self.gene_data = GeneData(
+            expression=view.expression,
+            codes=codes,
+            numeric=numeric,
+            rows=expressed,
+            train=np.intersect1d(train_rows, expressed),
+            held_out=np.intersect1d(val_rows, expressed),
+        )
         # sampling draws covariate rows from the patients the gene side learns from
         table_rows = expressed if len(expressed) else rows
         self._covariate_table = adata.obs.iloc[table_rows][self.covariates].copy()
         self._obs_covariates = adata.obs[self.covariates].copy()
         sections = {"gene": self.config.gene, "joint": self.config.joint}
+        self.image_data = None
         if self.mode != "gene":
             img_rows = image_rows(adata, need_mask=True)
-            self._image_rows = img_rows
-            self.patients = [str(p) for p in view.ids[img_rows]]
             images, masks = view.images(img_rows, self.config.data, progress=progress)
             want = (self.meta["channels"], *self.meta["image_size"])
             if tuple(images.shape[1:]) != want:
@@ -183,15 +195,24 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
                     f"the cohort's images load as {tuple(images.shape[1:])}; the model was "
                     f"built for {want}"
                 )
-            self._images, self._masks = images, masks
-            self._Z, self._present = view.tensor(img_rows)
+            Z, present = view.tensor(img_rows)
             if not self.genes or not self.config.image.use_genes:
-                self._Z, self._present = torch.zeros(len(img_rows), 0), self._present & False
-            # positions among the image patients (the rows of _images)
-            self._train_idx = np.flatnonzero(np.isin(img_rows, train_rows))
-            self._val_idx = np.flatnonzero(np.isin(img_rows, val_rows))
+                Z, present = torch.zeros(len(img_rows), 0), present & False
+            self.image_data = ImageData(
+                patients=[str(p) for p in view.ids[img_rows]],
+                rows=img_rows,
+                images=images,
+                masks=masks,
+                expression=Z,
+                present=present,
+                # positions among the image patients
+                train=np.flatnonzero(np.isin(img_rows, train_rows)),
+                held_out=np.flatnonzero(np.isin(img_rows, val_rows)),
+            )
             sections |= {"image": self.config.image, "data": self.config.data}
-        n_train = len(self._gene_rows) + len(getattr(self, "_train_idx", []))
+        n_train = len(self.gene_data.train)
+        if self.image_data is not None:
+            n_train += len(self.image_data.train)
         self.meta["n_train"] = int(n_train)
         self._fingerprint = self._fingerprint_of(
             view, train_rows, val_rows, categorical=self.categorical,
@@ -204,15 +225,16 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         save the model (the weights best on held-out patients, see `joint_training`)."""
         from radiogenomics.models.joint_training import fit_joint
 
-        if not hasattr(self, "_all_Z"):
+        if not hasattr(self, "gene_data"):
             raise ValueError("this JointGAN was loaded without a cohort; JointGAN.load(dir, adata)")
-        if self.mode != "image" and len(self._gene_rows) < 4:
+        if self.mode != "image" and len(self.gene_data.train) < 4:
             raise ValueError(
-                f"{len(self._gene_rows)} training patients have expression; training needs >= 4"
+                f"{len(self.gene_data.train)} training patients have expression; training "
+                "needs >= 4"
             )
-        if self.mode != "gene" and len(self._train_idx) < 4:
+        if self.mode != "gene" and len(self.image_data.train) < 4:
             raise ValueError(
-                f"{len(self._train_idx)} training patients have an image and a mask; "
+                f"{len(self.image_data.train)} training patients have an image and a mask; "
                 "training needs >= 4"
             )
         return fit_joint(self, run_dir, progress)
@@ -225,35 +247,25 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
             log.warning("%s with an untrained JointGAN", what)
 
     @torch.no_grad()
-    def synthesize(self, obs: pd.DataFrame, *, seed: int = 0, sampler=None):
-        """(standardised expression (n, genes), latent, masks (n, 1, *S) or None, images
-        (n, C, *S) in [-1, 1] or None) of fully synthetic patients with the covariates
-        `obs`, drawn with `seed` in one batch (`iter_sample` splits larger numbers)."""
+    def synthesize(self, obs: pd.DataFrame, *, seed: int = 0, sampler=None) -> Generated:
+        """Fully synthetic patients with the covariates `obs`, drawn in one batch with the
+        noise `Noise.draw` draws from `seed` (`iter_sample` splits larger numbers): the
+        standardised expression, latent, masks and images (None in gene mode), on the CPU.
+        `sampler`: the generator to run (default: the selected weights)."""
         G = self.sampler if sampler is None else sampler
-        dev, img = self.device, self.config.image
-        rng = torch.Generator().manual_seed(seed)
-        n = len(obs)
-        codes, numeric = (torch.as_tensor(a).to(dev) for a in self._encode(obs))
-        if G.gene is not None:
-            noise = torch.randn(n, self.config.gene.n_noise, generator=rng).to(dev)
-            Z, latent = G.gene(noise, codes, numeric)
-        else:
-            Z, latent = torch.zeros(n, 0, device=dev), None
-        if G.side is None:
-            return Z.float().cpu(), latent, None, None
-        image_noise = torch.randn(n, img.n_noise, generator=rng).to(dev)
-        maps = G.side.image.noise_maps(n, generator=rng, device=dev)
-        present = torch.full((n,), bool(self.genes), device=dev)
-        code = G.side.code(Z, present, latent if self.use_latent else None)
-        if G.side.mask is None:  # an image side that no mask shapes: the whole patch
-            masks = torch.ones(n, 1, *self.meta["image_size"], device=dev)
-        else:
-            mask_maps = G.side.mask.noise_maps(n, generator=rng, device=dev)
-            masks = (G.side.mask(code, image_noise, mask_maps) > 0.5).float()
-        images = G.side.image(
-            mask_features(masks) if img.use_mask else None, code, image_noise, None, maps
+        dev, n = self.device, len(obs)
+        codes, numeric = (torch.as_tensor(a).to(dev) for a in self.encode_covariates(obs))
+        n_gene = self.config.gene.n_noise if G.gene is not None else 0
+        noise = Noise.draw(G.side, n, torch.Generator().manual_seed(seed), device=dev,
+                           n_gene=n_gene)  # fmt: skip
+        out = G(noise, codes, numeric)
+        cpu = lambda x: None if x is None else x.float().cpu()  # noqa: E731
+        return Generated(
+            images=cpu(out.images),
+            masks=cpu(out.masks),
+            expression=cpu(out.expression),
+            latent=out.latent,
         )
-        return Z.float().cpu(), latent, masks.float().cpu(), images.float().cpu()
 
     def iter_sample(
         self,
@@ -271,7 +283,7 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         if self.mode == "image" and self.genes:
             raise ValueError(
                 "an image-mode JointGAN has no gene generator to draw expression from: use "
-                "generate_images(adata) with real expression"
+                "generate_for(adata) with real expression"
             )
         if self.sampler.gene is None and covariates:
             raise ValueError(
@@ -280,8 +292,8 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         obs = self.covariates_for(n, covariates, seed)
         for k, start in enumerate(range(0, len(obs), batch_size)):
             part = obs.iloc[start : start + batch_size].copy()
-            Z, latent, masks, images = self.synthesize(part, seed=seed * 100_003 + k)
-            yield self._cohort(part, Z, latent, masks, images, seed)
+            out = self.synthesize(part, seed=seed * 100_003 + k)
+            yield self._cohort(part, out.expression, out.latent, out.masks, out.images, seed)
 
     def sample(
         self, n: int | None = None, covariates: dict | pd.DataFrame | None = None, *,
@@ -331,68 +343,12 @@ class JointGAN(CovariateSampler, CohortModel, kind="joint_gan"):
         adata.uns[K.UNS] = rg
         return SyntheticCohort(adata, images.numpy(), masks.numpy().astype(np.uint8))
 
-    def generate_images(self, adata: ad.AnnData, *, seed: int = 0) -> SyntheticCohort:
-        """One synthetic image per patient of `adata` with expression (or per patient with an
-        image, for a model without genes): generated from that patient's expression and its
-        real mask where it has one, else a mask the mask generator draws from its genes.
-        Ids get '-syn'; the patients' covariates and expression are kept."""
-        self._check_trained("generating images")
-        if self.mode == "gene":
-            raise ValueError("a gene-mode JointGAN makes no images")
-        self.check_cohort(adata)
-        view = CohortView(
-            adata, genes=self.genes, covariates=[], log1p=self.config.gene.log1p,
-            scaler=self.scaler,
-        )  # fmt: skip
-        if self.genes:
-            rows = np.flatnonzero(view.has_expression)
-            if not len(rows):
-                raise ValueError("no patient of the cohort has expression to generate from")
-        else:
-            rows = np.flatnonzero(view.has_image & view.has_mask)
-        Z, present = view.tensor(rows)
-        masks = torch.zeros(len(rows), 1, *self.meta["image_size"])
-        real = (view.has_image & view.has_mask)[rows]
-        if real.any():
-            masks[real] = view.images(rows[real], self.config.data)[1]
-        G, dev = self.sampler, self.device
-        if (~real).any():  # masks drawn from the genes, as for fully synthetic patients
-            rng = torch.Generator().manual_seed(seed + 7919)
-            idx = np.flatnonzero(~real)
-            z, p = Z[idx].to(dev), present[idx].to(dev)
-            noise = torch.randn(len(idx), self.config.image.n_noise, generator=rng).to(dev)
-            maps = G.side.mask.noise_maps(len(idx), generator=rng, device=dev)
-            with torch.no_grad():
-                code = G.side.code(z, p)
-                masks[idx] = (G.side.mask(code, noise, maps) > 0.5).float().cpu()
-        images = generate_with(
-            G.side, masks, Z, present, img=self.config.image, device=dev, seed=seed
-        )
-        out = adata[rows].copy()
-        out.obs_names = [f"{p}-syn" for p in out.obs_names]
-        for col in (K.IMAGE, K.MASK, K.SPACING):
-            if col in out.obs:
-                del out.obs[col]
-        out.obs[K.HAS_IMAGE] = True
-        out.obs[K.HAS_MASK] = True
-        rg = {k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)}
-        rg |= {K.IMAGE_SIZE: self.meta["image_size"], K.CHANNELS: self.meta["channels"]}
-        rg[K.SYNTHETIC] = {"model": "JointGAN", "mode": self.mode, "seed": int(seed)}
-        if self.meta.get("spacing"):
-            rg[K.SPACING] = self.meta["spacing"]
-        out.uns[K.UNS] = rg
-        return SyntheticCohort(out, images.numpy(), masks.numpy().astype(np.uint8))
-
     def _covariate_frame(self, rows) -> pd.DataFrame:
         """The covariates of cohort rows `rows` (the held-out patients' for the score)."""
         return self._obs_covariates.iloc[np.asarray(rows)]
 
-    # image-model hooks the shared image training code calls (models.image_training)
-    def _generate_with(self, side, masks, Z, present, images=None, *, seed=0, batch_size=64):
-        return generate_with(
-            side, masks, Z, present, images,
-            img=self.config.image, device=self.device, seed=seed, batch_size=batch_size,
-        )  # fmt: skip
+    def _provenance(self) -> dict:
+        return {"mode": self.mode}
 
     def __repr__(self) -> str:
         size = self.meta.get("image_size")

@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import torch
 
-from radiogenomics._device import to_device
+from radiogenomics.models.gene_gan import gene_batches, gene_realism_score
 from radiogenomics.models.image_training import (
     association_references,
     aux_projection,
@@ -20,7 +20,6 @@ from radiogenomics.models.image_training import (
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.objectives import (
-    GeneBatch,
     PairBatch,
     gene_critic_loss,
     gene_generator_loss,
@@ -60,7 +59,7 @@ def make_steps(model):
     gene_batch = gene_critic = gene_generator = pair_batch = draw = project = None
     shape = appearance = None
     if G.gene is not None:
-        gene_batch = _gene_batches(model)
+        gene_batch = gene_batches(model.gene_data, model.config, device)
         gene_critic, gene_generator = gene_steps(model, gene_batch)
 
         def pair_batch(rng) -> PairBatch:
@@ -69,14 +68,15 @@ def make_steps(model):
             return PairBatch(b.codes, b.numeric, b.noise)
 
     if G.side is not None:
+        data = model.image_data
         if device.type == "cuda":
-            fmt = torch.channels_last if model._images.ndim == 4 else torch.channels_last_3d
+            fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
             G.side.to(memory_format=fmt)
             C.side.to(memory_format=fmt)
-        draw = batch_sampler(model, model._train_idx, G.side, C.side)
-        shape, appearance = association_references(model, model._train_idx)
+        draw = batch_sampler(data, img, t.batch_size, G.side, C.side, device)
+        shape, appearance = association_references(data, img, device)
         if mode == "joint" and any(x is not None for x in (C.side.regressor, shape, appearance)):
-            Zt, pt = model._Z[model._train_idx], model._present[model._train_idx]
+            Zt, pt = data.expression[data.train], data.present[data.train]
             project = aux_projection(Zt, pt, img.gene_aux_components)
     joint = mode == "joint" and pair_weight > 0
 
@@ -89,9 +89,8 @@ def make_steps(model):
             image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
             if joint:
                 loss, logs = pair_critic_loss(
-                    G.gene, G.side, C.side, b, pair_batch(rng), img,
-                    gp_weight=t.gp_weight, use_latent=model.use_latent, rng=rng,
-                )  # fmt: skip
+                    G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng
+                )
                 pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["critic"] = loss.detach()
@@ -106,8 +105,7 @@ def make_steps(model):
             image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
             if joint:
                 loss, logs = pair_generator_loss(
-                    G.gene, G.side, C.side, b, pair_batch(rng), img,
-                    use_latent=model.use_latent, project=project, shape=shape,
+                    G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
                     appearance=appearance,
                 )  # fmt: skip
                 pair = (pair_weight * loss, logs)
@@ -123,7 +121,7 @@ def gene_steps(model, draw=None):
     the gene terms of `make_steps`), drawing batches with `draw` (default: a new sampler)."""
     t = model.config.train
     G, C = model.generator, model.critic
-    draw = _gene_batches(model) if draw is None else draw
+    draw = gene_batches(model.gene_data, model.config, model.device) if draw is None else draw
 
     def critic_step(rng):
         return _named(gene_critic_loss(G.gene, C.gene, draw(rng), gp_weight=t.gp_weight, rng=rng))
@@ -135,20 +133,6 @@ def gene_steps(model, draw=None):
         return _named((loss, logs))
 
     return critic_step, generator_step
-
-
-def _gene_batches(model):
-    """`draw(rng) -> GeneBatch` over the training patients with expression."""
-    cfg, device, B = model.config, model.device, model.config.train.batch_size
-    to = lambda a: torch.as_tensor(a[model._gene_rows]).to(device)  # noqa: E731
-    Z, codes, numeric = to(model._all_Z), to(model._codes), to(model._numeric)
-
-    def draw(rng) -> GeneBatch:
-        idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
-        noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
-        return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
-
-    return draw
 
 
 def fit_joint(model, run_dir, progress: bool) -> dict:
@@ -174,7 +158,9 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True
-    n_val = len(model._gene_val) + len(getattr(model, "_val_idx", []))
+    n_val = len(model.gene_data.held_out)
+    if model.image_data is not None:
+        n_val += len(model.image_data.held_out)
     model.meta["summary"] = {**summary, "n_train": model.meta["n_train"], "n_val": int(n_val)}
     if run_dir is not None and D.is_main():
         model.save(run_dir)
@@ -186,43 +172,34 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
 
 
 def selection_score(model):
-    """`score(sampler)` for the engine, by mode: gene, the gene GAN's (distance and
-    dendrogram correlations of held-out expression); image, the image GAN's
+    """`score(sampler)` for the engine, one per modality: gene mode, the gene GAN's
+    (`gene_gan.gene_realism_score`); image mode, the image GAN's
     (`image_training.realism_score`); joint and separate, `paired_score` on fully synthetic
     patients. None (keep the last weights) when too few patients are held out."""
+    genes, images = model.gene_data, model.image_data
+    phantom, device = bool(model.meta.get("phantom")), model.device
     if model.mode == "gene":
-        return _gene_score(model) if len(model._gene_val) >= 2 else _none("expression")
+        if len(genes.held_out) >= 2:
+            return gene_realism_score(genes, model.config, device, gene_of=lambda s: s.gene)
+        return _none("expression")
+    image_score = lambda: realism_score(  # noqa: E731
+        images, model.config, phantom=phantom, device=device, side=lambda s: s.side
+    )
     if model.mode == "image":
-        if len(model._val_idx) >= 4:
-            return realism_score(model, model._val_idx, side=lambda sampler: sampler.side)
-        return _none("image")
-    paired = model._val_idx[model._present[model._val_idx].numpy()]
+        return image_score() if len(images.held_out) >= 4 else _none("image")
+    paired = images.held_out[images.present[images.held_out].numpy()]
     if len(paired) >= MIN_SCORED:
         return paired_score(model, paired)
-    if model.mode == "separate" and len(model._val_idx) >= 4:
+    if model.mode == "separate" and len(images.held_out) >= 4:
         # no held-out pairs (an unpaired cohort, e.g. combined_breast): the image side's score
         log.warning("fewer than %d held-out paired patients: selecting on images", MIN_SCORED)
-        return realism_score(model, model._val_idx, side=lambda sampler: sampler.side)
+        return image_score()
     return _none("paired")
 
 
 def _none(what: str):
     log.warning("too few held-out %s patients to score: keeping the last weights", what)
     return None
-
-
-def _gene_score(model):
-    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
-
-    rows = model._gene_val
-    real = model._all_Z[rows]
-    obs = model._covariate_frame(rows)
-
-    def score(sampler) -> float:
-        fake = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)[0].numpy()
-        return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
-
-    return score
 
 
 def paired_score(model, val_idx: np.ndarray):
@@ -236,25 +213,26 @@ def paired_score(model, val_idx: np.ndarray):
     from radiogenomics.evaluate.images import frechet_distance, radiomic_table
     from radiogenomics.radiomap.features import lesion_feature_table
 
+    data = model.image_data
     idx = torch.as_tensor(val_idx)
-    x, m = model._images[idx][:, :1].numpy(), model._masks[idx].numpy()
+    x, m = data.images[idx][:, :1].numpy(), data.masks[idx].numpy()
     if model.meta.get("phantom"):
         features = lambda v, mask: lesion_feature_table(v, mask).to_numpy()  # noqa: E731
     else:
         features = lambda v, mask: radiomic_table(v, mask, progress=False).to_numpy()  # noqa: E731
     real_f = features(x, m)
     mu, sd = np.nanmean(real_f, 0), np.nanstd(real_f, 0) + 1e-8
-    real_z = model._Z[idx].numpy()
+    real_z = data.expression[idx].numpy()
     k = min(8, real_z.shape[1], len(real_z) - 2)
     pca = PCA(k, random_state=0).fit(real_z)
     scale = pca.transform(real_z).std(0) + 1e-8
     real = np.c_[(real_f - mu) / sd, pca.transform(real_z) / scale]
-    obs = model._covariate_frame(model._image_rows[val_idx])
+    obs = model._covariate_frame(data.rows[val_idx])
 
     def score(sampler) -> float:
-        Z, _, masks, images = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)
-        fake_f = features(images[:, :1].numpy(), masks.numpy())
-        fake = np.c_[(fake_f - mu) / sd, pca.transform(Z.numpy()) / scale]
+        s = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)
+        fake_f = features(s.images[:, :1].numpy(), s.masks.numpy())
+        fake = np.c_[(fake_f - mu) / sd, pca.transform(s.expression.numpy()) / scale]
         ok_r, ok_f = np.isfinite(real).all(1), np.isfinite(fake).all(1)  # empty masks: NaN
         if ok_r.sum() < 4 or ok_f.sum() < 4:
             return -np.inf

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -186,13 +187,13 @@ class _DecoderBlock(nn.Module):
     [-> gate]. The noise enters before FiLM so that the genes can set its strength (texture)."""
 
     def __init__(
-        self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels, mask_nc
+        self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels, mask_channels
     ):
         super().__init__()
         self.conv = _conv(spatial_dims, in_channels, out_channels)
         self.norm = (
             SPADE(
-                mask_nc,
+                mask_channels,
                 out_channels,
                 spatial_dims=spatial_dims,
                 hidden_channels=min(64, 2 * out_channels),
@@ -203,7 +204,7 @@ class _DecoderBlock(nn.Module):
         self.film = FiLM(n_code, out_channels) if n_code else None
         self.noise_weight = nn.Parameter(torch.zeros(1, out_channels, *([1] * spatial_dims)))
         self.gate = (
-            _conv(spatial_dims, out_channels + bg_channels + mask_nc, out_channels)
+            _conv(spatial_dims, out_channels + bg_channels + mask_channels, out_channels)
             if bg_channels
             else None
         )
@@ -268,7 +269,7 @@ class ImageGenerator(nn.Module):
         self.n_noise, self.n_code, self.use_mask = n_noise, n_code, use_mask
         self.background_channels = background_channels
         self.mask_depth = mask_depth
-        mask_nc = MASK_FEATURES if mask_depth else 1
+        mask_channels = MASK_FEATURES if mask_depth else 1
         self.fc = nn.Linear(n_noise, channels[0] * math.prod(self.base))
         self.blocks = nn.ModuleList()
         prev = channels[0]
@@ -281,7 +282,7 @@ class ImageGenerator(nn.Module):
                     use_mask=use_mask,
                     n_code=n_code,
                     bg_channels=ch if background_channels else 0,
-                    mask_nc=mask_nc,
+                    mask_channels=mask_channels,
                 )
             )
             prev = ch
@@ -509,15 +510,116 @@ class GeneRegressor(nn.Module):
         return self.net(torch.cat([image, m], dim=1))
 
 
+@dataclasses.dataclass
+class Generated:
+    """What one pass of the patient chain made, for B patients.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (B, C, *S) in [-1, 1].
+    masks : torch.Tensor
+        (B, 1, *S) binary masks the images were drawn in (straight-through in training: the
+        binary mask forward, the soft mask's gradient backward).
+    conditions : torch.Tensor or None
+        The masks as the image networks take them: mask and relative depth (B, 2, *S); None
+        for an image side without masks.
+    soft_masks : torch.Tensor or None
+        (B, 1, *S) mask generator probabilities, where the masks were generated.
+    code : torch.Tensor or None
+        (B, n_code) gene code the images follow.
+    expression, latent, present : torch.Tensor or None
+        The generated standardised expression (B, n_genes), the gene generator's latent and
+        presence flags, for fully synthetic patients (`nn.joint.JointGenerator`).
+    """
+
+    images: torch.Tensor | None = None
+    masks: torch.Tensor | None = None
+    conditions: torch.Tensor | None = None
+    soft_masks: torch.Tensor | None = None
+    code: torch.Tensor | None = None
+    expression: torch.Tensor | None = None
+    latent: torch.Tensor | None = None
+    present: torch.Tensor | None = None
+
+    @property
+    def critic_masks(self) -> torch.Tensor:
+        """The mask channels a critic takes: `conditions`, else the binary masks."""
+        return self.masks if self.conditions is None else self.conditions
+
+
+def binarize(soft_masks: torch.Tensor, *, straight_through: bool = False) -> torch.Tensor:
+    """Binary masks (> 0.5) of mask probabilities; with `straight_through`, the binary mask
+    forward and the soft mask's gradient backward (how the chain trains its mask generator
+    through the image critic)."""
+    hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
+    return hard + soft_masks - soft_masks.detach() if straight_through else hard
+
+
 class ImageSide(nn.Module):
-    """The generator side: gene encoder, image generator and (optionally) mask generator."""
+    """The image half of the patient chain: gene code -> mask -> image.
+
+    Parameters
+    ----------
+    encoder : GeneEncoder or None
+        Expression (and gene latent) -> gene code; None for images that follow no genes.
+    image : ImageGenerator
+    mask : MaskGenerator or None
+        Draws lesion masks from the gene code; None where masks are always given.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from radiogenomics.nn.noise import Noise
+    >>> side = ImageSide(GeneEncoder(5, 8), ImageGenerator(2, 1, (16, 16), (8, 4), n_noise=4,
+    ...     n_code=8), MaskGenerator(2, (16, 16), (8, 4), n_noise=4, n_code=8))
+    >>> noise = Noise.draw(side, 3, torch.Generator().manual_seed(0))
+    >>> out = side(side.code(torch.randn(3, 5), torch.ones(3, dtype=torch.bool)), noise)
+    >>> tuple(out.images.shape), tuple(out.masks.shape)
+    ((3, 1, 16, 16), (3, 1, 16, 16))
+    """
 
     def __init__(self, encoder, image, mask):
         super().__init__()
         self.encoder, self.image, self.mask = encoder, image, mask
 
     def code(self, expression, present, latent=None):
-        return None if self.encoder is None else self.encoder(expression, present, latent)
+        """The gene code (B, n_code) of standardised expression; None without an encoder.
+        `latent` is passed on only to an encoder that reads the gene latent."""
+        if self.encoder is None:
+            return None
+        return self.encoder(expression, present, latent if self.encoder.n_latent else None)
+
+    def soft_masks(self, code, noise) -> torch.Tensor:
+        """(B, 1, *S) mask probabilities the mask generator draws for `code` and `noise`."""
+        if self.mask is None:
+            raise ValueError("this image side has no mask generator (image.train_masks=false)")
+        return self.mask(code, noise.mask_vector, noise.mask_maps)
+
+    def forward(
+        self, code, noise, masks=None, background=None, *, straight_through: bool = False
+    ) -> Generated:
+        """Images for the gene `code` (B, n_code) and `noise` (`nn.noise.Noise`), drawn in
+        the given `masks` ((B, 1, *S), or mask and depth (B, 2, *S)), else in masks the mask
+        generator draws (hard; with `straight_through`, the soft mask's gradient backward),
+        else (a side without masks) in the whole patch. `background` (B, C, *S): the image
+        with the lesion cut out, for a side that fuses one."""
+        soft = None
+        if masks is None:
+            if self.mask is not None:
+                soft = self.soft_masks(code, noise)
+                masks = binarize(soft, straight_through=straight_through)
+            elif self.image.use_mask:
+                raise ValueError("this image side draws no masks (no mask generator): pass masks")
+            else:
+                masks = noise.image.new_ones(len(noise.image), 1, *self.image.image_size)
+        conditions = None
+        if masks.shape[1] == MASK_FEATURES:
+            conditions, masks = (masks if self.image.use_mask else None), masks[:, :1]
+        elif self.image.use_mask:
+            conditions = mask_features(masks)
+        images = self.image(conditions, code, noise.image, background, noise.image_maps)
+        return Generated(images, masks, conditions, soft, code)
 
 
 class CriticSide(nn.Module):

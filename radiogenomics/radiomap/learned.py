@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from scipy import stats
 from tqdm.auto import tqdm
 
+from radiogenomics.nn.noise import Noise
 from radiogenomics.nn.shape import mask_moments
 from radiogenomics.radiomap.conventional import COLUMNS, adjust, metagenes
 from radiogenomics.radiomap.features import (
@@ -71,34 +72,36 @@ AUTOGRAD_FEATURES = ("shape_volume", "shape_axis_ratio", "firstorder_mean", "rin
 class Patients:
     """Base patients and everything held fixed while a genomic variable moves: standardised
     expression `Z` (n, genes), presence flags, the gene latent (or None), fixed masks (a model
-    without a mask generator, else None), per noise draw the image and mask noise, and for a
-    JointGAN's own patients the gene generator and its inputs (the 'generator' route)."""
+    without a mask generator, else None), one `Noise` per draw, and for a JointGAN's own
+    patients the gene generator and its inputs (the 'generator' route)."""
 
     ids: list[str]
     Z: torch.Tensor
     present: torch.Tensor
     latent: torch.Tensor | None
     masks: torch.Tensor | None
-    draws: list[dict]
+    draws: list[Noise]
     # a JointGAN's own patients: the gene generator and its inputs (noise, codes, numeric)
     gene: torch.nn.Module | None = None
     gene_inputs: tuple | None = None
 
 
 class _Generator:
-    """A trained model's image side, as `render(patients, Z, draw)` -> (masks, images)."""
+    """A trained model's image side (`model.image_side`, `nn.image.ImageSide`), as
+    `render(patients, Z, draw)` -> (masks, images); its gene generator where the model draws
+    expression of its own (`model.gene_generator`)."""
 
     def __init__(self, model):
-        # by the model's registered kind: maps sit below the models (DESIGN section 3)
-        kind = getattr(model, "kind", None)
-        if kind == "joint_gan":
-            if model.sampler.side is None:
-                raise ValueError("a gene-mode JointGAN makes no images: no learned map")
-            self.side, self.joint = model.sampler.side, True
-        elif kind == "image_gan":
-            self.side, self.joint = model.sampler, False
-        else:
-            raise ValueError(f"a learned map needs a JointGAN or an ImageGAN; got {model!r}")
+        self.side = getattr(model, "image_side", None)
+        if self.side is None:
+            raise ValueError(
+                f"a learned map needs a model that draws images from genes (a JointGAN or an "
+                f"ImageGAN); got {model!r}"
+            )
+        # a model with a gene generator feeds its mask generator the image noise, as it
+        # trains; an image model's masks have noise of their own
+        self.gene = getattr(model, "gene_generator", None)
+        self.mask_noise = "shared" if hasattr(model, "gene_generator") else "own"
         img = model.config.image
         if img.use_background:
             raise ValueError(
@@ -107,20 +110,10 @@ class _Generator:
         if not model.genes or not img.use_genes:
             raise ValueError("the model's images are not conditioned on genes: nothing to map")
         self.genes, self.device = list(model.genes), model.device
-        self.use_mask, self.n_noise = img.use_mask, img.n_noise
         self.size = list(model.meta["image_size"])
 
-    def noise(self, n: int, rng: torch.Generator) -> dict:
-        dev, side = self.device, self.side
-        out = {"image": torch.randn(n, self.n_noise, generator=rng).to(dev)}
-        out["image_maps"] = side.image.noise_maps(n, generator=rng, device=dev)
-        if side.mask is not None:
-            # the joint model feeds its mask generator the image noise (JointGAN.synthesize)
-            out["mask"] = (
-                out["image"] if self.joint else torch.randn(n, self.n_noise, generator=rng).to(dev)
-            )
-            out["mask_maps"] = side.mask.noise_maps(n, generator=rng, device=dev)
-        return out
+    def noise(self, n: int, rng: torch.Generator) -> Noise:
+        return Noise.draw(self.side, n, rng, device=self.device, mask=self.mask_noise)
 
     def render(
         self, P: Patients, Z, draw: int, *, straight_through: bool = False, rows=None,
@@ -132,28 +125,10 @@ class _Generator:
         rows = slice(None) if rows is None else rows
         if latent is None:
             latent = None if P.latent is None else P.latent[rows]
-        noise = {
-            k: v[rows] if torch.is_tensor(v) else [m[rows] for m in v]
-            for k, v in P.draws[draw].items()
-        }
         code = self.side.code(Z, P.present[rows], latent)
-        if P.masks is not None:
-            masks = P.masks[rows]
-        elif self.side.mask is None:  # an image side that no mask shapes: the whole patch
-            masks = torch.ones(len(Z), 1, *self.size, device=Z.device, dtype=Z.dtype)
-        else:
-            soft = self.side.mask(code, noise["mask"], noise["mask_maps"])
-            masks = (soft.detach() > 0.5).to(soft.dtype)
-            if straight_through:
-                masks = masks + soft - soft.detach()
-        if self.use_mask:
-            from radiogenomics.nn.image import mask_features
-
-            cond = mask_features(masks)
-        else:
-            cond = None
-        images = self.side.image(cond, code, noise["image"], None, noise["image_maps"])
-        return masks, images
+        masks = None if P.masks is None else P.masks[rows]
+        out = self.side(code, P.draws[draw].rows(rows), masks, straight_through=straight_through)
+        return out.masks, out.images
 
 
 def base_patients(
@@ -170,7 +145,7 @@ def base_patients(
         raise ValueError(f"need n_patients >= 3 and n_draws >= 1; got {n_patients}, {n_draws}")
     gen = _Generator(model)
     dev, rng = gen.device, torch.Generator().manual_seed(seed)
-    sampler = getattr(model.sampler, "gene", None) if gen.joint else None
+    sampler = gen.gene
     if adata is None:
         if sampler is None:
             raise ValueError(
@@ -178,12 +153,13 @@ def base_patients(
                 "the map starts from (--data)"
             )
         obs = model.covariates_for(n_patients, None, seed)
-        codes, numeric = (torch.as_tensor(a).to(dev) for a in model._encode(obs))
+        codes, numeric = (torch.as_tensor(a).to(dev) for a in model.encode_covariates(obs))
         noise = torch.randn(n_patients, model.config.gene.n_noise, generator=rng).to(dev)
         with torch.no_grad():
             Z, lat = sampler(noise, codes, numeric)
         ids, masks = list(obs.index), None
-        lat = lat if model.use_latent else None
+        encoder = gen.side.encoder
+        lat = lat if encoder is not None and encoder.n_latent else None
         present = torch.ones(n_patients, dtype=torch.bool, device=dev)
         gene = (sampler, (noise, codes, numeric))
     else:
@@ -193,7 +169,7 @@ def base_patients(
             scaler=model.scaler,
         )  # fmt: skip
         keep = view.has_expression.copy()
-        fixed = gen.side.mask is None and gen.use_mask
+        fixed = gen.side.mask is None and gen.side.image.use_mask
         if fixed:
             keep &= view.has_mask
         rows = np.flatnonzero(keep)

@@ -9,6 +9,7 @@ carries the image critic's gradient back into the gene generator.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 
 from radiogenomics.nn.appearance import appearance_descriptors
-from radiogenomics.nn.image import mask_features
+from radiogenomics.nn.image import Generated, binarize
+from radiogenomics.nn.noise import Noise
 from radiogenomics.nn.shape import dilate, shape_descriptors
 from radiogenomics.train.losses import (
     OBJECTIVES,
@@ -93,8 +95,8 @@ def gene_generator_loss(generator, critic, b: GeneBatch, *, dispersion_weight: f
 @dataclass
 class ImageBatch:
     """Real images (B, C, *S) and mask channels (B, 1 or 2, *S: the mask and its depth);
-    standardised expression (B, n_genes) with presence flags (B,); generator noise and noise
-    maps; gene read-back targets (B, k). Matching-aware partners (`perm`, and `distinct` where
+    standardised expression (B, n_genes) with presence flags (B,); the generators' `Noise`;
+    gene read-back targets (B, k). Matching-aware partners (`perm`, and `distinct` where
     the partner is another patient) are on the CPU, and so is a copy of `present`
     (`present_cpu`): the rows they select are decided there, without waiting for the device."""
 
@@ -102,9 +104,7 @@ class ImageBatch:
     masks: torch.Tensor
     expression: torch.Tensor
     present: torch.Tensor
-    noise: torch.Tensor
-    noise_maps: list
-    mask_noise_maps: list | None
+    noise: Noise
     perm: torch.Tensor
     distinct: torch.Tensor
     targets: torch.Tensor
@@ -130,14 +130,14 @@ def soft(mask: torch.Tensor) -> torch.Tensor:
     return pool(mask, 3, stride=1, padding=1, count_include_pad=False)
 
 
-def generate_images(G, b: ImageBatch, code, img) -> torch.Tensor:
-    """The image generator's output for the batch's masks (and backgrounds) and `code`."""
+def images_for_batch(G, b: ImageBatch, code, img) -> torch.Tensor:
+    """The image side's images for the batch's real masks (and backgrounds) and `code`."""
     bg = (
         background_of(b.images, b.masks[:, :1], img.background_margin)
         if img.use_background
         else None
     )
-    return G.image(b.masks if img.use_mask else None, code, b.noise, bg, b.noise_maps)
+    return G(code, b.noise, b.masks, bg).images
 
 
 def read_back(C, image, b: ImageBatch):
@@ -272,12 +272,6 @@ def association_gap(ref: Association, descriptors: torch.Tensor, components: tor
     return F.relu(miss).square().mean()
 
 
-def _straight_through(soft_masks: torch.Tensor) -> torch.Tensor:
-    """The binary mask forward, the soft mask's gradient backward."""
-    hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
-    return hard + soft_masks - soft_masks.detach()
-
-
 def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
     """The image side's critic loss: real vs generated images of the same masks and genes
     (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
@@ -288,7 +282,7 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
     code_c = C.code(b.expression, b.present)
     with torch.no_grad():
         code_g = G.code(b.expression, b.present) if code is None else code
-        fake = generate_images(G, b, code_g, img)
+        fake = images_for_batch(G, b, code_g, img)
     x, m = b.images, b.masks
     real_s = C.image(x, m, code_c)
     loss = crit_loss(real_s, C.image(fake, m, code_c))
@@ -327,7 +321,7 @@ def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: flo
     crit_loss = OBJECTIVES[img.objective][0]
     real_m = soft(b.masks[:, :1])
     with torch.no_grad():
-        fake_m = soft(G.mask(code_g, b.noise, b.mask_noise_maps))
+        fake_m = soft(G.soft_masks(code_g, b.noise))
     real_ms = C.mask(real_m, None, code_c)
     loss = crit_loss(real_ms, C.mask(fake_m, None, code_c))
     if img.mismatch_weight > 0 and code_c is not None:
@@ -355,7 +349,7 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, app
     gen_loss = OBJECTIVES[img.objective][1]
     code_g = G.code(b.expression, b.present) if code is None else code
     code_c = C.code(b.expression, b.present)
-    fake = generate_images(G, b, code_g, img)
+    fake = images_for_batch(G, b, code_g, img)
     loss = gen_loss(C.image(fake, b.masks, code_c))
     logs = {"generator": loss.detach()}
     if img.use_background and img.background_l1 > 0:
@@ -378,13 +372,13 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, app
         )
         loss = _add_term(loss, logs, "appearance_assoc", img.appearance_association_weight, term)
     if G.mask is not None:
-        soft_masks = G.mask(code_g, b.noise, b.mask_noise_maps)
+        soft_masks = G.soft_masks(code_g, b.noise)
         loss_m = gen_loss(C.mask(soft(soft_masks), None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
         if shape is not None and any_rows:
             term = shape_association_loss(
-                shape, _straight_through(soft_masks[rows]), b.targets[rows]
+                shape, binarize(soft_masks[rows], straight_through=True), b.targets[rows]
             )
             loss = _add_term(loss, logs, "shape_assoc", img.shape_association_weight, term)
     return loss, logs
@@ -404,48 +398,27 @@ class PairBatch:
     noise: torch.Tensor
 
 
-@dataclass
-class Synthetic:
-    """Fully synthetic patients: generated expression and latent, the gene code, the mask
-    generator's soft masks, their binary masks as the networks take them (`masks`: mask and
-    depth channels), and the images."""
-
-    expression: torch.Tensor
-    latent: torch.Tensor
-    present: torch.Tensor
-    soft_masks: torch.Tensor
-    masks: torch.Tensor
-    images: torch.Tensor
+def synthesize(J, b: ImageBatch, p: PairBatch) -> Generated:
+    """Fully synthetic patients of the joint generator `J` (`nn.joint.JointGenerator`) with
+    the pair batch's covariates and gene noise and the image batch's image and mask noise.
+    Masks are straight-through, so the image critic and the gene read-back also teach the
+    mask generator (the depth channel, a distance transform, has no gradient); the image and
+    mask critics reach the gene generator through the gene code."""
+    noise = dataclasses.replace(b.noise, gene=p.noise)
+    return J(noise, p.codes, p.numeric, straight_through=True)
 
 
-def synthesize(gene_generator, G, b: ImageBatch, p: PairBatch, img, *, use_latent: bool):
-    """Noise and covariates -> expression (+ latent) -> gene code -> mask -> image, with the
-    image batch's noise. The image and mask critics reach the gene generator through the
-    gene code."""
-    expression, latent = gene_generator(p.noise, p.codes, p.numeric)
-    present = torch.ones(len(expression), dtype=torch.bool, device=expression.device)
-    code = G.code(expression, present, latent if use_latent else None)
-    soft_masks = G.mask(code, b.noise, b.mask_noise_maps)
-    # straight-through, so the image critic and the gene read-back also teach the mask
-    # generator (the depth channel, a distance transform, has no gradient)
-    hard = _straight_through(soft_masks)
-    masks = mask_features(hard) if img.use_mask else hard
-    images = G.image(masks if img.use_mask else None, code, b.noise, None, b.noise_maps)
-    return Synthetic(expression, latent, present, soft_masks, masks, images)
-
-
-def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, gp_weight,
-                     use_latent: bool, rng=None):  # fmt: skip
+def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=None):
     """The image and mask critics on real patients (image, mask, expression) against fully
     synthetic ones (generated expression, mask and image together). The gradient penalty runs
     on interpolates of image and mask channels together, conditioned on the real genes."""
     crit_loss = OBJECTIVES[img.objective][0]
     with torch.no_grad():
-        s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
+        s = synthesize(J, b, p)
     code_real = C.code(b.expression, b.present)
     code_fake = C.code(s.expression, s.present)
     real_s = C.image(b.images, b.masks, code_real)
-    loss = crit_loss(real_s, C.image(s.images, s.masks, code_fake))
+    loss = crit_loss(real_s, C.image(s.images, s.critic_masks, code_fake))
     real_m = soft(b.masks[:, :1])
     real_ms = C.mask(real_m, None, code_real)
     loss_m = crit_loss(real_ms, C.mask(soft(s.soft_masks), None, code_fake))
@@ -456,7 +429,7 @@ def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, 
             return C.image(v[:, :c], v[:, c:], code_real)
 
         gp = gradient_penalty(
-            pair, torch.cat([b.images, b.masks], 1), torch.cat([s.images, s.masks], 1),
+            pair, torch.cat([b.images, b.masks], 1), torch.cat([s.images, s.critic_masks], 1),
             generator=rng,
         )  # fmt: skip
         gp_m = gradient_penalty(
@@ -469,8 +442,8 @@ def pair_critic_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *, 
     return loss, {"critic_pair": loss.detach()}
 
 
-def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, *,
-                        use_latent: bool, project=None, shape=None, appearance=None):  # fmt: skip
+def pair_generator_loss(J, C, b: ImageBatch, p: PairBatch, img, *, project=None, shape=None,
+                        appearance=None):  # fmt: skip
     """The generator loss of fully synthetic patients: image and mask critics on (generated
     image, mask, expression), the gene read-back: the components the critic-side regressor
     reads from the generated image against those of the generated expression
@@ -478,16 +451,16 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
     images' appearance association with those components. Every term reaches the gene
     generator through the gene code."""
     gen_loss = OBJECTIVES[img.objective][1]
-    s = synthesize(gene_generator, G, b, p, img, use_latent=use_latent)
+    s = synthesize(J, b, p)
     code_fake = C.code(s.expression, s.present)
-    loss = gen_loss(C.image(s.images, s.masks, code_fake))
+    loss = gen_loss(C.image(s.images, s.critic_masks, code_fake))
     loss = loss + gen_loss(C.mask(soft(s.soft_masks), None, code_fake))
     logs = {"generator_pair": loss.detach()}
     if C.regressor is not None and project is not None:
         # the target is cut from the graph: pulling the expression toward what the image
         # shows would reward both for shrinking together
         target = project(s.expression.detach().float())
-        aux = (C.regressor(s.images, s.masks).float() - target).square()
+        aux = (C.regressor(s.images, s.critic_masks).float() - target).square()
         aux = aux.mean()
         loss = loss + img.gene_aux_weight * aux
         logs["gene_aux_pair"] = aux.detach()
@@ -495,10 +468,10 @@ def pair_generator_loss(gene_generator, G, C, b: ImageBatch, p: PairBatch, img, 
         # the components are cut from the graph, as the read-back's target is
         c = project(s.expression.detach())
         if shape is not None:
-            term = shape_association_loss(shape, s.masks[:, :1], c)
+            term = shape_association_loss(shape, s.critic_masks[:, :1], c)
             loss = _add_term(loss, logs, "shape_assoc_pair", img.shape_association_weight, term)
         if appearance is not None:
-            term = appearance_association_loss(appearance, s.images, s.masks[:, :1], c)
+            term = appearance_association_loss(appearance, s.images, s.critic_masks[:, :1], c)
             w = img.appearance_association_weight
             loss = _add_term(loss, logs, "appearance_assoc_pair", w, term)
     return loss, logs
