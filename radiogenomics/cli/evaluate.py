@@ -1,6 +1,6 @@
 """`radiogenomics evaluate`: the verb's handlers (gene reports and k-fold, image reports, the
 phantom's planted-feature checks, the augmentation experiment); its arguments are parsed in
-`radiogenomics.cli`."""
+`radiogenomics.cli.parser`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def _read(path):
     return read_valid_cohort(path)
 
 
-def evaluate(args) -> int:
+def cmd_evaluate(args) -> int:
     """Dispatch on the arguments given: --kfold, --image-run, --negatives, then the cohorts:
     paired (expression and images in the synthetic and the real cohort, with --train), images,
     or genes."""
