@@ -104,7 +104,7 @@ def test_kfold_evaluation(gene_cohort, tmp_path, capsys):
 
 def test_gene_cli_errors(gene_cohort, tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nowhere"), "--n", "5", "--out", str(tmp_path)]) == 2
-    assert "holds no trained model" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert main(["evaluate", "--real", "x.h5ad", "--out", str(tmp_path)]) == 2
     assert "--train, --synthetic" in capsys.readouterr().err
     gmt = tmp_path / "sets.gmt"

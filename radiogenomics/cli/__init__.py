@@ -32,12 +32,21 @@ def _handler(verb: str):
     return handler
 
 
+def _quiet_library_warnings(verbose: bool) -> None:
+    """Other libraries' warnings (anndata's index notes, matplotlib's missing glyphs) say
+    nothing a CLI user can act on: they go to the log, shown with -v only. The library's own
+    messages are log records and stay."""
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    _quiet_library_warnings(args.verbose)
     handler = _handler(args.verb)
     out = getattr(args, "out", None)
     fresh = isinstance(out, Path) and not out.exists()
@@ -48,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         ok = status == 0
         return status
     except (ValueError, FileNotFoundError, FloatingPointError) as err:
-        # User mistakes: one clear message, no traceback (use -v for one).
+        # User mistakes: one clear message and exit code 2; -v adds the traceback.
         if args.verbose:
-            raise
+            import traceback
+
+            traceback.print_exc()
         print(f"radiogenomics {args.verb}: error: {err}", file=sys.stderr)
         return 2
     finally:
@@ -59,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         if fresh and distributed.is_main():  # rank 0 writes, so only it may tidy up
             remove_if_empty(out)
         distributed.shutdown(wait=ok)
+        logging.captureWarnings(False)
+        logging.getLogger("py.warnings").setLevel(logging.NOTSET)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,10 @@ def cmd_map(args) -> int:
     import dataclasses
 
     paths = list(args.cohort)
+    if not paths[0].exists():
+        raise FileNotFoundError(
+            f"{paths[0]} does not exist (map takes a cohort .h5ad, or run folders)"
+        )
     if paths[0].is_dir():
         return cmd_learned_map(args)
     if len(paths) > 1:
@@ -114,9 +118,21 @@ def _check_run(run, meta) -> None:
         )
 
 
+# what runs averaged into one map must share: (model.json key, what it says)
+DESIGN = (
+    ("model", "model kind"), ("mode", "training mode"), ("genes", "genes"),
+    ("spatial_dims", "spatial dims"), ("image_size", "image size"), ("channels", "channels"),
+    ("phantom", "phantom flag"),
+    # the cohort's setup (its covariate vocabularies and statistics): its fingerprint
+    ("categorical", "cohort's categorical covariates"),
+    ("numeric", "cohort's numeric covariate statistics"),
+)  # fmt: skip
+
+
 def _check_design(runs, metas, genomic: str) -> None:
-    """Several runs, before any is mapped: distinct folders, genes (not metagenes), and one
-    design (the same genes and image size)."""
+    """Several runs, before any is mapped: distinct folders, one design (model kind, genes,
+    image geometry) trained on one cohort (its covariate setup; with one seed, the same
+    held-out patients), and genes (not metagenes)."""
     seen = {}
     for r in runs:
         key = r.resolve()
@@ -125,18 +141,43 @@ def _check_design(runs, metas, genomic: str) -> None:
                 f"{r} is given twice ({seen[key]}): each run counts as an independent fit"
             )
         seen[key] = r
+    seeds = [_seed(r) for r in runs]
+    for r, meta, seed in zip(runs[1:], metas[1:], seeds[1:], strict=True):
+        for key, what in DESIGN:
+            if meta.get(key) != metas[0].get(key):
+                raise ValueError(
+                    f"{r} and {runs[0]} differ in their {what} ({_short(meta.get(key))} and "
+                    f"{_short(metas[0].get(key))}): an averaged map needs runs of one design "
+                    "trained on one cohort"
+                )
+        # one cohort and one seed hold out the same patients (data.split)
+        if seed == seeds[0] and sorted(meta.get("held_out", [])) != sorted(
+            metas[0].get("held_out", [])
+        ):
+            raise ValueError(
+                f"{r} and {runs[0]} have the same seed but hold out different patients: they "
+                "were trained on different cohorts (or splits); an averaged map needs runs "
+                "trained on one cohort"
+            )
     if genomic != "genes":
         raise ValueError(
             f"an averaged map of {len(runs)} runs maps genes only (--genomic genes): each run "
             "clusters its own metagenes, so their metagenes are not the same variables"
         )
-    for r, meta in zip(runs[1:], metas[1:], strict=True):
-        for key in ("genes", "image_size"):
-            if meta.get(key) != metas[0].get(key):
-                raise ValueError(
-                    f"{r} and {runs[0]} differ in their {key.replace('_', ' ')}: an averaged "
-                    "map needs runs of one design"
-                )
+
+
+def _seed(run):
+    import yaml
+
+    try:
+        return yaml.safe_load((run / "config.yaml").read_text()).get("seed")
+    except (OSError, AttributeError, yaml.YAMLError):
+        return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _run_maps(run, args, adata, common) -> tuple:
@@ -169,6 +210,9 @@ def cmd_learned_map(args) -> int:
 
     runs = list(args.cohort)
     run = runs[0]
+    missing = [str(r) for r in runs if not r.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} does not exist")
     not_runs = [str(r) for r in runs if not r.is_dir()]
     if not_runs:
         raise ValueError(

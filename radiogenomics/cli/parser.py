@@ -153,6 +153,7 @@ def _add_setup(csub) -> None:
     )
     p.add_argument("h5ad", type=Path, help="AnnData .h5ad: X = expression, obs = patients")
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    _overwrite_arg(p)
     p.add_argument(
         "--categorical", default=None, metavar="A,B", help="obs columns embedded as covariates"
     )
@@ -365,6 +366,11 @@ def add_evaluate_parser(sub) -> None:
     p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
     _config_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (report.md, figures)")
+    _overwrite_arg(
+        p,
+        "write into an existing folder that an earlier evaluation did not write (its files "
+        "of the same names are replaced; never a cohort or run folder)",
+    )
     p.add_argument(
         "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from radiogenomics.cli.common import resolve_config, say
+from radiogenomics.cli.outputs import RUN_MARK, mark
 from radiogenomics.config import dump_config
 
 
@@ -21,6 +22,8 @@ def cmd_train(args) -> int:
     distributed.init_from_env()  # under torchrun: one process per rank
     adata = read_valid_cohort(args.data, progress=not args.quiet and distributed.is_main())
     model = MODELS[cfg.model](adata, cfg, progress=not args.quiet and distributed.is_main())
+    if distributed.is_main():  # a rerun knows the folder for its own run (cli.outputs)
+        mark(args.out, RUN_MARK, "train")
     summary = model.train(run_dir=args.out, progress=not args.quiet)
     if not distributed.is_main():
         return 0  # rank 0 writes and reports

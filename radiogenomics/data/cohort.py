@@ -271,6 +271,8 @@ def validate_cohort(
     rg = adata.uns[K.UNS]
     flags = modality_flags(adata)
     problems: list[str] = []
+    if adata.n_obs == 0:
+        problems.append("the cohort has no patients")
     dup = adata.obs_names[adata.obs_names.duplicated()].unique().tolist()
     if dup:
         problems.append(f"duplicate patient ids: {dup[:_MAX_LISTED]}")
@@ -362,6 +364,12 @@ def _check_files(adata, flags, root, progress, summary) -> list[str]:
                 arr, spacing = read_image(path, spatial_dims)
             except (OSError, ValueError) as err:
                 problems.append(f"patient '{pid}', {col} {path}: {err}")
+                continue
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if bad:  # a NaN voxel would shift every feature and statistic computed on it
+                problems.append(
+                    f"patient '{pid}', {col} {path}: {bad} non-finite voxel(s) (NaN or inf)"
+                )
                 continue
             if col == K.IMAGE:
                 image = arr
