@@ -92,6 +92,10 @@ def check_inputs(args) -> None:
     """Refuse, naming the flag, an input that is missing or is not what the flag takes: the
     cohorts, the run folders, the training log and the config. (The cohorts' contents are
     validated as they are read, also before any output.)"""
+    if args.kfold is None and args.image_run is None and args.negatives is None:
+        if args.real is None or args.synthetic is None:  # a cohort report needs both
+            missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+            raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
     for flag in ("train", "real", "synthetic", "data", "negatives", "config"):
         path = getattr(args, flag)
         if path is not None and not path.is_file():
