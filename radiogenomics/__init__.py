@@ -1,14 +1,13 @@
 """radiogenomics: synthetic paired cancer patients and radiogenomic maps."""
 
-__version__ = "0.1.0"
-
-from radiogenomics.data.cohort import (  # noqa: E402
+from radiogenomics._version import __version__
+from radiogenomics.data.cohort import (
     check_covariates,
     make_cohort,
     setup_cohort,
     validate_cohort,
 )
-from radiogenomics.data.h5ad import read_cohort, write_cohort  # noqa: E402
+from radiogenomics.data.h5ad import read_cohort, write_cohort
 
 __all__ = [
     "__version__",

@@ -35,6 +35,13 @@ class DataConfig:
     cache_rate: float = 1.0
 
     def __post_init__(self):
+        if self.image_size is not None and not all(
+            isinstance(s, int) and s >= 1 for s in self.image_size
+        ):
+            raise ValueError(
+                f"key 'data.image_size' must be positive integers (one per spatial axis); "
+                f"got {self.image_size}"
+            )
         if self.image_size is not None and len(self.image_size) != self.spatial_dims:
             raise ValueError(
                 f"key 'data.image_size' has {len(self.image_size)} entries "
@@ -629,7 +636,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     try:
         return from_dict(Config, data)
     except ValueError as err:
-        raise ValueError(f"config {path or '(defaults)'}: {err}") from None
+        raise ValueError(f"{_blamed(err, path, overrides or [])}: {err}") from None
+
+
+def _blamed(err: ValueError, path, overrides: list[str]) -> str:
+    """Where a bad value came from: the last `--set` of the key the error names (a later
+    override wins), else the config file (or the defaults)."""
+    import re
+
+    named = re.findall(r"key '([^']+)'", str(err))
+    for item in reversed(overrides):
+        key = item.partition("=")[0].strip()
+        if any(n == key or n.startswith(key + ".") or key.startswith(n + ".") for n in named):
+            return f"--set {item}"
+    return f"config {path or '(defaults)'}"
 
 
 def apply_override(data: dict, item: str) -> None:

@@ -104,7 +104,7 @@ def test_kfold_evaluation(gene_cohort, tmp_path, capsys):
 
 def test_gene_cli_errors(gene_cohort, tmp_path, capsys):
     assert main(["sample", str(tmp_path / "nowhere"), "--n", "5", "--out", str(tmp_path)]) == 2
-    assert "holds no trained model" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
     assert main(["evaluate", "--real", "x.h5ad", "--out", str(tmp_path)]) == 2
     assert "--train, --synthetic" in capsys.readouterr().err
     gmt = tmp_path / "sets.gmt"
@@ -113,7 +113,8 @@ def test_gene_cli_errors(gene_cohort, tmp_path, capsys):
                  "--set", f"select.gmt={gmt}", "--set", "select.pathways=[glioma]"]) == 2  # fmt: skip
     err = capsys.readouterr().err
     assert "sets.gmt" in err and "EGFR" in err and "GENE0" in err
-    assert main(["-q", "evaluate", "--data", str(gene_cohort), "--out", str(tmp_path)]) == 2
+    # (tmp_path holds the user's sets.gmt now: an evaluation would refuse it as --out)
+    assert main(["-q", "evaluate", "--data", str(gene_cohort), "--out", str(tmp_path / "e")]) == 2
     assert "evaluate needs" in capsys.readouterr().err
 
 

@@ -11,14 +11,9 @@ import pytest
 from radiogenomics import _keys as K
 from radiogenomics.cli import main
 from radiogenomics.config import load_config
-from radiogenomics.data.cohort import (
-    CohortError,
-    merge_cohorts,
-    relative_paths,
-    setup_cohort,
-    validate_cohort,
-)
+from radiogenomics.data.cohort import CohortError, setup_cohort, validate_cohort
 from radiogenomics.data.h5ad import read_cohort, read_valid_cohort, write_cohort
+from radiogenomics.data.merge import merge_cohorts, relative_paths
 from radiogenomics.data.phantom import make_phantom, write_phantom
 from radiogenomics.models.joint_gan import JointGAN
 

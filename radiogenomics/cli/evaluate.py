@@ -1,6 +1,6 @@
 """`radiogenomics evaluate`: the verb's handlers (gene reports and k-fold, image reports, the
 phantom's planted-feature checks, the augmentation experiment); its arguments are parsed in
-`radiogenomics.cli`."""
+`radiogenomics.cli.parser`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 
 from radiogenomics import _keys as K
 from radiogenomics.cli.common import resolve_config, say
+from radiogenomics.cli.outputs import EVALUATE_MARK, mark
 from radiogenomics.config import dump_config
 
 
@@ -18,11 +19,15 @@ def _read(path):
     return read_valid_cohort(path)
 
 
-def evaluate(args) -> int:
+def cmd_evaluate(args) -> int:
     """Dispatch on the arguments given: --kfold, --image-run, --negatives, then the cohorts:
     paired (expression and images in the synthetic and the real cohort, with --train), images,
     or genes."""
     args.started = time.time()  # outputs older than this are a previous run's: not reported
+    check_inputs(args)  # every input, before any work or any file written
+    if not args.dry_run:
+        args.out.mkdir(parents=True, exist_ok=True)
+        mark(args.out, EVALUATE_MARK, "evaluate")
     if args.kfold is not None:
         from radiogenomics.models.kfold import gene_kfold
 
@@ -81,6 +86,47 @@ def evaluate(args) -> int:
     print(table[cols].round(3).to_string())
     _say_privacy(args.out / "privacy.csv", args)
     return 0
+
+
+def check_inputs(args) -> None:
+    """Refuse, naming the flag, an input that is missing or is not what the flag takes: the
+    cohorts, the run folders, the training log and the config. (The cohorts' contents are
+    validated as they are read, also before any output.)"""
+    if args.kfold is None and args.image_run is None and args.negatives is None:
+        if args.real is None or args.synthetic is None:  # a cohort report needs both
+            missing = [f"--{k}" for k in ("train", "real", "synthetic") if getattr(args, k) is None]
+            raise ValueError(f"evaluate needs {', '.join(missing)} (or --data with --kfold)")
+    for flag in ("train", "real", "synthetic", "data", "negatives", "config"):
+        path = getattr(args, flag)
+        if path is not None and not path.is_file():
+            what = "does not exist" if not path.exists() else "is a folder, not a file"
+            raise FileNotFoundError(f"--{flag} {path} {what}")
+    for flag in ("segmenter", "image_run"):
+        path = getattr(args, flag)
+        name = "--" + flag.replace("_", "-")
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{name} {path} does not exist")
+        if path is not None and not (path / "model.json").is_file():
+            raise FileNotFoundError(f"{name} {path} holds no trained run (no model.json)")
+    if args.log is not None:
+        _check_log(args.log)
+
+
+def _check_log(path) -> None:
+    import pandas as pd
+
+    if not path.is_file():
+        what = "does not exist" if not path.exists() else "is a folder, not a file"
+        raise FileNotFoundError(f"--log {path} {what}")
+    try:
+        columns = pd.read_csv(path, nrows=2).columns
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"--log {path} is not a CSV training log ({err})") from None
+    if "step" not in columns:
+        raise ValueError(
+            f"--log {path} is no training log: it has no 'step' column (a run folder's "
+            "log.csv has one)"
+        )
 
 
 def _fresh(path, args) -> bool:

@@ -1,5 +1,5 @@
-"""`radiogenomics map RUN_DIR [RUN_DIR ...]`: the learned map of a trained joint or image run
-(several runs of one design: their maps averaged)."""
+"""`radiogenomics map`: the conventional map of a cohort (`cmd_map`), or the learned map of a
+trained joint or image run (`cmd_learned_map`; several runs of one design: their maps averaged)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import json
 import logging
 
 from radiogenomics import _keys as K
-from radiogenomics.cli.common import say
+from radiogenomics.cli.common import resolve_config, say, write_csv
+from radiogenomics.config import dump_config
 
 log = logging.getLogger("radiogenomics")
 
+MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
 SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
 # every file a map (conventional or learned) writes into --out
 MAP_FILES = (
@@ -23,6 +25,76 @@ LEARNED_DEFAULTS = {
     "estimator": "finite", "route": "direct", "n_patients": 64, "n_draws": 1, "delta": 1.0,
     "seed": 0,
 }  # fmt: skip
+
+
+def cmd_map(args) -> int:
+    """The conventional map of a cohort: map.csv (one row per pair), the heatmap, and for
+    metagenes each gene's metagene. A run folder gives the learned map (`cmd_learned_map`)."""
+    import dataclasses
+
+    paths = list(args.cohort)
+    if not paths[0].exists():
+        raise FileNotFoundError(
+            f"{paths[0]} does not exist (map takes a cohort .h5ad, or run folders)"
+        )
+    if paths[0].is_dir():
+        return cmd_learned_map(args)
+    if len(paths) > 1:
+        raise ValueError(
+            f"a conventional map reads one cohort; got {len(paths)} paths "
+            f"({', '.join(map(str, paths[:3]))}); several run folders give an averaged "
+            "learned map"
+        )
+    args.cohort = paths[0]
+    # the learned map's options (None unless given): given for a cohort, they are a mistake
+    wrong = [
+        f"--{k.replace('_', '-')}"
+        for k in ("data", "truth", *LEARNED_DEFAULTS)
+        if getattr(args, k) is not None
+    ]
+    if wrong:
+        raise ValueError(
+            f"learned-map options given for a cohort: {', '.join(wrong)} (they apply to a run "
+            f"folder's learned map; {args.cohort} is a cohort, whose map is the conventional one)"
+        )
+    cfg = resolve_config(args)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    from radiogenomics import pl, tl
+    from radiogenomics._atomic import atomic_write
+    from radiogenomics.data.h5ad import read_valid_cohort
+    from radiogenomics.radiomap.conventional import map_from_uns
+
+    adata = read_valid_cohort(args.cohort, progress=not args.quiet)
+    subtypes = [c.strip() for c in args.subtypes.split(",") if c.strip()] if args.subtypes else []
+    # the cohort sets spatial_dims; the config the rest of the image pipeline (resizing, scaling)
+    data_cfg = dataclasses.replace(cfg.data, spatial_dims=int(adata.uns[K.UNS][K.SPATIAL_DIMS]))
+    tl.conventional_map(
+        adata,
+        genomic=args.genomic,
+        subtypes=subtypes,
+        n_metagenes=args.n_metagenes,
+        method=args.method,
+        categorical_test=args.categorical_test or "kruskal",
+        data_cfg=data_cfg,
+        progress=not args.quiet,
+    )
+    table = map_from_uns(adata.uns[K.MAP])
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv = args.out / "map.csv"
+    atomic_write(csv, lambda tmp: table[MAP_COLUMNS].to_csv(tmp, index=False))
+    say(f"radiogenomic map ({len(table)} pairs)", csv)
+    if args.genomic == "metagenes":
+        write_csv(adata.var[[K.METAGENE]], args.out / "metagenes.csv")
+        say("metagene of each gene", args.out / "metagenes.csv")
+    pl.map_heatmap(table, save=args.out / "map_heatmap.png")
+    say("map heatmap", args.out / "map_heatmap.png")
+    written = {"map.csv", "map_heatmap.png"} | (
+        {"metagenes.csv"} if args.genomic == "metagenes" else set()
+    )
+    drop_stale(args, written)
+    return 0
 
 
 def drop_stale(args, written: set[str]) -> None:
@@ -46,9 +118,21 @@ def _check_run(run, meta) -> None:
         )
 
 
+# what runs averaged into one map must share: (model.json key, what it says)
+DESIGN = (
+    ("model", "model kind"), ("mode", "training mode"), ("genes", "genes"),
+    ("spatial_dims", "spatial dims"), ("image_size", "image size"), ("channels", "channels"),
+    ("phantom", "phantom flag"),
+    # the cohort's setup (its covariate vocabularies and statistics): its fingerprint
+    ("categorical", "cohort's categorical covariates"),
+    ("numeric", "cohort's numeric covariate statistics"),
+)  # fmt: skip
+
+
 def _check_design(runs, metas, genomic: str) -> None:
-    """Several runs, before any is mapped: distinct folders, genes (not metagenes), and one
-    design (the same genes and image size)."""
+    """Several runs, before any is mapped: distinct folders, one design (model kind, genes,
+    image geometry) trained on one cohort (its covariate setup; with one seed, the same
+    held-out patients), and genes (not metagenes)."""
     seen = {}
     for r in runs:
         key = r.resolve()
@@ -57,18 +141,43 @@ def _check_design(runs, metas, genomic: str) -> None:
                 f"{r} is given twice ({seen[key]}): each run counts as an independent fit"
             )
         seen[key] = r
+    seeds = [_seed(r) for r in runs]
+    for r, meta, seed in zip(runs[1:], metas[1:], seeds[1:], strict=True):
+        for key, what in DESIGN:
+            if meta.get(key) != metas[0].get(key):
+                raise ValueError(
+                    f"{r} and {runs[0]} differ in their {what} ({_short(meta.get(key))} and "
+                    f"{_short(metas[0].get(key))}): an averaged map needs runs of one design "
+                    "trained on one cohort"
+                )
+        # one cohort and one seed hold out the same patients (data.split)
+        if seed == seeds[0] and sorted(meta.get("held_out", [])) != sorted(
+            metas[0].get("held_out", [])
+        ):
+            raise ValueError(
+                f"{r} and {runs[0]} have the same seed but hold out different patients: they "
+                "were trained on different cohorts (or splits); an averaged map needs runs "
+                "trained on one cohort"
+            )
     if genomic != "genes":
         raise ValueError(
             f"an averaged map of {len(runs)} runs maps genes only (--genomic genes): each run "
             "clusters its own metagenes, so their metagenes are not the same variables"
         )
-    for r, meta in zip(runs[1:], metas[1:], strict=True):
-        for key in ("genes", "image_size"):
-            if meta.get(key) != metas[0].get(key):
-                raise ValueError(
-                    f"{r} and {runs[0]} differ in their {key.replace('_', ' ')}: an averaged "
-                    "map needs runs of one design"
-                )
+
+
+def _seed(run):
+    import yaml
+
+    try:
+        return yaml.safe_load((run / "config.yaml").read_text()).get("seed")
+    except (OSError, AttributeError, yaml.YAMLError):
+        return None
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _run_maps(run, args, adata, common) -> tuple:
@@ -97,11 +206,13 @@ def cmd_learned_map(args) -> int:
     import pandas as pd
 
     from radiogenomics._atomic import atomic_write, atomic_write_text
-    from radiogenomics.cli import MAP_COLUMNS
     from radiogenomics.models.base import read_meta
 
     runs = list(args.cohort)
     run = runs[0]
+    missing = [str(r) for r in runs if not r.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} does not exist")
     not_runs = [str(r) for r in runs if not r.is_dir()]
     if not_runs:
         raise ValueError(

@@ -1,11 +1,12 @@
-"""The `radiogenomics` command line's arguments: one sub-parser per verb."""
+"""The `radiogenomics` command line's arguments: one `add_<verb>_parser` per verb (and one
+`_add_<action>` per cohort action), so each verb's flags sit in one small function."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from radiogenomics import __version__
+from radiogenomics._version import __version__
 
 
 def _common() -> argparse.ArgumentParser:
@@ -56,12 +57,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"radiogenomics {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    common = _common()
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    for add in (
+        add_demo_parser,
+        add_cohort_parser,
+        add_select_genes_parser,
+        add_train_parser,
+        add_sample_parser,
+        add_evaluate_parser,
+        add_map_parser,
+    ):
+        add(sub)
+    return parser
 
+
+def add_demo_parser(sub) -> None:
+    """`demo`: the README's first command."""
     p = sub.add_parser(
         "demo",
-        parents=[common],
+        parents=[_common()],
         help="phantom cohort -> joint model -> synthetic patients -> report.html",
     )
     _config_args(p)
@@ -75,10 +89,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-fraction", type=float, default=0.25, help="held-out patients (default 0.25)"
     )
 
-    cohort = sub.add_parser("cohort", parents=[common], help="build, validate and generate cohorts")
+
+def add_cohort_parser(sub) -> None:
+    """`cohort ACTION`: build, set up, validate, split, merge and generate cohorts."""
+    cohort = sub.add_parser(
+        "cohort", parents=[_common()], help="build, validate and generate cohorts"
+    )
     csub = cohort.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for add in (
+        _add_phantom,
+        _add_build,
+        _add_setup,
+        _add_validate,
+        _add_merge,
+        _add_split,
+        _add_prepare_shared,
+    ):
+        add(csub)
+
+
+def _add_phantom(csub) -> None:
+    """`cohort phantom`."""
     p = csub.add_parser(
-        "phantom", parents=[common], help="write a phantom cohort (h5ad + image and mask files)"
+        "phantom", parents=[_common()], help="write a phantom cohort (h5ad + image and mask files)"
     )
     _config_args(p)
     p.add_argument("--n", type=int, help="patients (phantom.n)")
@@ -87,9 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (seed)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     _overwrite_arg(p)
+
+
+def _add_build(csub) -> None:
+    """`cohort build`."""
     p = csub.add_parser(
         "build",
-        parents=[common],
+        parents=[_common()],
         help="build a validated cohort .h5ad from a manifest (YAML or CSV)",
     )
     p.add_argument("manifest", type=Path)
@@ -105,13 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
+
+
+def _add_setup(csub) -> None:
+    """`cohort setup`."""
     p = csub.add_parser(
         "setup",
-        parents=[common],
+        parents=[_common()],
         help="set up a plain AnnData .h5ad (e.g. from scanpy) as a validated cohort",
     )
     p.add_argument("h5ad", type=Path, help="AnnData .h5ad: X = expression, obs = patients")
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad to write")
+    _overwrite_arg(p)
     p.add_argument(
         "--categorical", default=None, metavar="A,B", help="obs columns embedded as covariates"
     )
@@ -124,16 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
+
+
+def _add_validate(csub) -> None:
+    """`cohort validate`."""
     p = csub.add_parser(
-        "validate", parents=[common], help="validate a cohort .h5ad against the data contract"
+        "validate", parents=[_common()], help="validate a cohort .h5ad against the data contract"
     )
     p.add_argument("cohort", type=Path)
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
+
+
+def _add_merge(csub) -> None:
+    """`cohort merge`."""
     p = csub.add_parser(
         "merge",
-        parents=[common],
+        parents=[_common()],
         help="merge cohorts (e.g. a gene-only and an image-only one) into one validated .h5ad",
     )
     p.add_argument("cohorts", type=Path, nargs="+", metavar="COHORT", help="cohort .h5ad files")
@@ -148,9 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
+
+
+def _add_split(csub) -> None:
+    """`cohort split`."""
     p = csub.add_parser(
         "split",
-        parents=[common],
+        parents=[_common()],
         help="split a cohort by patient into train.h5ad and test.h5ad",
     )
     p.add_argument("cohort", type=Path)
@@ -162,9 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--group", default=None, help="obs column whose rows stay on one side (e.g. subject)"
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_prepare_shared(csub) -> None:
+    """`cohort prepare-shared`."""
     p = csub.add_parser(
         "prepare-shared",
-        parents=[common],
+        parents=[_common()],
         help="write a shared real image set (../shared/data) as image files",
     )
     p.add_argument("name", help="tcga-lgg, mini-mias or mini-mias-normal")
@@ -176,21 +234,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="the shared data folder (default: ../shared/data)",
     )
 
+
+def add_select_genes_parser(sub) -> None:
+    """`select-genes`."""
     p = sub.add_parser(
         "select-genes",
-        parents=[common],
+        parents=[_common()],
         help="select genes (differential expression, pathway gene sets or variance)",
     )
     _config_args(p)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
     p.add_argument("--out", type=Path, required=True, help="cohort .h5ad with the selected genes")
     _overwrite_arg(p)
-    p = sub.add_parser("train", parents=[common], help="train a model on a cohort")
+
+
+def add_train_parser(sub) -> None:
+    """`train CONFIG`."""
+    p = sub.add_parser("train", parents=[_common()], help="train a model on a cohort")
     _config_args(p, config_positional=True)
     p.add_argument("--data", type=Path, required=True, help="cohort .h5ad")
     p.add_argument("--out", type=Path, required=True, help="run folder (resumes if it has one)")
+
+
+def add_sample_parser(sub) -> None:
+    """`sample RUN`."""
     p = sub.add_parser(
-        "sample", parents=[common], help="sample synthetic patients from a trained run"
+        "sample", parents=[_common()], help="sample synthetic patients from a trained run"
     )
     p.add_argument("run", type=Path, help="run folder")
     p.add_argument(
@@ -235,9 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fix a covariate for every patient (repeatable); others follow the training cohort",
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_evaluate_parser(sub) -> None:
+    """`evaluate`."""
     p = sub.add_parser(
         "evaluate",
-        parents=[common],
+        parents=[_common()],
         help="score synthetic expression against held-out real patients, with baselines",
         description="Either score a synthetic cohort (--train, --real, --synthetic) or run a "
         "k-fold evaluation that trains GeneGAN on each fold (--data, --kfold, --config).",
@@ -293,13 +366,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stratify", default=None, help="k-fold: categorical column to stratify on")
     _config_args(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (report.md, figures)")
+    _overwrite_arg(
+        p,
+        "write into an existing folder that an earlier evaluation did not write (its files "
+        "of the same names are replaced; never a cohort or run folder)",
+    )
     p.add_argument(
         "--covariate", default=None, help="categorical covariate for fidelity and TSTR scores"
     )
     p.add_argument("--seed", type=int, default=0)
+
+
+def add_map_parser(sub) -> None:
+    """`map COHORT_OR_RUN ...`."""
     p = sub.add_parser(
         "map",
-        parents=[common],
+        parents=[_common()],
         help="the radiogenomic map of a cohort: genes, metagenes or subtypes x image features",
         description="Conventional map of a cohort .h5ad: Spearman (genes or metagenes) and "
         "Kruskal-Wallis (--subtypes) tests against features of the lesion images and masks, "
@@ -386,4 +468,3 @@ def build_parser() -> argparse.ArgumentParser:
         "when it is a phantom)",
     )
     _config_args(p)
-    return parser

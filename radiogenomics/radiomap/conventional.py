@@ -302,6 +302,14 @@ def conventional_map(
     missing = [c for c in subtypes if c not in adata.obs.columns]
     if missing:
         raise ValueError(f"subtypes {missing} are not obs columns; there are {list(adata.obs)}")
+    for col in subtypes:  # each value is a group: a numeric column would make a group per value
+        values = adata.obs[col]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            raise ValueError(
+                f"subtypes column '{col}' is numeric ({values.nunique()} distinct values): the "
+                "categorical tests make each value its own group; pass a categorical column, "
+                "or bin this one into categories first (e.g. pandas.cut)"
+            )
     if features is None:
         features = image_feature_table(adata, data_cfg, progress=progress)
     unknown = features.index.difference(adata.obs_names)

@@ -1,0 +1,200 @@
+"""`radiogenomics sample RUN --out DIR`: synthetic patients of a trained run, written as a cohort
+folder. `cmd_sample` branches on the run's model kind; its helpers stay here with it."""
+
+from __future__ import annotations
+
+from radiogenomics.cli.common import say
+
+
+def _covariate_args(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--covariate {item!r} must look like KEY=VALUE")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def cmd_sample(args) -> int:
+    from radiogenomics.data.folders import COHORT_FILE, cohort_folder
+    from radiogenomics.data.h5ad import read_valid_cohort, write_cohort
+    from radiogenomics.models.base import read_meta
+
+    if not args.run.exists():
+        raise FileNotFoundError(f"run folder {args.run} does not exist")
+    # every input cohort is validated before the model loads: a bad one fails fast, by name
+    adata, like, expression = (
+        read_valid_cohort(path, progress=not args.quiet) if path is not None else None
+        for path in (args.data, args.like, args.expression)
+    )
+    kind = read_meta(args.run)["model"]
+    if kind == "segmentation":
+        raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
+    _check_flags(args, kind, expression)
+    if kind == "joint_gan":
+        return _sample_joint(args, like)
+    if kind == "gene_gan":
+        from radiogenomics.models.gene_gan import GeneGAN
+
+        model = GeneGAN.load(args.run)
+        synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
+        synth.uns["rg"]["synthetic"]["run"] = str(args.run)
+        with cohort_folder(args.out, args.overwrite) as tmp:  # replaces the sample's own files
+            write_cohort(synth, tmp / COHORT_FILE)
+        say(f"{synth.n_obs} synthetic patients", args.out / COHORT_FILE)
+        return 0
+    from radiogenomics.models.image_gan import ImageGAN
+
+    model = ImageGAN.load(args.run, adata)
+    if like is not None:
+        synth = model.counterparts(like, seed=args.seed)
+        synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
+        _warn_dropped(like, synth, args)
+        return _write_images(synth, args)
+    needs_masks = model.config.image.use_mask and model.sampler.mask is None
+    if expression is None and adata is None and (model.genes or needs_masks):
+        raise ValueError(
+            "an image run samples expression (and masks) from a cohort: pass --data (its "
+            "training cohort) or --expression (e.g. a GeneGAN sample's cohort.h5ad)"
+        )
+    synth = model.sample(args.n, expression, seed=args.seed)
+    synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
+    return _write_images(synth, args)
+
+
+def _check_flags(args, kind: str, expression) -> None:
+    """Refuse, by name, the flags that `kind`'s run would ignore or that contradict each other,
+    and a --n that the run would not honour."""
+    given = {
+        flag: getattr(args, key) is not None
+        for flag, key in (("--data", "data"), ("--expression", "expression"), ("--like", "like"))
+    }
+    given["--covariate"] = bool(args.covariate)
+    if kind == "gene_gan":
+        wrong = [f for f in ("--data", "--expression", "--like") if given[f]]
+        if wrong:
+            raise ValueError(
+                f"{args.run} is a gene run (GeneGAN), which draws expression only: "
+                f"{', '.join(wrong)} apply to image and joint runs"
+            )
+        if args.n is None:
+            raise ValueError(f"{args.run} is a gene run: pass --n, the number of patients")
+        return
+    if given["--like"]:
+        # --like: one patient per patient of that cohort, from its own expression and mask
+        wrong = [f for f in ("--data", "--expression", "--covariate") if given[f]]
+        if args.n is not None:
+            wrong.append("--n")
+        if wrong:
+            raise ValueError(
+                f"{', '.join(wrong)} given with --like, which makes one synthetic patient per "
+                "patient of its cohort from that patient's expression and mask: drop "
+                f"{'it' if len(wrong) == 1 else 'them'}, or drop --like"
+            )
+        return
+    if kind == "image_gan":
+        if given["--covariate"]:
+            raise ValueError("--covariate applies to gene runs; an image run follows --expression")
+        if expression is not None and args.n is not None and args.n != expression.n_obs:
+            raise ValueError(
+                f"--n {args.n} but --expression {args.expression} holds {expression.n_obs} "
+                "patients, each of whom gets one image: drop --n, or pass a cohort of "
+                f"{args.n} patients"
+            )
+        if expression is None and args.n is None:
+            raise ValueError(
+                f"{args.run} is an image run: pass --n (patients drawn from --data) or "
+                "--expression (one image per patient) or --like"
+            )
+
+
+def _warn_dropped(like, synth, args) -> None:
+    """Log the patients of --like that got no synthetic counterpart (ids get '-syn')."""
+    import logging
+
+    from radiogenomics import _keys as K
+
+    made = {str(p).removesuffix("-syn") for p in synth.adata.obs_names}
+    dropped = [str(p) for p in like.obs_names if str(p) not in made]
+    if not dropped:
+        return
+    obs = like.obs.loc[dropped]
+    lacking = [
+        f"{int((~obs[flag].astype(bool)).sum())} without {what}"
+        for flag, what in (
+            (K.HAS_EXPRESSION, "expression"),
+            (K.HAS_IMAGE, "an image"),
+            (K.HAS_MASK, "a mask"),
+        )  # fmt: skip
+        if flag in obs and (~obs[flag].astype(bool)).any()
+    ]
+    logging.getLogger(__name__).warning(
+        "--like %s: %d of its %d patients get no synthetic counterpart (%s), e.g. %s",
+        args.like, len(dropped), like.n_obs, ", ".join(lacking) or "not generated",
+        dropped[:5],
+    )  # fmt: skip
+
+
+def _sample_joint(args, like) -> int:
+    """Fully synthetic patients of a joint run, generated and written batch by batch (so
+    --n may exceed memory); with --like, images for that cohort's expression and masks."""
+    from radiogenomics.data.h5ad import write_patient_batches
+    from radiogenomics.models.joint_gan import JointGAN
+
+    if args.data is not None or args.expression is not None:
+        raise ValueError(
+            "a joint run draws expression from its own gene generator: --data and --expression "
+            "do not apply (--like gives images for a cohort's real expression)"
+        )
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    model = JointGAN.load(args.run)
+    if like is not None:
+        synth = model.generate_images(like, seed=args.seed)
+        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+        _warn_dropped(like, synth, args)
+        return _write_images(synth, args)
+    if args.n is None or args.n < 1:
+        raise ValueError(f"--n must be a positive number of patients; got {args.n}")
+    covariates = _covariate_args(args.covariate)
+    first = []
+
+    def batches():
+        for batch in model.iter_sample(
+            args.n, covariates, seed=args.seed, batch_size=args.batch_size
+        ):
+            batch.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+            if not first:
+                first.append(batch)
+            yield batch.files()
+
+    path = write_patient_batches(
+        batches(),
+        args.out,
+        args.format,
+        not args.quiet,
+        total=args.n,
+        desc="sampling synthetic patients",
+        overwrite=args.overwrite,
+    )
+    say(f"{args.n} synthetic patients", path)
+    if first and first[0].images is not None:
+        from radiogenomics import pl
+
+        b = first[0]
+        pl.patients(b.adata, images=b.images, masks=b.masks, save=args.out / "samples.png")
+        say("sample grid", args.out / "samples.png")
+    return 0
+
+
+def _write_images(synth, args) -> int:
+    path = synth.write(
+        args.out, image_format=args.format, progress=not args.quiet, overwrite=args.overwrite
+    )
+    say(f"{synth.adata.n_obs} synthetic patients (images in {args.out / 'images'})", path)
+    from radiogenomics import pl
+
+    pl.patients(synth.adata, images=synth.images, masks=synth.masks, save=args.out / "samples.png")
+    say("sample grid", args.out / "samples.png")
+    return 0
