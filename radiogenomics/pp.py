@@ -130,7 +130,7 @@ def log1p(adata: ad.AnnData, *, copy: bool = False) -> ad.AnnData | None:
     >>> from radiogenomics import pp
     >>> adata = ad.AnnData(np.array([[0.0, 1.0], [3.0, 7.0]], np.float32))
     >>> pp.log1p(adata)
-    >>> np.round(adata.X, 3).tolist()
+    >>> np.round(adata.X.astype(float), 3).tolist()
     [[0.0, 0.693], [1.386, 2.079]]
     """
     prov = adata.uns.get(K.UNS, {}).get(K.PROVENANCE, {})
@@ -392,7 +392,7 @@ def de_table(adata: ad.AnnData, key: str = DE_KEY) -> pd.DataFrame:
 
 
 def read_gmt(path: str | Path) -> dict[str, list[str]]:
-    """Read a GMT file (`name<TAB>description<TAB>gene...` per line) into {name: genes}.
+    r"""Read a GMT file (`name<TAB>description<TAB>gene...` per line) into {name: genes}.
 
     Parameters
     ----------
