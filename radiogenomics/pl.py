@@ -172,7 +172,7 @@ def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
 
 def _finish(fig, save):
     if save is not None:
-        from radiogenomics.data.io import atomic_write
+        from radiogenomics._atomic import atomic_write
 
         atomic_write(
             Path(save),

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # no pyplot: see radiogenomics.pl
 from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate.genes import _matrix, gene_distance
 
 log = logging.getLogger(__name__)

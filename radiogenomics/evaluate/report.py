@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics import _keys as K
-from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, summarise
