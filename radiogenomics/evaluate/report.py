@@ -152,11 +152,11 @@ def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None 
             "Each fold's sets are scored against its held-out patients; mean ± std over the "
             "folds (every score of every fold: `kfold.csv`).",
             "",
-            figures._markdown_table(text),
+            figures.markdown_table(text),
             "",
             "## Fold by fold",
             "",
-            figures._markdown_table(folds),
+            figures.markdown_table(folds),
             "",
         ]
     )
