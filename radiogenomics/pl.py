@@ -1,4 +1,5 @@
-"""Plots. They read a cohort and never modify it; each returns the matplotlib Figure."""
+"""Plots. They read a cohort and never modify it; each returns the matplotlib Figure, and
+writes it to `save` (PNG, PDF or SVG by the suffix) when given."""
 
 from __future__ import annotations
 
@@ -46,8 +47,35 @@ def patients(
 ):
     """A grid of patients: image (middle lesion slice in 3D) with the mask outline.
 
-    Images are read from the cohort's files unless `images`/`masks` arrays `(N, C, *spatial)`
-    are given. Titles show the patient id and `color_by` (default: the first covariate).
+    Parameters
+    ----------
+    adata
+        The cohort (read, not changed).
+    n
+        How many imaged patients, drawn at random.
+    images, masks
+        Arrays `(N, C, *spatial)` for the cohort's rows, or None: read from its files.
+    color_by
+        An obs column shown in each title (default: the first covariate).
+    ncols
+        Panels per row.
+    seed
+        Seed of the draw.
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure.
+
+    Examples
+    --------
+    >>> from radiogenomics import pl
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> ph = make_phantom(8, 2, progress=False)
+    >>> fig = pl.patients(ph.adata, 4, images=ph.images, masks=ph.masks, color_by="subtype")
+    >>> len(fig.axes)
+    4
     """
     has_image = adata.obs[K.HAS_IMAGE].to_numpy(bool)
     rows = np.flatnonzero(has_image)
@@ -99,7 +127,27 @@ def patients(
 
 
 def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
-    """Heatmap of the phantom's ground-truth map (image-linked genes x lesion features)."""
+    """Heatmap of the phantom's ground-truth map (image-linked genes x lesion features).
+
+    Parameters
+    ----------
+    adata
+        A phantom cohort (`radiogenomics.data.phantom`; read, not changed).
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure.
+
+    Examples
+    --------
+    >>> from radiogenomics import pl
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> fig = pl.truth_map(make_phantom(4, 2, progress=False).adata)
+    >>> fig.axes[0].get_title()
+    'ground-truth radiogenomic map'
+    """
     phantom = adata.uns.get(K.UNS, {}).get(K.PHANTOM)
     if phantom is None:
         raise ValueError("the cohort has no phantom ground truth (uns['rg']['phantom'])")
@@ -124,7 +172,7 @@ def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):
 
 def _finish(fig, save):
     if save is not None:
-        from radiogenomics.data.io import atomic_write
+        from radiogenomics._atomic import atomic_write
 
         atomic_write(
             Path(save),
@@ -140,13 +188,38 @@ def volcano(
 
     Selected genes are highlighted, the thresholds (alpha, min |log2 FC|) drawn as dashed lines
     and the `n_labels` selected genes with the smallest adjusted p-value labelled.
+
+    Parameters
+    ----------
+    adata
+        A cohort that `pp.rank_genes` has run on (read, not changed).
+    key
+        The `key_added` of that run.
+    n_labels
+        How many selected genes are labelled.
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure.
+
+    Examples
+    --------
+    >>> from radiogenomics import pl, pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(24, 2, progress=False).adata
+    >>> pp.rank_genes(adata, "sex", "F", log_base=2)
+    >>> fig = pl.volcano(adata)
+    >>> fig.axes[0].get_xlabel()
+    'log2 fold change'
     """
     cols = [f"{key}_{c}" for c in ("log2fc", "padj", "selected")]
     missing = [c for c in cols if c not in adata.var.columns]
     if missing:
         raise ValueError(
             f"var has no differential-expression columns {missing}; run pp.rank_genes(adata, "
-            f"..., key='{key}') first"
+            f"..., key_added='{key}') first"
         )
     params = adata.uns.get(K.UNS, {}).get(key, {})
     alpha, min_lfc = float(params.get("alpha", 0.05)), float(params.get("min_log2fc", 1.0))
@@ -185,8 +258,31 @@ def volcano(
 
 
 def loss_curves(log: str | Path, *, save: str | Path | None = None):
-    """Training curves from a run's `log.csv`: losses, the critic's Wasserstein estimate and the
-    gradient penalty against the step, and the held-out realism score where it was measured."""
+    r"""Training curves from a run's `log.csv`: losses, the critic's Wasserstein estimate and the
+    gradient penalty against the step, and the held-out realism score where it was measured.
+
+    Parameters
+    ----------
+    log
+        The run's `log.csv` (columns step and any of critic, generator, wasserstein, gp,
+        val_score).
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure, one panel per column found.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from radiogenomics import pl
+    >>> log = Path(tempfile.mkdtemp()) / "log.csv"
+    >>> _ = log.write_text("step,critic,generator\n1,0.5,-0.2\n2,0.3,-0.1\n")
+    >>> [ax.get_title() for ax in pl.loss_curves(log).axes]
+    ['critic', 'generator']
+    """
     import pandas as pd
 
     frame = pd.read_csv(log)
@@ -218,7 +314,36 @@ def map_heatmap(
     stored form (`adata.uns['rg_map']`). With more than `max_rows` genomic variables, the ones
     with the smallest adjusted p values are shown (in the table's order; the largest |effect|
     where no p value exists). The colour range is [-1, 1], or wider when an effect exceeds it
-    (a learned map's standardised slopes, `radiomap.learned`)."""
+    (a learned map's standardised slopes, `radiomap.learned`).
+
+    Parameters
+    ----------
+    table
+        The map: a long table (genomic, feature, effect, p_adj[, method]) or its stored form
+        (`adata.uns['rg_map']`, read, not changed).
+    alpha
+        Pairs with `p_adj < alpha` get a dot.
+    max_rows
+        Most genomic variables shown.
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from radiogenomics import pl
+    >>> table = pd.DataFrame({"genomic": ["MG1", "MG1", "MG2", "MG2"],
+    ...                       "feature": ["size", "contrast"] * 2,
+    ...                       "effect": [0.8, 0.1, -0.2, 0.6],
+    ...                       "p_adj": [0.001, 0.5, 0.3, 0.01]})
+    >>> fig = pl.map_heatmap(table)
+    >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    ['MG1', 'MG2']
+    """
     import pandas as pd
 
     from radiogenomics.radiomap.conventional import effect_matrix, map_from_uns
@@ -273,7 +398,34 @@ def impact_maps(
     """A grid of spatial gene-impact maps (`radiogenomics.radiomap.learned.impact_maps`:
     variables x *spatial, mean |image(+d) - image(-d)|): the `top_k` variables with the largest
     total impact, one panel each on a shared colour scale; a 3D map shows its central slice
-    along the last axis."""
+    along the last axis.
+
+    Parameters
+    ----------
+    maps
+        `(variables, *spatial)` with 2 or 3 spatial dims.
+    names
+        One name per variable.
+    top_k
+        Most panels drawn.
+    ncols
+        Panels per row.
+    save
+        A file to write the figure to (format by suffix), or None.
+
+    Returns
+    -------
+    The matplotlib Figure.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from radiogenomics import pl
+    >>> maps = np.ones((3, 8, 8)) * np.array([3.0, 1.0, 2.0])[:, None, None]
+    >>> fig = pl.impact_maps(maps, ["TP53", "EGFR", "IDH1"], top_k=2)
+    >>> [ax.get_title() for ax in fig.axes if ax.get_title()]  # the largest impact first
+    ['TP53', 'IDH1']
+    """
     maps = np.asarray(maps, np.float64)
     if maps.ndim not in (3, 4) or len(maps) != len(names):
         raise ValueError(

@@ -1,12 +1,17 @@
 """Preprocessing: gene standardisation and gene selection (DESIGN section 1).
 
-Functions take a cohort AnnData (scanpy style). Statistics use only the patients with expression
+Functions take a cohort AnnData (scverse style): a function that writes into the AnnData takes
+`copy=False` (True: work on a copy and return it; False: write in place and return None), and
+names what it adds with `key_added`. Statistics use only the patients with expression
 (`obs["has_expression"]`, all rows when the column is missing); other rows are NaN by contract.
 
-- `GeneScaler` / `standardize`: optional log1p then per-gene standardisation, exactly invertible,
-  stored in `uns["rg"]["gene_stats"]`; the cohort's `X` stays on the user's scale.
-- `rank_genes` (+ `pl.volcano`): differential expression, rank-sum or paired signed-rank.
-- `read_gmt` / `pathway_genes`: disease pathway gene sets such as KEGG glioma hsa05214.
+- `standardize`: fit the cohort's gene scaler (`radiogenomics.data.scaling.GeneScaler`: optional
+  log1p, then per-gene standardisation, exactly invertible) into `uns["rg"]["gene_stats"]`; the
+  cohort's `X` stays on the user's scale. `log1p`: log-transform `X` itself.
+- `rank_genes` (+ `de_table`, `pl.volcano`): differential expression, rank-sum or paired
+  signed-rank.
+- `read_gmt` / `pathway_genes` (+ `pathway_table`): disease pathway gene sets such as KEGG glioma
+  hsa05214.
 - `select_genes` / `highly_variable`: subset a cohort to the chosen genes.
 """
 
@@ -24,6 +29,7 @@ import pandas as pd
 from scipy import stats
 
 from radiogenomics import _keys as K
+from radiogenomics.data import scaling
 
 log = logging.getLogger(__name__)
 
@@ -53,116 +59,81 @@ def _rg(adata: ad.AnnData) -> dict:
     return adata.uns.setdefault(K.UNS, {})
 
 
+def _returned(adata: ad.AnnData, copy: bool) -> ad.AnnData | None:
+    """scverse's convention: the modified copy when `copy`, None after an in-place change."""
+    return adata if copy else None
+
+
 # --- standardisation ---------------------------------------------------------------------------
 
 
-class GeneScaler:
-    """Optional `log1p`, then per-gene `(x - mean) / std`; `inverse_transform` undoes both.
+def standardize(adata: ad.AnnData, log1p: bool = False, *, copy: bool = False) -> ad.AnnData | None:
+    """Fit the cohort's gene scaler and store it in `uns["rg"]["gene_stats"]`.
 
-    Arithmetic is float64 so that `inverse_transform(transform(X))` equals `X` up to float32
-    rounding; outputs are float32. Rows that are entirely NaN (patients without expression) are
-    ignored by `fit` and stay NaN through `transform`.
+    The scaler (`radiogenomics.data.scaling.GeneScaler`) is an optional `log1p`, then per-gene
+    `(x - mean) / std` over the patients with expression. `X` is not changed: the models
+    standardise internally with this scaler and write samples back on the user's scale, so a
+    cohort and its synthetic copy stay comparable. Every model of the cohort uses it; a cohort
+    without one gets the same numbers fitted by each model, which keeps them to itself.
+
+    Parameters
+    ----------
+    adata
+        The cohort.
+    log1p
+        Fit on `log1p(X)` (counts); the models then need `gene.log1p=True`.
+    copy
+        Work on a copy of `adata` and return it, leaving `adata` untouched.
+
+    Returns
+    -------
+    The cohort with `uns["rg"]["gene_stats"]` when `copy`, else None (written in place). Read
+    the scaler back with `radiogenomics.data.scaling.stored_scaler(adata)`.
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> from radiogenomics.data.scaling import stored_scaler
+    >>> adata = make_phantom(16, 2, progress=False).adata
+    >>> pp.standardize(adata)
+    >>> stored_scaler(adata).transform(adata.X).shape
+    (16, 256)
     """
-
-    def __init__(self, log1p: bool = False):
-        self.log1p = bool(log1p)
-        self.mean: np.ndarray | None = None
-        self.std: np.ndarray | None = None
-        self.genes: list[str] = []
-
-    def _check(self, X, what: str) -> np.ndarray:
-        if what != "fit" and self.mean is None:
-            raise ValueError(f"{what}: the GeneScaler is not fitted; call fit(X) first")
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2:
-            raise ValueError(f"{what} expects a 2D array (patients x genes); got shape {X.shape}")
-        if self.mean is not None and X.shape[1] != self.mean.size:
-            raise ValueError(
-                f"{what}: data has {X.shape[1]} genes but the scaler was fitted on {self.mean.size}"
-            )
-        if self.log1p and what != "inverse_transform":
-            neg = np.argwhere(X < 0)  # NaN compares False
-            if neg.size:
-                r, g = neg[0]
-                name = f"'{self.genes[g]}' (index {g})" if self.genes else f"index {g}"
-                raise ValueError(
-                    f"{what}: log1p needs non-negative expression; gene {name} is {X[r, g]:g} "
-                    f"in row {r} ({len(neg)} negative value(s)). Is the data already log-scale?"
-                )
-        return X
-
-    def fit(self, X, genes: Sequence[str] | None = None) -> GeneScaler:
-        self.genes = [str(g) for g in genes] if genes is not None else []
-        X = self._check(X, "fit")
-        if self.genes and len(self.genes) != X.shape[1]:
-            raise ValueError(f"fit: {len(self.genes)} gene names for {X.shape[1]} columns")
-        X = X[~np.isnan(X).all(axis=1)]
-        if X.shape[0] == 0:
-            raise ValueError("fit: no rows with expression to fit the scaler on")
-        partial = np.argwhere(np.isnan(X))
-        if partial.size:
-            g = partial[0, 1]
-            name = self.genes[g] if self.genes else f"index {g}"
-            raise ValueError(f"fit: NaN for gene {name} in a row that has other values")
-        if self.log1p:
-            X = np.log1p(X)
-        self.mean = X.mean(axis=0)
-        std = X.std(axis=0)
-        self.std = np.where(std > 0, std, 1.0)  # constant genes: centre only, never divide by 0
-        return self
-
-    def transform(self, X) -> np.ndarray:
-        X = self._check(X, "transform")
-        if self.log1p:
-            X = np.log1p(X)
-        return ((X - self.mean) / self.std).astype(np.float32)
-
-    def inverse_transform(self, Z) -> np.ndarray:
-        X = self._check(Z, "inverse_transform") * self.std + self.mean
-        # generated values below 0 on the log1p scale would be negative counts: clip to 0
-        return (np.expm1(np.maximum(X, 0.0)) if self.log1p else X).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        """h5ad- and JSON-writable statistics."""
-        if self.mean is None:
-            raise ValueError("to_dict: the GeneScaler is not fitted; call fit(X) first")
-        return {
-            "log1p": self.log1p,
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
-            "genes": list(self.genes),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeneScaler:
-        missing = [k for k in ("log1p", "mean", "std") if k not in d]
-        if missing:
-            raise ValueError(f"gene statistics lack key(s) {missing}; have {sorted(d)}")
-        scaler = cls(log1p=bool(d["log1p"]))
-        scaler.mean = np.asarray(d["mean"], dtype=np.float64).ravel()
-        scaler.std = np.asarray(d["std"], dtype=np.float64).ravel()
-        scaler.genes = [str(g) for g in d.get("genes", [])]  # h5ad gives arrays back
-        if scaler.mean.size != scaler.std.size:
-            raise ValueError(f"gene statistics: {scaler.mean.size} means, {scaler.std.size} stds")
-        return scaler
-
-
-def standardize(adata: ad.AnnData, log1p: bool = False) -> GeneScaler:
-    """Fit a `GeneScaler` on the expression rows and store it in `uns["rg"]["gene_stats"]`.
-
-    `X` is not changed: the models transform internally and write samples back on the user's
-    scale, so a cohort and its synthetic copy stay comparable.
-    """
+    adata = adata.copy() if copy else adata
     rows = _expression_rows(adata)
-    scaler = GeneScaler(log1p=log1p).fit(_dense(adata)[rows], genes=adata.var_names)
+    scaler = scaling.GeneScaler(log1p=log1p).fit(_dense(adata)[rows], genes=adata.var_names)
     _rg(adata)[K.GENE_STATS] = scaler.to_dict()
     log.info("gene statistics of %d genes over %d patients", adata.n_vars, int(rows.sum()))
-    return scaler
+    return _returned(adata, copy)
 
 
-def log1p(adata: ad.AnnData) -> ad.AnnData:
-    """Natural `log1p` of `X` in place, recorded in `uns["rg"]["provenance"]["log1p"]`."""
-    prov = _rg(adata).setdefault(K.PROVENANCE, {})
+def log1p(adata: ad.AnnData, *, copy: bool = False) -> ad.AnnData | None:
+    """Natural `log1p` of `X`, recorded in `uns["rg"]["provenance"]["log1p"]`.
+
+    Parameters
+    ----------
+    adata
+        The cohort; its expression must be non-negative (counts or linear intensities) and not
+        already log1p-transformed.
+    copy
+        Work on a copy of `adata` and return it, leaving `adata` untouched.
+
+    Returns
+    -------
+    The transformed cohort when `copy`, else None (`X` replaced in place).
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> import numpy as np
+    >>> from radiogenomics import pp
+    >>> adata = ad.AnnData(np.array([[0.0, 1.0], [3.0, 7.0]], np.float32))
+    >>> pp.log1p(adata)
+    >>> np.round(adata.X.astype(float), 3).tolist()
+    [[0.0, 0.693], [1.386, 2.079]]
+    """
+    prov = adata.uns.get(K.UNS, {}).get(K.PROVENANCE, {})
     if str(prov.get("log1p", "")).lower() == "true":
         raise ValueError("X is already log1p-transformed (uns['rg']['provenance']['log1p'])")
     X = _dense(adata).astype(np.float32)
@@ -174,9 +145,10 @@ def log1p(adata: ad.AnnData) -> ad.AnnData:
             f"log1p needs non-negative expression; gene '{adata.var_names[g]}' of patient "
             f"'{adata.obs_names[r]}' is {X[r, g]:g} ({len(neg)} negative value(s))"
         )
+    adata = adata.copy() if copy else adata
     adata.X = np.log1p(X)
-    prov["log1p"] = "true"
-    return adata
+    _rg(adata).setdefault(K.PROVENANCE, {})["log1p"] = "true"
+    return _returned(adata, copy)
 
 
 # --- differential expression -------------------------------------------------------------------
@@ -243,8 +215,9 @@ def rank_genes(
     alpha: float = 0.05,
     min_log2fc: float = 1.0,
     log_base: float | None = None,
-    key: str = DE_KEY,
-) -> pd.DataFrame:
+    key_added: str = DE_KEY,
+    copy: bool = False,
+) -> ad.AnnData | None:
     """Differential expression of `group` against `reference` (another value or "rest").
 
     Unpaired: two-sided Mann-Whitney rank-sum per gene. Paired (`pair_by` names the obs column
@@ -256,8 +229,45 @@ def rank_genes(
     matched samples, so their difference is the mean within-pair difference. A gene is selected
     when `padj < alpha` and `|log2fc| >= min_log2fc`.
 
-    Writes var columns `{key}_log2fc`, `{key}_pval`, `{key}_padj`, `{key}_selected` and the
-    parameters to `uns["rg"][key]`; returns a table indexed by gene, sorted by padj.
+    Parameters
+    ----------
+    adata
+        The cohort; only patients with expression are compared.
+    groupby
+        The obs column whose values name the groups.
+    group
+        The value of `groupby` tested.
+    reference
+        Another value of `groupby`, or "rest": every other patient with a value.
+    pair_by
+        The obs column with the id shared by a patient's two samples (paired test), or None.
+    correction
+        "benjamini-hochberg" or "bonferroni", over genes.
+    alpha
+        Largest adjusted p value of a selected gene.
+    min_log2fc
+        Smallest |log2 fold change| of a selected gene.
+    log_base
+        None for linear data, else the base of `X`'s logarithm (2, 10, `np.e`).
+    key_added
+        Prefix of the var columns and key in `uns["rg"]` that the result goes to.
+    copy
+        Work on a copy of `adata` and return it, leaving `adata` untouched.
+
+    Returns
+    -------
+    The cohort with the result when `copy`, else None. Written: var columns
+    `{key_added}_log2fc`, `_pval`, `_padj`, `_selected`, and the parameters in
+    `uns["rg"][key_added]`; `de_table(adata, key_added)` gives the table sorted by padj.
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(24, 2, progress=False).adata
+    >>> pp.rank_genes(adata, "sex", "F", log_base=2)
+    >>> list(pp.de_table(adata).columns)
+    ['log2fc', 'pval', 'padj', 'selected']
     """
     if correction not in ("benjamini-hochberg", "bonferroni"):
         raise ValueError(
@@ -287,6 +297,7 @@ def rank_genes(
             f"groups; set obs['{K.HAS_EXPRESSION}'] False for them or fill the values"
         )
     xg, xr = X[ig], X[ir]
+    adata = adata.copy() if copy else adata
     if log_base is None:
         if (xg < 0).any() or (xr < 0).any():
             gene = adata.var_names[np.flatnonzero(((xg < 0).any(0)) | ((xr < 0).any(0)))[0]]
@@ -318,7 +329,7 @@ def rank_genes(
         index=pd.Index(adata.var_names, name="gene"),
     )
     for col in result.columns:
-        adata.var[f"{key}_{col}"] = result[col].to_numpy()
+        adata.var[f"{key_added}_{col}"] = result[col].to_numpy()
     params = {
         "groupby": groupby,
         "group": str(group),
@@ -334,17 +345,74 @@ def rank_genes(
     }
     if pair_by is not None:
         params["pair_by"] = pair_by
-    _rg(adata)[key] = params
+    _rg(adata)[key_added] = params
     n_sel = params["n_selected"]
     log.info(f"{test}: {group} vs {reference} ({ig.size} vs {ir.size}), {n_sel} genes selected")
-    return result.sort_values(["padj", "pval"], kind="stable")
+    return _returned(adata, copy)
+
+
+def de_table(adata: ad.AnnData, key: str = DE_KEY) -> pd.DataFrame:
+    """The differential-expression table that `rank_genes(..., key_added=key)` wrote.
+
+    Parameters
+    ----------
+    adata
+        A cohort that `rank_genes` has run on.
+    key
+        The `key_added` of that run.
+
+    Returns
+    -------
+    Columns log2fc, pval, padj, selected; indexed by gene, sorted by padj (then pval).
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(24, 2, progress=False).adata
+    >>> pp.rank_genes(adata, "subtype", "A", log_base=2, key_added="de_A")
+    >>> pp.de_table(adata, "de_A").index.name
+    'gene'
+    """
+    columns = ["log2fc", "pval", "padj", "selected"]
+    missing = [f"{key}_{c}" for c in columns if f"{key}_{c}" not in adata.var.columns]
+    if missing:
+        raise ValueError(
+            f"var has no differential-expression columns {missing}; run "
+            f"pp.rank_genes(adata, ..., key_added='{key}') first"
+        )
+    table = pd.DataFrame(
+        {c: adata.var[f"{key}_{c}"].to_numpy() for c in columns},
+        index=pd.Index(adata.var_names, name="gene"),
+    )
+    return table.sort_values(["padj", "pval"], kind="stable")
 
 
 # --- pathway gene sets -------------------------------------------------------------------------
 
 
 def read_gmt(path: str | Path) -> dict[str, list[str]]:
-    """Read a GMT file (`name<TAB>description<TAB>gene...` per line) into {name: genes}."""
+    r"""Read a GMT file (`name<TAB>description<TAB>gene...` per line) into {name: genes}.
+
+    Parameters
+    ----------
+    path
+        The GMT file (e.g. MSigDB's KEGG sets).
+
+    Returns
+    -------
+    {set name: its genes, in file order, without duplicates}.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from radiogenomics import pp
+    >>> gmt = Path(tempfile.mkdtemp()) / "sets.gmt"
+    >>> _ = gmt.write_text("KEGG_GLIOMA\thsa05214\tEGFR\tPDGFRA\tCDK4\n")
+    >>> pp.read_gmt(gmt)
+    {'KEGG_GLIOMA': ['EGFR', 'PDGFRA', 'CDK4']}
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GMT file not found: {path}")
@@ -388,13 +456,42 @@ def pathway_genes(
     gmt: str | Path | dict[str, list[str]],
     pathways: list[str] | None = None,
     *,
-    key: str = PATHWAYS_KEY,
-) -> pd.DataFrame:
-    """Mark the genes of disease pathways (e.g. KEGG glioma, "hsa05214") in `var[f"{key}_selected"]`.
+    key_added: str = PATHWAYS_KEY,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Mark the genes of disease pathways (e.g. KEGG glioma, "hsa05214") in the cohort.
 
-    `gmt` is a GMT path or {name: genes}; `pathways` picks sets by exact name or by a
-    case-insensitive substring matching one name (None: all). Returns per pathway n_genes,
-    n_present, n_missing and the missing genes, also stored in `uns["rg"][key]`.
+    Parameters
+    ----------
+    adata
+        The cohort; its `var_names` are matched to the sets' gene symbols exactly.
+    gmt
+        A GMT file (`read_gmt`) or {set name: genes}.
+    pathways
+        Sets picked by exact name or by a case-insensitive substring matching one name; None:
+        all sets.
+    key_added
+        Prefix of the var column and key in `uns["rg"]` that the result goes to.
+    copy
+        Work on a copy of `adata` and return it, leaving `adata` untouched.
+
+    Returns
+    -------
+    The cohort with the result when `copy`, else None. Written: `var[f"{key_added}_selected"]`
+    (the genes in any chosen set) and, in `uns["rg"][key_added]`, per pathway n_genes,
+    n_present, n_missing and the missing genes (`pathway_table(adata, key_added)`).
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(8, 2, progress=False).adata
+    >>> sets = {"first": list(adata.var_names[:3]) + ["NOT_A_GENE"]}
+    >>> pp.pathway_genes(adata, sets)
+    >>> int(adata.var["rg_pathways_selected"].sum())
+    3
+    >>> int(pp.pathway_table(adata).loc["first", "n_missing"])
+    1
     """
     source = "the gene-set dict" if isinstance(gmt, dict) else str(gmt)
     sets = read_gmt(gmt) if not isinstance(gmt, dict) else gmt
@@ -426,21 +523,85 @@ def pathway_genes(
     empty = report.index[report["n_present"] == 0].tolist()
     if empty:
         log.warning("pathway(s) with no gene in the data: %s", empty)
-    adata.var[f"{key}_selected"] = selected
-    _rg(adata)[key] = {
+    adata = adata.copy() if copy else adata
+    adata.var[f"{key_added}_selected"] = selected
+    _rg(adata)[key_added] = {
         "gmt": source,
         "pathways": list(report.index),
         **{c: report[c].tolist() for c in report.columns},
         "n_selected": int(selected.sum()),
     }
-    return report
+    return _returned(adata, copy)
+
+
+_PATHWAY_COLUMNS = ["n_genes", "n_present", "n_missing", "missing"]
+
+
+def pathway_table(adata: ad.AnnData, key: str = PATHWAYS_KEY) -> pd.DataFrame:
+    """The per-pathway report that `pathway_genes(..., key_added=key)` wrote.
+
+    Parameters
+    ----------
+    adata
+        A cohort that `pathway_genes` has run on.
+    key
+        The `key_added` of that run.
+
+    Returns
+    -------
+    Indexed by pathway: n_genes, n_present, n_missing and the missing genes (comma-separated).
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(8, 2, progress=False).adata
+    >>> pp.pathway_genes(adata, {"two": list(adata.var_names[:2])}, key_added="kegg")
+    >>> pp.pathway_table(adata, "kegg")["n_present"].tolist()
+    [2]
+    """
+    stored = adata.uns.get(K.UNS, {}).get(key)
+    if stored is None or "pathways" not in stored:
+        raise ValueError(
+            f"uns['rg'] has no pathway report '{key}'; run "
+            f"pp.pathway_genes(adata, ..., key_added='{key}') first"
+        )
+    table = pd.DataFrame(
+        {c: list(stored[c]) for c in _PATHWAY_COLUMNS},
+        index=pd.Index([str(p) for p in stored["pathways"]], name="pathway"),
+    )
+    table["missing"] = table["missing"].astype(str)
+    return table.astype({c: int for c in _PATHWAY_COLUMNS[:3]})
 
 
 # --- subsetting --------------------------------------------------------------------------------
 
 
 def highly_variable(adata: ad.AnnData, n_top: int) -> list[str]:
-    """The `n_top` genes of highest variance over the expression rows, most variable first."""
+    """The `n_top` genes of highest variance over the expression rows, most variable first.
+
+    Parameters
+    ----------
+    adata
+        The cohort (read, not changed).
+    n_top
+        How many genes, between 1 and the number of genes.
+
+    Returns
+    -------
+    Gene names, most variable first.
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> import numpy as np
+    >>> from radiogenomics import pp
+    >>> X = np.array([[0.0, 1.0, 5.0], [0.0, 3.0, -5.0]], np.float32)
+    >>> adata = ad.AnnData(X)
+    >>> adata.var_names = ["A", "B", "C"]
+    >>> pp.highly_variable(adata, 2)
+    ['C', 'B']
+    """
     if not 1 <= n_top <= adata.n_vars:
         raise ValueError(f"n_top must be between 1 and {adata.n_vars} (the genes); got {n_top}")
     var = np.nanvar(_dense(adata)[_expression_rows(adata)].astype(np.float64), axis=0)
@@ -449,7 +610,28 @@ def highly_variable(adata: ad.AnnData, n_top: int) -> list[str]:
 
 
 def select_genes(adata: ad.AnnData, genes: Iterable[str]) -> ad.AnnData:
-    """A copy with only `genes`, in the order of `adata.var_names`; gene statistics follow."""
+    """A copy of the cohort with only `genes`; `adata` itself is not changed.
+
+    Parameters
+    ----------
+    adata
+        The cohort.
+    genes
+        Gene names (one name or several), all in `adata.var_names`.
+
+    Returns
+    -------
+    A new cohort with the genes in the order of `adata.var_names`; stored gene statistics
+    (`standardize`) are subset to them.
+
+    Examples
+    --------
+    >>> from radiogenomics import pp
+    >>> from radiogenomics.data.phantom import make_phantom
+    >>> adata = make_phantom(8, 2, progress=False).adata
+    >>> pp.select_genes(adata, pp.highly_variable(adata, 10)).shape
+    (8, 10)
+    """
     if isinstance(genes, str):
         genes = [genes]
     genes = list(dict.fromkeys(str(g) for g in genes))
@@ -463,7 +645,7 @@ def select_genes(adata: ad.AnnData, genes: Iterable[str]) -> ad.AnnData:
     rg = out.uns.get(K.UNS, {})
     stats_ = rg.get(K.GENE_STATS)
     if stats_ is not None:  # keep uns consistent with the new var
-        scaler = GeneScaler.from_dict(stats_)
+        scaler = scaling.GeneScaler.from_dict(stats_)
         if scaler.genes == list(adata.var_names):
             idx = np.flatnonzero(keep)
             scaler.mean, scaler.std = scaler.mean[idx], scaler.std[idx]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from radiogenomics import _keys as K
-from radiogenomics import tl
+from radiogenomics import pp, tl
 from radiogenomics.config import load_config
+from radiogenomics.data.scaling import stored_scaler
 from radiogenomics.data.split import held_out
 from radiogenomics.data.view import CohortView
 from radiogenomics.models import MODELS, GeneGAN, ImageGAN, JointGAN, Segmenter, load_model
-from radiogenomics.pp import GeneScaler
 
 TINY = [
     "gene.n_hidden=8", "gene.n_noise=4", "image.channels=[8,4]", "image.critic_channels=[4,8]",
@@ -47,7 +50,9 @@ def test_the_models_of_a_cohort_share_one_scaler(phantom_cohort):
     adata = phantom_cohort.copy()
     cfg = load_config(None, [*TINY, f"data.spatial_dims={adata.uns['rg']['spatial_dims']}"])
     gene, image = GeneGAN(adata, cfg), ImageGAN(adata, cfg)
-    assert gene.meta["scaler"] == image.meta["scaler"] == adata.uns["rg"]["gene_stats"]
+    # without a stored scaler each model fits its own: the same numbers
+    assert gene.meta["scaler"] == image.meta["scaler"]
+    assert K.GENE_STATS not in adata.uns["rg"]
     # fitted on every patient with expression, whichever modality the model trains on
     X = np.asarray(adata.X, np.float64)[adata.obs[K.HAS_EXPRESSION].to_numpy(bool)]
     np.testing.assert_allclose(gene.scaler.mean, X.mean(0))
@@ -58,10 +63,54 @@ def test_the_models_of_a_cohort_share_one_scaler(phantom_cohort):
     np.testing.assert_array_equal(image._Z[image.patients.index(pid)].numpy(), view.expression[row])
 
 
+def _same(a, b) -> bool:
+    """Deep equality of uns-like trees: dicts, lists, arrays (NaN equal to NaN), scalars."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return (
+            isinstance(a, dict)
+            and isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, np.ndarray | list | tuple) or isinstance(b, np.ndarray | list | tuple):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or a.dtype.kind != b.dtype.kind:
+            return False
+        if a.dtype.kind == "f":
+            return np.array_equal(a, b, equal_nan=True)
+        return (
+            bool((a == b).all()) if a.dtype.kind != "O" else all(map(_same, a.ravel(), b.ravel()))
+        )
+    return type(a) is type(b) and a == b
+
+
+def test_building_a_view_or_a_model_leaves_the_cohort_unchanged(phantom_cohort):
+    adata = phantom_cohort.copy()
+    assert K.GENE_STATS not in adata.uns[K.UNS]
+    cfg = load_config(None, [*TINY, f"data.spatial_dims={adata.uns['rg']['spatial_dims']}"])
+    uns, obs, var = copy.deepcopy(dict(adata.uns)), adata.obs.copy(), adata.var.copy()
+    X = np.array(adata.X, copy=True)
+    view = CohortView(adata)
+    gene, image = GeneGAN(adata, cfg), ImageGAN(adata, cfg)
+    assert _same(dict(adata.uns), uns)
+    pd.testing.assert_frame_equal(adata.obs, obs)
+    pd.testing.assert_frame_equal(adata.var, var)
+    np.testing.assert_array_equal(adata.X, X)
+    # each keeps the scaler it fitted: the one pp.standardize would store
+    stored = stored_scaler(pp.standardize(adata, copy=True))
+    for scaler in (view.scaler, gene.scaler, image.scaler):
+        np.testing.assert_array_equal(scaler.mean, stored.mean)
+        np.testing.assert_array_equal(scaler.std, stored.std)
+    assert gene.meta["scaler"] == stored.to_dict()
+    assert _same(dict(adata.uns), uns)  # pp.standardize(copy=True) left it too
+
+
 def test_the_shared_scaler_round_trips_exactly(phantom_cohort):
     adata = phantom_cohort.copy()
+    pp.standardize(adata)
     view = CohortView(adata)
-    stored = GeneScaler.from_dict(adata.uns["rg"]["gene_stats"])
+    stored = stored_scaler(adata)
+    np.testing.assert_array_equal(view.scaler.mean, stored.mean)
     rows = view.has_expression
     X = np.asarray(adata.X, np.float64)[rows]
     # the view's numbers are the stored scaler's transform, bit for bit

@@ -13,7 +13,6 @@ from scipy import ndimage
 
 from radiogenomics.evaluate.images import (
     BASELINE,
-    RADIOMIC_FEATURES,
     REFERENCE,
     SYNTHETIC,
     _ms_ssim_setup,
@@ -26,12 +25,13 @@ from radiogenomics.evaluate.images import (
     frechet_distance,
     mask_dice,
     ms_ssim,
-    radiomic_features,
     radiomic_table,
     real_reference,
     region_mean_baseline,
     ssim,
 )
+from radiogenomics.radiomap.definitions import RADIOMIC_FEATURES
+from radiogenomics.radiomap.features import radiomic_features
 
 SIZE = {2: 32, 3: 16}
 RADIUS = {2: 10.0, 3: 6.0}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from radiogenomics.radiomap.definitions import IMAGE_FEATURES
 from radiogenomics.radiomap.features import (
-    IMAGE_FEATURES,
     image_feature_batch,
     image_feature_table,
     image_features,

@@ -1,4 +1,5 @@
-"""pp: GeneScaler/standardize/log1p, rank_genes (+ pl.volcano), GMT pathways, gene subsetting."""
+"""pp: standardize (data.scaling.GeneScaler)/log1p, rank_genes (+ pl.volcano), GMT pathways,
+gene subsetting."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from radiogenomics import _keys as K
 from radiogenomics import pl, pp
 from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.phantom import make_phantom
+from radiogenomics.data.scaling import GeneScaler, stored_scaler
 from radiogenomics.data.shared import ENV_VAR, SHARED_DATA
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -37,6 +39,18 @@ def _cohort(X: np.ndarray, obs: dict | None = None, genes=None) -> ad.AnnData:
     obs_df = pd.DataFrame(obs or {}, index=[f"P{i:03d}" for i in range(n)])
     var = pd.DataFrame(index=genes or [f"G{j:03d}" for j in range(m)])
     return ad.AnnData(X=X.astype(np.float32), obs=obs_df, var=var)
+
+
+def _de(adata: ad.AnnData, *args, **kwargs) -> pd.DataFrame:
+    """`pp.rank_genes` in place, then its table."""
+    assert pp.rank_genes(adata, *args, **kwargs) is None
+    return pp.de_table(adata, kwargs.get("key_added", K.DE))
+
+
+def _pathways(adata: ad.AnnData, *args, **kwargs) -> pd.DataFrame:
+    """`pp.pathway_genes` in place, then its report."""
+    assert pp.pathway_genes(adata, *args, **kwargs) is None
+    return pp.pathway_table(adata, kwargs.get("key_added", K.PATHWAYS))
 
 
 @pytest.fixture
@@ -65,7 +79,7 @@ def _scaler_data() -> np.ndarray:
 @pytest.mark.parametrize("log1p", [False, True])
 def test_scaler_inverse_is_exact_to_float32_rounding(log1p):
     X = _scaler_data()
-    scaler = pp.GeneScaler(log1p=log1p).fit(X)
+    scaler = GeneScaler(log1p=log1p).fit(X)
     Z = scaler.transform(X)
     back = scaler.inverse_transform(Z)
     assert Z.dtype == np.float32 and back.dtype == np.float32
@@ -83,43 +97,44 @@ def test_scaler_inverse_is_exact_to_float32_rounding(log1p):
 
 def test_scaler_ignores_nan_rows_and_constant_genes():
     X = np.array([[1.0, 5.0], [3.0, 5.0], [np.nan, np.nan], [5.0, 5.0]], np.float32)
-    scaler = pp.GeneScaler().fit(X, genes=["A", "B"])
+    scaler = GeneScaler().fit(X, genes=["A", "B"])
     np.testing.assert_allclose(scaler.mean, [3.0, 5.0])
     np.testing.assert_allclose(scaler.std, [np.sqrt(8 / 3), 1.0])  # constant gene: std 1
     np.testing.assert_array_equal(scaler.transform(X)[[0, 1, 3], 1], 0.0)
     with pytest.raises(ValueError, match="gene B"):
-        pp.GeneScaler().fit(np.array([[1.0, np.nan], [2.0, 3.0]]), genes=["A", "B"])
+        GeneScaler().fit(np.array([[1.0, np.nan], [2.0, 3.0]]), genes=["A", "B"])
 
 
 def test_scaler_dict_round_trip():
     X = _scaler_data()
-    scaler = pp.GeneScaler(log1p=True).fit(X, genes=[f"g{i}" for i in range(30)])
+    scaler = GeneScaler(log1p=True).fit(X, genes=[f"g{i}" for i in range(30)])
     d = scaler.to_dict()
     assert set(d) == {"log1p", "mean", "std", "genes"} and d["log1p"] is True
     assert all(type(v) is float for v in d["mean"] + d["std"])
     # h5ad hands lists back as arrays
-    again = pp.GeneScaler.from_dict({k: np.asarray(v) for k, v in d.items()})
+    again = GeneScaler.from_dict({k: np.asarray(v) for k, v in d.items()})
     assert again.genes == d["genes"] and again.log1p
     np.testing.assert_array_equal(again.transform(X), scaler.transform(X))
     with pytest.raises(ValueError, match="std"):
-        pp.GeneScaler.from_dict({"log1p": False, "mean": [0.0]})
+        GeneScaler.from_dict({"log1p": False, "mean": [0.0]})
 
 
 def test_scaler_log1p_refuses_negative_values_naming_the_gene():
     X = np.ones((4, 3))
     X[2, 1] = -0.5
     with pytest.raises(ValueError, match=r"'EGFR' \(index 1\).*-0.5"):
-        pp.GeneScaler(log1p=True).fit(X, genes=["TP53", "EGFR", "IDH1"])
+        GeneScaler(log1p=True).fit(X, genes=["TP53", "EGFR", "IDH1"])
     with pytest.raises(ValueError, match="index 1"):
-        pp.GeneScaler(log1p=True).fit(X)
+        GeneScaler(log1p=True).fit(X)
     with pytest.raises(ValueError, match="not fitted"):
-        pp.GeneScaler().transform(X)
+        GeneScaler().transform(X)
 
 
 def test_standardize_stores_stats_and_leaves_x(phantom_adata, tmp_path):
     adata = phantom_adata.copy()
     before = adata.X.copy()
-    scaler = pp.standardize(adata)
+    assert pp.standardize(adata) is None
+    scaler = stored_scaler(adata)
     np.testing.assert_array_equal(adata.X, before)  # the cohort stays on the user's scale
     rows = adata.obs[K.HAS_EXPRESSION].to_numpy(bool)
     assert (~rows).sum() == 5
@@ -127,7 +142,7 @@ def test_standardize_stores_stats_and_leaves_x(phantom_adata, tmp_path):
     stats = adata.uns[K.UNS][K.GENE_STATS]
     assert stats["genes"] == list(adata.var_names) and len(stats["mean"]) == 256
     back = read_cohort(write_cohort(adata, tmp_path / "c.h5ad"))
-    again = pp.GeneScaler.from_dict(back.uns[K.UNS][K.GENE_STATS])
+    again = GeneScaler.from_dict(back.uns[K.UNS][K.GENE_STATS])
     np.testing.assert_array_equal(again.transform(before), scaler.transform(before))
 
 
@@ -148,7 +163,7 @@ def test_log1p_in_place_once():
 
 
 def test_rank_genes_recovers_planted_genes(de_cohort):
-    res = pp.rank_genes(de_cohort, "cond", "A", log_base=2)
+    res = _de(de_cohort, "cond", "A", log_base=2)
     assert sorted(res.index[res["selected"]]) == [f"G{j:03d}" for j in range(5)]
     assert list(res.columns) == ["log2fc", "pval", "padj", "selected"]
     assert res["padj"].is_monotonic_increasing
@@ -167,35 +182,35 @@ def test_rank_genes_recovers_planted_genes(de_cohort):
 
 def test_rank_genes_thresholds_and_log_base(de_cohort):
     # selection is the intersection: tiny padj but |log2fc| ~ 3 < 4 selects nothing
-    strict = pp.rank_genes(de_cohort, "cond", "A", log_base=2, min_log2fc=4.0)
+    strict = _de(de_cohort, "cond", "A", log_base=2, min_log2fc=4.0)
     assert strict["padj"].iloc[0] < 1e-3 and not strict["selected"].any()
     # natural-log data: the same mean difference is log2(e) times larger in log2 units
-    ln = pp.rank_genes(de_cohort, "cond", "A", log_base=np.e)
+    ln = _de(de_cohort, "cond", "A", log_base=np.e)
     X = de_cohort.X.astype(float)
     diff = X[:20].mean(0) - X[20:].mean(0)
     np.testing.assert_allclose(ln["log2fc"].sort_index(), diff * np.log2(np.e), rtol=1e-9)
     with pytest.raises(ValueError, match="log_base must be"):
-        pp.rank_genes(de_cohort, "cond", "A", log_base=1)
+        _de(de_cohort, "cond", "A", log_base=1)
 
 
 def test_rank_genes_linear_scale(de_cohort):
     linear = de_cohort.copy()
     linear.X = np.exp2(linear.X)
-    res = pp.rank_genes(linear, "cond", "A", reference="B")
+    res = _de(linear, "cond", "A", reference="B")
     # ratio of means of log-normals with equal variance is exactly 2**3 in expectation
     np.testing.assert_allclose(res.loc[[f"G{j:03d}" for j in range(5)], "log2fc"], 3.0, atol=0.8)
     assert res["selected"].sum() == 5
     # ranks are scale free: same p-values as on the log scale
     np.testing.assert_allclose(
         res["pval"].sort_index(),
-        pp.rank_genes(de_cohort, "cond", "A", log_base=2)["pval"].sort_index(),
+        _de(de_cohort, "cond", "A", log_base=2)["pval"].sort_index(),
         rtol=1e-12,
     )
 
 
 def test_bonferroni_is_more_conservative(de_cohort):
-    bh = pp.rank_genes(de_cohort, "cond", "A", log_base=2)
-    bonf = pp.rank_genes(de_cohort, "cond", "A", log_base=2, correction="bonferroni", key="bf")
+    bh = _de(de_cohort, "cond", "A", log_base=2)
+    bonf = _de(de_cohort, "cond", "A", log_base=2, correction="bonferroni", key_added="bf")
     bonf = bonf.reindex(bh.index)
     assert (bonf["padj"] >= bh["padj"] - 1e-15).all()
     np.testing.assert_allclose(bonf["padj"], np.minimum(bh["pval"] * 200, 1.0), rtol=1e-12)
@@ -214,9 +229,9 @@ def test_paired_test_beats_unpaired_on_patient_effects(caplog):
         "patient": [f"pt{i}" for i in range(n)] * 2 + ["lonely"],
     }
     adata = _cohort(X, obs)
-    unpaired = pp.rank_genes(adata, "tissue", "tumour", "normal", log_base=2)
+    unpaired = _de(adata, "tissue", "tumour", "normal", log_base=2)
     with caplog.at_level(logging.WARNING, logger="radiogenomics.pp"):
-        paired = pp.rank_genes(adata, "tissue", "tumour", "normal", pair_by="patient", log_base=2)
+        paired = _de(adata, "tissue", "tumour", "normal", pair_by="patient", log_base=2)
     assert "P024" in caplog.text  # the unpaired sample is named
     assert adata.uns[K.UNS]["rg_de"]["test"] == "wilcoxon signed-rank"
     assert adata.uns[K.UNS]["rg_de"]["n_group"] == n
@@ -228,36 +243,36 @@ def test_paired_test_beats_unpaired_on_patient_effects(caplog):
     np.testing.assert_allclose(paired.loc["G000", "log2fc"], lfc, rtol=1e-4)
     adata.obs["mismatched"] = [f"n{i}" for i in range(n)] + [f"t{i}" for i in range(n + 1)]
     with pytest.raises(ValueError, match="pair_by 'mismatched': 0 complete pair"):
-        pp.rank_genes(adata, "tissue", "tumour", "normal", pair_by="mismatched", log_base=2)
+        _de(adata, "tissue", "tumour", "normal", pair_by="mismatched", log_base=2)
     with pytest.raises(ValueError, match=r"several group samples for id\(s\) \['tumour'\]"):
-        pp.rank_genes(adata, "tissue", "tumour", "normal", pair_by="tissue", log_base=2)
+        _de(adata, "tissue", "tumour", "normal", pair_by="tissue", log_base=2)
 
 
 def test_rank_genes_errors(de_cohort):
     with pytest.raises(ValueError, match=r"'nope' not in obs.*cond"):
-        pp.rank_genes(de_cohort, "nope", "A")
+        _de(de_cohort, "nope", "A")
     with pytest.raises(ValueError, match=r"group 'C'.*\['A', 'B'\]"):
-        pp.rank_genes(de_cohort, "cond", "C", log_base=2)
+        _de(de_cohort, "cond", "C", log_base=2)
     with pytest.raises(ValueError, match="reference 'Z'"):
-        pp.rank_genes(de_cohort, "cond", "A", "Z", log_base=2)
+        _de(de_cohort, "cond", "A", "Z", log_base=2)
     shifted = de_cohort.copy()
     shifted.X = shifted.X - 9.0
     with pytest.raises(ValueError, match="log_base"):
-        pp.rank_genes(shifted, "cond", "A")
+        _de(shifted, "cond", "A")
     small = de_cohort[:21].copy()
     with pytest.raises(ValueError, match=r"reference 'rest' of obs\['cond'\] has 1 sample"):
-        pp.rank_genes(small, "cond", "A", log_base=2)
+        _de(small, "cond", "A", log_base=2)
     holes = de_cohort.copy()
     holes.X[[3, 30]] = np.nan
     with pytest.raises(ValueError, match="P003, P030"):
-        pp.rank_genes(holes, "cond", "A", log_base=2)
+        _de(holes, "cond", "A", log_base=2)
     holes.obs[K.HAS_EXPRESSION] = ~np.isin(np.arange(40), [3, 30])  # flagged: skipped
-    assert pp.rank_genes(holes, "cond", "A", log_base=2)["selected"].sum() == 5
+    assert _de(holes, "cond", "A", log_base=2)["selected"].sum() == 5
 
 
 def test_rank_genes_on_phantom_skips_rows_without_expression(phantom_adata, tmp_path):
     adata = phantom_adata.copy()
-    pp.rank_genes(adata, "sex", "F", log_base=2)
+    _de(adata, "sex", "F", log_base=2)
     params = adata.uns[K.UNS]["rg_de"]
     assert params["n_group"] + params["n_reference"] == 43
     assert np.isfinite(adata.var["rg_de_pval"]).all()
@@ -268,7 +283,7 @@ def test_rank_genes_on_phantom_skips_rows_without_expression(phantom_adata, tmp_
 def test_volcano(de_cohort, tmp_path):
     with pytest.raises(ValueError, match="pp.rank_genes"):
         pl.volcano(de_cohort)
-    pp.rank_genes(de_cohort, "cond", "A", log_base=2)
+    _de(de_cohort, "cond", "A", log_base=2)
     fig = pl.volcano(de_cohort, n_labels=3, save=tmp_path / "volcano.png")
     assert isinstance(fig, matplotlib.figure.Figure)
     assert (tmp_path / "volcano.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -314,7 +329,7 @@ def test_pathway_genes(tmp_path, caplog):
     path.write_text(GMT)
     adata = _cohort(np.zeros((3, 5)), genes=["TP53", "MDM2", "EGFR", "GAPDH", "PTEN"])
     with caplog.at_level(logging.INFO, logger="radiogenomics.pp"):
-        report = pp.pathway_genes(adata, path, ["hsa05214", "p53"])
+        report = _pathways(adata, path, ["hsa05214", "p53"])
     assert "NOTAGENE" in caplog.text
     assert list(report.index) == ["KEGG_hsa05214_GLIOMA", "HALLMARK_P53"]
     assert report["n_genes"].tolist() == [4, 3]
@@ -326,11 +341,11 @@ def test_pathway_genes(tmp_path, caplog):
     assert stored["n_selected"] == 4 and stored["pathways"] == list(report.index)
     adata.write_h5ad(tmp_path / "p.h5ad")  # the report is h5ad-writable
     # a dict works too, and the default is every set
-    assert len(pp.pathway_genes(adata, pp.read_gmt(path))) == 3
+    assert len(_pathways(adata, pp.read_gmt(path))) == 3
     with pytest.raises(ValueError, match="matches 2 sets"):
-        pp.pathway_genes(adata, path, ["KEGG"])
+        _pathways(adata, path, ["KEGG"])
     with pytest.raises(ValueError, match="close.*KEGG_hsa05214_GLIOMA"):
-        pp.pathway_genes(adata, path, ["KEGG_hsa05214_GLIOMAA"])
+        _pathways(adata, path, ["KEGG_hsa05214_GLIOMAA"])
 
 
 def test_pathway_genes_no_overlap_names_file_and_case(tmp_path):
@@ -340,10 +355,10 @@ def test_pathway_genes_no_overlap_names_file_and_case(tmp_path):
     with pytest.raises(
         ValueError, match=r"\['GLIOMA'\] from .*mouse\.gmt.*2 gene\(s\) match ignoring case"
     ):
-        pp.pathway_genes(adata, path)
+        _pathways(adata, path)
     other = _cohort(np.zeros((2, 1)), genes=["GAPDH"])
     with pytest.raises(ValueError, match="data genes") as err:
-        pp.pathway_genes(other, path)
+        _pathways(other, path)
     assert "ignoring case" not in str(err.value)
 
 
@@ -355,7 +370,7 @@ def test_glioma_pathway_on_tcga_gbm():
 
     manifest = Path(__file__).resolve().parents[1] / "data_manifests" / "tcga_gbm.yaml"
     adata = build_cohort(manifest)
-    report = pp.pathway_genes(adata, GENESETS / "kegg2021_cancer5.gmt", ["Glioma"])
+    report = _pathways(adata, GENESETS / "kegg2021_cancer5.gmt", ["Glioma"])
     row = report.loc["KEGG_hsa05214_GLIOMA"]
     # seen on the shared data: 75 genes in the set, 12 of them among the 840 ClaNC genes
     assert (row["n_genes"], row["n_present"], row["n_missing"]) == (75, 12, 63)

@@ -106,13 +106,50 @@ def setup_cohort(
     mask_key: str | None = None,
     provenance: dict | None = None,
 ) -> ad.AnnData:
-    """Write `uns["rg"]` (covariate vocabularies and statistics, modality flags, provenance).
+    """Set an AnnData up as a cohort: write `uns["rg"]` (covariate vocabularies and statistics,
+    spatial_dims, provenance) and the modality flags, in place.
 
     Categorical covariates become pandas categoricals (their categories are the vocabulary);
     numeric ones keep the user's scale in `obs` and their mean/std go to `uns` for the models.
-    `image_key`/`mask_key` name obs columns with the image/mask paths, copied to `image`/`mask`.
     A sparse or non-float32 `X` becomes dense float32 (the contract: NaN rows for patients
-    without expression). Arguments left as None keep what `uns["rg"]` already says.
+    without expression). Gene statistics are not fitted here: `pp.standardize` stores them,
+    and a model of a cohort without them fits its own.
+
+    Parameters
+    ----------
+    adata
+        Expression (patients x genes) with the patients' covariates and image/mask paths in
+        `obs`; changed in place.
+    spatial_dims
+        2 or 3, the images' dimensionality (None: keep the stored one, else 2).
+    categorical
+        obs columns of categorical covariates (None: keep the stored ones).
+    numeric
+        obs columns of numeric covariates (None: keep the stored ones).
+    image_key, mask_key
+        obs columns with the image and mask paths, copied to `obs["image"]`/`obs["mask"]`
+        (None: those columns, where present).
+    provenance
+        Entries added to `uns["rg"]["provenance"]` (values as strings).
+
+    Returns
+    -------
+    `adata` itself, set up.
+
+    Examples
+    --------
+    >>> import anndata as ad
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from radiogenomics.data.cohort import setup_cohort
+    >>> obs = pd.DataFrame({"sex": ["F", "M", "F"], "age": [61, 45, 70]},
+    ...                    index=["P1", "P2", "P3"])
+    >>> adata = ad.AnnData(np.ones((3, 2), np.float32), obs=obs)
+    >>> adata = setup_cohort(adata, categorical=["sex"], numeric=["age"])
+    >>> adata.uns["rg"]["covariates"]["categorical"]
+    {'sex': ['F', 'M']}
+    >>> adata.obs["has_expression"].tolist()
+    [True, True, True]
     """
     rg = dict(adata.uns.get(K.UNS, {}))
     old_cov = rg.get(K.COVARIATES, {})

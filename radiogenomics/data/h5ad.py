@@ -205,7 +205,30 @@ def _relocate(value: str, old_root: Path, new_root: Path) -> str:
 
 
 def read_cohort(path: str | Path) -> ad.AnnData:
-    """Read a cohort h5ad; relative image paths resolve against its folder."""
+    """Read a cohort h5ad; relative image and mask paths resolve against its folder.
+
+    Parameters
+    ----------
+    path
+        An h5ad written by this library (`write_cohort`, `radiogenomics cohort`, a synthetic
+        cohort) or set up with `setup_cohort`.
+
+    Returns
+    -------
+    The cohort, its folder recorded as the root of its relative paths. A plain AnnData
+    without `uns["rg"]` is refused with the `radiogenomics cohort setup` command that sets
+    it up.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from radiogenomics.data.h5ad import read_cohort
+    >>> from radiogenomics.data.phantom import make_phantom, write_phantom
+    >>> path = write_phantom(make_phantom(4, 2, progress=False), tempfile.mkdtemp(), progress=False)
+    >>> adata = read_cohort(path)
+    >>> adata.n_obs, int(adata.uns["rg"]["spatial_dims"])
+    (4, 2)
+    """
     path = Path(path)
     adata = read_h5ad(path)
     if K.UNS not in adata.uns:

@@ -6,9 +6,11 @@
     codes, numeric = view.covariates(rows)             # embedded and standardised covariates
     images, masks = view.images(rows, data_cfg)        # MONAI-loaded, in memory
 
-The scaler is the cohort's `uns["rg"]["gene_stats"]` (`pp.standardize`); a cohort without one
-gets it fitted here, on every patient with expression, and stored there, so a gene model, an
-image model and the joint model of one AnnData standardise with the same numbers.
+The scaler is the cohort's `uns["rg"]["gene_stats"]` (`pp.standardize`); for a cohort without
+one, the view fits its own on every patient with expression, and keeps it (`view.scaler`, which
+a model saves with its run) without writing it into the AnnData: building a view or a model
+never changes the user's cohort. The fit is per gene and deterministic, so a gene model, an
+image model and the joint model of one AnnData standardise with the same numbers either way.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import pandas as pd
 import torch
 
 from radiogenomics import _keys as K
-from radiogenomics.pp import GeneScaler
+from radiogenomics.data.scaling import GeneScaler
 
 log = logging.getLogger(__name__)
 _MAX_LISTED = 10
@@ -55,10 +57,9 @@ def modality(adata: ad.AnnData, key: str, default: bool = True) -> np.ndarray:
 
 
 def shared_scaler(adata: ad.AnnData, genes: list[str], log1p: bool) -> GeneScaler:
-    """The cohort's gene scaler restricted to `genes`: from `uns["rg"]["gene_stats"]`, or
-    fitted on every patient with expression (all genes) and stored there first."""
-    rg = adata.uns.setdefault(K.UNS, {})
-    stats = rg.get(K.GENE_STATS)
+    """The cohort's gene scaler restricted to `genes`: from `uns["rg"]["gene_stats"]` where it
+    covers them, else fitted on every patient with expression. Never writes into `adata`."""
+    stats = adata.uns.get(K.UNS, {}).get(K.GENE_STATS)
     if stats is not None:
         full = GeneScaler.from_dict(stats)
         if full.log1p != log1p:
@@ -66,14 +67,11 @@ def shared_scaler(adata: ad.AnnData, genes: list[str], log1p: bool) -> GeneScale
                 f"key 'gene.log1p' is {log1p} but the cohort's gene statistics "
                 f"(uns['rg']['gene_stats']) were fitted with log1p={full.log1p}"
             )
-        names = full.genes or []
-    if stats is None or not set(genes) <= set(names):
+    if stats is None or not set(genes) <= set(full.genes):
         rows = modality(adata, K.HAS_EXPRESSION) if adata.n_vars else np.zeros(adata.n_obs, bool)
         X = finite(dense(adata.X)[rows], adata.obs_names[rows], adata.var_names)
         full = GeneScaler(log1p=log1p).fit(X, genes=list(map(str, adata.var_names)))
-        rg[K.GENE_STATS] = full.to_dict()
-        names = full.genes
-    index = {g: i for i, g in enumerate(names)}
+    index = {g: i for i, g in enumerate(full.genes)}
     cols = np.array([index[g] for g in genes], dtype=int)
     scaler = GeneScaler(log1p=log1p)
     scaler.mean, scaler.std, scaler.genes = full.mean[cols], full.std[cols], list(genes)

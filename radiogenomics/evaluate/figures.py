@@ -17,7 +17,7 @@ from matplotlib.figure import Figure  # no pyplot: see radiogenomics.pl
 from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage
 from scipy.spatial.distance import squareform
 
-from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate.genes import _matrix, gene_distance
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ def _cell(value) -> str:
     return str(value).replace("|", "\\|")
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
+def markdown_table(df: pd.DataFrame) -> str:
     """A pipe table; tabulate (pandas' to_markdown) is not a dependency, so it is written here."""
     if isinstance(df.columns, pd.MultiIndex):
         df = df.copy()
@@ -208,9 +208,9 @@ def write_report(
     """A Markdown report: the metrics table, each of `tables` under its heading, then each
     figure (linked relative to `out`)."""
     out = Path(out)
-    parts = [f"# {title}", "", _markdown_table(results), ""]
+    parts = [f"# {title}", "", markdown_table(results), ""]
     for name, table in (tables or {}).items():
-        parts += [f"## {name}", "", _markdown_table(table), ""]
+        parts += [f"## {name}", "", markdown_table(table), ""]
     for name, path in figures.items():
         path = Path(path)
         if not path.exists():

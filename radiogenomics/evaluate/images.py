@@ -32,15 +32,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from radiogenomics.nn.segmentation import unet_bottom
-from radiogenomics.radiomap.features import (  # noqa: F401  (moved there; imported from here too)
-    FIRSTORDER,
-    GLCM,
-    MIN_VOXELS,
-    N_LEVELS,
-    RADIOMIC_FEATURES,
-    SHAPE,
-    radiomic_features,
-)
+from radiogenomics.radiomap.definitions import RADIOMIC_FEATURES
 
 log = logging.getLogger(__name__)
 

@@ -212,7 +212,7 @@ def map_section(table: pd.DataFrame, maps: dict, out: str | Path):
     """Write `out/map_agreement.csv`, the two gene maps' heatmaps and the effect scatter;
     return the report's Section."""
     from radiogenomics import pl
-    from radiogenomics.data.io import atomic_write
+    from radiogenomics._atomic import atomic_write
     from radiogenomics.evaluate import figures
     from radiogenomics.evaluate.html import Section
 

@@ -88,7 +88,7 @@ def phantom_loadings_fit(adata: ad.AnnData) -> bool:
     return truth is not None and len(truth["program_loadings"]) == adata.n_vars
 
 
-def image_features(
+def cohort_features(
     adata: ad.AnnData, rows, data_cfg, *, kind: str = "radiomic", progress: bool = False
 ) -> pd.DataFrame:
     """Features of the lesions of cohort rows `rows`, measured inside their masks: `radiomic`
@@ -191,7 +191,7 @@ def pair_consistency(
     Y = {name: components(a, name) for name, a in (("train", train), ("real", real))}
     Y["synthetic"] = components(synthetic, "synthetic")
     F = {
-        name: image_features(a, rows[name], data_cfg, kind=kind, progress=progress)
+        name: cohort_features(a, rows[name], data_cfg, kind=kind, progress=progress)
         for name, a in (("train", train), ("real", real), ("synthetic", synthetic))
     }
     # features no training lesion has, or constant ones, cannot be learned from
@@ -342,7 +342,7 @@ __all__ = [
     "SHUFFLED",
     "SUMMARY",
     "SYNTHETIC",
-    "image_features",
+    "cohort_features",
     "pair_consistency",
     "paired_rows",
     "phantom_associations",

@@ -338,7 +338,7 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
 
 def privacy_section(table: pd.DataFrame, distances: dict, out: str | Path):
     """Write `out/privacy.csv` and `out/dcr.png`; return the report's Section."""
-    from radiogenomics.data.io import atomic_write
+    from radiogenomics._atomic import atomic_write
     from radiogenomics.evaluate import figures
     from radiogenomics.evaluate.html import Section
 

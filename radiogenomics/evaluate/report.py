@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from radiogenomics import _keys as K
-from radiogenomics.data.io import atomic_write, atomic_write_text
+from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, summarise
@@ -152,11 +152,11 @@ def kfold_report(scores: pd.DataFrame, path: str | Path, n_patients: int | None 
             "Each fold's sets are scored against its held-out patients; mean ± std over the "
             "folds (every score of every fold: `kfold.csv`).",
             "",
-            figures._markdown_table(text),
+            figures.markdown_table(text),
             "",
             "## Fold by fold",
             "",
-            figures._markdown_table(folds),
+            figures.markdown_table(folds),
             "",
         ]
     )

@@ -25,9 +25,9 @@ import torch
 from radiogenomics import _keys as K
 from radiogenomics._atomic import atomic_write_text
 from radiogenomics.config import Config, dump_config, load_config, save_config
+from radiogenomics.data.scaling import GeneScaler
 from radiogenomics.data.split import model_split
 from radiogenomics.data.view import CohortView
-from radiogenomics.pp import GeneScaler
 from radiogenomics.train.checkpoint import load_weights, save_weights
 from radiogenomics.train.loop import pick_device
 

@@ -27,7 +27,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import marching_cubes, mesh_surface_area
 
-from radiogenomics.radiomap import features as F
+from radiogenomics.radiomap import definitions as D
 
 _PERIMETER_KERNEL = np.array([[10, 2, 10], [2, 1, 2], [10, 2, 10]], np.uint8)
 _PERIMETER_WEIGHTS = np.zeros(50)
@@ -109,12 +109,12 @@ def _firstorder(groups: _Groups) -> np.ndarray:
         skew = np.where(flat, 0.0, m3 / m2**1.5)
         kurt = np.where(flat, 0.0, m4 / m2**2.0 - 3.0)
     # np.histogram's bins over [-1, 1]: [e_k, e_k+1), the last one closed
-    edges = np.linspace(-1, 1, F.N_LEVELS + 1)
+    edges = np.linspace(-1, 1, D.N_LEVELS + 1)
     bins = np.searchsorted(edges, np.clip(x, -1, 1), side="right") - 1
-    bins = np.minimum(bins, F.N_LEVELS - 1)
-    hist = np.bincount(groups.lesion * F.N_LEVELS + bins, minlength=groups.n * F.N_LEVELS)
+    bins = np.minimum(bins, D.N_LEVELS - 1)
+    hist = np.bincount(groups.lesion * D.N_LEVELS + bins, minlength=groups.n * D.N_LEVELS)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = hist.reshape(groups.n, F.N_LEVELS) / groups.count[:, None]
+        p = hist.reshape(groups.n, D.N_LEVELS) / groups.count[:, None]
         entropy = -np.where(p > 0, p * np.log2(np.where(p > 0, p, 1)), 0).sum(axis=1)
     ordered = groups.ordered
     p10, p90 = groups.percentile(ordered, 10), groups.percentile(ordered, 90)
@@ -134,7 +134,7 @@ def _glcm(grey: np.ndarray, index: tuple) -> np.ndarray:
     axial slices are pooled), lesion voxel pairs only, all lesions in one `np.bincount`; then
     symmetric, and the properties by skimage's `graycoprops` formulas, averaged over the
     directions with a pair."""
-    L, n, lesion = F.N_LEVELS, len(grey), index[0]
+    L, n, lesion = D.N_LEVELS, len(grey), index[0]
     level = np.clip(np.floor((grey[index] + 1) / 2 * L), 0, L - 1).astype(np.intp)
     q = np.full(grey.shape, L, np.uint8)  # L outside the lesions
     q[index] = level
@@ -173,8 +173,8 @@ def _glcm(grey: np.ndarray, index: tuple) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         props["correlation"] = np.where(degenerate, 1.0, cov / (std_i * std_j))
     n_valid = valid.sum(axis=1)
-    out = np.full((n, len(F.GLCM)), np.nan)
-    for k, name in enumerate(F.GLCM):
+    out = np.full((n, len(D.GLCM)), np.nan)
+    for k, name in enumerate(D.GLCM):
         value = np.where(valid, props[name.removeprefix("glcm_")], 0.0).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[:, k] = np.where(n_valid > 0, value / n_valid, np.nan)
@@ -224,13 +224,13 @@ def image_feature_array(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     averaged), `mask` `(N, *spatial)` bool; returns `(N, len(IMAGE_FEATURES))` in that order,
     with the same NaN where a lesion cannot have a feature."""
     n, spatial_dims = len(grey), grey.ndim - 1
-    col = {name: k for k, name in enumerate(F.IMAGE_FEATURES)}
-    out = np.full((n, len(F.IMAGE_FEATURES)), np.nan)
+    col = {name: k for k, name in enumerate(D.IMAGE_FEATURES)}
+    out = np.full((n, len(D.IMAGE_FEATURES)), np.nan)
     structure = _stack_structure(spatial_dims)
     index = np.nonzero(mask)  # every lesion voxel, lesion by lesion, in C order
     lesion = _Groups(grey[index], index[0], n)
-    big = lesion.count >= F.MIN_VOXELS
-    out[:, [col[k] for k in F.FIRSTORDER]] = _firstorder(lesion)
+    big = lesion.count >= D.MIN_VOXELS
+    out[:, [col[k] for k in D.FIRSTORDER]] = _firstorder(lesion)
 
     eroded = ndimage.binary_erosion(mask, structure)
     edge = mask & ~eroded
@@ -240,22 +240,22 @@ def image_feature_array(grey: np.ndarray, mask: np.ndarray) -> np.ndarray:
     edges = np.argwhere(edge)
     n_edge = np.bincount(edges[:, 0], minlength=n)
     e_start = np.concatenate([[0], np.cumsum(n_edge)[:-1]])
-    names = F.SHAPE + F.MARGIN
+    names = D.SHAPE + D.MARGIN
     for i in np.flatnonzero(big):
         own = coords[lesion.start[i] : lesion.start[i] + lesion.count[i]]
         border = np.ascontiguousarray(edges[e_start[i] : e_start[i] + n_edge[i], 1:])
-        eig, hull, surface = F._eig(own), F._hull(border), float(surfaces[i])
-        values = F._shape_of(float(lesion.count[i]), surface, eig, hull, spatial_dims)
-        values |= F._margin_of(eig, F._radius_cv(own, border), surface, hull)
+        eig, hull, surface = D.eigenvalues(own), D.convex_hull(border), float(surfaces[i])
+        values = D.shape_values(float(lesion.count[i]), surface, eig, hull, spatial_dims)
+        values |= D.margin_values(eig, D.radius_cv(own, border), surface, hull)
         out[i, [col[k] for k in names]] = [values[k] for k in names]
-    out[np.ix_(big, [col[k] for k in F.GLCM])] = _glcm(grey, index)[big]
+    out[np.ix_(big, [col[k] for k in D.GLCM])] = _glcm(grey, index)[big]
 
-    ring = ndimage.binary_dilation(mask, structure, iterations=F.RING_WIDTH) & ~mask
+    ring = ndimage.binary_dilation(mask, structure, iterations=D.RING_WIDTH) & ~mask
     ring_index = np.nonzero(ring)
     rings = _Groups(grey[ring_index], ring_index[0], n)
-    has_ring = rings.count >= F.MIN_VOXELS  # an empty mask has an empty ring
+    has_ring = rings.count >= D.MIN_VOXELS  # an empty mask has an empty ring
     first = _firstorder(rings)
-    out[np.ix_(has_ring, [col[k] for k in F.RING])] = first[has_ring][:, : len(F.RING)]
+    out[np.ix_(has_ring, [col[k] for k in D.RING])] = first[has_ring][:, : len(D.RING)]
     out[has_ring, col["contrast"]] = out[has_ring, col["firstorder_mean"]] - first[has_ring, 0]
     necrotic = has_ring & big  # lesion_features needs 3 voxels
     necrosis = _necrosis(grey, index, eroded, rings)
@@ -267,7 +267,7 @@ def _necrosis(grey, index, interior, rings: _Groups) -> np.ndarray:
     """`lesion_features`' necrosis of every lesion: the fraction of the interior (the eroded
     mask) whose Gaussian-smoothed (sigma 0.7) intensity is below halfway between the ring's
     median and the lesion's 80th percentile of the smoothed intensity."""
-    if F.RING_WIDTH != 3:  # lesion_features' ring is 3 voxels wide
+    if D.RING_WIDTH != 3:  # lesion_features' ring is 3 voxels wide
         raise NotImplementedError("the batched necrosis assumes RING_WIDTH == 3")
     n = len(grey)
     smooth = ndimage.gaussian_filter(grey, (0,) + (0.7,) * (grey.ndim - 1))  # not across lesions

@@ -256,7 +256,7 @@ def metagenes(
 # the map
 
 
-def paired_rows(adata) -> np.ndarray:
+def paired_mask(adata) -> np.ndarray:
     """Whether each patient has expression, an image and a mask."""
     obs = adata.obs
     flags = [K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK]
@@ -328,7 +328,7 @@ def conventional_map(
         values, membership = metagenes(expression, method=method, n_metagenes=n_metagenes)
     else:
         values = expression
-    paired = adata.obs_names[paired_rows(adata)]
+    paired = adata.obs_names[paired_mask(adata)]
     values = values.loc[values.index.intersection(paired, sort=False)]
     parts = []
     if len(values.index.intersection(features.index)) >= 3:

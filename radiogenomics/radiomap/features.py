@@ -13,21 +13,38 @@ feature module for maps, metrics and model selection.
   conventional maps (`radiogenomics.radiomap.conventional`) use them. `image_feature_batch`
   computes them for a whole stack at once (`radiogenomics.radiomap.batched`).
 
+The features' names (`IMAGE_FEATURES`, `RADIOMIC_FEATURES`, ...) and the lesion geometry both
+paths share live in `radiogenomics.radiomap.definitions`.
+
 Images hold intensities in [-1, 1] (the cohort loader's scale); histograms and the GLCM bin
 that fixed range.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
-from scipy.spatial import ConvexHull
 from skimage.feature import graycomatrix, graycoprops
 from skimage.measure import marching_cubes, mesh_surface_area, perimeter
 from tqdm.auto import tqdm
+
+from radiogenomics.radiomap.batched import image_feature_array
+from radiogenomics.radiomap.definitions import (
+    FIRSTORDER,
+    GLCM,
+    IMAGE_FEATURES,
+    MIN_VOXELS,
+    N_LEVELS,
+    RADIOMIC_FEATURES,
+    RING,
+    RING_WIDTH,
+    convex_hull,
+    eigenvalues,
+    margin_values,
+    radius_cv,
+    shape_values,
+)
 
 LESION_FEATURES = ("size", "elongation", "margin", "contrast", "texture", "necrosis")
 
@@ -83,23 +100,7 @@ def lesion_feature_table(images, masks, index=None) -> pd.DataFrame:
     return pd.DataFrame(rows, index=index, columns=list(LESION_FEATURES))
 
 
-N_LEVELS = 32  # fixed-range bins over [-1, 1] for the entropy histogram and the GLCM
-MIN_VOXELS = 3  # smaller lesions have no shape or texture
 _ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-FIRSTORDER = tuple(
-    "firstorder_" + k for k in "mean std skewness kurtosis p10 p90 entropy energy range".split()
-)
-SHAPE = tuple(
-    "shape_" + k
-    for k in "volume surface surface_volume_ratio sphericity elongation solidity".split()
-)
-GLCM = tuple("glcm_" + k for k in "contrast homogeneity energy correlation dissimilarity".split())
-RADIOMIC_FEATURES = FIRSTORDER + SHAPE + GLCM
-# map features beyond the radiomic ones (see image_features)
-MARGIN = ("shape_axis_ratio", "shape_radius_cv", "shape_margin")
-RING = tuple("ring_" + k for k in "mean std skewness kurtosis p10 p90 entropy".split())
-IMAGE_FEATURES = FIRSTORDER + SHAPE + MARGIN + RING + ("contrast", "necrosis_fraction") + GLCM
-RING_WIDTH = 3  # voxels
 CHUNK_VOXELS = 2**22  # image_feature_batch's working set: ~10 float64 copies of this
 
 
@@ -125,32 +126,9 @@ def _firstorder(x: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in zip(FIRSTORDER, values, strict=True)}
 
 
-def _hull(edge: np.ndarray) -> ConvexHull:
-    """The convex hull of a lesion's voxels (as cubes) from its border voxels' coordinates
-    `(n, spatial_dims)`: the hull of the border is the hull of all."""
-    # By hand: skimage's regionprops hulls voxel centres, which fails in 3D (qhull error) for a
-    # lesion one voxel thick; the hull of the voxels' corners is never flat and works in 2D and 3D.
-    lo = edge.min(axis=0)
-    corners = np.zeros(edge.max(axis=0) - lo + 2, bool)
-    for offset in itertools.product((0, 1), repeat=edge.shape[1]):
-        corners[tuple((edge - lo + offset).T)] = True
-    # each line of corners along the last axis spans its two ends: qhull needs only those
-    line = corners.any(axis=-1)
-    first = corners.argmax(axis=-1)[line]
-    last = corners.shape[-1] - 1 - corners[..., ::-1].argmax(axis=-1)[line]
-    start = np.argwhere(line)
-    ends = np.concatenate([np.c_[start, first], np.c_[start, last]])
-    return ConvexHull(ends + lo)
-
-
 def _edge(mask: np.ndarray) -> np.ndarray:
     """The lesion's voxels with a face neighbour outside it."""
     return mask & ~ndimage.binary_erosion(mask)
-
-
-def _eig(coords: np.ndarray) -> np.ndarray:
-    """Eigenvalues (ascending) of the covariance of voxel coordinates `(n, spatial_dims)`."""
-    return np.linalg.eigvalsh(np.cov(coords.T.astype(np.float64)))
 
 
 def _surface(mask: np.ndarray) -> float:
@@ -161,22 +139,10 @@ def _surface(mask: np.ndarray) -> float:
     return float(mesh_surface_area(verts, faces))
 
 
-def _shape_of(n: float, surface: float, eig: np.ndarray, hull, spatial_dims: int) -> dict:
-    """`SHAPE` from the voxel count, the surface, `_eig` and `_hull`."""
-    if spatial_dims == 2:
-        sphericity = 4 * np.pi * n / surface**2 if surface > 0 else np.nan  # circularity
-    else:
-        sphericity = np.pi ** (1 / 3) * (6 * n) ** (2 / 3) / surface
-    # largest over smallest eigenvalue: 1 = round, -> 0 = elongated
-    elongation = np.sqrt(max(eig[-2], 0.0) / eig[-1]) if eig[-1] > 0 else np.nan
-    values = (n, surface, surface / n, sphericity, elongation, n / hull.volume)
-    return {k: float(v) for k, v in zip(SHAPE, values, strict=True)}
-
-
 def _shape(mask: np.ndarray) -> dict[str, float]:
     coords = np.argwhere(mask)
-    hull = _hull(np.argwhere(_edge(mask)))
-    return _shape_of(float(mask.sum()), _surface(mask), _eig(coords), hull, mask.ndim)
+    hull = convex_hull(np.argwhere(_edge(mask)))
+    return shape_values(float(mask.sum()), _surface(mask), eigenvalues(coords), hull, mask.ndim)
 
 
 def _glcm(grey: np.ndarray, mask: np.ndarray) -> dict[str, float]:
@@ -244,47 +210,9 @@ def radiomic_features(image, mask) -> dict[str, float]:
 # map features: radiomic features, margin and axis ratio, the ring around the lesion
 
 
-def _directions(spatial_dims: int) -> np.ndarray:
-    """Unit vectors spread evenly over the circle (64) or the sphere (128, Fibonacci lattice)."""
-    if spatial_dims == 2:
-        a = 2 * np.pi * np.arange(64) / 64
-        return np.stack([np.cos(a), np.sin(a)], axis=1)
-    k = np.arange(128) + 0.5
-    z = 1 - 2 * k / 128
-    phi = np.pi * (1 + 5**0.5) * k
-    s = np.sqrt(1 - z**2)
-    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
-
-
-def _radius_cv(coords: np.ndarray, edge: np.ndarray) -> float:
-    """Angular std of the boundary radius over its mean, from the lesion's voxel coordinates
-    and its border voxels' (`(n, spatial_dims)` each): the border voxels' distances to the
-    centroid binned by direction (64 angles in 2D, 128 directions in 3D), the outermost per
-    direction; ~0 for a disk or ball, larger for elongated or spiky lesions."""
-    directions = _directions(coords.shape[1])
-    edge = edge - coords.mean(axis=0)
-    r = np.linalg.norm(edge, axis=1)
-    edge, r = edge[r > 0], r[r > 0]
-    if r.size < 3:
-        return float("nan")
-    bins = np.argmax((edge / r[:, None]) @ directions.T, axis=1)
-    outer = np.zeros(len(directions))
-    np.maximum.at(outer, bins, r)
-    outer = outer[outer > 0]
-    return float(outer.std() / outer.mean())
-
-
-def _margin_of(eig: np.ndarray, radius_cv: float, surface: float, hull) -> dict[str, float]:
-    """`MARGIN` from `_eig` (the moment-equivalent ellipse/ellipsoid), `_radius_cv`, the
-    surface and `_hull` (in 2D qhull's `area` is the hull's perimeter)."""
-    ratio = np.sqrt(eig[-1] / eig[0]) if eig[0] > 0 else np.nan
-    values = (ratio, radius_cv, surface / hull.area - 1.0)
-    return {k: float(v) for k, v in zip(MARGIN, values, strict=True)}
-
-
 def _margin(mask: np.ndarray, surface: float) -> dict[str, float]:
     coords, edge = np.argwhere(mask), np.argwhere(_edge(mask))
-    return _margin_of(_eig(coords), _radius_cv(coords, edge), surface, _hull(edge))
+    return margin_values(eigenvalues(coords), radius_cv(coords, edge), surface, convex_hull(edge))
 
 
 def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float]:
@@ -295,7 +223,7 @@ def image_features(image, mask, ring_width: int = RING_WIDTH) -> dict[str, float
       long over the short axis of the moment-equivalent ellipse/ellipsoid (1 for a disk or ball,
       a/b for an ellipse with semi-axes a, b);
     - `shape_radius_cv`: angular standard deviation of the boundary radius over its mean radius
-      (`_radius_cv`);
+      (`radius_cv`);
     - `shape_margin`: margin irregularity, the surface (2D: perimeter) over the convex hull's
       minus 1 (~0 for a convex lesion, within 0.05 for a digital disk or ball; grows with
       spiculation and lobulation);
@@ -328,8 +256,6 @@ def image_feature_batch(
     per lesion (columns `IMAGE_FEATURES`). Computed for many lesions at once
     (`radiogenomics.radiomap.batched`, in chunks of about `CHUNK_VOXELS` voxels); `reference`
     calls `image_features` lesion by lesion instead (the same numbers, slower)."""
-    from radiogenomics.radiomap.batched import image_feature_array
-
     images, masks = _numpy(images), _numpy(masks)
     if images.ndim not in (4, 5) or masks.shape != (len(images), 1, *images.shape[2:]):
         raise ValueError(
