@@ -120,7 +120,7 @@ def test_gene_samples_condition_an_image_run(split, tmp_path):
                  "--out", str(out)]) == 0  # fmt: skip
     expression = read_cohort(tmp_path / "expr" / "cohort.h5ad")
     paired = read_cohort(out / "cohort.h5ad")
-    assert list(paired.obs_names) == list(expression.obs_names)
+    assert list(paired.obs_names) == [f"{p}-syn" for p in expression.obs_names]
     np.testing.assert_array_equal(paired.X, expression.X)  # the genes the images were made for
     assert paired.obs["has_image"].all() and paired.obs["has_expression"].all()
     assert main(["-q", "cohort", "validate", str(out / "cohort.h5ad")]) == 0

@@ -57,10 +57,12 @@ def test_the_models_of_a_cohort_share_one_scaler(phantom_cohort):
     X = np.asarray(adata.X, np.float64)[adata.obs[K.HAS_EXPRESSION].to_numpy(bool)]
     np.testing.assert_allclose(gene.scaler.mean, X.mean(0))
     # the image model sees exactly the gene model's numbers for a patient with both
-    pid = image.patients[int(np.flatnonzero(image._present.numpy())[0])]
+    pid = image.patients[int(np.flatnonzero(image.image_data.present.numpy())[0])]
     row = list(adata.obs_names).index(pid)
     view = CohortView(adata)
-    np.testing.assert_array_equal(image._Z[image.patients.index(pid)].numpy(), view.expression[row])
+    np.testing.assert_array_equal(
+        image.image_data.expression[image.patients.index(pid)].numpy(), view.expression[row]
+    )
 
 
 def _same(a, b) -> bool:

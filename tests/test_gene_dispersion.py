@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from radiogenomics.config import Config, GeneConfig, load_config
-from radiogenomics.models.gene_gan import GeneGAN
+from radiogenomics.models.gene_gan import GeneGAN, gene_realism_score
 from radiogenomics.nn.gene import GeneCritic, GeneGenerator, minibatch_std
 from radiogenomics.train.losses import gradient_penalty
 from radiogenomics.train.objectives import (
@@ -150,12 +150,12 @@ def test_selection_score_penalises_a_shrunken_sampler():
             z, h = G(*args)
             return 0.5 * z, h  # gene-gene correlations unchanged, half the spread
 
-    score = model._realism_score(model._val_rows)
+    score = gene_realism_score(model.gene_data, model.config, model.device)
     with torch.no_grad():
         full, shrunk = score(G), score(Shrunk())
     assert shrunk < full - 0.5 * math.log(2)
     model.config.gene.select_dispersion = 0.0  # correlations alone cannot tell them apart
-    plain = model._realism_score(model._val_rows)
+    plain = gene_realism_score(model.gene_data, model.config, model.device)
     with torch.no_grad():
         assert plain(Shrunk()) == pytest.approx(plain(G), abs=1e-9)
     assert np.isfinite(full)

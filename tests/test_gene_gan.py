@@ -48,8 +48,8 @@ def trained(tmp_path_factory):
 
 def test_covariate_conditioning_changes_the_output(trained):
     _, model, _ = trained
-    a = model.sample(400, {"group": "A"}, seed=1)
-    b = model.sample(400, {"group": "B"}, seed=1)
+    a = model.sample(400, {"group": "A"}, seed=1).adata
+    b = model.sample(400, {"group": "B"}, seed=1).adata
     assert (a.obs["group"] == "A").all() and (b.obs["group"] == "B").all()
     diff = a.X[:, :6].mean(0) - b.X[:, :6].mean(0)
     # planted: +40 on the user's scale for genes 0-5; the unshifted genes stay close
@@ -59,7 +59,7 @@ def test_covariate_conditioning_changes_the_output(trained):
 
 def test_samples_come_back_on_the_users_scale(trained):
     adata, model, _ = trained
-    synth = model.sample(500, seed=2)
+    synth = model.sample(500, seed=2).adata
     assert list(synth.var_names) == list(adata.var_names)
     assert synth.X.dtype == np.float32
     real_mean = adata.X.mean(0)
@@ -72,9 +72,9 @@ def test_samples_come_back_on_the_users_scale(trained):
 
 def test_sampling_is_seeded_and_get_latent_matches(trained):
     _, model, _ = trained
-    one, two = model.sample(50, seed=5), model.sample(50, seed=5)
+    one, two = model.sample(50, seed=5).adata, model.sample(50, seed=5).adata
     np.testing.assert_array_equal(one.X, two.X)
-    assert not np.array_equal(one.X, model.sample(50, seed=6).X)
+    assert not np.array_equal(one.X, model.sample(50, seed=6).adata.X)
     np.testing.assert_array_equal(model.get_latent(50, seed=5), one.obsm["rg_gene_latent"])
 
 
@@ -83,7 +83,7 @@ def test_save_load_round_trip_gives_identical_samples(trained):
     loaded = GeneGAN.load(run, adata)
     for cov in (None, {"group": "B", "age": 40}):
         np.testing.assert_array_equal(
-            loaded.sample(64, cov, seed=9).X, model.sample(64, cov, seed=9).X
+            loaded.sample(64, cov, seed=9).adata.X, model.sample(64, cov, seed=9).adata.X
         )
     assert (run / "log.csv").is_file() and (run / "checkpoint").is_dir()
     assert loaded.meta["summary"]["best_step"] is not None
@@ -137,7 +137,7 @@ def test_trains_on_the_gene_half_of_a_paired_cohort(phantom_cohort):
     model = GeneGAN(phantom_cohort, _config(steps=5, val_fraction=0.0))
     assert model.meta["n_train"] == int(phantom_cohort.obs["has_expression"].sum())  # val 0
     model.train(progress=False)
-    synth = model.sample(10, {"subtype": "B"})
+    synth = model.sample(10, {"subtype": "B"}).adata
     assert synth.shape == (10, phantom_cohort.n_vars)
     assert np.isfinite(synth.X).all()
 
@@ -148,7 +148,7 @@ def test_gene_subset_and_no_covariates():
     cfg.gene.genes, cfg.gene.covariates = ["G3", "G1"], []
     model = GeneGAN(adata, cfg)
     model.train(progress=False)
-    synth = model.sample(7)
+    synth = model.sample(7).adata
     assert list(synth.var_names) == ["G3", "G1"] and model.covariates == []
 
 
@@ -176,7 +176,7 @@ def test_covariate_categories_survive_save_and_load(tmp_path):
     adata.uns["rg"]["covariates"]["categorical"]["group"] = ["NA", "None"]
     model = GeneGAN(adata, _config(steps=2, val_fraction=0.0))
     model.save(tmp_path)
-    synth = GeneGAN.load(tmp_path, adata).sample(20, seed=0)
+    synth = GeneGAN.load(tmp_path, adata).sample(20, seed=0).adata
     assert set(synth.obs["group"].astype(str)) <= {"NA", "None"}
     assert not synth.obs["group"].isna().any()
 
@@ -191,7 +191,7 @@ def test_trains_and_samples_on_cuda():
     cfg.device = "cuda"
     model = GeneGAN(_toy_cohort(), cfg)
     model.train(progress=False)
-    synth = model.sample(100, {"group": "A"}, seed=0)
+    synth = model.sample(100, {"group": "A"}, seed=0).adata
     assert np.isfinite(synth.X).all() and synth.shape == (100, 12)
 
 
@@ -204,7 +204,7 @@ def test_log1p_counts_build_train_and_come_back_on_their_scale():
     assert model.meta["scaler"]["log1p"] is True and model.scaler.log1p
     assert "gene_stats" not in adata.uns["rg"]  # and leaves the cohort as it was
     model.train(progress=False)
-    assert (model.sample(20).X >= 0).all()
+    assert (model.sample(20).adata.X >= 0).all()
 
 
 def test_resume_takes_a_new_gene_learning_rate_but_refuses_other_networks(tmp_path):

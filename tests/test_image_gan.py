@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -55,7 +56,7 @@ def test_trains_on_paired_and_image_only_patients(trained, phantom_cohort):
     has_image = phantom_cohort.obs[K.HAS_IMAGE].to_numpy(bool)
     assert len(model.patients) == has_image.sum()
     # image-only patients are in the training set, with the "no genes" flag
-    present = model._present.numpy()
+    present = model.image_data.present.numpy()
     assert (~present).sum() == (has_image & ~phantom_cohort.obs[K.HAS_EXPRESSION]).sum() > 0
     assert summary["steps"] == 3 and summary["best_step"] == 3
     log = pd.read_csv(run / "log.csv")
@@ -316,19 +317,22 @@ def test_selection_falls_back_to_the_image_features_with_few_expressed(trained, 
     from radiogenomics.models.image_training import MIN_JOINT, realism_score
 
     model, _, _ = trained
-    present = model._present.numpy()
+    present = model.image_data.present.numpy()
     few = np.r_[np.flatnonzero(present)[:3], np.flatnonzero(~present)[:6]]
     with caplog.at_level("WARNING", logger="radiogenomics.models.image_training"):
-        score = realism_score(model, few)(model.sampler)
+        data = dataclasses.replace(model.image_data, held_out=few)
+        score = realism_score(data, model.config, phantom=True, device=model.device)(model.sampler)
     # 3 patients with expression cannot estimate the joint distance: before the fallback the
     # score was -inf at every evaluation and no weights were ever selected (TCGA-LGG)
     assert np.isfinite(score)
-    assert f"only 3 of the {len(few)} held-out patients have expression" in caplog.text
+    assert f"3 of the {len(few)} held-out patients have expression, and" in caplog.text
     caplog.clear()
     many = np.flatnonzero(present)
     assert len(many) >= MIN_JOINT
     with caplog.at_level("WARNING", logger="radiogenomics.models.image_training"):
-        assert np.isfinite(realism_score(model, many)(model.sampler))
+        data = dataclasses.replace(model.image_data, held_out=many)
+        score = realism_score(data, model.config, phantom=True, device=model.device)
+        assert np.isfinite(score(model.sampler))
     assert "image features alone" not in caplog.text
 
 
@@ -372,5 +376,7 @@ def test_real_cohorts_select_on_the_general_radiomic_features(trained, phantom_c
         "radiomic_table",
         lambda *a, **k: used.append("radiomic") or real_table(*a, **k),
     )
-    score = realism_score(other, other._val_idx)(other.sampler)
+    score = realism_score(
+        other.image_data, other.config, phantom=bool(other.meta.get("phantom")), device=other.device
+    )(other.sampler)
     assert np.isfinite(score) and set(used) == {"radiomic"}

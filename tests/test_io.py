@@ -7,9 +7,8 @@ import re
 import numpy as np
 import pytest
 
+from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.data.io import (
-    atomic_write,
-    atomic_write_text,
     load_image,
     read_image,
     save_image,

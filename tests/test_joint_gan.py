@@ -299,24 +299,24 @@ def test_gene_mode_samples_expression_only(cohort, tmp_path):
     adata, summary = validate_cohort_file(synth.write(tmp_path / "genes", progress=False))
     assert summary["with_expression"] == 6 and summary["with_image"] == 0
     assert not adata.obs[K.HAS_IMAGE].any()
-    with pytest.raises(ValueError, match="gene-mode JointGAN makes no images"):
-        model.generate_images(cohort)
+    with pytest.raises(ValueError, match="JointGAN makes no images"):
+        model.generate_for(cohort)
 
 
 def test_image_mode_generates_from_real_expression_only(cohort):
     model = JointGAN(cohort, config("joint.mode=image"), progress=False)
     assert model.generator.gene is None and model.critic.gene is None
     model.train(progress=False)
-    with pytest.raises(ValueError, match="generate_images"):
+    with pytest.raises(ValueError, match="generate_for"):
         model.sample(4)
-    out = model.generate_images(cohort, seed=1)
+    out = model.generate_for(cohort, seed=1)
     n = int(cohort.obs[K.HAS_EXPRESSION].sum())
     assert out.images.shape == (n, 1, 16, 16)
 
 
-def test_generate_images_keeps_real_masks_and_draws_the_missing(trained, cohort):
+def test_generate_for_keeps_real_masks_and_draws_the_missing(trained, cohort):
     model, _ = trained
-    out = model.generate_images(cohort, seed=1)
+    out = model.generate_for(cohort, seed=1)
     obs = cohort.obs
     expressed = obs[K.HAS_EXPRESSION].to_numpy(bool)
     paired = expressed & obs[K.HAS_IMAGE].to_numpy(bool) & obs[K.HAS_MASK].to_numpy(bool)
@@ -328,7 +328,7 @@ def test_generate_images_keeps_real_masks_and_draws_the_missing(trained, cohort)
     np.testing.assert_array_equal(out.masks[kept], real_masks.numpy().astype(np.uint8))
     assert set(np.unique(out.masks[~kept])) <= {0, 1}
     assert out.adata.obs[K.HAS_IMAGE].all() and out.adata.obs[K.HAS_MASK].all()
-    np.testing.assert_array_equal(out.images, model.generate_images(cohort, seed=1).images)
+    np.testing.assert_array_equal(out.images, model.generate_for(cohort, seed=1).images)
 
 
 # ------------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ def test_save_load_keeps_mode_and_weights(cohort, tmp_path):
     model = JointGAN(cohort, config("joint.mode=separate"), progress=False)
     model.save(tmp_path)
     loaded = JointGAN.load(tmp_path, cohort)
-    assert loaded.mode == "separate" and not loaded.use_latent
+    assert loaded.mode == "separate" and loaded.image_side.encoder.n_latent == 0
     for name in ("sampler", "generator", "critic"):
         a, b = model._modules()[name].state_dict(), loaded._modules()[name].state_dict()
         assert a.keys() == b.keys() and a

@@ -108,20 +108,6 @@ def test_the_parts_import_each_other_without_cycles():
         visit(node)
 
 
-# Edges of module cycles that other branches of issue 25 remove; the lead deletes each entry when
-# its edge is gone (test_the_known_cycle_edges_still_exist says when).
-KNOWN_CYCLE_EDGES = {
-    # TODO(lead, issue 25): data/cohort.py's `from radiogenomics import __version__` (being
-    # removed on another branch) closes radiogenomics -> data.cohort -> radiogenomics
-    ("radiogenomics.data.cohort", "radiogenomics"),
-    # TODO(lead, issue 25): models/base.py imports its own package to register the model
-    # classes (models/__init__ imports base)
-    ("radiogenomics.models.base", "radiogenomics.models"),
-    # TODO(lead, issue 25): cli/maps.py imports MAP_COLUMNS from cli/__init__, which imports it
-    ("radiogenomics.cli.maps", "radiogenomics.cli"),
-}
-
-
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One cycle of `graph` as a path [a, b, ..., a], or None."""
     done, stack = set(), []
@@ -153,16 +139,10 @@ def test_the_modules_import_each_other_without_cycles():
     inside one part. A package's __init__ counts as a module."""
     graph = {
         module: {t for t in targets if t in SOURCES and t != module}
-        - {t for (m, t) in KNOWN_CYCLE_EDGES if m == module}
         for module, targets in IMPORTS.items()
     }
     cycle = _cycle(graph)
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
-
-
-def test_the_known_cycle_edges_still_exist():
-    gone = sorted(edge for edge in KNOWN_CYCLE_EDGES if edge[1] not in IMPORTS[edge[0]])
-    assert not gone, f"these edges are gone: delete them from KNOWN_CYCLE_EDGES: {gone}"
 
 
 def test_a_module_that_imports_only_at_top_level_has_no_cycle_either():
@@ -191,12 +171,6 @@ def test_a_module_that_imports_only_at_top_level_has_no_cycle_either():
 
 # TODO(lead, issue 25): imports of the package root that other branches remove; delete each entry
 # when it is gone (the test says when)
-KNOWN_ROOT_IMPORTS = {
-    ("radiogenomics.data.cohort", "__version__"),  # being removed on another branch
-    ("radiogenomics.cli.parser", "__version__"),  # outside the data branch's scope
-}
-
-
 def test_no_module_imports_the_package_root():
     """`from radiogenomics import __version__` (or `import radiogenomics`) runs the root
     __init__, which imports the parts: an import back up. `from radiogenomics import pl` is an
@@ -214,13 +188,7 @@ def test_no_module_imports_the_package_root():
                 found |= {
                     (module, a.name) for a in node.names if f"radiogenomics.{a.name}" not in SOURCES
                 }
-    assert found - KNOWN_ROOT_IMPORTS == set(), sorted(found - KNOWN_ROOT_IMPORTS)
-    gone = KNOWN_ROOT_IMPORTS - found
-    assert not gone, f"delete these from KNOWN_ROOT_IMPORTS: {sorted(gone)}"
-
-
-# TODO(lead, issue 25): data/io.py keeps atomic_write_text for data/shared.py and cli/evaluate.py
-KNOWN_RE_EXPORTS = {("radiogenomics.data.io", "atomic_write_text")}
+    assert not found, sorted(found)
 
 
 def test_no_module_re_exports_what_it_imports():
@@ -242,9 +210,7 @@ def test_no_module_re_exports_what_it_imports():
                     for a in node.names
                     if whole or "F401" in lines[a.lineno - 1]
                 }
-    assert found - KNOWN_RE_EXPORTS == set(), sorted(found - KNOWN_RE_EXPORTS)
-    gone = KNOWN_RE_EXPORTS - found
-    assert not gone, f"delete these from KNOWN_RE_EXPORTS: {sorted(gone)}"
+    assert not found, sorted(found)
 
 
 def _private_reads(module: str) -> list[str]:
@@ -284,7 +250,6 @@ def test_the_private_attribute_scan_finds_what_it_should():
         del TREES["<probe>"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 25: the lead is removing these")
 def test_nothing_outside_models_reads_a_private_attribute():
     """DESIGN section 3: models hand their data over through public methods; nothing outside
     `models/` reads a model's (or any other object's) private attributes."""

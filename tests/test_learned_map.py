@@ -51,14 +51,20 @@ def trained(cohort, tmp_path_factory):
 
 
 class _Encoder(nn.Module):
+    n_latent = 0  # reads no gene latent
+
     def forward(self, expression, present, latent=None):
         return expression
 
 
 class _Mask(nn.Module):
+    # what the image side and `Noise.draw` read of a generator: TINY_JOINT's image.n_noise
+    n_noise, use_mask, background_channels = 8, True, 0
+
     def __init__(self, size, radius):
         super().__init__()
         self.size, self.radius = size, radius
+        self.image_size = list(size)
 
     def noise_maps(self, batch, *, generator=None, device=None):
         return [torch.randn(batch, 1, *self.size, generator=generator).to(device)]
@@ -90,6 +96,7 @@ def handmade(trained):
         model.sampler.side = ImageSide(_Encoder(), _Image(size, 0), _Mask(size, radius))
         return model
 
+    make.reads_latent = real.encoder.n_latent > 0
     yield make
     model.sampler.side = real
 
@@ -115,7 +122,8 @@ def test_the_table_has_one_row_per_pair_and_a_seed_fixes_it(trained):
 def test_the_base_patients_are_the_ones_the_model_samples(trained):
     model, _ = trained
     gen, P = learned.base_patients(model, n_patients=5, seed=4)
-    Z, _, masks, images = model.synthesize(model.covariates_for(5, None, 4), seed=4)
+    s = model.synthesize(model.covariates_for(5, None, 4), seed=4)
+    Z, masks, images = s.expression, s.masks, s.images
     with torch.no_grad():
         m, x = gen.render(P, P.Z, 0)
     assert torch.equal(P.Z, Z) and torch.equal(m, masks) and torch.allclose(x, images, atol=1e-6)
@@ -149,9 +157,12 @@ class _Oracle(nn.Module):
     planted loadings, the phantom's own renderer drawing the lesion (its randomness seeded by
     the patient's noise, so the noise stays fixed)."""
 
+    n_noise, use_mask, background_channels, n_latent = 8, True, 0, 0  # as `_Mask`, `_Encoder`
+
     def __init__(self, read, effects, size, part):
         super().__init__()
         self.read, self.effects, self.size, self.part = read, effects, size, part
+        self.image_size = [size, size]
 
     def noise_maps(self, batch, *, generator=None, device=None):
         return []
@@ -222,6 +233,8 @@ def test_autograd_agrees_with_finite_differences(handmade):
 class _LatentEncoder(nn.Module):
     """Code as `_Encoder`'s, but its first entry (lesion brightness) is the gene latent's."""
 
+    n_latent = 1  # reads the gene latent
+
     def forward(self, expression, present, latent=None):
         return torch.cat([latent[:, :1], expression[:, 1:]], dim=1)
 
@@ -252,8 +265,8 @@ def test_the_generator_route_moves_the_noise_one_unit_of_the_variable(handmade):
 
 
 def test_only_the_generator_route_sees_what_the_image_side_reads_from_the_latent(handmade):
+    assert handmade.reads_latent  # the joint model's encoder reads the gene latent
     model = handmade(radius=0.0)
-    assert model.use_latent
     model.sampler.side.encoder = _LatentEncoder()  # brightness follows the latent's unit 0
     genes = list(model.genes[:8])
     kw = dict(variables=genes, n_patients=16, seed=1, delta=0.1)

@@ -98,7 +98,7 @@ def test_image_gan_samples_carry_spacing(tmp_path):
     tiny = ["image.channels=[8,4]", "image.critic_channels=[4,8]", "image.n_hidden=8"]
     cfg = load_config(None, ["data.spatial_dims=3", "data.image_size=[4,4,4]", *tiny])
     model = ImageGAN(cohort, cfg)  # untrained: the spacing does not depend on the weights
-    twins = model.counterparts(cohort[:2])
+    twins = model.generate_for(cohort[:2])
     coarse = (1.0, 1.4, 4.0)  # 8 voxels -> 4: twice the spacing
     assert parse_spacing(twins.adata.obs[K.SPACING].iloc[0]) == pytest.approx(coarse)
     out = read_cohort(twins.write(tmp_path / "twins", progress=False))

@@ -150,7 +150,7 @@ def _say_privacy(path, args) -> None:
 
 def _evaluate_phantom(args) -> int:
     """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
-    from radiogenomics.data.io import atomic_write
+    from radiogenomics._atomic import atomic_write
     from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
     from radiogenomics.models.image_gan import ImageGAN
 
@@ -179,8 +179,8 @@ def _evaluate_augmentation(args) -> int:
     """Lesion-vs-normal classifier F1 with and without the synthetic lesions."""
     import dataclasses
 
+    from radiogenomics._atomic import atomic_write, atomic_write_text
     from radiogenomics.data.dataset import load_images
-    from radiogenomics.data.io import atomic_write, atomic_write_text
     from radiogenomics.evaluate.augmentation import (
         augmentation_experiment,
         split_negatives,

@@ -1,5 +1,6 @@
 """`radiogenomics sample RUN --out DIR`: synthetic patients of a trained run, written as a cohort
-folder. `cmd_sample` branches on the run's model kind; its helpers stay here with it."""
+folder, through the models' one sampling surface: `iter_sample(n, covariates)` (fully
+synthetic patients, batch by batch) or `generate_for(cohort)` (images for given patients)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ def _covariate_args(items: list[str]) -> dict:
 
 
 def cmd_sample(args) -> int:
-    from radiogenomics.data.folders import COHORT_FILE, cohort_folder
-    from radiogenomics.data.h5ad import read_valid_cohort, write_cohort
-    from radiogenomics.models.base import read_meta
+    from radiogenomics.data.h5ad import read_valid_cohort
+    from radiogenomics.models.base import load_model, read_meta
 
     if not args.run.exists():
         raise FileNotFoundError(f"run folder {args.run} does not exist")
@@ -32,35 +32,61 @@ def cmd_sample(args) -> int:
     if kind == "segmentation":
         raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
     _check_flags(args, kind, expression)
-    if kind == "joint_gan":
-        return _sample_joint(args, like)
-    if kind == "gene_gan":
-        from radiogenomics.models.gene_gan import GeneGAN
-
-        model = GeneGAN.load(args.run)
-        synth = model.sample(args.n, _covariate_args(args.covariate), seed=args.seed)
-        synth.uns["rg"]["synthetic"]["run"] = str(args.run)
-        with cohort_folder(args.out, args.overwrite) as tmp:  # replaces the sample's own files
-            write_cohort(synth, tmp / COHORT_FILE)
-        say(f"{synth.n_obs} synthetic patients", args.out / COHORT_FILE)
-        return 0
-    from radiogenomics.models.image_gan import ImageGAN
-
-    model = ImageGAN.load(args.run, adata)
-    if like is not None:
-        synth = model.counterparts(like, seed=args.seed)
-        synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
-        _warn_dropped(like, synth, args)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
+    model = load_model(args.run, adata)
+    given = like if like is not None else expression
+    if given is not None:  # one synthetic patient per given patient
+        synth = model.generate_for(given, seed=args.seed)
+        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+        if like is not None:
+            _warn_dropped(like, synth, args)
         return _write_images(synth, args)
-    needs_masks = model.config.image.use_mask and model.sampler.mask is None
-    if expression is None and adata is None and (model.genes or needs_masks):
+    if kind == "image_gan" and not model.patients:
         raise ValueError(
-            "an image run samples expression (and masks) from a cohort: pass --data (its "
-            "training cohort) or --expression (e.g. a GeneGAN sample's cohort.h5ad)"
+            "an image run draws the expression (and masks) of its patients from its training "
+            "cohort: pass --data (that cohort) or --expression (e.g. a GeneGAN sample's "
+            "cohort.h5ad)"
         )
-    synth = model.sample(args.n, expression, seed=args.seed)
-    synth.adata.uns["rg"]["synthetic"]["image_run"] = str(args.run)
-    return _write_images(synth, args)
+    if args.n is None or args.n < 1:
+        raise ValueError(f"--n must be a positive number of patients; got {args.n}")
+    return _write_sample(model, args)
+
+
+def _write_sample(model, args) -> int:
+    """`--n` patients of `model.iter_sample`, written batch by batch (so --n may exceed
+    memory), and a grid of the first batch's patients where they have images."""
+    from radiogenomics.data.h5ad import write_patient_batches
+
+    covariates = _covariate_args(args.covariate)
+    first = []
+
+    def batches():
+        for batch in model.iter_sample(
+            args.n, covariates, seed=args.seed, batch_size=args.batch_size
+        ):
+            batch.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
+            if not first:
+                first.append(batch)
+            yield batch.files()
+
+    path = write_patient_batches(
+        batches(),
+        args.out,
+        args.format,
+        not args.quiet,
+        total=args.n,
+        desc="sampling synthetic patients",
+        overwrite=args.overwrite,
+    )
+    say(f"{args.n} synthetic patients", path)
+    if first and first[0].images is not None:
+        from radiogenomics import pl
+
+        b = first[0]
+        pl.patients(b.adata, images=b.images, masks=b.masks, save=args.out / "samples.png")
+        say("sample grid", args.out / "samples.png")
+    return 0
 
 
 def _check_flags(args, kind: str, expression) -> None:
@@ -93,15 +119,22 @@ def _check_flags(args, kind: str, expression) -> None:
                 f"{'it' if len(wrong) == 1 else 'them'}, or drop --like"
             )
         return
+    if kind == "joint_gan" and given["--data"]:
+        raise ValueError(
+            "a joint run draws expression from its own gene generator: --data does not apply "
+            "(--like or --expression give images for a cohort's real expression)"
+        )
+    if given["--expression"] and given["--covariate"]:
+        raise ValueError("--covariate applies to fully synthetic patients, not to --expression")
+    if expression is not None and args.n is not None and args.n != expression.n_obs:
+        raise ValueError(
+            f"--n {args.n} but --expression {args.expression} holds {expression.n_obs} "
+            "patients, each of whom gets one image: drop --n, or pass a cohort of "
+            f"{args.n} patients"
+        )
     if kind == "image_gan":
         if given["--covariate"]:
             raise ValueError("--covariate applies to gene runs; an image run follows --expression")
-        if expression is not None and args.n is not None and args.n != expression.n_obs:
-            raise ValueError(
-                f"--n {args.n} but --expression {args.expression} holds {expression.n_obs} "
-                "patients, each of whom gets one image: drop --n, or pass a cohort of "
-                f"{args.n} patients"
-            )
         if expression is None and args.n is None:
             raise ValueError(
                 f"{args.run} is an image run: pass --n (patients drawn from --data) or "
@@ -134,58 +167,6 @@ def _warn_dropped(like, synth, args) -> None:
         args.like, len(dropped), like.n_obs, ", ".join(lacking) or "not generated",
         dropped[:5],
     )  # fmt: skip
-
-
-def _sample_joint(args, like) -> int:
-    """Fully synthetic patients of a joint run, generated and written batch by batch (so
-    --n may exceed memory); with --like, images for that cohort's expression and masks."""
-    from radiogenomics.data.h5ad import write_patient_batches
-    from radiogenomics.models.joint_gan import JointGAN
-
-    if args.data is not None or args.expression is not None:
-        raise ValueError(
-            "a joint run draws expression from its own gene generator: --data and --expression "
-            "do not apply (--like gives images for a cohort's real expression)"
-        )
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
-    model = JointGAN.load(args.run)
-    if like is not None:
-        synth = model.generate_images(like, seed=args.seed)
-        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
-        _warn_dropped(like, synth, args)
-        return _write_images(synth, args)
-    if args.n is None or args.n < 1:
-        raise ValueError(f"--n must be a positive number of patients; got {args.n}")
-    covariates = _covariate_args(args.covariate)
-    first = []
-
-    def batches():
-        for batch in model.iter_sample(
-            args.n, covariates, seed=args.seed, batch_size=args.batch_size
-        ):
-            batch.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
-            if not first:
-                first.append(batch)
-            yield batch.files()
-
-    path = write_patient_batches(
-        batches(),
-        args.out,
-        args.format,
-        not args.quiet,
-        total=args.n,
-        desc="sampling synthetic patients",
-        overwrite=args.overwrite,
-    )
-    say(f"{args.n} synthetic patients", path)
-    if first and first[0].images is not None:
-        from radiogenomics import pl
-
-        b = first[0]
-        pl.patients(b.adata, images=b.images, masks=b.masks, save=args.out / "samples.png")
-        say("sample grid", args.out / "samples.png")
-    return 0
 
 
 def _write_images(synth, args) -> int:

@@ -22,7 +22,7 @@ def cmd_select_genes(args) -> int:
     if sel.method == "de":
         if sel.groupby is None or sel.group is None:
             raise ValueError("select.method 'de' needs keys 'select.groupby' and 'select.group'")
-        table = pp.rank_genes(
+        pp.rank_genes(
             adata,
             sel.groupby,
             sel.group,
@@ -33,6 +33,7 @@ def cmd_select_genes(args) -> int:
             min_log2fc=sel.min_log2fc,
             log_base=sel.log_base,
         )
+        table = pp.de_table(adata)
         genes = table.index[table["selected"]].tolist()
         write_csv(table, stem.with_name(stem.name + "_de.csv"))
         pl.volcano(adata, save=stem.with_name(stem.name + "_volcano.png"))
@@ -41,7 +42,8 @@ def cmd_select_genes(args) -> int:
     elif sel.method == "pathway":
         if sel.gmt is None:
             raise ValueError("select.method 'pathway' needs key 'select.gmt' (a GMT file)")
-        report = pp.pathway_genes(adata, config_path(args, "select.gmt", sel.gmt), sel.pathways)
+        pp.pathway_genes(adata, config_path(args, "select.gmt", sel.gmt), sel.pathways)
+        report = pp.pathway_table(adata)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         write_csv(report, stem.with_name(stem.name + "_pathways.csv"))
         say("pathway report", stem.with_name(stem.name + "_pathways.csv"))

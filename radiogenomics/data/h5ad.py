@@ -17,9 +17,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
+from radiogenomics._atomic import atomic_write
 from radiogenomics.data.cohort import CohortError, add_modality_flags, setup_cohort, validate_cohort
 from radiogenomics.data.folders import COHORT_FILE, cohort_folder, file_stems
-from radiogenomics.data.io import atomic_write
 from radiogenomics.data.spacing import format_spacing, patient_spacings, regrid
 
 log = logging.getLogger(__name__)

@@ -15,13 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-# TODO(lead, issue 25): atomic_write_text is an alias kept only for data/shared.py and
-# cli/evaluate.py, outside the `data` branch's scope; drop it once they import
-# radiogenomics._atomic (tests/test_layering.py, KNOWN_RE_EXPORTS, lists it).
-from radiogenomics._atomic import (
-    atomic_write,
-    atomic_write_text,  # noqa: F401
-)
+from radiogenomics._atomic import atomic_write
 
 # MONAI's PydicomReader warns on every construction that the CUDA DICOM decoder is absent;
 # the CPU decoder is the expected path here, so keep that one message quiet.

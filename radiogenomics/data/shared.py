@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radiogenomics.data.io import atomic_write, atomic_write_text, save_image
+from radiogenomics._atomic import atomic_write, atomic_write_text
+from radiogenomics.data.io import save_image
 
 log = logging.getLogger(__name__)
 

@@ -224,6 +224,20 @@ class CohortModel:
             if key not in cov.get(K.NUMERIC, {}):
                 raise ValueError(f"numeric covariate '{key}' of the model is not in the cohort")
 
+    # ---------------------------------------------------------------------------------------
+    # the sampling surface (DESIGN section 3): `sample(n, covariates=None, seed=0)`, which a
+    # sampling model implements; `iter_sample` and `generate_for` default to these
+
+    def iter_sample(self, n: int, covariates=None, *, seed: int = 0, batch_size: int = 256):
+        """`sample(n, covariates, seed=seed)` as batches of SyntheticCohorts (one batch here;
+        a model that samples many patients splits them so that `n` may exceed memory)."""
+        yield self.sample(n, covariates, seed=seed)
+
+    def generate_for(self, adata: ad.AnnData, *, seed: int = 0):
+        """Images for given patients: a model without an image side makes none."""
+        raise ValueError(f"a {type(self).__name__} makes no images: generate_for needs an image "
+                         "model (ImageGAN, JointGAN)")  # fmt: skip
+
     @property
     def held_out(self) -> list[str]:
         """Ids of the patients held out from training (the cohort's one split)."""
@@ -255,8 +269,8 @@ def read_meta(run_dir: Path) -> dict:
 
 
 def _registered(meta: dict, run_dir: Path) -> type[CohortModel]:
-    import radiogenomics.models  # noqa: F401  (registers every model class)
-
+    # importing this module ran radiogenomics/models/__init__, which imports (and so
+    # registers) every model class
     kind = meta.get("model")
     if kind not in CohortModel.registry:
         raise ValueError(

@@ -2,7 +2,7 @@
 
     model = GeneGAN(adata, config)       # genes, covariates and scaling from the cohort
     model.train(run_dir="run")           # resumable; keeps the weights best on held-out realism
-    synth = model.sample(500, covariates={"subtype": "Classical"})   # AnnData, user's scale
+    synth = model.sample(500, {"subtype": "Classical"})   # SyntheticCohort: .adata, user's scale
     model.save("run"); GeneGAN.load("run", adata)
 
 Patients without expression (`has_expression` False) are left out, so the gene half of a paired
@@ -23,6 +23,7 @@ import torch
 from radiogenomics import _keys as K
 from radiogenomics._device import to_device
 from radiogenomics.config import Config
+from radiogenomics.data.h5ad import SyntheticCohort
 from radiogenomics.data.view import CohortView
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.covariates import CovariateSampler
@@ -183,9 +184,31 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
 
     def sample(
         self, n: int | None = None, covariates: dict | pd.DataFrame | None = None, *, seed: int = 0
-    ) -> ad.AnnData:
-        """`n` synthetic patients on the cohort's scale, their covariates in `obs` and the gene
-        latent (the generator's hidden layer) in `obsm["rg_gene_latent"]`."""
+    ) -> SyntheticCohort:
+        """`n` synthetic patients' expression.
+
+        Parameters
+        ----------
+        n : int
+            Number of patients (None with a covariate DataFrame: one per row).
+        covariates : dict or DataFrame, optional
+            Categorical values to fix (the other covariates drawn from the training patients'
+            joint distribution), or every patient's covariates (`covariates_for`).
+        seed : int
+            Seeds the covariate draw and the generator's noise.
+
+        Returns
+        -------
+        SyntheticCohort
+            `adata`: expression on the cohort's scale in `X`, covariates in `obs`, the gene
+            latent (the generator's hidden layer) in `obsm['rg_gene_latent']`; no images.
+
+        Examples
+        --------
+        >>> synth = model.sample(500, {"subtype": "Classical"}, seed=0)  # doctest: +SKIP
+        >>> synth.adata.shape  # doctest: +SKIP
+        (500, 50)
+        """
         if not self.trained:
             log.warning("sampling from an untrained GeneGAN")
         obs = self.covariates_for(n, covariates, seed)
@@ -203,7 +226,7 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             K.PROVENANCE: {"library": "radiogenomics", "source": "GeneGAN"},
             K.SYNTHETIC: {"model": "GeneGAN", "seed": int(seed)},
         }
-        return adata
+        return SyntheticCohort(adata, None, None)
 
     def get_latent(
         self, n: int | None = None, covariates: dict | pd.DataFrame | None = None, *, seed: int = 0

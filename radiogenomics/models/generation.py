@@ -133,33 +133,33 @@ class ImageSampler:
             margin=self.config.image.background_margin, device=self.device, seed=seed,
         )  # fmt: skip
         return SyntheticCohort(
-            self._synthetic_of(adata[rows], seed, regridded=fuses),
+            self._synthetic_of(adata[rows], seed, own_masks=real),
             images.numpy(),
             masks.numpy().astype(np.uint8),
         )
 
-    def _synthetic_of(self, sub: ad.AnnData, seed: int, *, regridded: bool) -> ad.AnnData:
+    def _synthetic_of(self, sub: ad.AnnData, seed: int, *, own_masks: np.ndarray) -> ad.AnnData:
         """The AnnData of images generated for the patients `sub`: ids with '-syn', their
-        covariates and expression, no file paths, the model's grid; each patient's spacing
-        where the image keeps its anatomy (`regridded`: a fused background), else the
-        training cohort's default."""
+        covariates and expression, no file paths, the model's grid. A patient drawn in its
+        own mask keeps its spacing (moved onto the grid: the mask is its anatomy); one drawn
+        in a generated mask takes the training cohort's default (`uns`)."""
         out = sub.copy()
         out.obs_names = [f"{p}-syn" for p in out.obs_names]
-        drop = [K.IMAGE, K.MASK] + ([] if regridded else [K.SPACING])
-        out.obs = out.obs.drop(columns=[c for c in drop if c in out.obs])
+        out.obs = out.obs.drop(columns=[c for c in (K.IMAGE, K.MASK) if c in out.obs])
         out.obs[K.HAS_IMAGE] = True
         out.obs[K.HAS_MASK] = True
         out.uns[K.UNS] = {
             k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
         }
+        regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing
+        if K.SPACING in out.obs:
+            spacing = out.obs[K.SPACING].astype(str).to_numpy(dtype=object)
+            spacing[~np.asarray(own_masks, bool)] = ""
+            out.obs[K.SPACING] = spacing
         rg = out.uns[K.UNS]
-        if regridded:
-            regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing
-        else:
-            rg[K.IMAGE_SIZE] = self.meta["image_size"]
-            if self.meta.get("spacing"):
-                rg[K.SPACING] = self.meta["spacing"]
         rg[K.CHANNELS] = self.meta["channels"]
+        if self.meta.get("spacing"):
+            rg[K.SPACING] = self.meta["spacing"]
         rg[K.SYNTHETIC] = {"model": type(self).__name__, "seed": int(seed), **self._provenance()}
         return out
 

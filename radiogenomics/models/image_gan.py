@@ -317,9 +317,7 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
         Z, present = self._expression_tensor(expression, n)
         return masks_for(self.sampler, Z, present, device=self.device, seed=seed)
 
-    def sample(
-        self, n: int, *, covariates: dict | None = None, seed: int = 0
-    ) -> SyntheticCohort:
+    def sample(self, n: int, covariates: dict | None = None, *, seed: int = 0) -> SyntheticCohort:
         """`n` synthetic patients: expression profiles drawn from the training patients (an
         image model draws no expression of its own), masks from the mask generator (or drawn
         from the training patients' masks; the whole patch for an unconditional model), and

@@ -123,9 +123,7 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True
-    model.meta["summary"] = {
-        **summary, "n_train": len(data.train), "n_val": len(data.held_out)
-    }
+    model.meta["summary"] = {**summary, "n_train": len(data.train), "n_val": len(data.held_out)}
     if run_dir is not None and D.is_main():
         model.save(run_dir)
     return summary

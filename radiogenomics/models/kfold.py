@@ -43,7 +43,7 @@ def gene_kfold(
         model = GeneGAN(train, config)
         model.train(run_dir=out / f"fold{i}", progress=progress)
         # as many as the fold's patients with expression (the model's held-out ones included)
-        synth = model.sample(model.n_patients, seed=config.seed)
+        synth = model.sample(model.n_patients, seed=config.seed).adata
         return with_baselines(train, synth, "GeneGAN", seed=config.seed)
 
     scores = kfold_scores(

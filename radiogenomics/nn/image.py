@@ -187,7 +187,15 @@ class _DecoderBlock(nn.Module):
     [-> gate]. The noise enters before FiLM so that the genes can set its strength (texture)."""
 
     def __init__(
-        self, spatial_dims, in_channels, out_channels, *, use_mask, n_code, bg_channels, mask_channels
+        self,
+        spatial_dims,
+        in_channels,
+        out_channels,
+        *,
+        use_mask,
+        n_code,
+        bg_channels,
+        mask_channels,
     ):
         super().__init__()
         self.conv = _conv(spatial_dims, in_channels, out_channels)

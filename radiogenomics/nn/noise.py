@@ -66,12 +66,18 @@ class Noise:
 
     def rows(self, rows) -> Noise:
         """The noise of a subset of the patients (an index, mask or slice)."""
-        return Noise(**{f.name: _rows(getattr(self, f.name), rows) for f in dataclasses.fields(self)})
+        return Noise(
+            **{f.name: _rows(getattr(self, f.name), rows) for f in dataclasses.fields(self)}
+        )
 
     def to(self, device) -> Noise:
-        move = lambda x: None if x is None else (  # noqa: E731
-            [to_device(m, device) for m in x] if isinstance(x, list) else to_device(x, device)
-        )
+        """The same noise on `device`."""
+
+        def move(x):
+            if x is None:
+                return None
+            return [to_device(m, device) for m in x] if isinstance(x, list) else to_device(x, device)
+
         return Noise(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
     @classmethod

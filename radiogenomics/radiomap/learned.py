@@ -158,8 +158,8 @@ def base_patients(
         with torch.no_grad():
             Z, lat = sampler(noise, codes, numeric)
         ids, masks = list(obs.index), None
-        encoder = gen.side.encoder
-        lat = lat if encoder is not None and encoder.n_latent else None
+        # the patients' latent moves with their genes; the image side reads it where its
+        # encoder takes one (`ImageSide.code`)
         present = torch.ones(n_patients, dtype=torch.bool, device=dev)
         gene = (sampler, (noise, codes, numeric))
     else:
