@@ -386,8 +386,9 @@ class JointConfig:
     # patients (generated expression -> mask -> image) are scored by the image and mask
     # critics, whose gradients reach the gene generator. separate: the gene side on every
     # patient with expression, the image side on every patient with an image conditioned on
-    # real expression, composed at sampling. gene / image: one modality only.
-    mode: Literal["joint", "separate", "gene", "image"] = "joint"
+    # real expression, composed at sampling. One modality alone is GeneGAN's or ImageGAN's
+    # job (model: gene_gan, image_gan).
+    mode: str = "joint"
     # Weight of the fully synthetic patients' terms (critic and generator) in joint mode.
     pair_weight: float = 1.0
     # Pass the gene generator's latent (its last hidden layer) to the image side's gene
@@ -403,6 +404,14 @@ class JointConfig:
     gene_n_critic: int = 5
 
     def __post_init__(self):
+        alone = {"gene": "gene_gan", "image": "image_gan"}
+        if self.mode in alone:
+            raise ValueError(
+                f"key 'joint.mode': {self.mode!r} trains one modality, which is what "
+                f"model={alone[self.mode]} does: set model: {alone[self.mode]}"
+            )
+        if self.mode not in ("joint", "separate"):
+            raise ValueError(f"key 'joint.mode' must be 'joint' or 'separate'; got {self.mode!r}")
         if self.pair_weight < 0:
             raise ValueError(f"key 'joint.pair_weight' must be >= 0; got {self.pair_weight}")
         if self.gene_steps < 0:

@@ -18,7 +18,9 @@ averages and checkpoints them as wholes. `joint.mode`:
   (and the gene read-back through the expression), so generated expression and images agree.
 - `separate`: the gene GAN on every patient with expression, the image side on every patient
   with an image, conditioned on real expression; the same modules composed at sampling.
-- `gene`, `image`: one modality (the other side is not built).
+
+One modality alone is GeneGAN's or ImageGAN's job (`model: gene_gan`, `image_gan`), which the
+same networks, objectives and selection scores serve.
 
 Patients with one modality train their side only: the gene side sees every training patient
 with expression, the image side every training patient with an image and a mask.
@@ -77,7 +79,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
                 "joint.mode=joint makes masks and images from genes: it needs "
                 "image.use_genes=true and image.train_masks=true"
             )
-        if mode in ("separate", "image") and not img.train_masks and img.use_mask:
+        if mode == "separate" and not img.train_masks and img.use_mask:
             raise ValueError(
                 f"joint.mode={mode}: fully synthetic patients need their masks generated: set "
                 "image.train_masks=true"
@@ -87,29 +89,27 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         )
         meta = {"genes": [], "categorical": view.categorical, "numeric": view.numeric,
                 "scaler": None, "mode": mode, "summary": {}}  # fmt: skip
-        if mode != "image" or img.use_genes:
-            if not view.genes or not view.has_expression.any():
-                raise ValueError(
-                    f"joint.mode={mode} needs expression, but no patient of the cohort has "
-                    "any (has_expression is all False)"
-                )
-            meta["genes"] = view.genes
-        if mode != "gene":
-            dims = int(rg.get(K.SPATIAL_DIMS, 2))
-            if dims != cfg.data.spatial_dims:
-                raise ValueError(
-                    f"config data.spatial_dims={cfg.data.spatial_dims} but the cohort has "
-                    f"spatial_dims={dims} (image_size {list(rg.get(K.IMAGE_SIZE, []))})"
-                )
-            image_rows(adata, need_mask=True)  # fails early, clearly
-            size = [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))]
-            meta.update(
-                spatial_dims=dims,
-                image_size=size,
-                channels=int(rg.get(K.CHANNELS, 1)),
-                phantom=K.PHANTOM in rg,
-                spacing=default_spacing(rg, size),
+        if not view.genes or not view.has_expression.any():
+            raise ValueError(
+                "a JointGAN needs expression, but no patient of the cohort has any "
+                "(has_expression is all False)"
             )
+        meta["genes"] = view.genes
+        dims = int(rg.get(K.SPATIAL_DIMS, 2))
+        if dims != cfg.data.spatial_dims:
+            raise ValueError(
+                f"config data.spatial_dims={cfg.data.spatial_dims} but the cohort has "
+                f"spatial_dims={dims} (image_size {list(rg.get(K.IMAGE_SIZE, []))})"
+            )
+        image_rows(adata, need_mask=True)  # fails early, clearly
+        size = [int(s) for s in (cfg.data.image_size or rg.get(K.IMAGE_SIZE, []))]
+        meta.update(
+            spatial_dims=dims,
+            image_size=size,
+            channels=int(rg.get(K.CHANNELS, 1)),
+            phantom=K.PHANTOM in rg,
+            spacing=default_spacing(rg, size),
+        )
         self._setup(cfg, meta)
         self._set_data(adata, progress=progress)
 
@@ -119,37 +119,33 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         return self.meta["mode"]
 
     @property
-    def image_side(self) -> ImageSide | None:
-        """The image side samples come from (the selected EMA weights, once trained); None
-        in gene mode."""
+    def image_side(self) -> ImageSide:
+        """The image side samples come from (the selected EMA weights, once trained)."""
         return self.sampler.side
 
     @property
     def gene_generator(self):
-        """The gene generator samples come from (`nn.gene.GeneGenerator`); None in image
-        mode."""
+        """The gene generator samples come from (`nn.gene.GeneGenerator`)."""
         return self.sampler.gene
 
     def _build(self, cfg: Config, meta: dict) -> None:
         self.categorical: dict[str, list[str]] = meta["categorical"]
         self.numeric: dict[str, dict] = meta["numeric"]
-        mode = meta["mode"]
-        gene_g = gene_c = side_g = side_c = None
-        if mode != "image":
-            gene_g, gene_c = GeneGAN._make_networks(
-                cfg, len(self.genes), self.categorical, self.numeric
-            )
-        if mode != "gene":
-            n_latent = cfg.gene.n_hidden if cfg.joint.use_latent and mode == "joint" else 0
-            # an image side without genes (image.use_genes false: Anwar et al.'s combination
-            # of independently trained GANs) builds no gene encoder
-            side_meta = meta if cfg.image.use_genes else {**meta, "genes": []}
-            side_g, side_c = ImageGAN._make_networks(cfg, side_meta, n_latent=n_latent)
+        gene_g, gene_c = GeneGAN._make_networks(
+            cfg, len(self.genes), self.categorical, self.numeric
+        )
+        # the image side reads the gene latent in joint mode only: in separate mode it never
+        # sees one
+        n_latent = cfg.gene.n_hidden if cfg.joint.use_latent and meta["mode"] == "joint" else 0
+        # an image side without genes (image.use_genes false: Anwar et al.'s combination of
+        # independently trained GANs) builds no gene encoder
+        side_meta = meta if cfg.image.use_genes else {**meta, "genes": []}
+        side_g, side_c = ImageGAN._make_networks(cfg, side_meta, n_latent=n_latent)
         self.generator = JointGenerator(gene_g, side_g)
         self.critic = JointCritic(gene_c, side_c)
         # what sampling runs: the selected weights of the EMA generator, once trained
-        copies = [None if m is None else copy.deepcopy(m) for m in (gene_g, side_g)]
-        self.sampler = JointGenerator(*copies).to(self.device).eval()
+        self.sampler = JointGenerator(copy.deepcopy(gene_g), copy.deepcopy(side_g))
+        self.sampler.to(self.device).eval()
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"sampler": self.sampler, "generator": self.generator, "critic": self.critic}
@@ -185,35 +181,30 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         self._covariate_table = adata.obs.iloc[table_rows][self.covariates].copy()
         self._obs_covariates = adata.obs[self.covariates].copy()
         sections = {"gene": self.config.gene, "joint": self.config.joint}
-        self.image_data = None
-        if self.mode != "gene":
-            img_rows = image_rows(adata, need_mask=True)
-            images, masks = view.images(img_rows, self.config.data, progress=progress)
-            want = (self.meta["channels"], *self.meta["image_size"])
-            if tuple(images.shape[1:]) != want:
-                raise ValueError(
-                    f"the cohort's images load as {tuple(images.shape[1:])}; the model was "
-                    f"built for {want}"
-                )
-            Z, present = view.tensor(img_rows)
-            if not self.genes or not self.config.image.use_genes:
-                Z, present = torch.zeros(len(img_rows), 0), present & False
-            self.image_data = ImageData(
-                patients=[str(p) for p in view.ids[img_rows]],
-                rows=img_rows,
-                images=images,
-                masks=masks,
-                expression=Z,
-                present=present,
-                # positions among the image patients
-                train=np.flatnonzero(np.isin(img_rows, train_rows)),
-                held_out=np.flatnonzero(np.isin(img_rows, val_rows)),
+        img_rows = image_rows(adata, need_mask=True)
+        images, masks = view.images(img_rows, self.config.data, progress=progress)
+        want = (self.meta["channels"], *self.meta["image_size"])
+        if tuple(images.shape[1:]) != want:
+            raise ValueError(
+                f"the cohort's images load as {tuple(images.shape[1:])}; the model was "
+                f"built for {want}"
             )
-            sections |= {"image": self.config.image, "data": self.config.data}
-        n_train = len(self.gene_data.train)
-        if self.image_data is not None:
-            n_train += len(self.image_data.train)
-        self.meta["n_train"] = int(n_train)
+        Z, present = view.tensor(img_rows)
+        if not self.genes or not self.config.image.use_genes:
+            Z, present = torch.zeros(len(img_rows), 0), present & False
+        self.image_data = ImageData(
+            patients=[str(p) for p in view.ids[img_rows]],
+            rows=img_rows,
+            images=images,
+            masks=masks,
+            expression=Z,
+            present=present,
+            # positions among the image patients
+            train=np.flatnonzero(np.isin(img_rows, train_rows)),
+            held_out=np.flatnonzero(np.isin(img_rows, val_rows)),
+        )
+        sections |= {"image": self.config.image, "data": self.config.data}
+        self.meta["n_train"] = int(len(self.gene_data.train) + len(self.image_data.train))
         self._fingerprint = self._fingerprint_of(
             view, train_rows, val_rows, categorical=self.categorical,
             numeric=sorted(self.numeric), **sections,
@@ -227,12 +218,12 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
 
         if not hasattr(self, "gene_data"):
             raise ValueError("this JointGAN was loaded without a cohort; JointGAN.load(dir, adata)")
-        if self.mode != "image" and len(self.gene_data.train) < 4:
+        if len(self.gene_data.train) < 4:
             raise ValueError(
                 f"{len(self.gene_data.train)} training patients have expression; training "
                 "needs >= 4"
             )
-        if self.mode != "gene" and len(self.image_data.train) < 4:
+        if len(self.image_data.train) < 4:
             raise ValueError(
                 f"{len(self.image_data.train)} training patients have an image and a mask; "
                 "training needs >= 4"
@@ -250,7 +241,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
     def synthesize(self, obs: pd.DataFrame, *, seed: int = 0, sampler=None) -> Generated:
         """Fully synthetic patients with the covariates `obs`, drawn in one batch with the
         noise `Noise.draw` draws from `seed` (`iter_sample` splits larger numbers): the
-        standardised expression, latent, masks and images (None in gene mode), on the CPU.
+        standardised expression, latent, masks and images, on the CPU.
         `sampler`: the generator to run (default: the selected weights)."""
         G = self.sampler if sampler is None else sampler
         dev, n = self.device, len(obs)
@@ -280,15 +271,6 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         from `seed` and the batch's number: the same seed and batch size give the same
         patients."""
         self._check_trained("sampling")
-        if self.mode == "image" and self.genes:
-            raise ValueError(
-                "an image-mode JointGAN has no gene generator to draw expression from: use "
-                "generate_for(adata) with real expression"
-            )
-        if self.sampler.gene is None and covariates:
-            raise ValueError(
-                "an image-mode JointGAN without genes ignores covariates: nothing to fix"
-            )
         obs = self.covariates_for(n, covariates, seed)
         for k, start in enumerate(range(0, len(obs), batch_size)):
             part = obs.iloc[start : start + batch_size].copy()
@@ -301,14 +283,12 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
     ) -> SyntheticCohort:  # fmt: skip
         """`n` fully synthetic patients in memory (`iter_sample` for many): expression on the
         cohort's scale in `X`, covariates in `obs`, the gene latent in
-        `obsm['rg_gene_latent']`, masks and images (None in gene mode)."""
+        `obsm['rg_gene_latent']`, masks and images."""
         parts = list(self.iter_sample(n, covariates, seed=seed, batch_size=batch_size))
         adata = ad.concat([p.adata for p in parts], merge="same") if len(parts) > 1 else None
         if adata is None:
             return parts[0]
         adata.uns = parts[0].adata.uns
-        if parts[0].images is None:
-            return SyntheticCohort(adata, None, None)
         return SyntheticCohort(
             adata,
             np.concatenate([p.images for p in parts]),
@@ -328,13 +308,10 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
             adata.obsm[K.GENE_LATENT] = latent.float().cpu().numpy()
         rg = {
             K.COVARIATES: {K.CATEGORICAL: self.categorical, K.NUMERIC: self.numeric},
-            K.SPATIAL_DIMS: self.meta.get("spatial_dims", self.config.data.spatial_dims),
+            K.SPATIAL_DIMS: self.meta["spatial_dims"],
             K.PROVENANCE: {"library": "radiogenomics", "source": "JointGAN"},
             K.SYNTHETIC: {"model": "JointGAN", "mode": self.mode, "seed": int(seed)},
         }
-        if images is None:
-            adata.uns[K.UNS] = rg
-            return SyntheticCohort(adata, None, None)
         adata.obs[K.HAS_IMAGE] = True
         adata.obs[K.HAS_MASK] = True
         rg |= {K.IMAGE_SIZE: self.meta["image_size"], K.CHANNELS: self.meta["channels"]}

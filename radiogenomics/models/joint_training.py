@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import torch
 
-from radiogenomics.models.gene_gan import gene_batches, gene_realism_score
+from radiogenomics.models.gene_gan import gene_batches
 from radiogenomics.models.image_training import (
     association_references,
     aux_projection,
@@ -53,62 +53,52 @@ def make_steps(model):
     """`(critic_step, generator_step)` of `model`'s mode, each `step(rng) -> (loss, logs)`
     drawing its own batches: the sum of the gene, image and (joint mode) pair terms."""
     img, t, device = model.config.image, model.config.train, model.device
-    mode, pair_weight = model.mode, model.config.joint.pair_weight
+    pair_weight = model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
+    gene_batch = gene_batches(model.gene_data, model.config, device)
+    gene_critic, gene_generator = gene_steps(model, gene_batch)
 
-    gene_batch = gene_critic = gene_generator = pair_batch = draw = project = None
-    shape = appearance = None
-    if G.gene is not None:
-        gene_batch = gene_batches(model.gene_data, model.config, device)
-        gene_critic, gene_generator = gene_steps(model, gene_batch)
+    def pair_batch(rng) -> PairBatch:
+        # covariates of training patients with expression: what sampling draws from
+        b = gene_batch(rng)
+        return PairBatch(b.codes, b.numeric, b.noise)
 
-        def pair_batch(rng) -> PairBatch:
-            # covariates of training patients with expression: what sampling draws from
-            b = gene_batch(rng)
-            return PairBatch(b.codes, b.numeric, b.noise)
-
-    if G.side is not None:
-        data = model.image_data
-        if device.type == "cuda":
-            fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
-            G.side.to(memory_format=fmt)
-            C.side.to(memory_format=fmt)
-        draw = batch_sampler(data, img, t.batch_size, G.side, C.side, device)
-        shape, appearance = association_references(data, img, device)
-        if mode == "joint" and any(x is not None for x in (C.side.regressor, shape, appearance)):
-            Zt, pt = data.expression[data.train], data.present[data.train]
-            project = aux_projection(Zt, pt, img.gene_aux_components)
-    joint = mode == "joint" and pair_weight > 0
+    data = model.image_data
+    if device.type == "cuda":
+        fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
+        G.side.to(memory_format=fmt)
+        C.side.to(memory_format=fmt)
+    draw = batch_sampler(data, img, t.batch_size, G.side, C.side, device)
+    shape, appearance = association_references(data, img, device)
+    joint = model.mode == "joint" and pair_weight > 0
+    project = None
+    if joint and any(x is not None for x in (C.side.regressor, shape, appearance)):
+        Zt, pt = data.expression[data.train], data.present[data.train]
+        project = aux_projection(Zt, pt, img.gene_aux_components)
 
     def critic_step(rng):
-        gene = image = pair = None
-        if gene_critic is not None:
-            gene = gene_critic(rng)
-        if draw is not None:
-            b = draw(rng)
-            image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
-            if joint:
-                loss, logs = pair_critic_loss(
-                    G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng
-                )
-                pair = (pair_weight * loss, logs)
+        gene, pair = gene_critic(rng), None
+        b = draw(rng)
+        image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
+        if joint:
+            loss, logs = pair_critic_loss(
+                G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng
+            )
+            pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["critic"] = loss.detach()
         return loss, logs
 
     def generator_step(rng):
-        gene = image = pair = None
-        if gene_generator is not None:
-            gene = gene_generator(rng)
-        if draw is not None:
-            b = draw(rng)
-            image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
-            if joint:
-                loss, logs = pair_generator_loss(
-                    G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
-                    appearance=appearance,
-                )  # fmt: skip
-                pair = (pair_weight * loss, logs)
+        gene, pair = gene_generator(rng), None
+        b = draw(rng)
+        image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
+        if joint:
+            loss, logs = pair_generator_loss(
+                G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
+                appearance=appearance,
+            )  # fmt: skip
+            pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["generator"] = loss.detach()
         return loss, logs
@@ -143,7 +133,7 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
     critic_step, generator_step = make_steps(model)
     j = cfg.joint
     extra = None
-    if G.gene is not None and G.side is not None and j.gene_steps:
+    if j.gene_steps:
         extra = (*gene_steps(model), j.gene_steps, j.gene_n_critic)
     lr_gene = cfg.gene.lr or t.lr
     lr_image = img.lr or t.lr
@@ -158,9 +148,7 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True
-    n_val = len(model.gene_data.held_out)
-    if model.image_data is not None:
-        n_val += len(model.image_data.held_out)
+    n_val = len(model.gene_data.held_out) + len(model.image_data.held_out)
     model.meta["summary"] = {**summary, "n_train": model.meta["n_train"], "n_val": int(n_val)}
     if run_dir is not None and D.is_main():
         model.save(run_dir)
@@ -172,28 +160,20 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
 
 
 def selection_score(model):
-    """`score(sampler)` for the engine, one per modality: gene mode, the gene GAN's
-    (`gene_gan.gene_realism_score`); image mode, the image GAN's
-    (`image_training.realism_score`); joint and separate, `paired_score` on fully synthetic
-    patients. None (keep the last weights) when too few patients are held out."""
-    genes, images = model.gene_data, model.image_data
-    phantom, device = bool(model.meta.get("phantom")), model.device
-    if model.mode == "gene":
-        if len(genes.held_out) >= 2:
-            return gene_realism_score(genes, model.config, device, gene_of=lambda s: s.gene)
-        return _none("expression")
-    image_score = lambda: realism_score(  # noqa: E731
-        images, model.config, phantom=phantom, device=device, side=lambda s: s.side
-    )
-    if model.mode == "image":
-        return image_score() if len(images.held_out) >= 4 else _none("image")
+    """`score(sampler)` for the engine: `paired_score` on fully synthetic patients; without
+    enough held-out pairs (an unpaired cohort, e.g. combined_breast) in separate mode, the
+    image side's score (`image_training.realism_score`). None (keep the last weights) when
+    too few patients are held out."""
+    images = model.image_data
     paired = images.held_out[images.present[images.held_out].numpy()]
     if len(paired) >= MIN_SCORED:
         return paired_score(model, paired)
     if model.mode == "separate" and len(images.held_out) >= 4:
-        # no held-out pairs (an unpaired cohort, e.g. combined_breast): the image side's score
         log.warning("fewer than %d held-out paired patients: selecting on images", MIN_SCORED)
-        return image_score()
+        return realism_score(
+            images, model.config, phantom=bool(model.meta.get("phantom")),
+            device=model.device, side=lambda s: s.side,
+        )  # fmt: skip
     return _none("paired")
 
 

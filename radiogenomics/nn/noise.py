@@ -76,7 +76,9 @@ class Noise:
         def move(x):
             if x is None:
                 return None
-            return [to_device(m, device) for m in x] if isinstance(x, list) else to_device(x, device)
+            return (
+                [to_device(m, device) for m in x] if isinstance(x, list) else to_device(x, device)
+            )
 
         return Noise(**{f.name: move(getattr(self, f.name)) for f in dataclasses.fields(self)})
 
