@@ -26,6 +26,7 @@ from radiogenomics.nn.image import ImageSide
 from radiogenomics.radiomap import learned
 from radiogenomics.radiomap.conventional import COLUMNS, map_from_uns
 from radiogenomics.radiomap.features import IMAGE_FEATURES, image_feature_batch
+from radiogenomics.radiomap.learned import estimators
 from radiogenomics.radiomap.scoring import score_phantom_map
 
 TINY = [*TINY_JOINT, "train.checkpoint_every=2"]
@@ -437,10 +438,10 @@ def test_effect_and_p_speak_of_the_same_mean():
     the mean (the effect) is positive but not significant; a signed-rank test would call it
     significant (p 0.04) on the strength of the negative majority."""
     per = np.array([8.0] * 5 + [-1.0] * 25)[:, None]
-    row = learned._rows("g", ["f"], per, np.array([1.0]), "finite-difference").iloc[0]
+    row = estimators._rows("g", ["f"], per, np.array([1.0]), "finite-difference").iloc[0]
     assert row["effect"] == pytest.approx(0.5)
     assert row["p"] > 0.3  # t = 0.81 on 29 df: p = 0.43
-    same = learned._rows("g", ["f"], per + 1.0, np.array([1.0]), "finite-difference").iloc[0]
+    same = estimators._rows("g", ["f"], per + 1.0, np.array([1.0]), "finite-difference").iloc[0]
     assert same["effect"] > 0 and same["p"] < 0.05
 
 
@@ -457,7 +458,7 @@ def test_combine_maps_averages_effects_and_combines_tests_by_sign():
     a = _table([0.4, 0.4], [0.01, 0.01])
     b = _table([0.2, -0.2], [0.01, 0.01], n=12)
     out = learned.combine_maps([a, b])
-    assert list(out.columns) == list(learned.COLUMNS)
+    assert list(out.columns) == list(COLUMNS)
     assert out["effect"].tolist() == pytest.approx([0.3, 0.1])
     assert out["n"].tolist() == [22, 22]
     # agreeing signs: Stouffer's Z of two z = 2.576 is 3.64; opposite signs cancel to 0

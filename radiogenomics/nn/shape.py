@@ -40,11 +40,25 @@ def mask_moments(mask: torch.Tensor):
     return area, centre, cov, grid
 
 
-def dilate(m: torch.Tensor, r: int) -> torch.Tensor:
+def dilate(m: torch.Tensor, r: int, *, cross: bool = False) -> torch.Tensor:
     """Grey dilation of (B, C, *S) by a (2r+1)-wide square (cube), zero outside the field;
-    `-dilate(-m, r)` erodes. Max passes the gradient through."""
-    pool = F.max_pool2d if m.ndim == 4 else F.max_pool3d
-    return pool(m, 2 * r + 1, stride=1, padding=r)
+    `-dilate(-m, r)` erodes. With `cross`, `r` dilations by the cross (scipy's default
+    structure), so a binary mask dilates exactly as `scipy.ndimage.binary_dilation(m, None,
+    r)`, as the map features' ring does. Max passes the gradient through."""
+    if not cross:
+        pool = F.max_pool2d if m.ndim == 4 else F.max_pool3d
+        return pool(m, 2 * r + 1, stride=1, padding=r)
+    for _ in range(r):
+        out = m
+        for ax in range(2, m.ndim):
+            pad = [0, 0] * (m.ndim - 2)
+            k = 2 * (m.ndim - 1 - ax)
+            pad[k] = pad[k + 1] = 1
+            p = F.pad(m, pad)  # zero outside
+            n = m.shape[ax]
+            out = torch.maximum(out, torch.maximum(p.narrow(ax, 0, n), p.narrow(ax, 2, n)))
+        m = out
+    return m
 
 
 @functools.lru_cache(maxsize=2)
