@@ -6,6 +6,7 @@ from radiogenomics.data.cohort import (  # noqa: E402
     check_covariates,
     make_cohort,
     setup_cohort,
+    split_cohort,
     validate_cohort,
 )
 from radiogenomics.data.h5ad import read_cohort, write_cohort  # noqa: E402
@@ -28,6 +29,7 @@ __all__ = [
     "make_cohort",
     "read_cohort",
     "setup_cohort",
+    "split_cohort",
     "validate_cohort",
     "write_cohort",
 ]
