@@ -5,8 +5,9 @@ are the runs' own files, copied unchanged into `docs/results/<name>/`:
 
 - `metrics.json`: the paired report's flat numbers (`radiogenomics evaluate --train --real
   --synthetic`, or `radiogenomics demo`'s `report/metrics.json`);
-- `run.json` (optional): how the run was made: `title`, `command`, `config`, `seed`,
-  `threads`, `machine`, `wall_s`, `date`.
+- `run.json` (optional, written by hand when the run is copied in): how the run was made:
+  `title`, `command`, `config`, `seed`, `threads`, `environment`, `machine`, `commit`,
+  `wall_s`, `date`.
 
 The run named `demo` (README_RUN) gives README's headline block, between
 `<!-- results:start -->` and `<!-- results:end -->`. `docs/results/earlier.md`, where present,
@@ -53,8 +54,6 @@ HEADLINE = [
      "image_frd_baseline", ".1f", "lower; the reference is the floor"),
     ("pairs: consistency Spearman", "pair_spearman", "pair_spearman_reference",
      "pair_spearman_shuffled", ".2f", "as the reference; shuffled = floor"),
-    ("privacy: membership-inference AUC (joint record)", "privacy_joint_mia_auc", 0.5, None,
-     ".2f", "0.5 = nothing leaks"),
 ]  # fmt: skip
 # rows of results.md's full table, shown where the metrics hold them
 MORE = [
@@ -143,6 +142,17 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+def privacy_row(run: dict) -> list[str]:
+    """The record whose membership-inference AUC is highest (the one most at risk)."""
+    kind = max(PRIVACY, key=lambda k: need(run, f"privacy_{k}_mia_auc"))
+    p = f"privacy_{kind}_"
+    flagged = ", flagged" if run["metrics"].get(p + "flag") else ""
+    threshold = run["metrics"].get(p + "mia_threshold")
+    good = "0.5 = nothing leaks" + (f"; flagged above {fmt(threshold)}" if threshold else "")
+    label = f"privacy: membership-inference AUC, highest record ({kind}{flagged})"
+    return [label, fmt(need(run, p + "mia_auc")), fmt(0.5), "", good]
+
+
 def score_rows(run: dict, specs, *, required: bool) -> list[list[str]]:
     rows = []
     for label, key, ref, base, spec, good in specs:
@@ -160,7 +170,8 @@ def describe(name: str, run: dict) -> list[str]:
     if "command" in meta:
         facts.append(f"command: `{meta['command']}`")
     for key, label in (("config", "config"), ("seed", "seed"), ("threads", "CPU threads"),
-                       ("machine", "machine"), ("date", "date")):  # fmt: skip
+                       ("environment", "environment"), ("machine", "machine"),
+                       ("commit", "commit"), ("date", "date")):  # fmt: skip
         if key in meta:
             facts.append(f"{label}: {meta[key]}")
     if "wall_s" in meta:
@@ -194,7 +205,9 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
         lines += ["### Headline", ""]
         lines += table(
             ["score", "synthetic", "real (reference / ceiling)", "baseline / floor", "good when"],
-            score_rows(run, HEADLINE, required=True) + score_rows(run, MORE, required=False),
+            score_rows(run, HEADLINE, required=True)
+            + [privacy_row(run)]
+            + score_rows(run, MORE, required=False),
         )
         lines += [
             "",
@@ -249,9 +262,10 @@ def readme_block(name: str, run: dict) -> str:
     if "wall_s" in meta:
         where = f" on {meta['machine']}" if "machine" in meta else ""
         threads = f", {meta['threads']} threads" if "threads" in meta else ""
-        extra.append(f"{fmt(meta['wall_s'], '.0f')} s{where}{threads}")
+        extra.append(f"{fmt(meta['wall_s'], '.0f')} s wall{where}{threads}")
     intro = f"From {how}" + (f" ({'; '.join(extra)})" if extra else "") + ":"
     rows = [r for r in score_rows(run, HEADLINE, required=True) if r[0] in README_ROWS]
+    rows.append(privacy_row(run))
     lines = [
         START,
         GENERATED,
