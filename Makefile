@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean results
 
 setup: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check radiogenomics tests benchmarks
 	$(BIN)/ruff format --check radiogenomics tests benchmarks
+
+# docs/results.md and README's numbers from docs/results/*/metrics.json (standard library only)
+results:
+	$(PYTHON) scripts/results.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks --benchmark-only

@@ -125,7 +125,7 @@ class GeneConfig:
     # Learning rate of the gene generator and critic; None uses train.lr and train.lr_critic.
     lr: float | None = None
     # Dispersion: a plain WGAN-GP critic scores one patient at a time and lets generated
-    # expression shrink towards the mean (median per-gene std 0.7-0.9 of the real one).
+    # expression shrink towards the mean (docs/methods.md, the gene WGAN-GP).
     # Group size of the critic's minibatch-standard-deviation input (Karras et al. 2018, per
     # gene: each sample also shows the critic its group's per-gene std); 0 turns it off.
     minibatch_std: int = 4
@@ -243,8 +243,8 @@ class ImageConfig:
     channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16])
     # Give the generator (mask_depth) and the critic (critic_mask_depth) the mask's relative
     # depth (distance to the lesion's edge over its largest value) beside the mask, so that a
-    # core can be placed as a fraction of the lesion. On the 2D phantom the generator's depth
-    # took necrosis's Spearman from about 0.2 to 0.6-0.7; the critic's cost the gene dependence.
+    # core can be placed as a fraction of the lesion (the phantom's necrotic core). The
+    # critic's copy is off by default: on the 2D phantom it cost the images' gene dependence.
     mask_depth: bool = True
     critic_mask_depth: bool = False
     # Critic (PatchGAN) channels, fine to coarse; each entry halves the resolution.
@@ -270,20 +270,17 @@ class ImageConfig:
     mismatch_weight: float = 0.5
     # Partners for those negatives: 'random' or 'similar_mask' (the batch's patient with the
     # closest lesion size, so the critic must read the genes from the image rather than from
-    # the lesion's shape; on the 2D phantom this did not remove the size program's pull on
-    # intensity, one run each).
+    # the lesion's shape).
     negatives: Literal["similar_mask", "random"] = "random"
     # Gene read-back (nn.image.GeneRegressor): a critic-side head learns to read the top
     # `gene_aux_components` principal components of expression from real images and masks; the
-    # generator pays gene_aux_weight * their squared error on its own images. 0 for off. On the
-    # 2D phantom (1500-2500 CPU steps) necrosis's Spearman was 0.74-0.86 in five runs with it,
-    # 0.68 and 0.01 in two without; contrast and texture moved both ways. The head memorises
-    # its training images (r 0.99 on every component), yet still reads held-out ones.
+    # generator pays gene_aux_weight * their squared error on its own images (an
+    # auxiliary-classifier head for continuous genes; docs/methods.md, the image GAN). 0 for off.
     gene_aux_weight: float = 1.0
     gene_aux_components: int = 16
     # Drift penalty weight * E[D(real)^2] (Karras et al. 2018) for wgan-gp: the Wasserstein
     # loss ignores a constant offset of the critic, and with the gene projection term the
-    # scores otherwise drift to magnitudes (1e4-1e5 measured) that drown the matching signal.
+    # scores otherwise drift to magnitudes that drown the matching signal.
     drift_weight: float = 0.001
     # Pixel L1 weight between the generated and the real image inside the background (only
     # with use_background): keeps the fused background faithful.
@@ -294,27 +291,22 @@ class ImageConfig:
     # Mask read-back (OASIS-style, Schoenfeld et al. 2021): a critic-side U-Net (widths
     # `critic_channels`) learns to segment real images; the generator pays
     # mask_consistency_weight * its Dice + cross-entropy on the images it draws for real masks,
-    # so the lesion is drawn where the mask says. 2D phantom joint model, 400 steps, seeds 0/1:
-    # the judge's Dice on fully synthetic patients 0.79/0.59 -> 0.85/0.72 with weight 1, FRD
-    # 24/24 -> 17/23. Not on a joint model's fully synthetic patients: through their
-    # straight-through masks it pulled the mask generator off the genes (seed 0: lesion size's
-    # Spearman 0.61 -> 0.41). 0 for off.
+    # so the lesion is drawn where the mask says. Not on a joint model's fully synthetic
+    # patients: through their straight-through masks it pulled the mask generator off the
+    # genes. 0 for off.
     mask_consistency_weight: float = 0.0
     # Shape association (train.objectives.shape_association_loss): the generated lesions'
     # shape descriptors (log area, log axis ratio, margin irregularity: nn.shape) must follow
     # the gene read-back components (`gene_aux_components`) as the real training patients' do:
     # each lesion pays this weight * its squared distance, beyond one real residual std, from
     # what a regression on the real patients predicts for its genes. It names the shapes the
-    # genes set, which the mask critic alone did not find (2D phantom, 800 steps: elongation
-    # and margin Spearman ~0 without it; with it 0.83/0.64 on seed 0, 0.15/0.09 on seed 1,
-    # real 0.90/0.90; the 2D preset's header).
+    # genes set, which the mask critic alone did not find (docs/methods.md, the joint model).
     # Needs image.train_masks and expression. 0 for off.
     shape_association_weight: float = 0.0
     # Appearance association (train.objectives.appearance_association_loss): the same for the
     # generated images inside their (fixed) masks, with the appearance descriptors
     # (nn.appearance: contrast with the ring around the lesion, log texture, dark fraction) of
-    # the real training patients' images (2D phantom, 1200 steps, seeds 0/1: contrast
-    # Spearman 0.67/0.74 against 0.64/0.60 without it, real 0.69; the 2D preset's header).
+    # the real training patients' images (docs/methods.md, the joint model).
     # Needs expression and the mask (image.use_genes, image.use_mask). 0 for off.
     appearance_association_weight: float = 0.0
 
@@ -398,8 +390,8 @@ class JointConfig:
     # Extra updates of the gene side alone per training step, each with `gene_n_critic`
     # critic steps (joint and separate modes): the gene WGAN-GP needs thousands of updates
     # (the gene_wgan preset: 3000 x 5 critic steps), which its MLPs make cheap, while the image
-    # side's convolutions set how many steps a run affords. On the 2D phantom at 400 steps
-    # and none of these, the synthetic expression's per-gene spread was 0.15 of the real.
+    # side's convolutions set how many steps a run affords. Without them the joint model's
+    # synthetic expression lost most of its per-gene spread.
     gene_steps: int = 4
     gene_n_critic: int = 5
 
