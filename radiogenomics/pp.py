@@ -1,4 +1,4 @@
-"""Preprocessing: gene standardisation and gene selection (DESIGN section 1).
+"""Preprocessing: gene standardisation and gene selection (docs/design.md, section 1).
 
 Functions take a cohort AnnData (scverse style): a function that writes into the AnnData takes
 `copy=False` (True: work on a copy and return it; False: write in place and return None), and

@@ -1,4 +1,4 @@
-"""The scverse conventions of the user-facing modules (DESIGN section 6): every public function of
+"""The scverse conventions of the user-facing modules (docs/design.md, section 6): every public function of
 `pp` and `tl` that writes into an AnnData takes `copy=False` and returns `AnnData | None` (the
 modified copy, the input untouched, with `copy=True`; None after writing in place), names what
 it adds with `key_added` (no `key=`), and `pl` never modifies its input. The public API of

@@ -1,4 +1,4 @@
-"""The dependency direction of DESIGN section 3: `nn` and `data` know no model, `evaluate` imports
+"""The dependency direction of docs/design.md, section 3: `nn` and `data` know no model, `evaluate` imports
 no model class, nothing calls the CLI, the parts of the package and its modules import each other
 without cycles (imports inside functions count: they are dependencies too), no module imports
 the package root back, none re-exports what it imports, and nothing outside `models/` reads a
@@ -251,7 +251,7 @@ def test_the_private_attribute_scan_finds_what_it_should():
 
 
 def test_nothing_outside_models_reads_a_private_attribute():
-    """DESIGN section 3: models hand their data over through public methods; nothing outside
+    """docs/design.md, section 3: models hand their data over through public methods; nothing outside
     `models/` reads a model's (or any other object's) private attributes."""
     found = [
         hit for module in SOURCES if _part(module) != "models" for hit in _private_reads(module)

@@ -128,19 +128,19 @@ def test_evaluate_on_held_out_and_on_a_cohort(trained, phantom_cohort):
     seg = trained[0]
     held_out = seg.evaluate()
     assert 0.0 <= held_out["dice"] <= 1.0 and 0.0 <= held_out["iou"] <= held_out["dice"]
-    assert list(held_out["dice_per_patient"].index) == seg.val_patients
+    assert list(held_out["dice_per_patient"].index) == seg.held_out
     assert held_out["dice"] == pytest.approx(trained[1]["best_val_dice"])
     n_val = trained[1]["n_val"]
     # the cohort's one split, restricted to the patients with masks
     cohort_wide = held_out_mask(phantom_cohort.obs, seg.config.train.val_fraction, seg.config.seed)
     with_mask = phantom_cohort.obs_names[image_rows(phantom_cohort, need_mask=True)]
     expected = [p for p in with_mask if p in set(phantom_cohort.obs_names[cohort_wide])]
-    assert held_out["n"] == n_val == len(expected) and seg.val_patients == expected
+    assert held_out["n"] == n_val == len(expected) and seg.held_out == expected
     whole = seg.evaluate(phantom_cohort)
     assert whole["n"] == len(image_rows(phantom_cohort, need_mask=True))
-    assert set(seg.val_patients) < set(whole["dice_per_patient"].index)
+    assert set(seg.held_out) < set(whole["dice_per_patient"].index)
     np.testing.assert_allclose(
-        whole["dice_per_patient"][seg.val_patients], held_out["dice_per_patient"], atol=1e-6
+        whole["dice_per_patient"][seg.held_out], held_out["dice_per_patient"], atol=1e-6
     )
     unmasked, rows = _without_masks(phantom_cohort, 2)
     with pytest.raises(ValueError, match=str(unmasked.obs_names[rows[0]])):
@@ -190,12 +190,12 @@ def test_save_load_round_trip(trained, phantom_cohort, tmp_path):
     seg = trained[0]
     seg.save(tmp_path)
     loaded = Segmenter.load(tmp_path, phantom_cohort)
-    assert loaded.trained and loaded.val_patients == seg.val_patients
+    assert loaded.trained and loaded.held_out == seg.held_out
     np.testing.assert_array_equal(loaded.predict(phantom_cohort), seg.predict(phantom_cohort))
     bare = Segmenter.load(tmp_path)  # no cohort: predicts, cannot train
     images, _ = load_images(phantom_cohort, seg.config.data, image_rows(phantom_cohort)[:4])
     assert torch.equal(bare.predict_tensor(images), seg.predict_tensor(images))
-    assert bare.val_patients == seg.val_patients
+    assert bare.held_out == seg.held_out
     with pytest.raises(ValueError, match="without a cohort"):
         bare.train(progress=False)
     no_masks = phantom_cohort.copy()

@@ -12,7 +12,7 @@ from radiogenomics.config import dump_config
 
 log = logging.getLogger("radiogenomics")
 
-MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # DESIGN section 5's contract
+MAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj"]  # docs/design.md, section 5's contract
 SWAP_COLUMNS = ["genomic", "feature", "effect", "p", "p_adj", "n"]
 # every file a map (conventional or learned) writes into --out
 MAP_FILES = (

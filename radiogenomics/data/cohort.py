@@ -1,4 +1,4 @@
-"""Paired cohorts on AnnData: build, set up, validate and split (DESIGN section 2); reading and
+"""Paired cohorts on AnnData: build, set up, validate and split (docs/design.md, section 2); reading and
 writing them is `data.h5ad`.
 
 Expression is `X` (patients x genes, float32); rows of patients without expression are NaN and

@@ -1,6 +1,6 @@
 """The cohort's gene scaler: optional `log1p`, then per-gene standardisation, exactly invertible.
 
-The data layer's one home of the scaler (DESIGN section 3, "one cohort view"): `pp.standardize`
+The data layer's one home of the scaler (docs/design.md, section 3, "one cohort view"): `pp.standardize`
 fits it and stores it in `uns["rg"]["gene_stats"]`; the models' cohort view
 (`radiogenomics.data.view`) reads it from there, or fits its own without writing it back.
 """

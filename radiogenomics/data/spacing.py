@@ -1,4 +1,4 @@
-"""Voxel spacing of a cohort's images (DESIGN section 2): per patient in `obs["spacing"]` as
+"""Voxel spacing of a cohort's images (docs/design.md, section 2): per patient in `obs["spacing"]` as
 text ("0.5,0.7,2"), the cohort default in `uns["rg"]["spacing"]`.
 
 Both refer to the cohort's grid, `uns["rg"]["image_size"]`: the models see every image resized

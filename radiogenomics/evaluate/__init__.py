@@ -1,4 +1,4 @@
-"""Evaluation of synthetic data (DESIGN section 5).
+"""Evaluation of synthetic data (docs/design.md, section 5).
 
 - `genes`: realism of synthetic expression against held-out real patients (distance-matrix and
   dendrogram correlations with a real-data ceiling, per-gene KS/Wasserstein, MMD, detection AUC,

@@ -1,4 +1,4 @@
-"""Does a synthetic cohort keep the real cohort's radiogenomic map? (DESIGN section 5, pairs)
+"""Does a synthetic cohort keep the real cohort's radiogenomic map? (docs/design.md, section 5, pairs)
 
 The conventional map (Spearman of each genomic variable with each image feature,
 `radiomap.conventional.spearman_table`) of the synthetic patients is compared with the real

@@ -1,4 +1,4 @@
-"""Do a synthetic patient's genes and image belong together? (DESIGN section 5, pairs)
+"""Do a synthetic patient's genes and image belong together? (docs/design.md, section 5, pairs)
 
 - `pair_consistency`: a predictor of the expression's principal components from image features,
   trained on real training pairs, scores held-out real pairs (the reference: how consistent

@@ -1,4 +1,4 @@
-"""Does a trained image model carry the phantom's planted genetics? (DESIGN section 5)
+"""Does a trained image model carry the phantom's planted genetics? (docs/design.md, section 5)
 
 The phantom plants one lesion phenotype per gene program (size ... necrosis). These checks
 measure the phenotypes on generated images (radiomap.features, pixels only) and compare them

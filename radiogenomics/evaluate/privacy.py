@@ -1,4 +1,4 @@
-"""Does a synthetic cohort give its training patients away? (DESIGN section 5, privacy)
+"""Does a synthetic cohort give its training patients away? (docs/design.md, section 5, privacy)
 
 A patient's record is, per modality:
 - `expression`: its expression, z-scored with the training patients' per-gene mean and std;

@@ -225,7 +225,7 @@ class CohortModel:
                 raise ValueError(f"numeric covariate '{key}' of the model is not in the cohort")
 
     # ---------------------------------------------------------------------------------------
-    # the sampling surface (DESIGN section 3): `sample(n, covariates=None, seed=0)`, which a
+    # the sampling surface (docs/design.md, section 3): `sample(n, covariates=None, seed=0)`, which a
     # sampling model implements; `iter_sample` and `generate_for` default to these
 
     def iter_sample(self, n: int, covariates=None, *, seed: int = 0, batch_size: int = 256):

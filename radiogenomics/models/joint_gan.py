@@ -6,7 +6,7 @@
     synth = model.generate_for(adata)         # images for real expression (and real masks)
     model.save("run"); JointGAN.load("run", adata)
 
-The chain (DESIGN section 3): noise + covariates -> GeneGenerator -> (expression, latent) ->
+The chain (docs/design.md, section 3): noise + covariates -> GeneGenerator -> (expression, latent) ->
 GeneEncoder -> gene code -> MaskGenerator -> mask -> ImageGenerator -> image. The generator
 side is one module (`nn.joint.JointGenerator`: the gene generator and the image side) and so
 is the critic side (gene critic; image, mask critics and gene read-back), so the engine trains,

@@ -36,6 +36,7 @@ from radiogenomics.data.dataset import image_rows, load_images
 from radiogenomics.data.folders import file_stems
 from radiogenomics.data.io import FORMATS, load_image, save_image
 from radiogenomics.models.base import CohortModel
+from radiogenomics.models.data import ImageData
 from radiogenomics.nn.segmentation import SegmentationNet
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import LoopSettings, Trainer, autocast, supervised_step
@@ -137,11 +138,18 @@ class Segmenter(CohortModel, kind="segmentation"):
         train_rows, val_rows = self._split(view, rows)
         if self.trained and saved and self.held_out != saved:
             log.warning("this cohort's held-out patients differ from the model's saved ones")
-        self._ids = view.ids[rows]
-        self._train = np.searchsorted(rows, train_rows)
-        self._val = np.searchsorted(rows, val_rows)
-        self._images, self._masks = view.images(rows, self.config.data, progress=progress)
-        self.meta.update(n_train=len(self._train))
+        images, masks = view.images(rows, self.config.data, progress=progress)
+        self.image_data = ImageData(
+            patients=[str(p) for p in view.ids[rows]],
+            rows=rows,
+            images=images,
+            masks=masks,
+            expression=torch.zeros(len(rows), 0),  # a segmenter reads no genes
+            present=torch.zeros(len(rows), dtype=torch.bool),
+            train=np.searchsorted(rows, train_rows),
+            held_out=np.searchsorted(rows, val_rows),
+        )
+        self.meta.update(n_train=len(self.image_data.train))
         d, s = self.config.data, self.config.segment
         self._fingerprint = self._fingerprint_of(
             view,
@@ -151,11 +159,6 @@ class Segmenter(CohortModel, kind="segmentation"):
             image=[self.channels, *self.image_size],
             intensity=[d.intensity, list(d.percentiles), d.a_min, d.a_max],
         )
-
-    @property
-    def val_patients(self) -> list[str]:
-        """Ids of the held-out patients (the cohort's one split)."""
-        return self.held_out
 
     @property
     def _cuda(self) -> bool:
@@ -180,13 +183,14 @@ class Segmenter(CohortModel, kind="segmentation"):
         ones without held-out patients)."""
         from monai.losses import DiceCELoss
 
-        if not hasattr(self, "_images"):
+        if getattr(self, "image_data", None) is None:
             raise ValueError(
                 "this Segmenter was loaded without a cohort; Segmenter.load(dir, adata)"
             )
         cfg, s, device, net = self.config, self.config.segment, self.device, self.net
-        images, masks = self._images.to(device), self._masks.to(device)
-        train_pos = torch.as_tensor(self._train, device=device)
+        data = self.image_data
+        images, masks = data.images.to(device), data.masks.to(device)
+        train_pos = torch.as_tensor(data.train, device=device)
         loss_fn = DiceCELoss(sigmoid=True)
         opt = torch.optim.Adam(net.parameters(), lr=s.lr)
         settings = LoopSettings(
@@ -217,7 +221,7 @@ class Segmenter(CohortModel, kind="segmentation"):
             return loss, {"loss": loss.detach()}
 
         step = supervised_step(trainer, loss_step, net=net, opt=opt)
-        evaluate = self._held_out_dice if len(self._val) else None
+        evaluate = self._held_out_dice if len(data.held_out) else None
         result = trainer.fit(step, evaluate)
         net.load_state_dict(trainer.selected_state())
         net.eval()
@@ -228,8 +232,8 @@ class Segmenter(CohortModel, kind="segmentation"):
             "steps": result["steps"],
             "best_step": None if best is None else best["step"],
             "best_val_dice": None if best is None else best["score"],
-            "n_train": len(self._train),
-            "n_val": len(self._val),
+            "n_train": len(data.train),
+            "n_val": len(data.held_out),
             "resumed_from": result["resumed_from"],
         }
         self.meta["summary"] = summary
@@ -244,8 +248,9 @@ class Segmenter(CohortModel, kind="segmentation"):
 
     def _held_out_scores(self) -> tuple[float, float]:
         """Mean Dice and IoU on the held-out patients (the net in eval mode, then back)."""
-        probs = self._probabilities(self._images[self._val])
-        dice, iou = self._scores(probs, self._masks[self._val], self.config.segment.threshold)
+        data = self.image_data
+        probs = self._probabilities(data.images[data.held_out])
+        dice, iou = self._scores(probs, data.masks[data.held_out], self.config.segment.threshold)
         return float(dice.mean()), float(iou.mean())
 
     def _batch(self, images, masks, train_pos, rng):
@@ -314,15 +319,18 @@ class Segmenter(CohortModel, kind="segmentation"):
         if adata is None:
             if rows is not None:
                 raise ValueError("rows need the cohort they index: evaluate(adata, rows)")
-            if not hasattr(self, "_images"):
+            if getattr(self, "image_data", None) is None:
                 raise ValueError(
                     "this Segmenter has no cohort; evaluate(adata) or load(dir, adata)"
                 )
-            if not len(self._val):
+            data = self.image_data
+            if not len(data.held_out):
                 raise ValueError("no held-out patients (train.val_fraction=0); evaluate(adata)")
-            ids = self._ids[self._val]
+            ids = np.asarray(data.patients)[data.held_out]
             dice, iou = self._scores(
-                self._probabilities(self._images[self._val]), self._masks[self._val], threshold
+                self._probabilities(data.images[data.held_out]),
+                data.masks[data.held_out],
+                threshold,
             )
         else:
             self.check_cohort(adata)

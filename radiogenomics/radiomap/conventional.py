@@ -1,4 +1,4 @@
-"""The conventional radiogenomic map (DESIGN section 5): genomic variables against image features.
+"""The conventional radiogenomic map (docs/design.md, section 5): genomic variables against image features.
 
 The three-step pipeline of the radiogenomics literature:
 

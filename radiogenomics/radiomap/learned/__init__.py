@@ -1,4 +1,4 @@
-"""The learned radiogenomic map (DESIGN section 5): what a trained generator does to its images
+"""The learned radiogenomic map (docs/design.md, section 5): what a trained generator does to its images
 when one genomic variable moves, the image and mask noise and the covariates held fixed (and,
 on the default 'direct' route, the other genes and the gene latent too; see `route` below).
 
