@@ -10,6 +10,14 @@ A step function takes the batch RNG, does its own forward, backward and optimise
 returns its losses as tensors: they are read off the device only every `log_every` steps, so
 the steps in between run without a host-device sync. Two kinds are built here:
 `adversarial_step` (n_critic critic steps, one generator step, the EMA) and `supervised_step`.
+
+Test-only: with the environment variable `RADIOGENOMICS_KILL_AFTER_CHECKPOINT=N` (a positive
+integer) the training process kills itself with SIGKILL right after the checkpoint of step N is
+completely written (after its folder's rename, before log.csv is rewritten): no handler, no
+cleanup runs, as with an external `kill -9` at that point, so the resume tests kill at a step
+they choose rather than one a polling loop happens to catch. Only the process that writes
+checkpoints (rank 0) does it; under torchrun the others then go down with it. Read once per
+`Trainer`; unset or empty, it costs nothing. Never set it outside tests.
 """
 
 from __future__ import annotations
@@ -18,6 +26,8 @@ import copy
 import json
 import logging
 import math
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +47,27 @@ log = logging.getLogger(__name__)
 
 StepFn = Callable[[torch.Generator], dict]
 ENGINE = 2  # checkpoint layout; older ones are refused with a message
+KILL_AFTER_CHECKPOINT = "RADIOGENOMICS_KILL_AFTER_CHECKPOINT"  # test-only: see the docstring
+
+
+def kill_after_checkpoint() -> int | None:
+    """The step after whose checkpoint the process kills itself, from the test-only variable
+    `KILL_AFTER_CHECKPOINT` names (see the module docstring); None when unset or empty."""
+    value = os.environ.get(KILL_AFTER_CHECKPOINT, "").strip()
+    if not value:
+        return None
+    try:
+        step = int(value)
+    except ValueError:
+        step = 0
+    if step < 1:
+        raise ValueError(
+            f"{KILL_AFTER_CHECKPOINT} is {value!r}: it takes a positive integer, the checkpoint "
+            "step after which the process kills itself (test-only; unset it to train normally)"
+        )
+    if not hasattr(signal, "SIGKILL"):
+        raise ValueError(f"{KILL_AFTER_CHECKPOINT} needs SIGKILL, which this platform lacks")
+    return step
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -138,6 +169,7 @@ class Trainer:
         self.best_state: dict | None = None
         self.bad_evals = 0
         self.stopped = False
+        self.kill_after = kill_after_checkpoint()  # test-only, None unless set
 
     def autocast(self):
         return autocast(self.device, self.settings.amp)
@@ -317,6 +349,8 @@ class Trainer:
             "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
         }
         save_checkpoint(self.run_dir / "checkpoint", modules, state)
+        if self.step == self.kill_after:  # test-only: a kill -9 just after this checkpoint
+            os.kill(os.getpid(), signal.SIGKILL)
         self.write_log()
 
     def write_log(self) -> Path | None:
