@@ -52,7 +52,7 @@ def test_train_sample_evaluate_images(split, tmp_path, capsys):
                  str(seg), "--out", str(checks)]) == 0  # fmt: skip
     planted = pd.read_csv(checks / "planted_features.csv", index_col=0)
     assert list(planted.columns) == ["real", "synthetic", "fully_synthetic"]
-    assert (checks / "gene_swap.csv").is_file()
+    assert (checks / "partner_swap.csv").is_file()
     fidelity = pd.read_csv(checks / "mask_fidelity.csv", index_col=0)
     assert list(fidelity.index) == ["real", "synthetic"] and fidelity["dice"].between(0, 1).all()
     assert (fidelity["n"] == 9).all()  # the GAN's validation patients (0.3 of 30)

@@ -98,8 +98,11 @@ def test_load_refuses_other_genes_or_vocabularies(trained):
     relabelled.uns["rg"]["covariates"]["categorical"]["group"] = ["A", "B", "C"]
     with pytest.raises(ValueError, match="covariate 'group'.*differ"):
         GeneGAN.load(run, relabelled)
-    with pytest.raises(FileNotFoundError, match="holds no trained model: model.json not found"):
+    with pytest.raises(FileNotFoundError, match="run folder .*nowhere does not exist"):
         GeneGAN.load(run / "nowhere")
+    (run / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no trained model: model.json not found"):
+        GeneGAN.load(run / "empty")
 
 
 def test_bad_sampling_requests_are_clear(trained):

@@ -297,7 +297,7 @@ def test_trains_on_cuda_with_bf16_and_channels_last(phantom_cohort, tmp_path):
 
 def test_phantom_checks(trained, phantom_cohort):
     from radiogenomics.data.phantom import FEATURES, PROGRAMS
-    from radiogenomics.evaluate.phantom import SHAPE, gene_swap, planted_features
+    from radiogenomics.evaluate.phantom import SHAPE, partner_swap, planted_features
 
     model, _, _ = trained
     table = planted_features(model, phantom_cohort, model.patients)
@@ -305,7 +305,7 @@ def test_phantom_checks(trained, phantom_cohort):
     assert list(table.columns) == ["real", "synthetic", "fully_synthetic"]
     # the real images carry their programs (the ceiling a generator is read against)
     assert (table["real"] > 0.4).all(), table
-    swap = gene_swap(model, phantom_cohort, model.patients[:12])
+    swap = partner_swap(model, phantom_cohort, model.patients[:12])
     assert swap.shape == (len(FEATURES), len(PROGRAMS))
     # with the mask fixed, swapping genes cannot change the shape phenotypes
     assert swap.loc[list(SHAPE)].isna().all().all()

@@ -151,7 +151,7 @@ def _say_privacy(path, args) -> None:
 def _evaluate_phantom(args) -> int:
     """Planted-feature and gene-swap checks of an image run on its phantom cohort."""
     from radiogenomics._atomic import atomic_write
-    from radiogenomics.evaluate.phantom import gene_swap, mask_fidelity, planted_features
+    from radiogenomics.evaluate.phantom import mask_fidelity, partner_swap, planted_features
     from radiogenomics.models.image_gan import ImageGAN
 
     if args.data is None:
@@ -161,7 +161,7 @@ def _evaluate_phantom(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     tables = [
         ("planted_features", planted_features(model, adata, seed=args.seed)),
-        ("gene_swap", gene_swap(model, adata, seed=args.seed)),
+        ("partner_swap", partner_swap(model, adata, seed=args.seed)),
     ]
     if args.segmenter is not None:
         from radiogenomics.models.segmenter import Segmenter

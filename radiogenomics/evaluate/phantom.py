@@ -7,7 +7,7 @@ with the programs of the patients whose expression conditioned the images:
 - `planted_features`: Spearman of each measured phenotype with its program, for real images,
   for images generated from the real masks, and (with a mask generator) for fully synthetic
   patients whose masks are generated from the genes too.
-- `gene_swap`: with mask and noise fixed, give each patient another patient's genes; the change
+- `partner_swap`: with mask and noise fixed, give each patient another patient's genes; the change
   in each phenotype should follow the change in its own program and no other.
 - `mask_fidelity`: do generated images respect their masks? A segmentation net's Dice on them
   against the masks they were generated from (any cohort, not only the phantom).
@@ -80,7 +80,7 @@ def planted_features(model, adata, patients=None, *, seed: int = 0) -> pd.DataFr
     )
 
 
-def gene_swap(model, adata, patients=None, *, seed: int = 0) -> pd.DataFrame:
+def partner_swap(model, adata, patients=None, *, seed: int = 0) -> pd.DataFrame:
     """Spearman (change in phenotype, change in program) when patient i's genes are replaced
     by patient i+1's with mask and noise fixed; phenotypes x programs.
 

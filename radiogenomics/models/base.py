@@ -255,6 +255,8 @@ def _digest(value) -> str:
 
 def read_meta(run_dir: Path) -> dict:
     path = Path(run_dir) / META
+    if not Path(run_dir).exists():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist")
     if not path.is_file():
         old = sorted(p.name for p in Path(run_dir).glob("*.json")) if Path(run_dir).is_dir() else []
         hint = f" (it has {old}: saved by an earlier version? retrain)" if old else ""
