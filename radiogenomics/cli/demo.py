@@ -19,7 +19,7 @@ def cmd_demo(args) -> int:
     from radiogenomics.data.cohort import split_cohort
     from radiogenomics.data.h5ad import read_cohort, validate_cohort_file, write_cohort
     from radiogenomics.data.phantom import write_phantom
-    from radiogenomics.evaluate.report import paired_report
+    from radiogenomics.evaluate.paired_report import paired_report
     from radiogenomics.models.joint_gan import JointGAN
 
     if args.config is None:

@@ -243,7 +243,7 @@ def _evaluate_pairs(args, train, real, synth) -> int:
     """Paired cohorts (expression and images): genes, images and pairs in one report."""
     import pandas as pd
 
-    from radiogenomics.evaluate.report import paired_report
+    from radiogenomics.evaluate.paired_report import paired_report
 
     cfg, segmenter = _image_config(args, synth)
     metrics, report = paired_report(
