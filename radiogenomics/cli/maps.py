@@ -111,10 +111,12 @@ def drop_stale(args, written: set[str]) -> None:
 
 
 def _check_run(run, meta) -> None:
-    if meta["model"] not in ("joint_gan", "image_gan"):
+    from radiogenomics.models.base import model_class
+
+    if not model_class(run).makes_images:
         raise ValueError(
-            f"{run} holds a {meta['model']!r} model; a learned map needs a joint_gan or "
-            "image_gan run"
+            f"{run} holds a {meta['model']!r} model; a learned map needs a run that draws "
+            "images from genes (joint_gan, image_gan)"
         )
 
 
@@ -244,7 +246,9 @@ def cmd_learned_map(args) -> int:
         _check_run(r, meta)
     if len(runs) > 1:
         _check_design(runs, metas, args.genomic)
-    images = [r for r, meta in zip(runs, metas, strict=True) if meta["model"] == "image_gan"]
+    from radiogenomics.models.base import model_class
+
+    images = [r for r in runs if not model_class(r).draws_expression]
     if images and args.data is None:
         raise ValueError(
             f"{images[0]} is an image run (ImageGAN), which draws no expression of its own: pass "

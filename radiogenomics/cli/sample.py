@@ -19,7 +19,7 @@ def _covariate_args(items: list[str]) -> dict:
 
 def cmd_sample(args) -> int:
     from radiogenomics.data.h5ad import read_valid_cohort
-    from radiogenomics.models.base import load_model, read_meta
+    from radiogenomics.models.base import load_model, model_class
 
     if not args.run.exists():
         raise FileNotFoundError(f"run folder {args.run} does not exist")
@@ -28,10 +28,10 @@ def cmd_sample(args) -> int:
         read_valid_cohort(path, progress=not args.quiet) if path is not None else None
         for path in (args.data, args.like, args.expression)
     )
-    kind = read_meta(args.run)["model"]
-    if kind == "segmentation":
-        raise ValueError(f"{args.run} holds a segmentation net, which samples no patients")
-    _check_flags(args, kind, expression)
+    cls = model_class(args.run)
+    if not (cls.draws_expression or cls.makes_images):
+        raise ValueError(f"{args.run} holds a {cls.__name__}, which samples no patients")
+    _check_flags(args, cls, expression)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     model = load_model(args.run, adata)
@@ -42,7 +42,7 @@ def cmd_sample(args) -> int:
         if like is not None:
             _warn_dropped(like, synth, args)
         return _write_images(synth, args)
-    if kind == "image_gan" and not model.patients:
+    if not cls.draws_expression and not model.patients:
         raise ValueError(
             "an image run draws the expression (and masks) of its patients from its training "
             "cohort: pass --data (that cohort) or --expression (e.g. a GeneGAN sample's "
@@ -89,19 +89,19 @@ def _write_sample(model, args) -> int:
     return 0
 
 
-def _check_flags(args, kind: str, expression) -> None:
-    """Refuse, by name, the flags that `kind`'s run would ignore or that contradict each other,
-    and a --n that the run would not honour."""
+def _check_flags(args, cls, expression) -> None:
+    """Refuse, by name, the flags that a run of model class `cls` would ignore or that
+    contradict each other, and a --n that the run would not honour."""
     given = {
         flag: getattr(args, key) is not None
         for flag, key in (("--data", "data"), ("--expression", "expression"), ("--like", "like"))
     }
     given["--covariate"] = bool(args.covariate)
-    if kind == "gene_gan":
+    if not cls.makes_images:
         wrong = [f for f in ("--data", "--expression", "--like") if given[f]]
         if wrong:
             raise ValueError(
-                f"{args.run} is a gene run (GeneGAN), which draws expression only: "
+                f"{args.run} is a gene run ({cls.__name__}), which draws expression only: "
                 f"{', '.join(wrong)} apply to image and joint runs"
             )
         if args.n is None:
@@ -119,7 +119,7 @@ def _check_flags(args, kind: str, expression) -> None:
                 f"{'it' if len(wrong) == 1 else 'them'}, or drop --like"
             )
         return
-    if kind == "joint_gan" and given["--data"]:
+    if cls.draws_expression and given["--data"]:
         raise ValueError(
             "a joint run draws expression from its own gene generator: --data does not apply "
             "(--like or --expression give images for a cohort's real expression)"
@@ -132,7 +132,7 @@ def _check_flags(args, kind: str, expression) -> None:
             "patients, each of whom gets one image: drop --n, or pass a cohort of "
             f"{args.n} patients"
         )
-    if kind == "image_gan":
+    if not cls.draws_expression:
         if given["--covariate"]:
             raise ValueError("--covariate applies to gene runs; an image run follows --expression")
         if expression is None and args.n is None:

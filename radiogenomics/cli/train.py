@@ -29,7 +29,7 @@ def cmd_train(args) -> int:
         return 0  # rank 0 writes and reports
     if summary.get("resumed_from") is not None:
         say(f"resumed from step {summary['resumed_from']}", args.out / "checkpoint")
-    if (args.out / "log.csv").is_file() and cfg.model != "segmentation":
+    if (args.out / "log.csv").is_file() and (model.draws_expression or model.makes_images):
         from radiogenomics import pl
 
         pl.loss_curves(args.out / "log.csv", save=args.out / "loss_curves.png")

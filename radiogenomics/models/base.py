@@ -52,6 +52,9 @@ class CohortModel:
     """
 
     kind: ClassVar[str] = ""
+    # what a model of the class makes, which callers (the CLI) ask instead of its kind
+    draws_expression: ClassVar[bool] = False  # new patients' expression, from noise
+    makes_images: ClassVar[bool] = False  # lesion images (and masks) from genes
     FORMAT: ClassVar[int] = 1  # raised when the networks change, so old runs are refused
     registry: ClassVar[dict[str, type[CohortModel]]] = {}
 
@@ -133,7 +136,23 @@ class CohortModel:
     # save and load
 
     def save(self, run_dir: str | Path) -> Path:
-        """Weights, metadata and the resolved config into `run_dir`, each written atomically."""
+        """Weights, metadata and the resolved config into `run_dir`, each written atomically.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            The run folder (created where missing).
+
+        Returns
+        -------
+        Path
+            `run_dir`.
+
+        Examples
+        --------
+        >>> model.save("run")  # doctest: +SKIP
+        PosixPath('run')
+        """
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_weights(run_dir / WEIGHTS, {k: m.state_dict() for k, m in self._modules().items()})
@@ -152,8 +171,28 @@ class CohortModel:
 
     @classmethod
     def load(cls, run_dir: str | Path, adata: ad.AnnData | None = None):
-        """A saved model; with `adata`, refuse it unless it fits the model (genes,
-        covariates, geometry), then hold its data so the model can train on (resume with) it."""
+        """A saved model.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A run folder the library wrote (`save`, `train(run_dir=...)`).
+        adata : AnnData, optional
+            A cohort to attach: refused unless it fits the model (genes, covariates,
+            geometry); the model then holds its data, to train on (resume with) it, to draw
+            an image model's profiles from, or to evaluate on.
+
+        Returns
+        -------
+        CohortModel
+            The model, of the class its run recorded when called on `CohortModel`.
+
+        Examples
+        --------
+        >>> model = JointGAN.load("run")  # doctest: +SKIP
+        >>> model.trained  # doctest: +SKIP
+        True
+        """
         run_dir = Path(run_dir)
         meta = read_meta(run_dir)
         if cls is CohortModel:
@@ -279,6 +318,11 @@ def _registered(meta: dict, run_dir: Path) -> type[CohortModel]:
             f"{run_dir / META} names model {kind!r}; known: {sorted(CohortModel.registry)}"
         )
     return CohortModel.registry[kind]
+
+
+def model_class(run_dir: str | Path) -> type[CohortModel]:
+    """The class of the model saved in `run_dir` (read from its model.json, no weights)."""
+    return _registered(read_meta(Path(run_dir)), Path(run_dir))
 
 
 def load_model(run_dir: str | Path, adata: ad.AnnData | None = None) -> CohortModel:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
     """Covariate-conditioned WGAN-GP over a cohort's expression (see the module docstring)."""
 
+    draws_expression = True
     FORMAT = 2  # 2: the critic's minibatch-std input (gene.minibatch_std); 1 cannot be read
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
@@ -129,7 +130,29 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-        """Train with WGAN-GP; with `run_dir`, checkpoint there, resume, and save the model."""
+        """Train on the cohort's training patients, keeping the weights best on the held-out
+        ones (the cohort's one split).
+
+        Parameters
+        ----------
+        run_dir : str or Path, optional
+            Where to checkpoint (atomically; a killed run resumes from its last checkpoint),
+            log (`log.csv`) and save the model; None trains in memory.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        dict
+            The training summary (steps, best step and score, resumed_from, ...), also kept in
+            `model.meta["summary"]`.
+
+        Examples
+        --------
+        >>> summary = model.train(run_dir="run", progress=False)  # doctest: +SKIP
+        >>> summary["best_step"]  # doctest: +SKIP
+        1200
+        """
         if not hasattr(self, "gene_data"):
             raise ValueError("this GeneGAN was loaded without a cohort; GeneGAN.load(dir, adata)")
         cfg, device, data = self.config, self.device, self.gene_data

@@ -53,6 +53,7 @@ _MAX_LISTED = 10
 class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
     """Mask- and gene-conditioned image GAN (see the module docstring)."""
 
+    makes_images = True
     FORMAT = 4  # 4: one model core (model.json); 3: linear upsampling; older cannot be read
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
@@ -220,7 +221,29 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
         return self.sampler
 
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-        """Train adversarially; with `run_dir`, checkpoint there, resume, and save the model."""
+        """Train on the cohort's training patients, keeping the weights best on the held-out
+        ones (the cohort's one split).
+
+        Parameters
+        ----------
+        run_dir : str or Path, optional
+            Where to checkpoint (atomically; a killed run resumes from its last checkpoint),
+            log (`log.csv`) and save the model; None trains in memory.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        dict
+            The training summary (steps, best step and score, resumed_from, ...), also kept in
+            `model.meta["summary"]`.
+
+        Examples
+        --------
+        >>> summary = model.train(run_dir="run", progress=False)  # doctest: +SKIP
+        >>> summary["best_step"]  # doctest: +SKIP
+        1200
+        """
         self._need_image_data("training")
         if len(self.patients) < 4:
             raise ValueError(

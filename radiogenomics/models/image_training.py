@@ -224,38 +224,57 @@ def masks_for(side, Z, present, *, device, seed=0, batch_size=64) -> torch.Tenso
     return torch.cat(out)
 
 
-def gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
-    """Up to `k` principal components of standardised expression, each scaled to unit
-    variance so the genes weigh like the standardised image features; None if too few."""
-    from sklearn.decomposition import PCA
+class GeneComponents:
+    """Up to `k` principal components of standardised expression (n, n_genes), each scaled to
+    unit variance over the patients it is fitted on, so the genes weigh like standardised
+    image features (the selection scores) and read-back targets have one scale. The one
+    home of "PCA of genes, unit variance": `gene_components`, `aux_projection` and the joint
+    model's `paired_score` use it; `fit` returns None with fewer than 3 patients."""
 
-    k = min(k, Z.shape[1], len(Z) - 2)
-    if k < 1:
-        return None
-    pcs = PCA(k, random_state=0).fit_transform(Z)
-    return pcs / (pcs.std(0) + 1e-8)
+    def __init__(self, pca, scale: np.ndarray):
+        self.pca, self.scale = pca, scale
+        self.k = len(scale)
+
+    @classmethod
+    def fit(cls, Z: np.ndarray, k: int = 8) -> GeneComponents | None:
+        from sklearn.decomposition import PCA
+
+        k = min(k, Z.shape[1], len(Z) - 2)
+        if k < 1:
+            return None
+        pca = PCA(k, random_state=0).fit(Z)
+        return cls(pca, pca.transform(Z).std(0) + 1e-8)
+
+    def transform(self, Z: np.ndarray) -> np.ndarray:
+        """(n, k) unit-variance components of standardised expression `Z`."""
+        return self.pca.transform(Z) / self.scale
+
+    def projection(self, width: int):
+        """`project(expression) -> (B, width)` in torch on the expression's device: the
+        components, zero columns past `k`."""
+        P = torch.zeros(self.pca.components_.shape[1], width)
+        P[:, : self.k] = torch.as_tensor(self.pca.components_.T / self.scale, dtype=torch.float32)
+        mean = torch.as_tensor(self.pca.mean_, dtype=torch.float32)
+
+        def project(expression: torch.Tensor) -> torch.Tensor:
+            return (expression - mean.to(expression.device)) @ P.to(expression.device)
+
+        return project
+
+
+def gene_components(Z: np.ndarray, k: int = 8) -> np.ndarray | None:
+    """Up to `k` unit-variance principal components of the patients' standardised expression
+    `Z` (`GeneComponents` fitted on them); None if too few patients."""
+    pcs = GeneComponents.fit(Z, k)
+    return None if pcs is None else pcs.transform(Z)
 
 
 def aux_projection(Z: torch.Tensor, present: torch.Tensor, k: int):
     """`project(expression) -> (B, k)`: the training patients' top principal components of
     standardised expression, each scaled to unit variance over them (the gene read-back
     targets; zero columns where fewer components exist); None if too few patients."""
-    from sklearn.decomposition import PCA
-
-    Zp = Z[present].numpy()
-    k_fit = min(k, Zp.shape[1], len(Zp) - 2)
-    if k_fit < 1:
-        return None
-    pca = PCA(k_fit, random_state=0).fit(Zp)
-    scale = pca.transform(Zp).std(0) + 1e-8
-    P = torch.zeros(Z.shape[1], k)
-    P[:, :k_fit] = torch.as_tensor(pca.components_.T / scale, dtype=torch.float32)
-    mean = torch.as_tensor(pca.mean_, dtype=torch.float32)
-
-    def project(expression: torch.Tensor) -> torch.Tensor:
-        return (expression - mean.to(expression.device)) @ P.to(expression.device)
-
-    return project
+    pcs = GeneComponents.fit(Z[present].numpy(), k)
+    return None if pcs is None else pcs.projection(k)
 
 
 def association_references(data: ImageData, img, device) -> tuple:

@@ -62,6 +62,7 @@ _MAX_LISTED = 10
 class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
     """Genes condition images end to end (see the module docstring)."""
 
+    draws_expression = makes_images = True
     FORMAT = 2  # 2: the gene critic reads minibatch dispersion
 
     def __init__(self, adata: ad.AnnData, config: Config | None = None, *, progress: bool = True):
@@ -212,8 +213,29 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-        """Train the sides `joint.mode` names; with `run_dir`, checkpoint there, resume, and
-        save the model (the weights best on held-out patients, see `joint_training`)."""
+        """Train on the cohort's training patients, keeping the weights best on the held-out
+        ones (the cohort's one split).
+
+        Parameters
+        ----------
+        run_dir : str or Path, optional
+            Where to checkpoint (atomically; a killed run resumes from its last checkpoint),
+            log (`log.csv`) and save the model; None trains in memory.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        dict
+            The training summary (steps, best step and score, resumed_from, ...), also kept in
+            `model.meta["summary"]`.
+
+        Examples
+        --------
+        >>> summary = model.train(run_dir="run", progress=False)  # doctest: +SKIP
+        >>> summary["best_step"]  # doctest: +SKIP
+        1200
+        """
         from radiogenomics.models.joint_training import fit_joint
 
         if not hasattr(self, "gene_data"):
@@ -281,9 +303,33 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         self, n: int | None = None, covariates: dict | pd.DataFrame | None = None, *,
         seed: int = 0, batch_size: int = 256,
     ) -> SyntheticCohort:  # fmt: skip
-        """`n` fully synthetic patients in memory (`iter_sample` for many): expression on the
-        cohort's scale in `X`, covariates in `obs`, the gene latent in
-        `obsm['rg_gene_latent']`, masks and images."""
+        """`n` fully synthetic patients in memory (`iter_sample` for many).
+
+        Parameters
+        ----------
+        n : int
+            Number of patients (None with a covariate DataFrame: one per row).
+        covariates : dict or DataFrame, optional
+            Categorical values to fix (the rest drawn from the training patients' joint
+            distribution), or every patient's covariates (`covariates_for`).
+        seed : int
+            Seeds the covariates and the noise (`nn.noise.Noise`): the same seed and batch size
+            give the same patients.
+        batch_size : int
+            Patients drawn at once.
+
+        Returns
+        -------
+        SyntheticCohort
+            `adata` (expression on the cohort's scale in `X`, covariates in `obs`, the gene
+            latent in `obsm['rg_gene_latent']`), `images` (n, C, *S) in [-1, 1] and `masks`.
+
+        Examples
+        --------
+        >>> synth = model.sample(100, {"subtype": "A"}, seed=0)  # doctest: +SKIP
+        >>> synth.images.shape, synth.adata.n_obs  # doctest: +SKIP
+        ((100, 1, 32, 32), 100)
+        """
         parts = list(self.iter_sample(n, covariates, seed=seed, batch_size=batch_size))
         adata = ad.concat([p.adata for p in parts], merge="same") if len(parts) > 1 else None
         if adata is None:

@@ -12,6 +12,7 @@ import torch
 
 from radiogenomics.models.gene_gan import gene_batches
 from radiogenomics.models.image_training import (
+    GeneComponents,
     association_references,
     aux_projection,
     batch_sampler,
@@ -188,8 +189,6 @@ def paired_score(model, val_idx: np.ndarray):
     in its mask: the phantom's lesion features, or the general radiomic ones) beside its
     expression's principal components (fitted on the held-out patients, unit variance). It
     scores the genes' spread, the masks and images, and how they go together, at once."""
-    from sklearn.decomposition import PCA
-
     from radiogenomics.evaluate.images import frechet_distance, radiomic_table
     from radiogenomics.radiomap.features import lesion_feature_table
 
@@ -203,16 +202,14 @@ def paired_score(model, val_idx: np.ndarray):
     real_f = features(x, m)
     mu, sd = np.nanmean(real_f, 0), np.nanstd(real_f, 0) + 1e-8
     real_z = data.expression[idx].numpy()
-    k = min(8, real_z.shape[1], len(real_z) - 2)
-    pca = PCA(k, random_state=0).fit(real_z)
-    scale = pca.transform(real_z).std(0) + 1e-8
-    real = np.c_[(real_f - mu) / sd, pca.transform(real_z) / scale]
+    pcs = GeneComponents.fit(real_z, 8)
+    real = np.c_[(real_f - mu) / sd, pcs.transform(real_z)]
     obs = model._covariate_frame(data.rows[val_idx])
 
     def score(sampler) -> float:
         s = model.synthesize(obs, seed=model.config.seed + 1, sampler=sampler)
         fake_f = features(s.images[:, :1].numpy(), s.masks.numpy())
-        fake = np.c_[(fake_f - mu) / sd, pca.transform(s.expression.numpy()) / scale]
+        fake = np.c_[(fake_f - mu) / sd, pcs.transform(s.expression.numpy())]
         ok_r, ok_f = np.isfinite(real).all(1), np.isfinite(fake).all(1)  # empty masks: NaN
         if ok_r.sum() < 4 or ok_f.sum() < 4:
             return -np.inf

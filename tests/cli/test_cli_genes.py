@@ -161,7 +161,7 @@ def test_shipped_gene_config_finds_the_shared_gmt():
 
     from radiogenomics.config import load_config
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     if not (repo.parent / "shared" / "data" / "genesets").is_dir():
         pytest.skip("../shared/data/genesets is absent")
     gmt = load_config(repo / "configs" / "gene_wgan.yaml").select.gmt

@@ -22,7 +22,7 @@ from radiogenomics.data.h5ad import read_cohort, write_cohort
 from radiogenomics.data.io import load_image, save_image
 from radiogenomics.data.phantom import make_phantom, write_phantom
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY_GENE = ["--set", "train.steps=3", "--set", "gene.n_hidden=16", "--set", "train.val_fraction=0"]
 TINY_JOINT = [
     "--set", "image.channels=[16,8]", "--set", "image.critic_channels=[8,16]",

@@ -29,7 +29,7 @@ from radiogenomics.train.loop import (
     supervised_step,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 GENE = ["model=gene_gan", "gene.n_hidden=16", "gene.n_noise=4", "train.steps=400",
         "train.lr_decay_start=0.05",  # killed and resumed inside the decay

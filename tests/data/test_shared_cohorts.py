@@ -21,7 +21,7 @@ from radiogenomics.data.shared import (
     prepare_shared,
 )
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data_manifests"
+MANIFESTS = Path(__file__).resolve().parents[2] / "data_manifests"
 
 pytestmark = pytest.mark.skipif(
     not SHARED_DATA.is_dir(),

@@ -137,7 +137,7 @@ def test_dispersion_config_errors_name_the_key(override):
 
 
 def test_selection_score_penalises_a_shrunken_sampler():
-    from tests.test_gene_gan import _toy_cohort
+    from tests.models.test_gene_gan import _toy_cohort
 
     cfg = Config()
     cfg.gene.n_noise, cfg.gene.n_hidden = 8, 32
