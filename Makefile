@@ -24,8 +24,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow and not gpu"
 
 lint: $(STAMP)
-	$(BIN)/ruff check radiogenomics tests benchmarks
-	$(BIN)/ruff format --check radiogenomics tests benchmarks
+	$(BIN)/ruff check radiogenomics tests benchmarks scripts
+	$(BIN)/ruff format --check radiogenomics tests benchmarks scripts
 
 # docs/results.md and README's numbers from docs/results/*/metrics.json (standard library only)
 results:

@@ -91,6 +91,33 @@ class CohortModel:
     def _modules(self) -> dict[str, torch.nn.Module]:
         raise NotImplementedError
 
+    def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
+        """Train on the cohort's training patients, keeping the weights best on the held-out
+        ones (the cohort's one split). Subclasses implement it; `inspect.getdoc` and `help`
+        show this text for theirs.
+
+        Parameters
+        ----------
+        run_dir : str or Path, optional
+            Where to checkpoint (atomically; a killed run resumes from its last checkpoint),
+            log (`log.csv`) and save the model; None trains in memory.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        dict
+            The training summary (steps, best step and score, resumed_from, ...), also kept in
+            `model.meta["summary"]`.
+
+        Examples
+        --------
+        >>> summary = model.train(run_dir="run", progress=False)  # doctest: +SKIP
+        >>> summary["best_step"]  # doctest: +SKIP
+        1200
+        """
+        raise NotImplementedError
+
     def _view(self, adata: ad.AnnData, *, covariates: list[str] | None = None) -> CohortView:
         """The cohort as this model sees it: its genes standardised with the cohort's shared
         scaler (the model's own once it has one, so a loaded model sees its training scale)."""

@@ -213,29 +213,6 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
-        """Train on the cohort's training patients, keeping the weights best on the held-out
-        ones (the cohort's one split).
-
-        Parameters
-        ----------
-        run_dir : str or Path, optional
-            Where to checkpoint (atomically; a killed run resumes from its last checkpoint),
-            log (`log.csv`) and save the model; None trains in memory.
-        progress : bool
-            Show a progress bar.
-
-        Returns
-        -------
-        dict
-            The training summary (steps, best step and score, resumed_from, ...), also kept in
-            `model.meta["summary"]`.
-
-        Examples
-        --------
-        >>> summary = model.train(run_dir="run", progress=False)  # doctest: +SKIP
-        >>> summary["best_step"]  # doctest: +SKIP
-        1200
-        """
         from radiogenomics.models.joint_training import fit_joint
 
         if not hasattr(self, "gene_data"):
