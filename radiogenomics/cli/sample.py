@@ -42,11 +42,11 @@ def cmd_sample(args) -> int:
         if like is not None:
             _warn_dropped(like, synth, args)
         return _write_images(synth, args)
-    if not cls.draws_expression and not model.patients:
+    if model.samples_need_cohort and not model.patients:
         raise ValueError(
-            "an image run draws the expression (and masks) of its patients from its training "
-            "cohort: pass --data (that cohort) or --expression (e.g. a GeneGAN sample's "
-            "cohort.h5ad)"
+            "an image run draws its patients' expression profiles (or masks) from its "
+            "training cohort: pass --data (that cohort) or --expression (e.g. a GeneGAN "
+            "sample's cohort.h5ad)"
         )
     if args.n is None or args.n < 1:
         raise ValueError(f"--n must be a positive number of patients; got {args.n}")
@@ -123,6 +123,11 @@ def _check_flags(args, cls, expression) -> None:
         raise ValueError(
             "a joint run draws expression from its own gene generator: --data does not apply "
             "(--like or --expression give images for a cohort's real expression)"
+        )
+    if given["--expression"] and given["--data"]:
+        raise ValueError(
+            "--data given with --expression, whose patients get one image each from their own "
+            "expression (and mask, or one the mask generator draws): drop --data"
         )
     if given["--expression"] and given["--covariate"]:
         raise ValueError("--covariate applies to fully synthetic patients, not to --expression")

@@ -7,5 +7,6 @@
 - `images`: realism of synthetic images (Frechet radiomic distance, diversity, Dice, detection).
 - `pairs`: cross-modal consistency of paired patients, the phantom's planted associations.
 - `figures`: distance matrices, dendrograms, per-gene distributions, embeddings, Markdown report.
-- `html`: the offline HTML report; `report`: the gene, image and paired reports.
+- `html`: the offline HTML report; `report`: the gene and image reports;
+  `paired_report`: the paired report (genes, images, pairs, privacy, maps).
 """

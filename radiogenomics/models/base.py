@@ -233,8 +233,15 @@ class CohortModel:
                 f"{run_dir} was saved by a {cls.kind} of format {meta.get('format')}, whose "
                 f"networks differ from this version's (format {cls.FORMAT}): retrain"
             )
+        try:
+            config = load_config(run_dir / CONFIG)
+        except ValueError as err:
+            raise ValueError(
+                f"{run_dir / CONFIG} no longer validates ({err}): the run was saved by an "
+                "earlier version of the library; retrain it"
+            ) from None
         model = cls.__new__(cls)
-        model._setup(load_config(run_dir / CONFIG), meta)
+        model._setup(config, meta)
         weights = load_weights(run_dir / WEIGHTS)
         for name, module in model._modules().items():
             if name not in weights:
@@ -266,7 +273,9 @@ class CohortModel:
         image models) spatial dims."""
         rg = adata.uns.get(K.UNS, {})
         dims = self.meta.get("spatial_dims")
-        if dims is not None and int(rg.get(K.SPATIAL_DIMS, 2)) != int(dims):
+        # a cohort without images (a gene model's sample) has no geometry to disagree with
+        has_images = K.HAS_IMAGE in adata.obs and adata.obs[K.HAS_IMAGE].astype(bool).any()
+        if dims is not None and has_images and int(rg.get(K.SPATIAL_DIMS, 2)) != int(dims):
             raise ValueError(
                 f"the cohort has spatial_dims={rg.get(K.SPATIAL_DIMS, 2)} (images "
                 f"{list(rg.get(K.IMAGE_SIZE, []))}); the model is {dims}D "
@@ -289,6 +298,12 @@ class CohortModel:
         for key in self.meta.get("numeric", {}):
             if key not in cov.get(K.NUMERIC, {}):
                 raise ValueError(f"numeric covariate '{key}' of the model is not in the cohort")
+
+    @property
+    def samples_need_cohort(self) -> bool:
+        """Whether `sample` draws from the cohort the model was loaded with (an image model's
+        expression profiles or masks); such a model is loaded with `load(run_dir, adata)`."""
+        return False
 
     # ---------------------------------------------------------------------------------------
     # the sampling surface (docs/design.md, section 3): `sample(n, covariates=None, seed=0)`, which a

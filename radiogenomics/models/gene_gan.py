@@ -257,15 +257,14 @@ def gene_batches(data: GeneData, cfg, device):
     return draw
 
 
-def gene_realism_score(data: GeneData, cfg, device, gene_of=lambda sampler: sampler):
+def gene_realism_score(data: GeneData, cfg, device):
     """The gene side's held-out score for model selection, `score(sampler)`: the mean of the
     gGAN distance and dendrogram correlations between the held-out patients and as many
     synthetic ones with their covariates, minus `gene.select_dispersion` times |log std
     ratio| of synthetic patients with the training patients' covariates against those
     patients (their many rows give a steadier std than the few held-out ones; the
     correlations do not see a shrunken sample). The same noise (seed `cfg.seed + 1`) at
-    every evaluation, so scores differ by the weights alone. `gene_of(sampler)`: the gene
-    generator of what the engine rates (a joint model's sampler holds one)."""
+    every evaluation, so scores differ by the weights alone."""
     from radiogenomics.evaluate.genes import (
         dendrogram_correlation,
         distance_correlation,
@@ -277,7 +276,7 @@ def gene_realism_score(data: GeneData, cfg, device, gene_of=lambda sampler: samp
     def generate(sampler, rows) -> np.ndarray:
         noise = torch.randn(len(rows), g.n_noise, generator=torch.Generator().manual_seed(seed))
         _, codes, numeric = data.tensors(rows, device)
-        return gene_of(sampler)(noise.to(device), codes, numeric)[0].float().cpu().numpy()
+        return sampler(noise.to(device), codes, numeric)[0].float().cpu().numpy()
 
     real = data.expression[data.held_out]
 

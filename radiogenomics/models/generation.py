@@ -41,7 +41,7 @@ class ImageSampler:
         -------
         images, masks : torch.Tensor
         """
-        data = self._need_image_data("real images")
+        data = self._need_image_data("reading the real images")
         idx = data.positions(list(patients))
         return data.images[idx], data.masks[idx]
 
@@ -49,7 +49,7 @@ class ImageSampler:
         data = getattr(self, "image_data", None)
         if data is None:
             raise ValueError(
-                f"{why} need the cohort: load the model with it, "
+                f"{why} needs the cohort: load the model with it, "
                 f"{type(self).__name__}.load(run_dir, adata)"
             )
         return data
@@ -101,20 +101,24 @@ class ImageSampler:
         keep = view.has_expression.copy() if self.genes else with_mask.copy()
         if fuses:
             keep &= with_mask  # the background is the patient's own image
-        if side.mask is None and side.image.use_mask:
+        own_mask_only = side.mask is None and side.image.use_mask
+        if own_mask_only:
             keep &= with_mask  # no mask generator: only the patient's own mask
+        why = "expression" if self.genes else "an image and a mask"
+        if self.genes and (fuses or own_mask_only):
+            why += " and an image and mask of their own"
         skipped = [str(p) for p in view.ids[~keep]]
         if skipped:
-            why = "expression" if self.genes else "an image and a mask"
-            if fuses or side.mask is None:
-                why += " (and an image and mask of their own)" if self.genes else ""
             log.warning(
                 "%d of the %d patients have no %s and get no image: %s",
                 len(skipped), view.n, why, skipped[:_MAX_LISTED],
             )  # fmt: skip
         rows = np.flatnonzero(keep)
         if not len(rows):
-            raise ValueError("no patient of the cohort has what the model generates from")
+            raise ValueError(
+                f"no patient of the cohort has {why}, which this {type(self).__name__} "
+                "generates from"
+            )
         Z, present = view.tensor(rows)
         size = self.meta["image_size"]
         masks = torch.zeros(len(rows), 1, *size)
@@ -125,7 +129,9 @@ class ImageSampler:
             masks[torch.as_tensor(real)] = own
             if fuses:
                 backgrounds[torch.as_tensor(real)] = images
-        if (~real).any():  # masks drawn from the genes, as for fully synthetic patients
+        if (~real).any() and side.mask is None:  # images no mask shapes: the whole patch
+            masks[torch.as_tensor(~real)] = 1.0
+        elif (~real).any():  # masks drawn from the genes, as for fully synthetic patients
             idx = torch.as_tensor(np.flatnonzero(~real))
             masks[idx] = masks_for(side, Z[idx], present[idx], device=self.device, seed=seed)
         images = images_for(
@@ -160,7 +166,10 @@ class ImageSampler:
         rg[K.CHANNELS] = self.meta["channels"]
         if self.meta.get("spacing"):
             rg[K.SPACING] = self.meta["spacing"]
-        rg[K.SYNTHETIC] = {"model": type(self).__name__, "seed": int(seed), **self._provenance()}
+        made = {"model": type(self).__name__, "seed": int(seed), **self._provenance()}
+        if rg.get(K.SYNTHETIC):  # the expression was synthetic too (e.g. a GeneGAN sample)
+            made["expression"] = rg[K.SYNTHETIC]
+        rg[K.SYNTHETIC] = made
         return out
 
     def _provenance(self) -> dict:

@@ -216,6 +216,12 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
 
     # ---------------------------------------------------------------------------------------
     @property
+    def samples_need_cohort(self) -> bool:
+        """An ImageGAN draws no expression of its own: `sample` draws the training patients'
+        profiles (a model with genes) and masks (a masked model without a mask generator)."""
+        return bool(self.genes) or (self.sampler.mask is None and self.config.image.use_mask)
+
+    @property
     def image_side(self) -> ImageSide:
         """The image side samples come from (the selected EMA weights, once trained)."""
         return self.sampler
@@ -328,7 +334,7 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
         n : int
             Number of patients.
         covariates : None
-            An ImageGAN is conditioned on no covariates; anything but None is an error.
+            An ImageGAN is conditioned on no covariates; any given is an error.
         seed : int
             Seeds the draw of profiles and masks and the image noise.
 
@@ -354,8 +360,8 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
             )
         rng = np.random.default_rng(seed)
         X = np.zeros((n, 0))
-        if self.genes or (self.sampler.mask is None and self.config.image.use_mask):
-            data = self._need_image_data("profiles and masks drawn from the training patients")
+        if self.samples_need_cohort:
+            data = self._need_image_data("drawing profiles and masks from the training patients")
             train = np.asarray(data.train)
         if self.genes:
             pool = train[data.present[train].numpy()]  # training patients only

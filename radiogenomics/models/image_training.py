@@ -39,12 +39,11 @@ def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=fmt)
 
 
-def batch_sampler(data: ImageData, img, batch_size: int, G, C, device, positions=None):
-    """`draw(rng) -> ImageBatch` over the image patients at `positions` (default: the
-    training ones) of `data`: a random batch with the same left-right flip of image and mask,
+def batch_sampler(data: ImageData, img, batch_size: int, G, C, device):
+    """`draw(rng) -> ImageBatch` over the training patients of `data`: a random batch with the same left-right flip of image and mask,
     the image side `G`'s noise (`Noise.draw`), and matching-aware partners. `C`: the critic
     side (its gene regressor decides whether read-back targets are needed)."""
-    positions = data.train if positions is None else positions
+    positions = data.train
     to = lambda t: t[positions].to(device)  # noqa: E731
     images = channels_last(to(data.images), device)
     # mask and relative depth, once: the networks would otherwise recompute the depth

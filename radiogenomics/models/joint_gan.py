@@ -162,7 +162,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         view = self._view(adata, covariates=self.covariates)
         rows = np.arange(view.n)
         train_rows, val_rows = self._split(view, rows)
-        expressed = np.flatnonzero(view.has_expression) if self.genes else np.array([], int)
+        expressed = np.flatnonzero(view.has_expression)
         # covariates condition the expression: encoded for the patients with expression (the
         # others, e.g. a merged cohort's image-only patients, may lack them)
         codes = np.zeros((view.n, len(self.categorical)), np.int64)
@@ -178,8 +178,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
             held_out=np.intersect1d(val_rows, expressed),
         )
         # sampling draws covariate rows from the patients the gene side learns from
-        table_rows = expressed if len(expressed) else rows
-        self._covariate_table = adata.obs.iloc[table_rows][self.covariates].copy()
+        self._covariate_table = adata.obs.iloc[expressed][self.covariates].copy()
         self._obs_covariates = adata.obs[self.covariates].copy()
         sections = {"gene": self.config.gene, "joint": self.config.joint}
         img_rows = image_rows(adata, need_mask=True)
@@ -191,7 +190,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
                 f"built for {want}"
             )
         Z, present = view.tensor(img_rows)
-        if not self.genes or not self.config.image.use_genes:
+        if not self.config.image.use_genes:
             Z, present = torch.zeros(len(img_rows), 0), present & False
         self.image_data = ImageData(
             patients=[str(p) for p in view.ids[img_rows]],
@@ -245,16 +244,15 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         G = self.sampler if sampler is None else sampler
         dev, n = self.device, len(obs)
         codes, numeric = (torch.as_tensor(a).to(dev) for a in self.encode_covariates(obs))
-        n_gene = self.config.gene.n_noise if G.gene is not None else 0
         noise = Noise.draw(G.side, n, torch.Generator().manual_seed(seed), device=dev,
-                           n_gene=n_gene)  # fmt: skip
+                           n_gene=self.config.gene.n_noise)  # fmt: skip
         out = G(noise, codes, numeric)
         cpu = lambda x: None if x is None else x.float().cpu()  # noqa: E731
         return Generated(
             images=cpu(out.images),
             masks=cpu(out.masks),
             expression=cpu(out.expression),
-            latent=out.latent,
+            latent=cpu(out.latent),
         )
 
     def iter_sample(
@@ -320,8 +318,8 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
 
     def _cohort(self, obs, Z, latent, masks, images, seed) -> SyntheticCohort:
         obs = obs.copy()
-        X = self.scaler.inverse_transform(Z.numpy()) if self.genes else np.zeros((len(obs), 0))
-        obs[K.HAS_EXPRESSION] = bool(self.genes)
+        X = self.scaler.inverse_transform(Z.numpy())
+        obs[K.HAS_EXPRESSION] = True
         adata = ad.AnnData(
             X=np.asarray(X, np.float32),
             obs=obs,

@@ -1,6 +1,6 @@
 """The patient chain as two modules, so the engine trains, averages (EMA) and checkpoints each
 as a whole: the generator side (gene generator + image side) and the critic side (gene critic
-+ image critic side). A side of a single-modality model is None."""
++ image critic side). A side may be None (the forward then makes what the other side makes)."""
 
 from __future__ import annotations
 

@@ -219,6 +219,7 @@ def test_sample_refuses_flags_it_would_ignore(cohort, gene_run, tmp_path, capsys
         ([str(image_run), "--expression", str(cohort), "--n", "2"], ["--n 2", "24 patients"]),
         ([str(image_run), "--expression", str(cohort), "--like", str(cohort)], ["--expression", "--like"]),
         ([str(image_run), "--like", str(cohort), "--n", "2"], ["--n", "--like"]),
+        ([str(image_run), "--expression", str(cohort), "--data", str(cohort)], ["--data", "--expression"]),
         ([str(gene_run), "--n", "2", "--data", str(cohort)], ["--data", "gene run"]),
         ([str(gene_run), "--n", "2", "--expression", str(cohort)], ["--expression"]),
         ([str(gene_run), "--like", str(cohort)], ["--like", "gene run"]),
@@ -252,6 +253,19 @@ def test_sample_like_says_which_patients_it_drops(cohort, tmp_path, caplog):
         )
     assert f"{image_only} of its 24 patients get no synthetic counterpart" in caplog.text
     assert f"{image_only} without expression" in caplog.text
+
+
+def test_an_image_run_without_genes_samples_without_its_cohort(cohort, tmp_path):
+    # nothing to draw from the cohort: no genes, and a mask generator draws the masks
+    run = tmp_path / "image"
+    sets = ["model=image_gan", "image.use_genes=false", "image.train_masks=true",
+            "image.shape_association_weight=0", "image.appearance_association_weight=0",
+            "image.mask_consistency_weight=0"]  # fmt: skip
+    argv = ["-q", "train", "configs/joint_phantom_2d.yaml", "--data", str(cohort), "--out",
+            str(run), *(a for s in sets for a in ("--set", s)), *TINY_JOINT]  # fmt: skip
+    assert main(argv) == 0
+    assert main(["-q", "sample", str(run), "--n", "3", "--out", str(tmp_path / "s")]) == 0
+    assert read_cohort(tmp_path / "s" / "cohort.h5ad").n_obs == 3
 
 
 # 11 -----------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import shutil
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -380,3 +381,34 @@ def test_real_cohorts_select_on_the_general_radiomic_features(trained, phantom_c
         other.image_data, other.config, phantom=bool(other.meta.get("phantom")), device=other.device
     )(other.sampler)
     assert np.isfinite(score) and set(used) == {"radiomic"}
+
+
+def test_generate_for_a_gene_sample_without_masks_or_images(phantom_cohort):
+    # a GeneGAN's sample: expression only, 2D geometry by default whatever the image model's
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    cfg = tiny_config(
+        dims, "train.steps=1", "train.val_fraction=0", "image.use_mask=false",
+        "image.train_masks=false", "image.objective=dcgan",
+    )  # fmt: skip
+    model = ImageGAN(phantom_cohort, cfg)
+    expressed = phantom_cohort[phantom_cohort.obs[K.HAS_EXPRESSION].to_numpy(bool)][:4]
+    genes = ad.AnnData(
+        X=np.array(expressed.X), obs=pd.DataFrame(index=expressed.obs_names), var=expressed.var
+    )
+    genes.uns["rg"] = {"spatial_dims": 2, "synthetic": {"model": "GeneGAN", "seed": 3}}
+    out = model.generate_for(genes, seed=0)
+    # no mask generator and no masks to follow: each image's region is the whole patch
+    assert out.images.shape[0] == 4 and out.masks.all()
+    # the expression's own provenance is kept beside the images'
+    made = out.adata.uns["rg"]["synthetic"]
+    assert made["model"] == "ImageGAN" and made["expression"] == {"model": "GeneGAN", "seed": 3}
+
+
+def test_a_run_whose_config_no_longer_validates_asks_for_a_retrain(trained, tmp_path):
+    _, run, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    with open(old / "config.yaml", "a") as f:
+        f.write("joint:\n  mode: image\n")  # a mode an earlier version had
+    with pytest.raises(ValueError, match="no longer validates.*retrain"):
+        ImageGAN.load(old)

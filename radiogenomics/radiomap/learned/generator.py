@@ -53,8 +53,8 @@ class _Generator:
             )
         # a model with a gene generator feeds its mask generator the image noise, as it
         # trains; an image model's masks have noise of their own
-        self.gene = getattr(model, "gene_generator", None)
-        self.mask_noise = "shared" if hasattr(model, "gene_generator") else "own"
+        self.gene = model.gene_generator if model.draws_expression else None
+        self.mask_noise = "shared" if model.draws_expression else "own"
         img = model.config.image
         if img.use_background:
             raise ValueError(
