@@ -50,8 +50,12 @@ HEADLINE = [
      "gene_distance_ratio_multivariate_gaussian", ".2f", "1 = as the real training set"),
     ("genes: median per-gene std ratio", "gene_std_ratio_median", 1.0, None, ".2f",
      "1 = same spread"),
+    ("genes: detection AUC", "gene_detection_auc", "gene_detection_auc_ceiling",
+     "gene_detection_auc_multivariate_gaussian", ".2f", "0.5 = indistinguishable"),
     ("images: Frechet radiomic distance", "image_frd", "image_frd_reference",
      "image_frd_baseline", ".1f", "lower; the reference is the floor"),
+    ("images: detection AUC", "image_detection_auc", "image_detection_auc_reference",
+     "image_detection_auc_baseline", ".2f", "0.5 = indistinguishable"),
     ("pairs: consistency Spearman", "pair_spearman", "pair_spearman_reference",
      "pair_spearman_shuffled", ".2f", "as the reference; shuffled = floor"),
 ]  # fmt: skip
@@ -59,10 +63,6 @@ HEADLINE = [
 MORE = [
     ("genes: dendrogram ratio", "gene_dendrogram_ratio", "gene_dendrogram_ratio_ceiling",
      "gene_dendrogram_ratio_multivariate_gaussian", ".2f", "1 = as the real training set"),
-    ("genes: detection AUC", "gene_detection_auc", "gene_detection_auc_ceiling",
-     "gene_detection_auc_multivariate_gaussian", ".2f", "0.5 = indistinguishable"),
-    ("images: detection AUC", "image_detection_auc", "image_detection_auc_reference",
-     "image_detection_auc_baseline", ".2f", "0.5 = indistinguishable"),
     ("images: MS-SSIM diversity", "image_ms_ssim_diversity", "image_ms_ssim_diversity_reference",
      "image_ms_ssim_diversity_baseline", ".2f", "as the reference"),
     ("images: segmentation judge's Dice", "image_dice", "image_dice_reference", None, ".2f",
@@ -153,6 +153,16 @@ def privacy_row(run: dict) -> list[str]:
     return [label, fmt(need(run, p + "mia_auc")), fmt(0.5), "", good]
 
 
+def copy_row(run: dict) -> list[str]:
+    """The copy check: the record whose synthetic patients sit closest to training patients,
+    as its distance to the closest training record over held-out patients' (1 = as far as
+    new patients; near 0 = copies)."""
+    kind = min(PRIVACY, key=lambda k: need(run, f"privacy_{k}_dcr_ratio"))
+    label = f"copies: distance to the closest training record, lowest record ({kind})"
+    ratio = need(run, f"privacy_{kind}_dcr_ratio")
+    return [label, fmt(ratio), fmt(1.0), "", "1 = as far as held-out patients; flagged below 0.5"]
+
+
 def score_rows(run: dict, specs, *, required: bool) -> list[list[str]]:
     rows = []
     for label, key, ref, base, spec, good in specs:
@@ -206,7 +216,7 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
         lines += table(
             ["score", "synthetic", "real (reference / ceiling)", "baseline / floor", "good when"],
             score_rows(run, HEADLINE, required=True)
-            + [privacy_row(run)]
+            + [copy_row(run), privacy_row(run)]
             + score_rows(run, MORE, required=False),
         )
         lines += [
@@ -265,7 +275,7 @@ def readme_block(name: str, run: dict) -> str:
         extra.append(f"{fmt(meta['wall_s'], '.0f')} s wall{where}{threads}")
     intro = f"From {how}" + (f" ({'; '.join(extra)})" if extra else "") + ":"
     rows = [r for r in score_rows(run, HEADLINE, required=True) if r[0] in README_ROWS]
-    rows.append(privacy_row(run))
+    rows += [copy_row(run), privacy_row(run)]
     lines = [
         START,
         GENERATED,

@@ -78,6 +78,37 @@ class ImageData:
     train: np.ndarray
     held_out: np.ndarray
 
+    @classmethod
+    def load(
+        cls, view, rows, train_rows, held_out_rows, data_cfg, *, genes: bool = True,
+        shape=None, progress: bool = False,
+    ) -> ImageData:  # fmt: skip
+        """The image patients at cohort `rows` of a `CohortView`, their images loaded with
+        `data_cfg`; `train_rows` and `held_out_rows` (cohort rows) become positions among
+        them. `genes` False: no expression (a model that reads none). `shape`: the
+        (C, *S) the images must load as (ValueError showing both otherwise)."""
+        images, masks = view.images(rows, data_cfg, progress=progress)
+        if shape is not None and tuple(images.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"the cohort's images load as {tuple(images.shape[1:])}; the model was built "
+                f"for {tuple(shape)}"
+            )
+        if genes:
+            expression, present = view.tensor(rows)
+        else:
+            expression = torch.zeros(len(rows), 0)
+            present = torch.zeros(len(rows), dtype=torch.bool)
+        return cls(
+            patients=[str(p) for p in view.ids[rows]],
+            rows=np.asarray(rows),
+            images=images,
+            masks=masks,
+            expression=expression,
+            present=present,
+            train=np.flatnonzero(np.isin(rows, train_rows)),
+            held_out=np.flatnonzero(np.isin(rows, held_out_rows)),
+        )
+
     def positions(self, patients) -> torch.Tensor:
         """Positions of `patients` (ids) among the image patients; ValueError naming the
         unknown ones."""

@@ -99,28 +99,11 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
         img = self.config.image
         view = self._view(adata)
         rows = image_rows(adata, need_mask=img.use_mask or img.train_masks)
-        images, masks = view.images(rows, self.config.data, progress=progress)
-        if (
-            list(images.shape[2:]) != self.meta["image_size"]
-            or images.shape[1] != self.meta["channels"]
-        ):
-            raise ValueError(
-                f"the cohort's images load as {tuple(images.shape[1:])}; the model was built for "
-                f"({self.meta['channels']}, {', '.join(map(str, self.meta['image_size']))})"
-            )
-        Z, present = view.tensor(rows)
         train_rows, val_rows = self._split(view, rows)
-        self.image_data = ImageData(
-            patients=[str(p) for p in view.ids[rows]],
-            rows=rows,
-            images=images,
-            masks=masks,
-            expression=Z,
-            present=present,
-            # positions among the image patients
-            train=np.searchsorted(rows, train_rows),
-            held_out=np.searchsorted(rows, val_rows),
-        )
+        self.image_data = ImageData.load(
+            view, rows, train_rows, val_rows, self.config.data, progress=progress,
+            shape=(self.meta["channels"], *self.meta["image_size"]),
+        )  # fmt: skip
         self._fingerprint = self._fingerprint_of(
             view, train_rows, val_rows, image=self.config.image, data=self.config.data
         )

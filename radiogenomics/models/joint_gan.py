@@ -181,28 +181,11 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         self._covariate_table = adata.obs.iloc[expressed][self.covariates].copy()
         self._obs_covariates = adata.obs[self.covariates].copy()
         sections = {"gene": self.config.gene, "joint": self.config.joint}
-        img_rows = image_rows(adata, need_mask=True)
-        images, masks = view.images(img_rows, self.config.data, progress=progress)
-        want = (self.meta["channels"], *self.meta["image_size"])
-        if tuple(images.shape[1:]) != want:
-            raise ValueError(
-                f"the cohort's images load as {tuple(images.shape[1:])}; the model was "
-                f"built for {want}"
-            )
-        Z, present = view.tensor(img_rows)
-        if not self.config.image.use_genes:
-            Z, present = torch.zeros(len(img_rows), 0), present & False
-        self.image_data = ImageData(
-            patients=[str(p) for p in view.ids[img_rows]],
-            rows=img_rows,
-            images=images,
-            masks=masks,
-            expression=Z,
-            present=present,
-            # positions among the image patients
-            train=np.flatnonzero(np.isin(img_rows, train_rows)),
-            held_out=np.flatnonzero(np.isin(img_rows, val_rows)),
-        )
+        self.image_data = ImageData.load(
+            view, image_rows(adata, need_mask=True), train_rows, val_rows, self.config.data,
+            genes=self.config.image.use_genes, progress=progress,
+            shape=(self.meta["channels"], *self.meta["image_size"]),
+        )  # fmt: skip
         sections |= {"image": self.config.image, "data": self.config.data}
         self.meta["n_train"] = int(len(self.gene_data.train) + len(self.image_data.train))
         self._fingerprint = self._fingerprint_of(

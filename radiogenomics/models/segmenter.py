@@ -138,16 +138,8 @@ class Segmenter(CohortModel, kind="segmentation"):
         train_rows, val_rows = self._split(view, rows)
         if self.trained and saved and self.held_out != saved:
             log.warning("this cohort's held-out patients differ from the model's saved ones")
-        images, masks = view.images(rows, self.config.data, progress=progress)
-        self.image_data = ImageData(
-            patients=[str(p) for p in view.ids[rows]],
-            rows=rows,
-            images=images,
-            masks=masks,
-            expression=torch.zeros(len(rows), 0),  # a segmenter reads no genes
-            present=torch.zeros(len(rows), dtype=torch.bool),
-            train=np.searchsorted(rows, train_rows),
-            held_out=np.searchsorted(rows, val_rows),
+        self.image_data = ImageData.load(
+            view, rows, train_rows, val_rows, self.config.data, genes=False, progress=progress
         )
         self.meta.update(n_train=len(self.image_data.train))
         d, s = self.config.data, self.config.segment
