@@ -38,10 +38,8 @@ def cmd_sample(args) -> int:
     given = like if like is not None else expression
     if given is not None:  # one synthetic patient per given patient
         synth = model.generate_for(given, seed=args.seed)
-        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)
-        if like is not None:
-            _warn_dropped(like, synth, args)
-        return _write_images(synth, args)
+        synth.adata.uns["rg"]["synthetic"]["run"] = str(args.run)  # generate_for names the
+        return _write_images(synth, args)  # patients it could not generate for
     if model.samples_need_cohort and not model.patients:
         raise ValueError(
             "an image run draws its patients' expression profiles (or masks) from its "
@@ -145,33 +143,6 @@ def _check_flags(args, cls, expression) -> None:
                 f"{args.run} is an image run: pass --n (patients drawn from --data) or "
                 "--expression (one image per patient) or --like"
             )
-
-
-def _warn_dropped(like, synth, args) -> None:
-    """Log the patients of --like that got no synthetic counterpart (ids get '-syn')."""
-    import logging
-
-    from radiogenomics import _keys as K
-
-    made = {str(p).removesuffix("-syn") for p in synth.adata.obs_names}
-    dropped = [str(p) for p in like.obs_names if str(p) not in made]
-    if not dropped:
-        return
-    obs = like.obs.loc[dropped]
-    lacking = [
-        f"{int((~obs[flag].astype(bool)).sum())} without {what}"
-        for flag, what in (
-            (K.HAS_EXPRESSION, "expression"),
-            (K.HAS_IMAGE, "an image"),
-            (K.HAS_MASK, "a mask"),
-        )  # fmt: skip
-        if flag in obs and (~obs[flag].astype(bool)).any()
-    ]
-    logging.getLogger(__name__).warning(
-        "--like %s: %d of its %d patients get no synthetic counterpart (%s), e.g. %s",
-        args.like, len(dropped), like.n_obs, ", ".join(lacking) or "not generated",
-        dropped[:5],
-    )  # fmt: skip
 
 
 def _write_images(synth, args) -> int:
