@@ -561,7 +561,9 @@ def binarize(soft_masks: torch.Tensor, *, straight_through: bool = False) -> tor
     forward and the soft mask's gradient backward (how the chain trains its mask generator
     through the image critic)."""
     hard = (soft_masks.detach().float() > 0.5).to(soft_masks.dtype)
-    return hard + soft_masks - soft_masks.detach() if straight_through else hard
+    # (soft - soft.detach()) is exactly 0 forward, so the mask stays binary in bf16 too, where
+    # hard + soft - soft.detach() rounds
+    return hard + (soft_masks - soft_masks.detach()) if straight_through else hard
 
 
 class ImageSide(nn.Module):

@@ -94,6 +94,16 @@ def test_straight_through_masks_pass_the_soft_gradient():
     assert mask_gradient(False) == 0  # sampling's binary masks carry no gradient
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_straight_through_masks_are_exactly_binary(dtype):
+    soft = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    soft.requires_grad_(True)
+    st = binarize(soft, straight_through=True)
+    assert torch.equal(st.detach(), binarize(soft.detach()))  # bf16 rounding would break this
+    st.sum().backward()
+    assert torch.equal(soft.grad, torch.ones_like(soft))  # the soft mask's gradient, unchanged
+
+
 def test_the_joint_generator_is_the_chain_written_out():
     gene = GeneGenerator(5, [], 0, n_noise=6, n_hidden=8)
     side = _side(n_latent=8)
