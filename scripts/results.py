@@ -7,10 +7,13 @@ are the runs' own files, copied unchanged into `docs/results/<name>/`:
   --synthetic`, or `radiogenomics demo`'s `report/metrics.json`);
 - `run.json` (optional, written by hand when the run is copied in): how the run was made:
   `title`, `command`, `config`, `seed`, `threads`, `environment`, `machine`, `commit`,
-  `wall_s`, `date`.
+  `wall_s`, `cpu_s`, `steps`, `date`; and, for a run that belongs in a side-by-side table,
+  `compare` (the table's title: runs with the same title share it), `label` (its row) and
+  `order` (the row's place, lowest first).
 
 The run named `demo` (README_RUN) gives README's headline block, between
-`<!-- results:start -->` and `<!-- results:end -->`. `docs/results/earlier.md`, where present,
+`<!-- results:start -->` and `<!-- results:end -->`, and must hold every headline key; other
+runs (real cohorts, image-only models) show the rows their metrics hold. `docs/results/earlier.md`, where present,
 is appended verbatim under "Earlier measurements (hand-recorded, before generated results)".
 
     python scripts/results.py            # rewrite docs/results.md and README's block
@@ -73,6 +76,18 @@ MORE = [
      ".2f", "as one real half vs the other"),
 ]  # fmt: skip
 PROGRAMS = ["size", "elongation", "margin", "contrast", "texture", "necrosis"]
+# the side-by-side tables' columns: (header, synthetic key, reference key, format)
+SIDE_BY_SIDE = [
+    ("FRD", "image_frd", "image_frd_reference", ".1f"),
+    ("detection AUC", "image_detection_auc", "image_detection_auc_reference", ".2f"),
+    ("MS-SSIM diversity", "image_ms_ssim_diversity", "image_ms_ssim_diversity_reference", ".2f"),
+    ("memorisation ratio", "image_memorisation_ratio", "image_memorisation_ratio_reference",
+     ".2f"),
+    ("near-copies", "image_near_copy_share", "image_near_copy_share_reference", ".0%"),
+    ("judge Dice", "image_dice", "image_dice_reference", ".2f"),
+    ("pair Spearman", "pair_spearman", "pair_spearman_reference", ".2f"),
+]  # fmt: skip
+PROGRAM_SHARE = 0.7  # a planted program holds when its synthetic Spearman >= this x real
 PRIVACY = ["expression", "image", "joint"]
 # the README's block: these HEADLINE rows
 README_ROWS = [row[0] for row in HEADLINE]
@@ -105,17 +120,30 @@ def need(run: dict, key: str):
     return run["metrics"][key]
 
 
-def check(run: dict) -> None:
-    """Refuse a metrics.json without a key that a table needs."""
-    for row in HEADLINE:
-        need(run, row[1])
-    for feature in PROGRAMS:
-        need(run, f"phantom_{feature}_real")
-        need(run, f"phantom_{feature}_synthetic")
+def is_phantom(run: dict) -> bool:
+    """A run on the phantom, whose planted programs the report measures."""
+    return any(k.startswith("phantom_") for k in run["metrics"])
+
+
+def check(run: dict, *, headline: bool) -> None:
+    """Refuse a metrics.json without a key that a table needs: every headline key for the
+    README's run, the programs for a phantom run, the privacy keys for all."""
+    if headline:
+        for row in HEADLINE:
+            need(run, row[1])
+    if headline or is_phantom(run):
+        for feature in PROGRAMS:
+            need(run, f"phantom_{feature}_real")
+            need(run, f"phantom_{feature}_synthetic")
     need(run, "privacy_flag")
-    for kind in PRIVACY:
+    for kind in PRIVACY if headline else records(run):
         need(run, f"privacy_{kind}_dcr_ratio")
         need(run, f"privacy_{kind}_mia_auc")
+
+
+def records(run: dict) -> list[str]:
+    """The privacy records a run holds (an image-only run has no expression record)."""
+    return [k for k in PRIVACY if f"privacy_{k}_mia_auc" in run["metrics"]]
 
 
 def fmt(value, spec: str = ".2f") -> str:
@@ -144,7 +172,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def privacy_row(run: dict) -> list[str]:
     """The record whose membership-inference AUC is highest (the one most at risk)."""
-    kind = max(PRIVACY, key=lambda k: need(run, f"privacy_{k}_mia_auc"))
+    kind = max(records(run), key=lambda k: need(run, f"privacy_{k}_mia_auc"))
     p = f"privacy_{kind}_"
     flagged = ", flagged" if run["metrics"].get(p + "flag") else ""
     threshold = run["metrics"].get(p + "mia_threshold")
@@ -157,7 +185,7 @@ def copy_row(run: dict) -> list[str]:
     """The copy check: the record whose synthetic patients sit closest to training patients,
     as its distance to the closest training record over held-out patients' (1 = as far as
     new patients; near 0 = copies)."""
-    kind = min(PRIVACY, key=lambda k: need(run, f"privacy_{k}_dcr_ratio"))
+    kind = min(records(run), key=lambda k: need(run, f"privacy_{k}_dcr_ratio"))
     label = f"copies: distance to the closest training record, lowest record ({kind})"
     ratio = need(run, f"privacy_{kind}_dcr_ratio")
     return [label, fmt(ratio), fmt(1.0), "", "1 = as far as held-out patients; flagged below 0.5"]
@@ -209,16 +237,20 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
         "the numbers move with the seed and even the thread count.",
         "",
     ]
+    lines += side_by_side(runs)
     for name, run in runs.items():
         m = run["metrics"]
         lines += describe(name, run)
         lines += ["### Headline", ""]
         lines += table(
             ["score", "synthetic", "real (reference / ceiling)", "baseline / floor", "good when"],
-            score_rows(run, HEADLINE, required=True)
+            score_rows(run, HEADLINE, required=name == README_RUN)
             + [copy_row(run), privacy_row(run)]
             + score_rows(run, MORE, required=False),
         )
+        if not is_phantom(run):
+            lines += ["", *privacy_table(run)]
+            continue
         lines += [
             "",
             "### Planted programs, real vs synthetic",
@@ -235,34 +267,81 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
                 for f in PROGRAMS
             ],
         )
-        lines += [
-            "",
-            "### Privacy",
-            "",
-            "Distance to the closest training record, synthetic over held-out (1 = as far as new",
-            "patients; flagged below 0.5), and the membership-inference AUC of a distance attack",
-            "(0.5 = nothing leaks; flagged above the threshold).",
-            "",
-        ]
-        rows = []
-        for kind in PRIVACY:
-            p = f"privacy_{kind}_"
-            rows.append(
-                [
-                    kind,
-                    fmt(need(run, p + "dcr_ratio")),
-                    fmt(need(run, p + "mia_auc")),
-                    fmt(m.get(p + "mia_threshold")),
-                    fmt(m.get(p + "flag")),
-                ]
-            )
-        lines += table(
-            ["record", "DCR ratio", "membership AUC", "AUC flagged above", "flagged"], rows
-        )
-        lines += ["", f"Any record flagged: {fmt(need(run, 'privacy_flag'))}.", ""]
+        lines += ["", *privacy_table(run)]
     if earlier:
         lines += [f"## {EARLIER}", "", earlier.strip(), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def privacy_table(run: dict) -> list[str]:
+    lines = [
+        "### Privacy",
+        "",
+        "Distance to the closest training record, synthetic over held-out (1 = as far as new",
+        "patients; flagged below 0.5), and the membership-inference AUC of a distance attack",
+        "(0.5 = nothing leaks; flagged above the threshold).",
+        "",
+    ]
+    rows = []
+    for kind in records(run):
+        p = f"privacy_{kind}_"
+        m = run["metrics"]
+        rows.append(
+            [
+                kind,
+                fmt(need(run, p + "dcr_ratio")),
+                fmt(need(run, p + "mia_auc")),
+                fmt(m.get(p + "mia_threshold")),
+                fmt(m.get(p + "flag")),
+            ]
+        )
+    lines += table(["record", "DCR ratio", "membership AUC", "AUC flagged above", "flagged"], rows)
+    return lines + ["", f"Any record flagged: {fmt(need(run, 'privacy_flag'))}.", ""]
+
+
+def programs_held(run: dict) -> str:
+    """How many planted programs keep >= PROGRAM_SHARE of their real Spearman."""
+    m = run["metrics"]
+    held = sum(
+        m[f"phantom_{f}_synthetic"] >= PROGRAM_SHARE * m[f"phantom_{f}_real"] for f in PROGRAMS
+    )
+    return f"{held} of {len(PROGRAMS)}"
+
+
+def budget(meta: dict) -> str:
+    parts = [f"{meta['steps']} steps"] if "steps" in meta else []
+    for key, unit in (("cpu_s", "CPU s"), ("wall_s", "wall s")):
+        if key in meta:
+            parts.append(f"{fmt(meta[key], '.0f')} {unit}")
+    return ", ".join(parts)
+
+
+def side_by_side(runs: dict[str, dict]) -> list[str]:
+    """One table per `compare` title of run.json: a row per run, each score beside its
+    real-vs-real reference in brackets."""
+    groups: dict[str, list[tuple[str, dict]]] = {}
+    for name, run in runs.items():
+        if "compare" in run["run"]:
+            groups.setdefault(run["run"]["compare"], []).append((name, run))
+    lines = []
+    for title, members in groups.items():
+        members.sort(key=lambda item: (item[1]["run"].get("order", 0), item[0]))
+        phantom = all(is_phantom(run) for _, run in members)
+        header = ["run", "budget", *[col[0] for col in SIDE_BY_SIDE]]
+        header += [f"programs >= {PROGRAM_SHARE:g} x real"] if phantom else []
+        rows = []
+        for name, run in members:
+            m = run["metrics"]
+            row = [run["run"].get("label", name), budget(run["run"])]
+            for _, key, ref, spec in SIDE_BY_SIDE:
+                cell = fmt(m.get(key), spec)
+                if ref in m:
+                    cell += f" ({fmt(m[ref], spec)})"
+                row.append(cell)
+            rows.append(row + ([programs_held(run)] if phantom else []))
+        lines += [f"## {title}", "", "Real-vs-real reference in brackets.", ""]
+        lines += table(header, rows) + [""]
+    return lines
 
 
 def readme_block(name: str, run: dict) -> str:
@@ -293,8 +372,8 @@ def readme_block(name: str, run: dict) -> str:
 def render(root: Path) -> dict[Path, str]:
     """{path: the text the script writes} for results.md and README.md."""
     runs = load_runs(root / "docs" / "results")
-    for run in runs.values():
-        check(run)
+    for name, run in runs.items():
+        check(run, headline=name == README_RUN)
     earlier_path = root / "docs" / "results" / "earlier.md"
     earlier = earlier_path.read_text() if earlier_path.is_file() else None
     out = {root / "docs" / "results.md": results_md(runs, earlier)}

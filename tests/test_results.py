@@ -70,3 +70,42 @@ def test_missing_key_is_refused(tmp_path):
     assert str(path) in result.stderr and "'phantom_size_synthetic'" in result.stderr
     for name in ("README.md", "docs/results.md"):  # nothing written
         assert (root / name).read_text() == (ROOT / name).read_text()
+
+
+def _add_run(root: Path, name: str, metrics: dict, meta: dict) -> None:
+    folder = root / "docs" / "results" / name
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    (folder / "run.json").write_text(json.dumps(meta))
+
+
+def test_side_by_side_table_and_a_real_cohort_run(tmp_path):
+    root = _copy(tmp_path)
+    demo = json.loads((root / "docs" / "results" / "demo" / "metrics.json").read_text())
+    better = dict(demo, image_frd=5.5, image_near_copy_share=0.0)
+    for f in ("size", "elongation", "margin", "contrast", "texture", "necrosis"):
+        better[f"phantom_{f}_synthetic"] = better[f"phantom_{f}_real"]  # every program held
+    _add_run(root, "b", better, {"compare": "Images, 2D phantom", "label": "new", "order": 2})
+    _add_run(root, "a", demo, {"compare": "Images, 2D phantom", "label": "old", "steps": 1200})
+    # a real cohort: no planted programs, no map, no expression record
+    real = {
+        k: v
+        for k, v in demo.items()
+        if not k.startswith(("phantom_", "map_", "privacy_expression_", "privacy_joint_"))
+    }
+    _add_run(root, "lgg", real, {"compare": "Images, TCGA-LGG", "label": "preset"})
+    result = _run(root)
+    assert result.returncode == 0, result.stderr
+    text = (root / "docs" / "results.md").read_text()
+    phantom = text[text.index("## Images, 2D phantom") :].split("\n\n")[2].splitlines()
+    assert phantom[2].startswith("| old | 1200 steps | ")  # rows by `order`, then name
+    assert phantom[3].startswith("| new |") and "| 5.5 (" in phantom[3]
+    held = sum(
+        demo[f"phantom_{f}_synthetic"] >= 0.7 * demo[f"phantom_{f}_real"]
+        for f in ("size", "elongation", "margin", "contrast", "texture", "necrosis")
+    )
+    assert phantom[2].endswith(f"| {held} of 6 |") and phantom[3].endswith("| 6 of 6 |")
+    lgg = text[text.index("## Images, TCGA-LGG") :].split("\n\n")[2]
+    assert "programs" not in lgg.splitlines()[0]  # no planted programs on a real cohort
+    section = text[text.index("## lgg") :]
+    assert "Planted programs" not in section and "| image |" in section
