@@ -239,7 +239,6 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
     ]
     lines += side_by_side(runs)
     for name, run in runs.items():
-        m = run["metrics"]
         lines += describe(name, run)
         lines += ["### Headline", ""]
         lines += table(
