@@ -228,6 +228,10 @@ class TrainConfig:
             raise ValueError(f"key 'train.val_fraction' must be in [0, 1); got {self.val_fraction}")
 
 
+# train.augment's transforms, in the order they are applied
+AUGMENT_POLICIES = ("translation", "cutout", "brightness", "contrast", "flip")
+
+
 @dataclass
 class ImageConfig:
     """The image side (radiogenomics.nn.image): generator, critic, gene encoder, mask generator."""
@@ -309,6 +313,31 @@ class ImageConfig:
     # the real training patients' images (docs/methods.md, the joint model).
     # Needs expression and the mask (image.use_genes, image.use_mask). 0 for off.
     appearance_association_weight: float = 0.0
+    # --- the GAN image's tells and data-efficient training (docs/methods.md, "Data-efficient
+    # GAN training"); every default leaves training as it was.
+    # How the generators' convolutions (SPADE's included) pad: zeros (as before) prints a
+    # frame along the border of generated images and masks; reflect or replicate do not
+    # (nn.image.set_padding).
+    padding: Literal["zeros", "reflect", "replicate"] = "zeros"
+    # Per-pixel noise added to the image generator's output, its strength per channel set by
+    # the gene code (nn.image.ImageGenerator): fine texture the last 3x3 convolution would
+    # otherwise smooth.
+    output_noise: bool = False
+    # Differentiable augmentation (DiffAugment, Zhao et al. 2020; train.augment): transforms
+    # applied to everything the image and mask critics see, real and generated alike, in the
+    # critic and generator steps (gradient penalty on the augmented inputs), one draw per
+    # sample for an image and its mask. Any of translation, cutout, brightness, contrast,
+    # flip; [] for off.
+    augment_policy: list[str] = field(default_factory=list)
+    # Probability of each transform per sample: fixed, or the start of the adaptive p.
+    augment_p: float = 1.0
+    # Adaptive p (ADA, Karras et al. 2020): the target of r_t = E[sign(D(real) - E D(fake))];
+    # p rises when the critic's r_t is above it (ADA uses 0.6). None keeps p fixed.
+    augment_target: float | None = None
+    # Adaptive p: critic steps in which p can move from 0 to 1.
+    augment_ramp: int = 500
+    # What translation moves in at the border: the image's reflection, or zeros.
+    augment_fill: Literal["reflect", "zeros"] = "reflect"
 
     def __post_init__(self):
         for key in ("channels", "critic_channels"):
@@ -368,6 +397,25 @@ class ImageConfig:
             )
         if self.use_background and not self.use_mask:
             raise ValueError("key 'image.use_background' needs image.use_mask (the lesion's place)")
+        self._check_augment()
+
+    def _check_augment(self):
+        unknown = [p for p in self.augment_policy if p not in AUGMENT_POLICIES]
+        if unknown or len(set(self.augment_policy)) != len(self.augment_policy):
+            raise ValueError(
+                f"key 'image.augment_policy' takes distinct names from {list(AUGMENT_POLICIES)}; "
+                f"got {self.augment_policy}"
+            )
+        if not 0 <= self.augment_p <= 1:
+            raise ValueError(f"key 'image.augment_p' must be in [0, 1]; got {self.augment_p}")
+        if self.augment_target is not None and not -1 < self.augment_target < 1:
+            raise ValueError(
+                f"key 'image.augment_target' must be in (-1, 1) or null; got {self.augment_target}"
+            )
+        if self.augment_target is not None and not self.augment_policy:
+            raise ValueError("key 'image.augment_target' adapts p of image.augment_policy: set one")
+        if self.augment_ramp < 1:
+            raise ValueError(f"key 'image.augment_ramp' must be >= 1; got {self.augment_ramp}")
 
 
 @dataclass

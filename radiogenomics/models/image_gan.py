@@ -159,8 +159,12 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
                 use_mask=img.use_mask,
                 background_channels=channels if img.use_background else 0,
                 mask_depth=img.mask_depth,
+                padding=img.padding,
+                output_noise=img.output_noise,
             ),
-            MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
+            MaskGenerator(
+                dims, size, img.channels, n_noise=img.n_noise, n_code=n_code, padding=img.padding
+            )
             if img.train_masks
             else None,
         )

@@ -14,6 +14,7 @@ from radiogenomics._device import to_device
 from radiogenomics.models.data import ImageData
 from radiogenomics.nn.image import binarize, mask_features
 from radiogenomics.nn.noise import Noise
+from radiogenomics.train import augment as A
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.losses import partners
@@ -102,12 +103,15 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         C.to(memory_format=fmt)
     draw = batch_sampler(data, img, t.batch_size, G, C, device)
     shape, appearance = association_references(data, img, device)
+    aug = A.from_config(img).to(device)
 
     def critic_step(rng):
-        return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng)
+        return image_critic_loss(G, C, draw(rng), img, gp_weight=t.gp_weight, rng=rng, augment=aug)
 
     def generator_step(rng):
-        return image_generator_loss(G, C, draw(rng), img, shape=shape, appearance=appearance)
+        return image_generator_loss(
+            G, C, draw(rng), img, shape=shape, appearance=appearance, augment=aug, rng=rng
+        )
 
     score = None
     if len(data.held_out) >= 4:
@@ -116,8 +120,8 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         log.warning("fewer than 4 held-out patients: keeping the last weights")
     summary, weights = train_gan(
         G, C, critic_step, generator_step, t,
-        lr=img.lr, score=score, device=device, seed=cfg.seed, run_dir=run_dir,
-        progress=progress, fingerprint=model._fingerprint,
+        lr=img.lr, state=A.checkpointed(aug), score=score, device=device, seed=cfg.seed,
+        run_dir=run_dir, progress=progress, fingerprint=model._fingerprint,
     )  # fmt: skip
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()

@@ -18,6 +18,7 @@ from radiogenomics.models.image_training import (
     batch_sampler,
     realism_score,
 )
+from radiogenomics.train import augment as A
 from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.objectives import (
@@ -50,9 +51,10 @@ def _named(part):
     return loss, {f"gene_{k}": v for k, v in logs.items()}
 
 
-def make_steps(model):
+def make_steps(model, aug=None):
     """`(critic_step, generator_step)` of `model`'s mode, each `step(rng) -> (loss, logs)`
-    drawing its own batches: the sum of the gene, image and (joint mode) pair terms."""
+    drawing its own batches: the sum of the gene, image and (joint mode) pair terms; `aug`
+    (`train.augment.Augmenter`) augments what the image and mask critics see."""
     img, t, device = model.config.image, model.config.train, model.device
     pair_weight = model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
@@ -80,10 +82,12 @@ def make_steps(model):
     def critic_step(rng):
         gene, pair = gene_critic(rng), None
         b = draw(rng)
-        image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
+        image = image_critic_loss(
+            G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng, augment=aug
+        )
         if joint:
             loss, logs = pair_critic_loss(
-                G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng
+                G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng, augment=aug
             )
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
@@ -93,11 +97,13 @@ def make_steps(model):
     def generator_step(rng):
         gene, pair = gene_generator(rng), None
         b = draw(rng)
-        image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
+        image = image_generator_loss(
+            G.side, C.side, b, img, shape=shape, appearance=appearance, augment=aug, rng=rng
+        )
         if joint:
             loss, logs = pair_generator_loss(
                 G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
-                appearance=appearance,
+                appearance=appearance, augment=aug, rng=rng,
             )  # fmt: skip
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
@@ -131,7 +137,8 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
     best on the held-out score; save into `run_dir` (rank 0)."""
     cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
     G, C = model.generator, model.critic
-    critic_step, generator_step = make_steps(model)
+    aug = A.from_config(img).to(device)
+    critic_step, generator_step = make_steps(model, aug)
     j = cfg.joint
     extra = None
     if j.gene_steps:
@@ -143,8 +150,8 @@ def fit_joint(model, run_dir, progress: bool) -> dict:
         groups_g=[(G.gene, lr_gene), (G.side, lr_image)],
         groups_c=[(C.gene, cfg.gene.lr or t.lr_critic or t.lr),
                   (C.side, img.lr or t.lr_critic or t.lr)],
-        extra=extra, score=selection_score(model), device=device, seed=cfg.seed, run_dir=run_dir,
-        progress=progress, fingerprint=model._fingerprint,
+        extra=extra, state=A.checkpointed(aug), score=selection_score(model), device=device,
+        seed=cfg.seed, run_dir=run_dir, progress=progress, fingerprint=model._fingerprint,
     )  # fmt: skip
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()

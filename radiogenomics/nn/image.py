@@ -62,6 +62,31 @@ def _conv(
     )
 
 
+PADDINGS = ("zeros", "reflect", "replicate")
+
+
+def set_padding(module: nn.Module, mode: str) -> nn.Module:
+    """Every padded convolution inside `module` pads with `mode` ('zeros', 'reflect' or
+    'replicate'); returns `module`.
+
+    Zero padding prints a frame along a generated image's border: every convolution sees a
+    rim of zeros there that no real image has, and a generator learns to draw with it (a
+    bright or dark frame, blobs in the corners). Reflection padding shows the convolutions
+    a continuation of the image instead. MONAI's `Convolution` takes no padding mode, so it is
+    set on the torch convolutions it builds, SPADE's included.
+    """
+    if mode not in PADDINGS:
+        raise ValueError(f"padding must be one of {PADDINGS}; got {mode!r}")
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd) and any(p > 0 for p in _pads(m)):
+            m.padding_mode = mode
+    return module
+
+
+def _pads(conv) -> tuple:
+    return conv.padding if isinstance(conv.padding, tuple) else (1,)  # 'same' pads
+
+
 def _downsample(mask: torch.Tensor, size) -> torch.Tensor:
     """Area-averaged mask at `size`: a soft boundary at coarse scales, not nearest aliasing."""
     pool = F.adaptive_avg_pool2d if mask.ndim == 4 else F.adaptive_avg_pool3d
@@ -242,7 +267,10 @@ class ImageGenerator(nn.Module):
     `image_size / 2**(len(channels) - 1)` and each further block doubles it. `activation`
     'tanh' gives images in [-1, 1]; 'sigmoid' gives probabilities (the MaskGenerator).
     `mask_depth` adds the mask's relative depth to SPADE's input; the mask may also come as
-    precomputed `mask_features` (B, 2, *S).
+    precomputed `mask_features` (B, 2, *S). `padding`: how every convolution pads
+    (`set_padding`). `output_noise`: per-pixel noise added after the last convolution (the
+    finest scale's noise map, its strength per channel set by the gene code), so the output
+    can carry texture that the head convolution would otherwise smooth.
     """
 
     def __init__(
@@ -258,6 +286,8 @@ class ImageGenerator(nn.Module):
         background_channels: int = 0,
         activation: str = "tanh",
         mask_depth: bool = True,
+        padding: str = "zeros",
+        output_noise: bool = False,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -273,6 +303,12 @@ class ImageGenerator(nn.Module):
                 f"{factor} (image.channels={list(channels)})"
             )
         self.base = [s // factor for s in self.image_size]
+        if padding == "reflect" and min(self.base) < 2:
+            raise ValueError(
+                f"padding 'reflect' needs a coarsest grid of >= 2 pixels a side; image_size "
+                f"{self.image_size} with {len(channels)} scales gives {self.base} (use "
+                "'replicate' or fewer image.channels)"
+            )
         self.channels = list(channels)
         self.n_noise, self.n_code, self.use_mask = n_noise, n_code, use_mask
         self.background_channels = background_channels
@@ -316,6 +352,12 @@ class ImageGenerator(nn.Module):
         if activation not in ("tanh", "sigmoid"):
             raise ValueError(f"activation must be 'tanh' or 'sigmoid'; got {activation!r}")
         self.activation = activation
+        # strength of the output noise, per channel: bias + W code, zero at the start
+        self.output_noise = nn.Linear(max(n_code, 1), out_channels) if output_noise else None
+        if self.output_noise is not None:
+            nn.init.zeros_(self.output_noise.weight)
+            nn.init.zeros_(self.output_noise.bias)
+        set_padding(self, padding)
 
     def scale_sizes(self) -> list[list[int]]:
         return [[b * 2**i for b in self.base] for i in range(len(self.channels))]
@@ -382,6 +424,10 @@ class ImageGenerator(nn.Module):
             )
             x = block(x, m, code, noise_maps[i].to(x.dtype), bg_feats[i])
         x = self.head(x)
+        if self.output_noise is not None:
+            c = code if self.n_code else x.new_ones(B, 1)
+            strength = self.output_noise(c.to(x.dtype))  # (B, C_out)
+            x = x + strength.view(B, -1, *([1] * self.spatial_dims)) * noise_maps[-1].to(x.dtype)
         return torch.tanh(x) if self.activation == "tanh" else torch.sigmoid(x)
 
 
@@ -393,7 +439,14 @@ class MaskGenerator(ImageGenerator):
     """
 
     def __init__(
-        self, spatial_dims, image_size, channels=(128, 64, 32, 16), *, n_noise=64, n_code=64
+        self,
+        spatial_dims,
+        image_size,
+        channels=(128, 64, 32, 16),
+        *,
+        n_noise=64,
+        n_code=64,
+        padding="zeros",
     ):
         super().__init__(
             spatial_dims,
@@ -404,6 +457,7 @@ class MaskGenerator(ImageGenerator):
             n_code=n_code,
             use_mask=False,
             activation="sigmoid",
+            padding=padding,
         )
 
     def forward(self, code, noise, noise_maps=None):  # type: ignore[override]

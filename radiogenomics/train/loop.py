@@ -542,6 +542,7 @@ def train_gan(
     groups_g: list | None = None,
     groups_c: list | None = None,
     extra: tuple | None = None,
+    state: dict[str, nn.Module] | None = None,
     score: Callable[[nn.Module], float] | None = None,
     device: torch.device,
     seed: int,
@@ -551,8 +552,9 @@ def train_gan(
 ) -> tuple[dict, dict]:
     """Train a GAN with the settings of a `TrainConfig` (`lr` overrides train.lr and
     train.lr_critic for these networks; `groups_g`/`groups_c`, lists of (submodule, lr),
-    give parts of the generator and critic their own rates; `extra`: see `adversarial_step`);
-    `score(sampler)` rates the EMA
+    give parts of the generator and critic their own rates; `extra`: see `adversarial_step`;
+    `state`: more modules whose buffers the checkpoints keep, e.g. an adaptive augmentation's
+    p); `score(sampler)` rates the EMA
     generator on held-out patients. Returns (summary, the weights to sample with)."""
     opt_g = adam(groups_g or [(generator, lr or train.lr)], train.betas)
     opt_c = adam(groups_c or [(critic, lr or train.lr_critic or train.lr)], train.betas)
@@ -561,6 +563,7 @@ def train_gan(
     modules = {"generator": generator, "critic": critic}
     if ema is not None:
         modules["ema"] = ema
+    modules.update(state or {})
     trainer = Trainer(
         modules,
         {"generator": opt_g, "critic": opt_c},

@@ -272,21 +272,53 @@ def association_gap(ref: Association, descriptors: torch.Tensor, components: tor
     return F.relu(miss).square().mean()
 
 
-def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None):
+def _active(augment):
+    """`augment` (a `train.augment.Augmenter`) when it has policies, else None."""
+    return augment if augment is not None and augment.active else None
+
+
+def augmented(augment, images, masks, rng):
+    """`(images, masks)` through `augment` with a new draw from `rng` (either may be None);
+    unchanged without an active augmenter."""
+    if _active(augment) is None:
+        return images, masks
+    if rng is None:
+        raise ValueError("differentiable augmentation draws from the step's generator: pass rng")
+    return augment(images, masks, rng)
+
+
+def image_critic_loss(
+    G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None, augment=None
+):
     """The image side's critic loss: real vs generated images of the same masks and genes
     (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
     critic when there is a mask generator, and the gene read-back head on real images.
 
-    `code` is the generator's gene code (default: `G.code` of the batch's real expression)."""
+    `code` is the generator's gene code (default: `G.code` of the batch's real expression).
+    `augment` (`train.augment.Augmenter`): what the image and mask critics see is augmented,
+    a real image and the image generated in its mask with one draw (they share the mask),
+    the gradient penalty and the negatives on the augmented images; the read-back heads
+    learn from the real images as they are. Its adaptive p observes this critic."""
     crit_loss = OBJECTIVES[img.objective][0]
     code_c = C.code(b.expression, b.present)
     with torch.no_grad():
         code_g = G.code(b.expression, b.present) if code is None else code
         fake = images_for_batch(G, b, code_g, img)
     x, m = b.images, b.masks
+    aug = _active(augment)
+    if aug is not None:
+        if rng is None:
+            raise ValueError("differentiable augmentation draws from the step's generator")
+        draw = aug.draw(len(x), x.shape[2:], rng, x.device)
+        x, m = aug.apply(draw, x, m)
+        fake = aug.apply(draw, fake, None)[0]
     real_s = C.image(x, m, code_c)
-    loss = crit_loss(real_s, C.image(fake, m, code_c))
+    fake_s = C.image(fake, m, code_c)
+    loss = crit_loss(real_s, fake_s)
     logs = {}
+    if aug is not None:
+        aug.observe(real_s, fake_s)
+        logs["augment_p"] = aug.p.detach().clone()
     if img.objective == "wgan-gp":
         gp = gradient_penalty(lambda v: C.image(v, m, code_c), x, fake, generator=rng)
         drift = real_s.float().square().mean()
@@ -300,15 +332,15 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
             loss = loss + img.mismatch_weight * matching_loss(real_s, s)
     if G.mask is not None:
         loss_m, logs_m = mask_critic_loss(
-            G, C, b, img, code_g, code_c, gp_weight=gp_weight, rng=rng
+            G, C, b, img, code_g, code_c, gp_weight=gp_weight, rng=rng, augment=augment
         )
         loss = loss + loss_m
         logs.update(logs_m)
-    aux = read_back(C, x, b)  # the regressor learns from real images only
+    aux = read_back(C, b.images, b)  # the regressor learns from real images only
     if aux is not None:
         loss = loss + aux
         logs["gene_aux_real"] = aux.detach()
-    seg = mask_read_back(C, x, m[:, :1])  # and so does the segmenter
+    seg = mask_read_back(C, b.images, b.masks[:, :1])  # and so does the segmenter
     if seg is not None:
         loss = loss + seg
         logs["mask_read_real"] = seg.detach()
@@ -316,12 +348,15 @@ def image_critic_loss(G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, c
     return loss, logs
 
 
-def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: float, rng=None):
-    """The mask critic on real (blurred) masks vs the mask generator's, for the same genes."""
+def mask_critic_loss(
+    G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: float, rng=None, augment=None
+):
+    """The mask critic on real (blurred) masks vs the mask generator's, for the same genes;
+    each side with its own `augment` draw (geometric transforms only reach masks)."""
     crit_loss = OBJECTIVES[img.objective][0]
-    real_m = soft(b.masks[:, :1])
+    real_m = augmented(augment, None, soft(b.masks[:, :1]), rng)[1]
     with torch.no_grad():
-        fake_m = soft(G.soft_masks(code_g, b.noise))
+        fake_m = augmented(augment, None, soft(G.soft_masks(code_g, b.noise)), rng)[1]
     real_ms = C.mask(real_m, None, code_c)
     loss = crit_loss(real_ms, C.mask(fake_m, None, code_c))
     if img.mismatch_weight > 0 and code_c is not None:
@@ -338,19 +373,23 @@ def mask_critic_loss(G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: flo
     return loss, {"critic_mask": loss.detach()}
 
 
-def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, appearance=None):
+def image_generator_loss(
+    G, C, b: ImageBatch, img, *, code=None, shape=None, appearance=None, augment=None, rng=None
+):
     """The image side's generator loss: adversarial, background L1 (Xu et al.), the gene
     read-back of the generated images and (with `appearance`, an `Association`) their
     appearance association, and the mask generator's adversarial loss and (with `shape`) its
     shape association; the associations on the patients with expression.
 
     `code` is the generator's gene code (default: `G.code` of the batch's real expression);
-    the joint model passes the code of generated expression here."""
+    the joint model passes the code of generated expression here. `augment`: the critics
+    score augmented images and masks (a draw from `rng`), as in `image_critic_loss`; the
+    other terms see the images as generated."""
     gen_loss = OBJECTIVES[img.objective][1]
     code_g = G.code(b.expression, b.present) if code is None else code
     code_c = C.code(b.expression, b.present)
     fake = images_for_batch(G, b, code_g, img)
-    loss = gen_loss(C.image(fake, b.masks, code_c))
+    loss = gen_loss(C.image(*augmented(augment, fake, b.masks, rng), code_c))
     logs = {"generator": loss.detach()}
     if img.use_background and img.background_l1 > 0:
         keep = 1 - hole(b.masks[:, :1], img.background_margin)  # 1 outside the cut-out lesion
@@ -373,7 +412,8 @@ def image_generator_loss(G, C, b: ImageBatch, img, *, code=None, shape=None, app
         loss = _add_term(loss, logs, "appearance_assoc", img.appearance_association_weight, term)
     if G.mask is not None:
         soft_masks = G.soft_masks(code_g, b.noise)
-        loss_m = gen_loss(C.mask(soft(soft_masks), None, code_c))
+        seen = augmented(augment, None, soft(soft_masks), rng)[1]
+        loss_m = gen_loss(C.mask(seen, None, code_c))
         loss = loss + loss_m
         logs["generator_mask"] = loss_m.detach()
         if shape is not None and any_rows:
@@ -408,20 +448,26 @@ def synthesize(J, b: ImageBatch, p: PairBatch) -> Generated:
     return J(noise, p.codes, p.numeric, straight_through=True)
 
 
-def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=None):
+def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=None,
+                     augment=None):  # fmt: skip
     """The image and mask critics on real patients (image, mask, expression) against fully
     synthetic ones (generated expression, mask and image together). The gradient penalty runs
-    on interpolates of image and mask channels together, conditioned on the real genes."""
+    on interpolates of image and mask channels together, conditioned on the real genes.
+    `augment`: every input of the critics augmented, each side with its own draw (from
+    `rng`), an image with its mask; the penalty on the augmented inputs."""
     crit_loss = OBJECTIVES[img.objective][0]
     with torch.no_grad():
         s = synthesize(J, b, p)
     code_real = C.code(b.expression, b.present)
     code_fake = C.code(s.expression, s.present)
-    real_s = C.image(b.images, b.masks, code_real)
-    loss = crit_loss(real_s, C.image(s.images, s.critic_masks, code_fake))
-    real_m = soft(b.masks[:, :1])
+    real_x, real_c = augmented(augment, b.images, b.masks, rng)
+    fake_x, fake_c = augmented(augment, s.images, s.critic_masks, rng)
+    real_s = C.image(real_x, real_c, code_real)
+    loss = crit_loss(real_s, C.image(fake_x, fake_c, code_fake))
+    real_m = augmented(augment, None, soft(b.masks[:, :1]), rng)[1]
+    fake_m = augmented(augment, None, soft(s.soft_masks), rng)[1]
     real_ms = C.mask(real_m, None, code_real)
-    loss_m = crit_loss(real_ms, C.mask(soft(s.soft_masks), None, code_fake))
+    loss_m = crit_loss(real_ms, C.mask(fake_m, None, code_fake))
     if img.objective == "wgan-gp":
         c = b.images.shape[1]
 
@@ -429,12 +475,9 @@ def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=N
             return C.image(v[:, :c], v[:, c:], code_real)
 
         gp = gradient_penalty(
-            pair, torch.cat([b.images, b.masks], 1), torch.cat([s.images, s.critic_masks], 1),
-            generator=rng,
-        )  # fmt: skip
-        gp_m = gradient_penalty(
-            lambda v: C.mask(v, None, code_real), real_m, soft(s.soft_masks), generator=rng
+            pair, torch.cat([real_x, real_c], 1), torch.cat([fake_x, fake_c], 1), generator=rng
         )
+        gp_m = gradient_penalty(lambda v: C.mask(v, None, code_real), real_m, fake_m, generator=rng)
         drift = real_s.float().square().mean() + real_ms.float().square().mean()
         loss = loss + loss_m + gp_weight * (gp + gp_m) + img.drift_weight * drift
     else:
@@ -443,18 +486,21 @@ def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=N
 
 
 def pair_generator_loss(J, C, b: ImageBatch, p: PairBatch, img, *, project=None, shape=None,
-                        appearance=None):  # fmt: skip
+                        appearance=None, augment=None, rng=None):  # fmt: skip
     """The generator loss of fully synthetic patients: image and mask critics on (generated
     image, mask, expression), the gene read-back: the components the critic-side regressor
     reads from the generated image against those of the generated expression
     (`project(expression)`), and (with `shape`, `appearance`) the masks' shape and the
     images' appearance association with those components. Every term reaches the gene
-    generator through the gene code."""
+    generator through the gene code. `augment`: the critics score augmented inputs (draws
+    from `rng`), the other terms the patients as generated."""
     gen_loss = OBJECTIVES[img.objective][1]
     s = synthesize(J, b, p)
     code_fake = C.code(s.expression, s.present)
-    loss = gen_loss(C.image(s.images, s.critic_masks, code_fake))
-    loss = loss + gen_loss(C.mask(soft(s.soft_masks), None, code_fake))
+    seen = augmented(augment, s.images, s.critic_masks, rng)
+    loss = gen_loss(C.image(*seen, code_fake))
+    seen_m = augmented(augment, None, soft(s.soft_masks), rng)[1]
+    loss = loss + gen_loss(C.mask(seen_m, None, code_fake))
     logs = {"generator_pair": loss.detach()}
     if C.regressor is not None and project is not None:
         # the target is cut from the graph: pulling the expression toward what the image

@@ -412,3 +412,25 @@ def test_a_run_whose_config_no_longer_validates_asks_for_a_retrain(trained, tmp_
         f.write("joint:\n  mode: image\n")  # a mode an earlier version had
     with pytest.raises(ValueError, match="no longer validates.*retrain"):
         ImageGAN.load(old)
+
+
+def test_trains_with_augmentation_reflect_padding_and_output_noise(phantom_cohort, tmp_path):
+    dims = phantom_cohort.uns["rg"]["spatial_dims"]
+    cfg = tiny_config(
+        dims,
+        "train.steps=2",
+        "train.log_every=1",
+        "image.augment_policy=[translation,cutout,brightness,contrast,flip]",
+        "image.augment_p=0.5",
+        "image.padding=reflect",
+        "image.output_noise=true",
+    )
+    model = ImageGAN(phantom_cohort, cfg)
+    model.train(tmp_path, progress=False)
+    log = pd.read_csv(tmp_path / "log.csv")
+    assert log["augment_p"].tolist() == [0.5, 0.5]  # logged; fixed without augment_target
+    assert np.isfinite(log["critic"]).all() and np.isfinite(log["generator"]).all()
+    convs = [
+        m for m in model.sampler.image.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Conv3d)
+    ]
+    assert any(m.padding_mode == "reflect" for m in convs)

@@ -398,3 +398,26 @@ def test_the_gene_side_takes_its_extra_updates(cohort, tmp_path):
     assert steps["generator"] == [3, 9] and steps["critic"] == [3, 21], steps
     with pytest.raises(ValueError, match="joint.gene_steps"):
         load_config(None, ["joint.gene_steps=-1"])
+
+
+def test_augmented_training_logs_p_and_resumes_bit_identically(cohort, tmp_path):
+    """Differentiable augmentation with an adaptive p, reflect padding and output noise: the
+    run logs p, p moves, and a run resumed between two updates of p (its accumulated r_t in
+    the checkpoint) ends on the straight run's weights and p."""
+    tells = (
+        "image.augment_policy=[translation,cutout,brightness,contrast,flip]",
+        "image.augment_p=0.5", "image.augment_target=0.6", "image.augment_ramp=8",
+        "image.padding=reflect", "image.output_noise=true", "train.log_every=1",
+    )  # fmt: skip
+    straight = JointGAN(cohort, config(*tells, "train.steps=5"), progress=False)
+    straight.train(run_dir=tmp_path / "straight", progress=False)
+    p = pd.read_csv(tmp_path / "straight" / "log.csv")["augment_p"].tolist()
+    assert p[:3] == [0.5, 0.5, 0.5] and p[3] in (0.0, 1.0)  # updated after 4 critic steps
+    JointGAN(cohort, config(*tells, "train.steps=2"), progress=False).train(
+        run_dir=tmp_path / "resumed", progress=False
+    )
+    fresh = JointGAN(cohort, config(*tells, "train.steps=5"), progress=False)
+    summary = fresh.train(run_dir=tmp_path / "resumed", progress=False)
+    assert summary["resumed_from"] == 2
+    assert _equal_weights(straight.sampler, fresh.sampler)
+    assert pd.read_csv(tmp_path / "resumed" / "log.csv")["augment_p"].tolist() == p

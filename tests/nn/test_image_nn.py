@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -347,3 +349,77 @@ def test_gene_encoder_takes_the_gene_latent():
         enc(z, latent=torch.zeros(3, 2))
     with pytest.raises(ValueError, match="takes no gene latent"):
         GeneEncoder(6, 4)(z, latent=latent)
+
+
+# ------------------------------------------------------------------------------------------
+# padding and output noise (the frame and the missing fine texture of generated images)
+
+
+def _constant_run(G, dims, B=2):
+    """G's output for an input with no spatial structure: a constant noise grid, no noise
+    maps, an empty mask."""
+    with torch.no_grad():
+        G.fc.weight.zero_()  # (B, C, *base): one value per channel
+        G.fc.bias.copy_(torch.randn(G.channels[0]).repeat_interleave(math.prod(G.base)))
+    size = SIZES[dims]
+    maps = [torch.zeros(B, 1, *s) for s in G.scale_sizes()]
+    mask = torch.zeros(B, 1, *size)
+    code = torch.randn(B, G.n_code) if G.n_code else None
+    with torch.no_grad():
+        if isinstance(G, MaskGenerator):
+            return G(code, torch.randn(B, G.n_noise), noise_maps=maps)
+        return G(mask, code, torch.randn(B, G.n_noise), noise_maps=maps)
+
+
+def _border_gap(y: torch.Tensor) -> float:
+    """Largest |border pixel - the interior's mean|, per image and channel, over the batch."""
+    d = y.ndim - 2
+    inner = y[(slice(None), slice(None), *[slice(1, -1)] * d)]
+    border = torch.ones(y.shape[2:], dtype=torch.bool)
+    border[tuple([slice(1, -1)] * d)] = False
+    mean = inner.flatten(2).mean(2, keepdim=True)  # (B, C, 1)
+    return float((y[:, :, border] - mean).abs().max())
+
+
+@pytest.mark.parametrize("padding", ["reflect", "replicate"])
+def test_padding_kills_the_border_frame_of_an_untrained_generator(dims, padding):
+    torch.manual_seed(0)
+    zero = _constant_run(_generator(dims, background_channels=0), dims)
+    # instance norm blows the zero padding's rim up to the size of the signal
+    assert _border_gap(zero) > 0.05
+    torch.manual_seed(0)
+    G = _generator(dims, background_channels=0, padding=padding)
+    out = _constant_run(G, dims)
+    assert out.shape == zero.shape
+    assert _border_gap(out) < 1e-5  # a constant input gives a constant image
+    torch.manual_seed(0)
+    M = MaskGenerator(dims, SIZES[dims], [16, 8, 4], n_noise=16, n_code=8, padding=padding)
+    assert _border_gap(_constant_run(M, dims)) < 1e-5
+    # every padded convolution pads so, SPADE's included; the parameters are the same
+    convs = [m for m in G.modules() if isinstance(m, nn.modules.conv._ConvNd) and max(m.padding)]
+    assert convs and all(m.padding_mode == padding for m in convs)
+    plain = _generator(dims, background_channels=0)
+    assert G.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_reflect_padding_needs_a_coarse_grid_of_two():
+    with pytest.raises(ValueError, match="replicate"):
+        ImageGenerator(2, 1, (8, 8), [16, 8, 4, 2], padding="reflect")
+    ImageGenerator(2, 1, (8, 8), [16, 8, 4, 2], padding="replicate")
+
+
+def test_output_noise_starts_at_zero_and_learns_per_pixel_texture(dims):
+    torch.manual_seed(0)
+    G = _generator(dims, background_channels=0, output_noise=True)
+    torch.manual_seed(0)
+    plain = _generator(dims, background_channels=0)
+    x = _inputs(dims)
+    maps = G.noise_maps(3, generator=torch.Generator().manual_seed(1))
+    out = G(x["mask"], x["code"], x["noise"], noise_maps=maps)
+    assert torch.equal(out, plain(x["mask"], x["code"], x["noise"], noise_maps=maps))
+    out.square().mean().backward()
+    assert G.output_noise.weight.grad.abs().sum() > 0  # the genes can set its strength
+    with torch.no_grad():
+        G.output_noise.bias.fill_(0.5)
+        shifted = G(x["mask"], x["code"], x["noise"], noise_maps=maps[:-1] + [maps[-1] + 1])
+    assert not torch.equal(shifted, out)  # the finest map now reaches the output
