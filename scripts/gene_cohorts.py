@@ -108,7 +108,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     started = time.time()
-    metrics, facts = {}, {}
+    metrics = {"table": "gene_cohorts", "cohorts": [], "sets": []}
+    facts = {}
     for name, (adata, covariate) in cohorts(args.shared).items():
         if args.cohorts and name not in args.cohorts:
             continue
@@ -122,7 +123,10 @@ def main(argv=None) -> int:
             synthetic[variant] = model.sample(model.n_patients, seed=args.seed).adata
             facts[f"{name}_{variant}_train_s"] = round(time.time() - t0, 1)
             print(f"{name} {variant}: {facts[f'{name}_{variant}_train_s']} s", flush=True)
+        metrics["cohorts"].append(name)
         for key, row in score(train, test, synthetic, covariate, args.seed).items():
+            if key not in metrics["sets"] and key != "ceiling":
+                metrics["sets"].append(key)
             metrics.update({f"{name}_{key}_{s}": v for s, v in row.items()})
             print(name, key, {s: round(v, 3) for s, v in row.items()}, flush=True)
         metrics[f"{name}_n_genes"] = int(adata.n_vars)
