@@ -137,10 +137,23 @@ class GeneConfig:
     # std ratio| (synthetic patients with the training patients' covariates against those
     # patients), so shrunken weights stop winning; 0 scores correlations alone.
     select_dispersion: float = 1.0
+    # What the generator starts from: "noise" (gGAN's MLP of noise) or "gaussian" (the
+    # multivariate Gaussian fitted to the training patients, a linear regression on the
+    # covariates plus Ledoit-Wolf shrunk residual covariance, plus a learned correction that
+    # starts at zero, so the untrained generator samples the Gaussian; nn.gene.GeneGenerator).
+    start: Literal["noise", "gaussian"] = "noise"
+    # Number of fixed random directions whose batch std the critic also sees (the variance
+    # along a direction depends on the gene-gene covariance; nn.gene.GeneCritic); 0: none.
+    projection_std: int = 0
 
     def __post_init__(self):
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"key 'gene.lr' must be > 0; got {self.lr}")
+        if self.projection_std < 0:
+            raise ValueError(
+                f"key 'gene.projection_std' must be >= 0 (0 turns it off); got "
+                f"{self.projection_std}"
+            )
         if self.minibatch_std < 0:
             raise ValueError(
                 f"key 'gene.minibatch_std' must be >= 0 (0 turns it off); got {self.minibatch_std}"

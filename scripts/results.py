@@ -91,6 +91,14 @@ PROGRAM_SHARE = 0.7  # a planted program holds when its synthetic Spearman >= th
 PRIVACY = ["expression", "image", "joint"]
 # the README's block: these HEADLINE rows
 README_ROWS = [row[0] for row in HEADLINE]
+# a gene-only run over several cohorts (scripts/gene_cohorts.py): metrics.json has
+# "table": "gene_cohorts", its "cohorts" and "sets", and <cohort>_<set>_<score> per score
+GENE_TABLE = "gene_cohorts"
+GENE_SCORES = [
+    ("distance ratio", "distance_ratio"), ("dendrogram ratio", "dendrogram_ratio"),
+    ("std ratio", "std_ratio"), ("detection AUC", "detection_auc"),
+    ("covariate gap", "covariate_gap"), ("membership AUC", "mia_auc"),
+]  # fmt: skip
 
 
 class ResultsError(ValueError):
@@ -120,6 +128,37 @@ def need(run: dict, key: str):
     return run["metrics"][key]
 
 
+def is_gene_table(run: dict) -> bool:
+    return run["metrics"].get("table") == GENE_TABLE
+
+
+def check_gene_table(run: dict) -> None:
+    """Refuse a gene-cohorts metrics.json without a key its table needs (the ceiling has
+    no membership AUC)."""
+    for cohort in need(run, "cohorts"):
+        for name in need(run, "sets"):
+            for _, score in GENE_SCORES[:-1]:
+                need(run, f"{cohort}_{name}_{score}")
+            need(run, f"{cohort}_{name}_mia_auc")
+
+
+def gene_table_md(run: dict) -> list[str]:
+    """One row per cohort and set: the gene scores against the held-out patients."""
+    m, rows = run["metrics"], []
+    for cohort in m["cohorts"]:
+        for name in m["sets"]:
+            cells = [fmt(m.get(f"{cohort}_{name}_{score}"), ".3f") for _, score in GENE_SCORES]
+            rows.append([cohort, name.replace("_", " "), *cells])
+    lines = [
+        "Each set against the cohort's held-out patients: ratios to the real ceiling (higher,",
+        "1 = as the real training set), std ratio (1 = same spread), detection AUC (0.5 =",
+        "indistinguishable), covariate gap (0 = the covariate as legible as in real data) and",
+        "the membership-inference AUC of the expression records (0.5 = nothing leaks).",
+        "",
+    ]
+    return lines + table(["cohort", "set", *(label for label, _ in GENE_SCORES)], rows) + [""]
+
+
 def is_phantom(run: dict) -> bool:
     """A run on the phantom, whose planted programs the report measures."""
     return any(k.startswith("phantom_") for k in run["metrics"])
@@ -128,6 +167,9 @@ def is_phantom(run: dict) -> bool:
 def check(run: dict, *, headline: bool) -> None:
     """Refuse a metrics.json without a key that a table needs: every headline key for the
     README's run, the programs for a phantom run, the privacy keys for all."""
+    if is_gene_table(run):
+        check_gene_table(run)
+        return
     if headline:
         for row in HEADLINE:
             need(run, row[1])
@@ -240,6 +282,9 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
     lines += side_by_side(runs)
     for name, run in runs.items():
         lines += describe(name, run)
+        if is_gene_table(run):
+            lines += gene_table_md(run)
+            continue
         lines += ["### Headline", ""]
         lines += table(
             ["score", "synthetic", "real (reference / ceiling)", "baseline / floor", "good when"],

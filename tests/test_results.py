@@ -109,3 +109,23 @@ def test_side_by_side_table_and_a_real_cohort_run(tmp_path):
     assert "programs" not in lgg.splitlines()[0]  # no planted programs on a real cohort
     section = text[text.index("## lgg") :]
     assert "Planted programs" not in section and "| image |" in section
+
+
+def test_gene_cohort_table(tmp_path):
+    """A gene-cohorts run (scripts/gene_cohorts.py) renders as one row per cohort and set;
+    a missing score is refused, naming the key."""
+    root = _copy(tmp_path)
+    scores = ["distance_ratio", "dendrogram_ratio", "std_ratio", "detection_auc",
+              "covariate_gap", "mia_auc"]  # fmt: skip
+    metrics = {"table": "gene_cohorts", "cohorts": ["gbm"], "sets": ["preset", "mvn"]}
+    metrics |= {f"gbm_{s}_{k}": 0.5 for s in ("preset", "mvn") for k in scores}
+    folder = root / "docs" / "results" / "zz_genes"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert _run(root).returncode == 0
+    text = (root / "docs" / "results.md").read_text()
+    assert "| gbm | preset | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in text
+    del metrics["gbm_mvn_mia_auc"]
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    result = _run(root)
+    assert result.returncode == 2 and "gbm_mvn_mia_auc" in result.stderr

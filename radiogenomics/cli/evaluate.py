@@ -37,7 +37,7 @@ def cmd_evaluate(args) -> int:
         if args.dry_run:
             print(dump_config(cfg), end="")
             return 0
-        _, summary = gene_kfold(
+        scores, summary = gene_kfold(
             _read(args.data),
             cfg,
             args.out,
@@ -50,6 +50,11 @@ def cmd_evaluate(args) -> int:
         say("report", args.out / "report.md")
         cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in summary]
         print(summary[cols].round(3).to_string())
+        from radiogenomics.evaluate.report import fold_means, generated_sets
+
+        means = fold_means(scores)
+        for name in generated_sets(means):
+            _say_gaussian(means, name)
         return 0
     if args.image_run is not None:
         return _evaluate_phantom(args)
@@ -84,8 +89,17 @@ def cmd_evaluate(args) -> int:
     say("report", report)
     cols = [c for c in ("distance_ratio", "dendrogram_ratio", "detection_auc") if c in table]
     print(table[cols].round(3).to_string())
+    _say_gaussian(table, "synthetic")
     _say_privacy(args.out / "privacy.csv", args)
     return 0
+
+
+def _say_gaussian(table, name: str) -> None:
+    """Print, per gene score, whether set `name` beats the multivariate Gaussian baseline."""
+    from radiogenomics.evaluate.report import against_gaussian, gaussian_verdict
+
+    print(gaussian_verdict(table, name))
+    print(against_gaussian(table, name).to_string())
 
 
 def check_inputs(args) -> None:
@@ -269,6 +283,7 @@ def _evaluate_pairs(args, train, real, synth) -> int:
     if _fresh(args.out / "maps" / "map_agreement.csv", args):
         say("map agreement", args.out / "maps" / "map_agreement.csv")
     print(pd.read_csv(args.out / "metrics.csv", index_col=0).iloc[:, :3].round(3).to_string())
+    _say_gaussian(pd.read_csv(args.out / "genes" / "metrics.csv", index_col=0), "synthetic")
     _say_privacy(args.out / "privacy" / "privacy.csv", args)
     return 0
 

@@ -196,6 +196,38 @@ class _ConditionalGaussian:
         return adata
 
 
+def covariance_factor(residuals: np.ndarray, dof: int) -> tuple[np.ndarray, float]:
+    """(L, shrinkage): a square root L (L @ L.T = covariance) of the Ledoit-Wolf shrunk
+    covariance of zero-mean `residuals` (n, genes), rescaled from n to `dof` degrees of
+    freedom (n less the mean model's rank); the `MultivariateGaussian`'s noise, and the
+    Gaussian a `GeneGenerator` with `gene.start: gaussian` starts from."""
+    # residuals have mean 0 already; the precision matrix is never used, so not computed
+    lw = LedoitWolf(assume_centered=True, store_precision=False).fit(residuals)
+    covariance = lw.covariance_ * residuals.shape[0] / dof
+    try:  # shrinkage > 0 makes it positive definite, and Cholesky is the cheap square root
+        factor = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError:  # no shrinkage and fewer patients than genes: only PSD
+        w, V = np.linalg.eigh(covariance)
+        factor = V * np.sqrt(np.clip(w, 0.0, None))
+    return factor, float(lw.shrinkage_)
+
+
+def fit_gaussian(X: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(coef, L, shrinkage) of the conditional multivariate Gaussian of `X` (n, genes) given
+    the covariate `design` (n, d): least-squares coefficients (d, genes), and the
+    `covariance_factor` of the residuals, as `MultivariateGaussian.fit` computes them."""
+    X, design = np.asarray(X, dtype=np.float64), np.asarray(design, dtype=np.float64)
+    if X.shape[0] < 2 or X.shape[0] != design.shape[0]:
+        raise ValueError(
+            f"fit_gaussian needs >= 2 patients and one design row per patient; got X "
+            f"{X.shape}, design {design.shape}"
+        )
+    coef, _, rank, _ = np.linalg.lstsq(design, X, rcond=None)
+    dof = X.shape[0] - rank if X.shape[0] > rank else X.shape[0]
+    factor, shrinkage = covariance_factor(X - design @ coef, dof)
+    return coef, factor, shrinkage
+
+
 class IndependentGaussian(_ConditionalGaussian):
     """Covariate-conditional mean plus independent Gaussian noise per gene (diagonal variance)."""
 
@@ -210,15 +242,7 @@ class MultivariateGaussian(_ConditionalGaussian):
     """Covariate-conditional mean plus Gaussian noise with a full, Ledoit-Wolf shrunk covariance."""
 
     def _fit_residuals(self, residuals: np.ndarray, dof: int) -> None:
-        # residuals have mean 0 already; the precision matrix is never used, so not computed
-        lw = LedoitWolf(assume_centered=True, store_precision=False).fit(residuals)
-        self.shrinkage_ = float(lw.shrinkage_)
-        covariance = lw.covariance_ * residuals.shape[0] / dof
-        try:  # shrinkage > 0 makes it positive definite, and Cholesky is the cheap square root
-            self.factor_ = np.linalg.cholesky(covariance)
-        except np.linalg.LinAlgError:  # no shrinkage and fewer patients than genes: only PSD
-            w, V = np.linalg.eigh(covariance)
-            self.factor_ = V * np.sqrt(np.clip(w, 0.0, None))
+        self.factor_, self.shrinkage_ = covariance_factor(residuals, dof)
 
     def _noise(self, n: int, rng: np.random.Generator) -> np.ndarray:
         return rng.standard_normal((n, self.factor_.shape[0])) @ self.factor_.T

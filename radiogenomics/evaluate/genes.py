@@ -473,6 +473,58 @@ def evaluate_genes(
     return df[list(METRICS) + (list(COVARIATE_METRICS) if covariate is not None else [])]
 
 
+# How a set beats another on each score: "higher" or "lower" values, or a number the better
+# set is nearer to (the std ratio on a log scale, so 0.5 and 2 are as far from 1).
+BETTER = {
+    "distance_ratio": "higher",
+    "dendrogram_ratio": "higher",
+    "std_ratio": 1.0,
+    "detection_auc": 0.5,
+    "mmd": "lower",
+    "mean_ks": "lower",
+    "mean_wasserstein": "lower",
+    "covariate_gap": 0.0,
+    "tstr_accuracy": "higher",
+}
+
+
+def _badness(score: str, value: float) -> float:
+    """How far `value` is from good on `score` (lower is better), per `BETTER`."""
+    rule = BETTER[score]
+    if rule == "higher":
+        return -value
+    if rule == "lower":
+        return value
+    if score == "std_ratio":
+        return abs(float(np.log(max(value, 1e-12))))
+    return abs(value - rule)
+
+
+def versus_baseline(table: pd.DataFrame, name: str, baseline: str) -> pd.DataFrame:
+    """Whether set `name` beats set `baseline` (rows of an `evaluate_genes` table, or of the
+    mean over folds) on each score of `BETTER` the table has.
+
+    Returns one row per score: both values, `beats` (strictly better, as `BETTER` says) and
+    `better when`. A NaN score never beats.
+    """
+    for row in (name, baseline):
+        if row not in table.index:
+            raise ValueError(f"no set '{row}' in the table; sets: {list(table.index)}")
+    rows = {}
+    for score, rule in BETTER.items():
+        if score not in table.columns:
+            continue
+        ours, theirs = float(table.loc[name, score]), float(table.loc[baseline, score])
+        beats = bool(np.isfinite(ours) and np.isfinite(theirs)) and _badness(
+            score, ours
+        ) < _badness(score, theirs)
+        when = rule if isinstance(rule, str) else f"nearer {rule:g}"
+        rows[score] = {name: ours, baseline: theirs, "beats": beats, "better when": when}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "score"
+    return out
+
+
 def kfold_scores(
     adata: ad.AnnData,
     fit_sample: Callable[[ad.AnnData], Mapping[str, ad.AnnData]],

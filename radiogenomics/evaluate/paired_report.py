@@ -14,7 +14,7 @@ import pandas as pd
 
 from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
-from radiogenomics.evaluate.genes import CEILING
+from radiogenomics.evaluate.genes import CEILING, versus_baseline
 from radiogenomics.evaluate.html import Section, write_html
 from radiogenomics.evaluate.images import BASELINE, REFERENCE
 from radiogenomics.evaluate.maps import privacy_and_maps
@@ -27,7 +27,16 @@ from radiogenomics.evaluate.pairs import (
     phantom_associations,
     phantom_loadings_fit,
 )
-from radiogenomics.evaluate.report import gene_headline, gene_report, image_report, z_scorer
+from radiogenomics.evaluate.report import (
+    AGAINST_GAUSSIAN,
+    GAUSSIAN,
+    against_gaussian,
+    gaussian_verdict,
+    gene_headline,
+    gene_report,
+    image_report,
+    z_scorer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +216,9 @@ def _metrics(train, real, synthetic, genes, images, pairs) -> dict:
     }
     metrics.update(_flat(genes, "gene", {"synthetic": "", **_GENE_SETS}))
     metrics["gene_std_ratio_median"] = _std_ratio_median(train, real, synthetic)
+    # per gene score, whether the synthetic set beats the multivariate Gaussian
+    for score, beats in versus_baseline(genes, "synthetic", GAUSSIAN)["beats"].items():
+        metrics[f"gene_{score}_beats_gaussian"] = bool(beats)
     metrics.update(
         _flat(images, "image", {"synthetic": "", BASELINE: "baseline", REFERENCE: "reference"})
     )
@@ -284,6 +296,7 @@ def _sections(metrics, headline, genes, images, pairs, phantom, private, mapped,
                 f"held-out real patients ({n[1]} pairs); {metrics['n_train']} real training patients "
                 f"({n[0]} pairs) give the ceilings, the baselines and the pair predictor. "
                 "Every number is in metrics.json; each part's tables are in its folder.",
+                "Expression: " + gaussian_verdict(genes, "synthetic"),
             ],
             {"headline scores": headline},
         )
@@ -306,7 +319,10 @@ def _sections(metrics, headline, genes, images, pairs, phantom, private, mapped,
                 "real training set, *_ratio = score / ceiling; the Gaussian baselines are fitted "
                 "on the training set (genes/metrics.csv has every score)."
             ],
-            {"gene scores": gene_headline(genes)},
+            {
+                "gene scores": gene_headline(genes),
+                AGAINST_GAUSSIAN: against_gaussian(genes, "synthetic"),
+            },
             {
                 "gene-gene distance matrices": out / "genes" / "distance_matrices.png",
                 "dendrograms": out / "genes" / "dendrograms.png",

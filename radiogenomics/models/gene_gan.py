@@ -65,6 +65,8 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         }
         self._setup(cfg, meta)
         self._set_data(adata)
+        if cfg.gene.start == "gaussian":
+            fit_gaussian_start(self.gene_data, self.generator, self.sampler)
 
     def _set_data(self, adata: ad.AnnData) -> None:
         """The training data (`gene_data`): this model's genes and covariates of `adata`'s
@@ -115,10 +117,12 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             n_noise=g.n_noise,
             n_hidden=g.n_hidden,
             n_layers=g.n_layers,
+            start=g.start,
         )
         critic = GeneCritic(
             n_genes, vocab, len(numeric),
             n_hidden=g.n_hidden, n_layers=g.n_layers, minibatch_std=g.minibatch_std,
+            projection_std=g.projection_std,
         )  # fmt: skip
         return generator, critic
 
@@ -140,7 +144,7 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         if len(data.held_out) == 0:
             log.warning("no held-out patients (train.val_fraction=0): keeping the last weights")
         G, C = self.generator.to(device), self.critic.to(device)
-        draw = gene_batches(data, cfg, device)
+        draw = gene_batches(data, cfg, device, G.noise_features)
 
         def critic_step(rng):
             return gene_critic_loss(G, C, draw(rng), gp_weight=cfg.train.gp_weight, rng=rng)
@@ -176,7 +180,8 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         for start in range(0, len(obs), batch_size):
             c = torch.as_tensor(codes[start : start + batch_size]).to(self.device)
             u = torch.as_tensor(numeric[start : start + batch_size]).to(self.device)
-            noise = torch.randn(len(c), self.config.gene.n_noise, generator=rng).to(self.device)
+            noise = torch.randn(len(c), self.sampler.noise_features, generator=rng)
+            noise = noise.to(self.device)
             z, h = self.sampler.to(self.device)(noise, c, u)
             Z.append(z.float().cpu().numpy())
             H.append(h.float().cpu().numpy())
@@ -243,15 +248,16 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         )
 
 
-def gene_batches(data: GeneData, cfg, device):
+def gene_batches(data: GeneData, cfg, device, noise_features: int):
     """`draw(rng) -> GeneBatch` over the training patients of `data`: a batch of
-    `train.batch_size` patients drawn with replacement and the generator's noise."""
+    `train.batch_size` patients drawn with replacement and the generator's noise (its
+    `noise_features` wide)."""
     Z, codes, numeric = data.tensors(data.train, device)
     B = cfg.train.batch_size
 
     def draw(rng) -> GeneBatch:
         idx = to_device(torch.randint(len(Z), (B,), generator=rng), device)
-        noise = to_device(torch.randn(B, cfg.gene.n_noise, generator=rng), device)
+        noise = to_device(torch.randn(B, noise_features, generator=rng), device)
         return GeneBatch(Z[idx], codes[idx], numeric[idx], noise)
 
     return draw
@@ -274,7 +280,8 @@ def gene_realism_score(data: GeneData, cfg, device):
     g, seed = cfg.gene, cfg.seed + 1
 
     def generate(sampler, rows) -> np.ndarray:
-        noise = torch.randn(len(rows), g.n_noise, generator=torch.Generator().manual_seed(seed))
+        rng = torch.Generator().manual_seed(seed)
+        noise = torch.randn(len(rows), sampler.noise_features, generator=rng)
         _, codes, numeric = data.tensors(rows, device)
         return sampler(noise.to(device), codes, numeric)[0].float().cpu().numpy()
 
@@ -289,3 +296,26 @@ def gene_realism_score(data: GeneData, cfg, device):
         return value
 
     return score
+
+
+def fit_gaussian_start(data: GeneData, *generators) -> None:
+    """Fit the Gaussian that `generators` (`GeneGenerator`s with `start="gaussian"`) start
+    from on the training patients of `data`: a linear regression of the standardised
+    expression on the covariates and the Ledoit-Wolf shrunk covariance of its residuals
+    (`evaluate.baselines.fit_gaussian`, as the `MultivariateGaussian` baseline)."""
+    from radiogenomics.evaluate.baselines import fit_gaussian
+
+    if len(data.train) < 2:
+        raise ValueError(
+            f"gene.start=gaussian: {len(data.train)} training patients with expression; "
+            "fitting the Gaussian needs >= 2"
+        )
+    Z, codes, numeric = data.tensors(data.train, "cpu")
+    design = generators[0].gaussian.design(codes, numeric).numpy()
+    coef, factor, shrinkage = fit_gaussian(Z.numpy(), design)
+    for generator in generators:
+        generator.gaussian.set(coef, factor)
+    log.info(
+        "gene.start=gaussian: fitted on %d training patients x %d genes (Ledoit-Wolf "
+        "shrinkage %.3f)", len(data.train), Z.shape[1], shrinkage,
+    )  # fmt: skip

@@ -47,7 +47,7 @@ from radiogenomics.data.view import CohortView
 from radiogenomics.models.base import CohortModel
 from radiogenomics.models.covariates import CovariateSampler
 from radiogenomics.models.data import GeneData, ImageData
-from radiogenomics.models.gene_gan import GeneGAN
+from radiogenomics.models.gene_gan import GeneGAN, fit_gaussian_start
 from radiogenomics.models.generation import ImageSampler
 from radiogenomics.models.image_gan import ImageGAN
 from radiogenomics.nn.image import Generated, ImageSide
@@ -113,6 +113,8 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         )
         self._setup(cfg, meta)
         self._set_data(adata, progress=progress)
+        if cfg.gene.start == "gaussian":
+            fit_gaussian_start(self.gene_data, self.generator.gene, self.sampler.gene)
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -228,7 +230,7 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         dev, n = self.device, len(obs)
         codes, numeric = (torch.as_tensor(a).to(dev) for a in self.encode_covariates(obs))
         noise = Noise.draw(G.side, n, torch.Generator().manual_seed(seed), device=dev,
-                           n_gene=self.config.gene.n_noise)  # fmt: skip
+                           n_gene=G.gene.noise_features)  # fmt: skip
         out = G(noise, codes, numeric)
         cpu = lambda x: None if x is None else x.float().cpu()  # noqa: E731
         return Generated(

@@ -58,7 +58,7 @@ def make_steps(model, aug=None):
     img, t, device = model.config.image, model.config.train, model.device
     pair_weight = model.config.joint.pair_weight
     G, C = model.generator.to(device), model.critic.to(device)
-    gene_batch = gene_batches(model.gene_data, model.config, device)
+    gene_batch = gene_batches(model.gene_data, model.config, device, G.gene.noise_features)
     gene_critic, gene_generator = gene_steps(model, gene_batch)
 
     def pair_batch(rng) -> PairBatch:
@@ -118,7 +118,8 @@ def gene_steps(model, draw=None):
     the gene terms of `make_steps`), drawing batches with `draw` (default: a new sampler)."""
     t = model.config.train
     G, C = model.generator, model.critic
-    draw = gene_batches(model.gene_data, model.config, model.device) if draw is None else draw
+    if draw is None:
+        draw = gene_batches(model.gene_data, model.config, model.device, G.gene.noise_features)
 
     def critic_step(rng):
         return _named(gene_critic_loss(G.gene, C.gene, draw(rng), gp_weight=t.gp_weight, rng=rng))

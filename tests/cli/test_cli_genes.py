@@ -73,6 +73,8 @@ def test_split_train_sample_evaluate(gene_cohort, tmp_path, capsys):
     assert main(["-q", "evaluate", "--train", str(split / "train.h5ad"), "--real",
                  str(split / "test.h5ad"), "--synthetic", str(synth_dir / "cohort.h5ad"),
                  "--covariate", "subtype", "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out  # per score, beaten or not by the Gaussian
+    assert "the multivariate Gaussian" in printed and "beats" in printed
     metrics = pd.read_csv(out / "metrics.csv", index_col=0)
     assert list(metrics.index) == [
         "real (ceiling)", "synthetic", "independent Gaussian", "multivariate Gaussian"
@@ -100,6 +102,7 @@ def test_kfold_evaluation(gene_cohort, tmp_path, capsys):
     report = (out / "report.md").read_text()  # the folds summarised for a reader
     assert report.startswith("# Gene realism: 3-fold cross-validation of 90 patients")
     assert "| GeneGAN |" in report and " ± " in report and "## Fold by fold" in report
+    assert "## Against the multivariate Gaussian" in report and "'GeneGAN', mean" in report
 
 
 def test_gene_cli_errors(gene_cohort, tmp_path, capsys):

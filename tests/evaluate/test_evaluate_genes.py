@@ -315,3 +315,56 @@ def test_figures_and_report(tmp_path):
     assert text.startswith("# Gene realism")
     assert "| set | distance_corr |" in text and f"| {CEILING} | 0.9123 |" in text
     assert "![pca](fig/pca.png)" in text
+
+
+# --------------------------------------------------------------------------------------------
+# against the multivariate Gaussian
+
+
+def test_versus_baseline_by_hand():
+    from radiogenomics.evaluate.genes import versus_baseline
+
+    table = pd.DataFrame(
+        {
+            "distance_ratio": [0.95, 0.99],  # higher is better: loses
+            "dendrogram_ratio": [1.10, 1.00],  # wins
+            "std_ratio": [1.9, 0.5],  # nearer 1 on a log scale: |log 1.9| < |log 0.5|, wins
+            "detection_auc": [0.45, 0.60],  # nearer 0.5: wins
+            "mmd": [0.02, 0.01],  # lower: loses
+            "covariate_gap": [-0.1, 0.1],  # nearer 0: a tie, which does not beat
+            "tstr_accuracy": [float("nan"), 0.5],  # NaN never beats
+        },
+        index=["GeneGAN", "multivariate Gaussian"],
+    )
+    vs = versus_baseline(table, "GeneGAN", "multivariate Gaussian")
+    assert vs["beats"].to_dict() == {
+        "distance_ratio": False, "dendrogram_ratio": True, "std_ratio": True,
+        "detection_auc": True, "mmd": False, "covariate_gap": False, "tstr_accuracy": False,
+    }  # fmt: skip
+    assert vs.loc["std_ratio", "better when"] == "nearer 1"
+    assert vs.loc["mmd", "GeneGAN"] == 0.02 and vs.loc["mmd", "multivariate Gaussian"] == 0.01
+    with pytest.raises(ValueError, match="no set 'other'"):
+        versus_baseline(table, "other", "multivariate Gaussian")
+
+
+def test_reports_mark_where_the_gaussian_does_better(phantom_split, tmp_path):
+    """The independent Gaussian as 'synthetic': the multivariate one keeps the gene programs,
+    so the report marks the distance ratio NO; the k-fold report says it on the means."""
+    from radiogenomics.evaluate.report import gaussian_verdict, gene_report, kfold_report
+
+    _, train, test = phantom_split
+    independent = IndependentGaussian().fit(train).sample(covariates_like(train, 110, 1), 1)
+    table, report = gene_report(train, test, independent, tmp_path / "genes", privacy=False)
+    text = report.read_text()
+    assert "## Against the multivariate Gaussian (NO: the Gaussian does better)" in text
+    against = text.split("## Against")[1].split("\n## ")[0]
+    rows = {
+        line.split("|")[1].strip(): line for line in against.splitlines() if line.startswith("| ")
+    }
+    assert "| NO |" in rows["distance_ratio"]
+    assert "distance_ratio" in gaussian_verdict(table, "synthetic")
+    assert "does NOT beat" in gaussian_verdict(table, "synthetic")
+    scores = pd.concat([table.assign(fold=0), table.assign(fold=1)])
+    folds = kfold_report(scores, tmp_path / "kfold.md").read_text()
+    assert "'synthetic', mean over the folds" in folds and "does NOT beat" in folds
+    assert "'independent Gaussian', mean over" not in folds

@@ -163,11 +163,18 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
         assert metrics[f"privacy_{kind}_flag"] is False
         assert metrics[f"privacy_{kind}_mia_auc"] < 0.5  # the non-members are the synthetic set
     assert metrics["privacy_flag"] is False
+    # per gene score, whether the synthetic expression beats the multivariate Gaussian
+    for score in ("distance_ratio", "dendrogram_ratio", "std_ratio", "detection_auc"):
+        assert isinstance(metrics[f"gene_{score}_beats_gaussian"], bool), score
+    assert "the multivariate Gaussian" in printed
     assert metrics["map_rank_correlation"] == pytest.approx(metrics["map_reference_heldout"])
     assert -1 <= metrics["map_reference_halves"] <= 1
     assert "map_metagenes_rank_correlation" in metrics and "map_auroc_real" in metrics
     html = (out / "report.html").read_text()
     assert "headline scores" in html and "pairs: consistency Spearman" in html
+    assert (
+        "Against the multivariate Gaussian" in html and "Expression: &#x27;synthetic&#x27;" in html
+    )
     assert "privacy (joint): membership AUC" in html and "maps: rank correlation" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
     assert len(sources) >= 12 and "loss_curves.png" in " ".join(sources)

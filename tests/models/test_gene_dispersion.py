@@ -146,6 +146,8 @@ def test_selection_score_penalises_a_shrunken_sampler():
     G = GeneGenerator(12, [2], 1, n_noise=8, n_hidden=32).eval()
 
     class Shrunk(torch.nn.Module):
+        noise_features = G.noise_features  # the width of the noise a sampler reads
+
         def forward(self, *args):
             z, h = G(*args)
             return 0.5 * z, h  # gene-gene correlations unchanged, half the spread

@@ -107,7 +107,7 @@ def base_patients(
             )
         obs = model.covariates_for(n_patients, None, seed)
         codes, numeric = (torch.as_tensor(a).to(dev) for a in model.encode_covariates(obs))
-        noise = torch.randn(n_patients, model.config.gene.n_noise, generator=rng).to(dev)
+        noise = torch.randn(n_patients, sampler.noise_features, generator=rng).to(dev)
         with torch.no_grad():
             Z, lat = sampler(noise, codes, numeric)
         ids, masks = list(obs.index), None
