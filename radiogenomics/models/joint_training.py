@@ -77,14 +77,34 @@ def make_steps(model):
         Zt, pt = data.expression[data.train], data.present[data.train]
         project = aux_projection(Zt, pt, img.gene_aux_components)
 
+    if img.backend == "flow":
+        from radiogenomics.models.flow_training import joint_flow_losses
+
+        image_critic, image_generator, pair_critic, pair_generator = joint_flow_losses(
+            G, C, img, t, project=project, shape=shape
+        )
+    else:
+
+        def image_critic(b, rng):
+            return image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
+
+        def image_generator(b, rng):
+            return image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
+
+        def pair_critic(b, p, rng):
+            return pair_critic_loss(G, C.side, b, p, img, gp_weight=t.gp_weight, rng=rng)
+
+        def pair_generator(b, p, rng):
+            return pair_generator_loss(
+                G, C.side, b, p, img, project=project, shape=shape, appearance=appearance
+            )
+
     def critic_step(rng):
         gene, pair = gene_critic(rng), None
         b = draw(rng)
-        image = image_critic_loss(G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng)
+        image = image_critic(b, rng)
         if joint:
-            loss, logs = pair_critic_loss(
-                G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng
-            )
+            loss, logs = pair_critic(b, pair_batch(rng), rng)
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["critic"] = loss.detach()
@@ -93,12 +113,9 @@ def make_steps(model):
     def generator_step(rng):
         gene, pair = gene_generator(rng), None
         b = draw(rng)
-        image = image_generator_loss(G.side, C.side, b, img, shape=shape, appearance=appearance)
+        image = image_generator(b, rng)
         if joint:
-            loss, logs = pair_generator_loss(
-                G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
-                appearance=appearance,
-            )  # fmt: skip
+            loss, logs = pair_generator(b, pair_batch(rng), rng)
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["generator"] = loss.detach()
