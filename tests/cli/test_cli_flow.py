@@ -23,7 +23,7 @@ SHORT_FLOW_DEMO = [
 ]  # fmt: skip
 
 
-@pytest.mark.slow  # the demo's evaluation and the learned map's renders: minutes on 2 cores
+@pytest.mark.slow  # a whole demo (training, sampling, the evaluation report) and a learned map
 def test_flow_demo_then_sample_and_learned_map(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["-q", "demo", "--out", str(out), *SHORT_FLOW_DEMO]) == 0
