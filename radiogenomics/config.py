@@ -245,6 +245,11 @@ class TrainConfig:
 AUGMENT_POLICIES = ("translation", "cutout", "brightness", "contrast", "flip")
 
 
+def _off(value) -> str:
+    """How a YAML override turns a key of this value off."""
+    return "false" if isinstance(value, bool) else "[]" if isinstance(value, list) else "0"
+
+
 @dataclass
 class ImageConfig:
     """The image side (radiogenomics.nn.image): generator, critic, gene encoder, mask generator."""
@@ -351,8 +356,75 @@ class ImageConfig:
     augment_ramp: int = 500
     # What translation moves in at the border: the image's reflection, or zeros.
     augment_fill: Literal["reflect", "zeros"] = "reflect"
+    # Which network draws the image: 'gan' (the ImageGenerator above, trained against the
+    # image critic) or 'flow' (rectified flow, nn.flow: MONAI's DiffusionModelUNet predicts
+    # the velocity from noise to image with the mask and its depth as input channels and the
+    # gene code as a cross-attention token; docs/methods.md, the flow backend). Either way
+    # the gene encoder, the mask generator and its critic are the ones above.
+    backend: Literal["gan", "flow"] = "gan"
+    # flow: the velocity U-Net's widths, fine to coarse (each entry one level, halving the
+    # resolution after all but the last; attention with the gene token at the coarsest level
+    # and in the middle), and its residual blocks per level.
+    flow_channels: list[int] = field(default_factory=lambda: [32, 64, 64])
+    flow_res_blocks: int = 1
+    # flow: Euler steps from noise to image when sampling (the scheduler's, RFlowScheduler).
+    flow_steps: int = 25
+    # flow: classifier-free guidance scale w (Ho & Salimans 2022): the velocity
+    # v(no genes) + w (v(genes) - v(no genes)); 1 follows the genes' velocity alone, 0 ignores
+    # the genes, above 1 exaggerates them.
+    flow_guidance: float = 2.0
+    # flow: the share of training patients whose genes are dropped (they take the encoder's
+    # learned "no genes" code, as image-only patients do), which trains the unconditional
+    # velocity that guidance needs.
+    flow_gene_dropout: float = 0.1
+
+    # keys of one backend only, and why they make no sense with the other
+    _GAN_ONLY = {
+        "gene_aux_weight": "reads genes back from generated images",
+        "mask_consistency_weight": "segments generated images",
+        "appearance_association_weight": "measures generated images",
+        "background_l1": "compares generated images with their backgrounds",
+        "use_background": "fuses a real background into the generator",
+        "critic_mask_depth": "feeds the image critic",
+        "output_noise": "adds noise to the GAN generator's output",
+        "augment_policy": "augments what the GAN's critics see",
+    }
+
+    def _check_backend(self):
+        """Keys that make no sense with the chosen backend are errors that name them."""
+        if self.backend == "gan":
+            for f in dataclasses.fields(self):
+                if f.name.startswith("flow_") and getattr(self, f.name) != (
+                    f.default_factory() if callable(f.default_factory) else f.default
+                ):
+                    raise ValueError(
+                        f"key 'image.{f.name}' sets the flow backend: it needs image.backend=flow"
+                    )
+            return
+        for key, why in self._GAN_ONLY.items():
+            if getattr(self, key):
+                raise ValueError(
+                    f"key 'image.{key}' {why}, which the flow backend does not make in "
+                    f"training (image.backend=flow): set image.{key}="
+                    f"{_off(getattr(self, key))}"
+                )
+        if not self.flow_channels or any(c < 1 for c in self.flow_channels):
+            raise ValueError("key 'image.flow_channels' must be a non-empty list of positive ints")
+        if self.flow_res_blocks < 1:
+            raise ValueError(
+                f"key 'image.flow_res_blocks' must be >= 1; got {self.flow_res_blocks}"
+            )
+        if not 1 <= self.flow_steps <= 1000:
+            raise ValueError(f"key 'image.flow_steps' must be in [1, 1000]; got {self.flow_steps}")
+        if self.flow_guidance < 0:
+            raise ValueError(f"key 'image.flow_guidance' must be >= 0; got {self.flow_guidance}")
+        if not 0 <= self.flow_gene_dropout < 1:
+            raise ValueError(
+                f"key 'image.flow_gene_dropout' must be in [0, 1); got {self.flow_gene_dropout}"
+            )
 
     def __post_init__(self):
+        self._check_backend()
         for key in ("channels", "critic_channels"):
             values = getattr(self, key)
             if not values or any(c < 1 for c in values):

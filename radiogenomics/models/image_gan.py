@@ -34,6 +34,7 @@ from radiogenomics.models.base import CohortModel
 from radiogenomics.models.data import ImageData
 from radiogenomics.models.generation import ImageSampler
 from radiogenomics.models.image_training import fit_image_gan, images_for, masks_for
+from radiogenomics.nn.flow import FlowImage, FlowSide
 from radiogenomics.nn.image import (
     CriticSide,
     GeneEncoder,
@@ -147,6 +148,8 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
                 n_genes, img.n_code, n_hidden=img.n_hidden, n_layers=img.n_layers, n_latent=n_latent
             )
 
+        if img.backend == "flow":
+            return ImageGAN._make_flow(cfg, meta, encoder(n_latent), encoder(), n_code)
         generator = ImageSide(
             encoder(n_latent),
             ImageGenerator(
@@ -200,6 +203,34 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
             else None,
         )
         return generator, critic
+
+    @staticmethod
+    def _make_flow(cfg: Config, meta: dict, encoder, critic_encoder, n_code: int):
+        """The flow backend's sides (`nn.flow`): the generator side's encoder and mask
+        generator as the GAN's, a `FlowImage` for the image; the critic side its own encoder
+        and the mask critic alone."""
+        img, dims, size = cfg.image, meta["spatial_dims"], meta["image_size"]
+        generator = FlowSide(
+            encoder,
+            FlowImage(
+                dims, meta["channels"], size, img.flow_channels, n_code=n_code,
+                use_mask=img.use_mask, mask_depth=img.mask_depth,
+                num_res_blocks=img.flow_res_blocks,
+            ),
+            MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
+            if img.train_masks
+            else None,
+            steps=img.flow_steps,
+            guidance=img.flow_guidance,
+        )  # fmt: skip
+        mask_critic = (
+            ImageCritic(
+                dims, 1, img.critic_channels, use_mask=False, n_code=n_code, norm=img.critic_norm
+            )
+            if img.train_masks
+            else None
+        )
+        return generator, CriticSide(critic_encoder, None, mask_critic)
 
     # ---------------------------------------------------------------------------------------
     @property
@@ -391,5 +422,7 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
         return (
             f"ImageGAN({self.meta['spatial_dims']}D {self.meta['image_size']}x{self.meta['channels']}, "
             f"mask={i.use_mask}, genes={len(self.genes)}, background={i.use_background}, "
-            f"mask_generator={i.train_masks}, objective={i.objective}, trained={self.trained})"
+            f"mask_generator={i.train_masks}, objective={i.objective}, "
+            + ("backend=flow, " if i.backend == "flow" else "")
+            + f"trained={self.trained})"
         )

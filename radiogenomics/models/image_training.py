@@ -118,11 +118,16 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
         score = realism_score(data, cfg, phantom=bool(model.meta.get("phantom")), device=device)
     else:
         log.warning("fewer than 4 held-out patients: keeping the last weights")
-    summary, weights = train_gan(
-        G, C, critic_step, generator_step, t,
-        lr=img.lr, state=A.checkpointed(aug), score=score, device=device, seed=cfg.seed,
-        run_dir=run_dir, progress=progress, fingerprint=model._fingerprint,
-    )  # fmt: skip
+    run = dict(score=score, device=device, seed=cfg.seed, run_dir=run_dir, progress=progress,
+               fingerprint=model._fingerprint)  # fmt: skip
+    if img.backend == "flow":
+        from radiogenomics.models.flow_training import train_image_flow
+
+        summary, weights = train_image_flow(G, C, draw, img, t, shape=shape, **run)
+    else:
+        summary, weights = train_gan(
+            G, C, critic_step, generator_step, t, lr=img.lr, state=A.checkpointed(aug), **run
+        )
     model.sampler.load_state_dict(weights)
     model.sampler.to(device).eval()
     model.trained = True

@@ -80,6 +80,12 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
                 "joint.mode=joint makes masks and images from genes: it needs "
                 "image.use_genes=true and image.train_masks=true"
             )
+        if img.backend == "flow" and mode == "joint" and cfg.joint.use_latent:
+            raise ValueError(
+                "joint.use_latent feeds the gene generator's latent to the image side, but the "
+                "flow backend's image network trains on real patients only, who have no "
+                "latent: set joint.use_latent=false with image.backend=flow"
+            )
         if mode == "separate" and not img.train_masks and img.use_mask:
             raise ValueError(
                 f"joint.mode={mode}: fully synthetic patients need their masks generated: set "
@@ -338,5 +344,6 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         return (
             f"JointGAN(mode={self.mode}, {len(self.genes)} genes, covariates={self.covariates}"
             + (f", {self.meta['spatial_dims']}D {size}" if size else "")
+            + (", backend=flow" if self.config.image.backend == "flow" else "")
             + f", trained={self.trained})"
         )

@@ -79,16 +79,41 @@ def make_steps(model, aug=None):
         Zt, pt = data.expression[data.train], data.present[data.train]
         project = aux_projection(Zt, pt, img.gene_aux_components)
 
+    if img.backend == "flow":
+        from radiogenomics.models.flow_training import joint_flow_losses
+
+        image_critic, image_generator, pair_critic, pair_generator = joint_flow_losses(
+            G, C, img, t, project=project, shape=shape
+        )
+    else:
+
+        def image_critic(b, rng):
+            return image_critic_loss(
+                G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng, augment=aug
+            )
+
+        def image_generator(b, rng):
+            return image_generator_loss(
+                G.side, C.side, b, img, shape=shape, appearance=appearance, augment=aug, rng=rng
+            )
+
+        def pair_critic(b, p, rng):
+            return pair_critic_loss(
+                G, C.side, b, p, img, gp_weight=t.gp_weight, rng=rng, augment=aug
+            )
+
+        def pair_generator(b, p, rng):
+            return pair_generator_loss(
+                G, C.side, b, p, img, project=project, shape=shape, appearance=appearance,
+                augment=aug, rng=rng,
+            )  # fmt: skip
+
     def critic_step(rng):
         gene, pair = gene_critic(rng), None
         b = draw(rng)
-        image = image_critic_loss(
-            G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng, augment=aug
-        )
+        image = image_critic(b, rng)
         if joint:
-            loss, logs = pair_critic_loss(
-                G, C.side, b, pair_batch(rng), img, gp_weight=t.gp_weight, rng=rng, augment=aug
-            )
+            loss, logs = pair_critic(b, pair_batch(rng), rng)
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["critic"] = loss.detach()
@@ -97,14 +122,9 @@ def make_steps(model, aug=None):
     def generator_step(rng):
         gene, pair = gene_generator(rng), None
         b = draw(rng)
-        image = image_generator_loss(
-            G.side, C.side, b, img, shape=shape, appearance=appearance, augment=aug, rng=rng
-        )
+        image = image_generator(b, rng)
         if joint:
-            loss, logs = pair_generator_loss(
-                G, C.side, b, pair_batch(rng), img, project=project, shape=shape,
-                appearance=appearance, augment=aug, rng=rng,
-            )  # fmt: skip
+            loss, logs = pair_generator(b, pair_batch(rng), rng)
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["generator"] = loss.detach()

@@ -661,13 +661,24 @@ class ImageSide(nn.Module):
         return self.mask(code, noise.mask_vector, noise.mask_maps)
 
     def forward(
-        self, code, noise, masks=None, background=None, *, straight_through: bool = False
-    ) -> Generated:
+        self, code, noise, masks=None, background=None, *, straight_through: bool = False,
+        images: bool = True,
+    ) -> Generated:  # fmt: skip
         """Images for the gene `code` (B, n_code) and `noise` (`nn.noise.Noise`), drawn in
         the given `masks` ((B, 1, *S), or mask and depth (B, 2, *S)), else in masks the mask
         generator draws (hard; with `straight_through`, the soft mask's gradient backward),
         else (a side without masks) in the whole patch. `background` (B, C, *S): the image
-        with the lesion cut out, for a side that fuses one."""
+        with the lesion cut out, for a side that fuses one. `images` False: the chain up to
+        the masks only (`Generated.images` None)."""
+        out = self.masks_of(code, noise, masks, straight_through=straight_through)
+        if images:
+            out.images = self.image(out.conditions, code, noise.image, background, noise.image_maps)
+        return out
+
+    def masks_of(self, code, noise, masks=None, *, straight_through: bool = False) -> Generated:
+        """The masks images are drawn in (`forward` without the images): the given `masks`,
+        else the mask generator's for `code` and `noise`, else (a side without masks) the whole
+        patch; with the mask channels the image network takes (`Generated.conditions`)."""
         soft = None
         if masks is None:
             if self.mask is not None:
@@ -676,14 +687,22 @@ class ImageSide(nn.Module):
             elif self.image.use_mask:
                 raise ValueError("this image side draws no masks (no mask generator): pass masks")
             else:
-                masks = noise.image.new_ones(len(noise.image), 1, *self.image.image_size)
+                n = len(noise)
+                masks = torch.ones(n, 1, *self.image.image_size, device=_device_of(noise, code))
         conditions = None
         if masks.shape[1] == MASK_FEATURES:
             conditions, masks = (masks if self.image.use_mask else None), masks[:, :1]
         elif self.image.use_mask:
             conditions = mask_features(masks)
-        images = self.image(conditions, code, noise.image, background, noise.image_maps)
-        return Generated(images, masks, conditions, soft, code)
+        return Generated(None, masks, conditions, soft, code)
+
+
+def _device_of(noise, code) -> torch.device:
+    """Where a batch's tensors live: its noise's, else its gene code's, else the CPU."""
+    for x in (noise.image, noise.start, noise.mask, code):
+        if x is not None:
+            return x.device
+    return torch.device("cpu")
 
 
 class CriticSide(nn.Module):

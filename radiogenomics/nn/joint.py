@@ -43,11 +43,13 @@ class JointGenerator(nn.Module):
         numeric: torch.Tensor,
         *,
         straight_through: bool = False,
+        images: bool = True,
     ) -> Generated:
         """Fully synthetic patients with covariate `codes` (B, n_cat) and `numeric` (B,
         n_num): the expression from `noise.gene`, then (with an image side) its gene code
         (reading the latent where the encoder takes one), mask and image from the rest of
-        `noise`. `straight_through`: masks binary forward, soft backward (training)."""
+        `noise`. `straight_through`: masks binary forward, soft backward (training).
+        `images` False: expression, code and masks only (the flow backend's training)."""
         n = len(codes)
         if self.gene is not None:
             expression, latent = self.gene(noise.gene, codes, numeric)
@@ -59,7 +61,7 @@ class JointGenerator(nn.Module):
         if self.side is None:
             return Generated(expression=expression, latent=latent, present=present)
         code = self.side.code(expression, present, latent)
-        out = self.side(code, noise, straight_through=straight_through)
+        out = self.side(code, noise, straight_through=straight_through, images=images)
         out.expression, out.latent, out.present = expression, latent, present
         return out
 

@@ -2,9 +2,11 @@
 
 Every place that runs the patient chain (training objectives, sampling, model selection, the
 learned map) takes its randomness as a `Noise`: the gene generator's noise vector, the image
-generator's noise vector and per-scale noise maps, and the mask generator's noise maps (the
-mask generator reads the image's noise vector, as the joint model trains it). `Noise.draw`
-fixes the order of the draws, so a seed gives the same patients wherever it is used.
+generator's noise vector and per-scale noise maps (or, for the flow backend, `nn.flow`, the
+full-size noise image its ODE starts from), and the mask generator's noise maps (the mask
+generator reads the image's noise vector, as the joint model trains it; the flow backend has
+none to share, so its mask generator draws its own). `Noise.draw` fixes the order of the
+draws, so a seed gives the same patients wherever it is used.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Noise:
         (B, n_noise_gene): the gene generator's noise (None where expression is given).
     mask : torch.Tensor or None
         (B, n_noise): the mask generator's own noise vector, where it is not `image`.
+    start : torch.Tensor or None
+        (B, C, *S): the flow backend's starting image (standard normal), which its ODE
+        carries to the image; None for the GAN.
     """
 
     image: torch.Tensor | None = None
@@ -52,6 +57,7 @@ class Noise:
     mask_maps: list[torch.Tensor] | None = None
     gene: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    start: torch.Tensor | None = None
 
     @property
     def mask_vector(self) -> torch.Tensor | None:
@@ -59,7 +65,7 @@ class Noise:
         return self.image if self.mask is None else self.mask
 
     def __len__(self) -> int:
-        for x in (self.image, self.gene, self.mask):
+        for x in (self.image, self.gene, self.mask, self.start):
             if x is not None:
                 return len(x)
         return 0
@@ -95,9 +101,10 @@ class Noise:
         mask: str | None = "shared",
     ) -> Noise:
         """Draw the noise of `n` patients from `rng`, in a fixed order: the gene noise
-        (`n_gene` > 0), the image noise vector and maps (`image`), the mask generator's own
-        noise vector (`mask` 'own'), the mask maps (`mask` 'shared' or 'own', on a side with a
-        mask generator).
+        (`n_gene` > 0), the image noise vector and maps (`image`; a flow side's starting image
+        instead), the mask generator's own noise vector (`mask` 'own', or 'shared' on a flow
+        side, which has no image vector to share), the mask maps (`mask` 'shared' or 'own', on
+        a side with a mask generator).
 
         Parameters
         ----------
@@ -136,11 +143,14 @@ class Noise:
         if n_gene:
             out.gene = torch.randn(n, n_gene, generator=rng)
         if side is not None:
-            if image:
+            flow = getattr(side.image, "start_shape", None)  # (C, *S) of a flow side's start
+            if image and flow is not None:
+                out.start = torch.randn(n, *flow, generator=rng)
+            elif image:
                 out.image = torch.randn(n, side.image.n_noise, generator=rng)
                 out.image_maps = side.image.noise_maps(n, generator=rng)
             if side.mask is not None and mask is not None:
-                if mask == "own":
+                if mask == "own" or flow is not None:
                     out.mask = torch.randn(n, side.mask.n_noise, generator=rng)
                 out.mask_maps = side.mask.noise_maps(n, generator=rng)
         return out.to(device) if device is not None else out

@@ -503,9 +503,11 @@ def adversarial_step(
 
 
 def supervised_step(
-    trainer: Trainer, loss_step: LossFn, *, net: nn.Module, opt: torch.optim.Optimizer
-) -> StepFn:
-    """One optimiser step on the loss `loss_step(rng)` returns."""
+    trainer: Trainer, loss_step: LossFn, *, net: nn.Module, opt: torch.optim.Optimizer,
+    ema: AveragedModel | None = None,
+) -> StepFn:  # fmt: skip
+    """One optimiser step on the loss `loss_step(rng)` returns (then the EMA of `net`, if
+    given)."""
 
     def step(rng: torch.Generator) -> dict:
         net.train()
@@ -515,6 +517,8 @@ def supervised_step(
         loss.backward()
         D.average_gradients(net.parameters())
         opt.step()
+        if ema is not None:
+            ema.update_parameters(net)
         return logs
 
     return step
@@ -581,6 +585,37 @@ def train_gan(
     )  # fmt: skip
     evaluate = None if score is None else (lambda: score(selected))
     summary = trainer.fit(decayed(step, trainer, [opt_g, opt_c], train), evaluate)
+    return summary, trainer.selected_state()
+
+
+def train_generator(
+    generator: nn.Module,
+    generator_step: LossFn,
+    train,
+    *,
+    lr: float | None = None,
+    score: Callable[[nn.Module], float] | None = None,
+    device: torch.device,
+    seed: int,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+    fingerprint: dict | None = None,
+) -> tuple[dict, dict]:
+    """`train_gan` for a generator without a critic (the flow backend with given masks): one
+    optimiser step on `generator_step(rng)` per step, then the EMA; the same settings,
+    learning-rate decay, selection, checkpoints and resume. Returns (summary, the weights to
+    sample with)."""
+    opt = adam([(generator, lr or train.lr)], train.betas)
+    ema = ema_of(generator, train.ema_decay)
+    selected = generator if ema is None else ema.module
+    modules = {"generator": generator} | ({} if ema is None else {"ema": ema})
+    trainer = Trainer(
+        modules, {"generator": opt}, LoopSettings.of(train), device=device, seed=seed,
+        run_dir=run_dir, progress=progress, fingerprint=fingerprint, selected=selected,
+    )  # fmt: skip
+    step = supervised_step(trainer, generator_step, net=generator, opt=opt, ema=ema)
+    evaluate = None if score is None else (lambda: score(selected))
+    summary = trainer.fit(decayed(step, trainer, [opt], train), evaluate)
     return summary, trainer.selected_state()
 
 

@@ -410,17 +410,32 @@ def image_generator_loss(
             appearance, fake[rows], b.masks[rows, :1], b.targets[rows]
         )
         loss = _add_term(loss, logs, "appearance_assoc", img.appearance_association_weight, term)
-    if G.mask is not None:
-        soft_masks = G.soft_masks(code_g, b.noise)
-        seen = augmented(augment, None, soft(soft_masks), rng)[1]
-        loss_m = gen_loss(C.mask(seen, None, code_c))
-        loss = loss + loss_m
-        logs["generator_mask"] = loss_m.detach()
-        if shape is not None and any_rows:
-            term = shape_association_loss(
-                shape, binarize(soft_masks[rows], straight_through=True), b.targets[rows]
-            )
-            loss = _add_term(loss, logs, "shape_assoc", img.shape_association_weight, term)
+    return mask_generator_terms(
+        loss, logs, G, C, b, img, code_g, code_c, shape=shape, augment=augment, rng=rng
+    )
+
+
+def mask_generator_terms(
+    loss, logs: dict, G, C, b: ImageBatch, img, code_g, code_c, *, shape, augment=None, rng=None
+):
+    """`loss` plus the mask generator's adversarial loss for the batch's genes (the mask
+    critic sees them through `augment`, a draw from `rng`) and (with `shape`, an
+    `Association`) its shape association on the patients with expression; `loss` unchanged
+    without a mask generator. Logs into `logs`."""
+    if G.mask is None:
+        return loss, logs
+    gen_loss = OBJECTIVES[img.objective][1]
+    soft_masks = G.soft_masks(code_g, b.noise)
+    seen = augmented(augment, None, soft(soft_masks), rng)[1]
+    loss_m = gen_loss(C.mask(seen, None, code_c))
+    loss = loss + loss_m
+    logs["generator_mask"] = loss_m.detach()
+    if shape is not None and bool(b.present_cpu.any()):
+        rows = b.present_cpu.to(soft_masks.device)
+        term = shape_association_loss(
+            shape, binarize(soft_masks[rows], straight_through=True), b.targets[rows]
+        )
+        loss = _add_term(loss, logs, "shape_assoc", img.shape_association_weight, term)
     return loss, logs
 
 
@@ -438,14 +453,15 @@ class PairBatch:
     noise: torch.Tensor
 
 
-def synthesize(J, b: ImageBatch, p: PairBatch) -> Generated:
+def synthesize(J, b: ImageBatch, p: PairBatch, *, images: bool = True) -> Generated:
     """Fully synthetic patients of the joint generator `J` (`nn.joint.JointGenerator`) with
     the pair batch's covariates and gene noise and the image batch's image and mask noise.
     Masks are straight-through, so the image critic and the gene read-back also teach the
     mask generator (the depth channel, a distance transform, has no gradient); the image and
-    mask critics reach the gene generator through the gene code."""
+    mask critics reach the gene generator through the gene code. `images` False: expression
+    and masks only."""
     noise = dataclasses.replace(b.noise, gene=p.noise)
-    return J(noise, p.codes, p.numeric, straight_through=True)
+    return J(noise, p.codes, p.numeric, straight_through=True, images=images)
 
 
 def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=None,

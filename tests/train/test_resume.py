@@ -1,6 +1,6 @@
 """SIGKILL mid-run, then the same command again: the run goes on from its checkpoint and ends on
 weights bit-identical to a run never killed, for every model (the image GAN with its gene
-read-back head, whose dropout draws from the global RNG).
+read-back head, whose dropout draws from the global RNG; the flow backend, whose timesteps do).
 
 The kill is the engine's own, test-only (`RADIOGENOMICS_KILL_AFTER_CHECKPOINT`, see
 `radiogenomics.train.loop`): the process SIGKILLs itself right after the checkpoint of the step
@@ -43,11 +43,26 @@ IMAGE = ["model=image_gan", "image.channels=[8,4]", "image.critic_channels=[4,8]
 SEGMENT = ["model=segmentation", "segment.channels=[4,8]", "segment.strides=[2]",
            "segment.num_res_units=1", "segment.steps=200", "segment.batch_size=4",
            "segment.eval_every=5", "data.image_size=[64,64]"]  # fmt: skip
-MODELS = {"gene_gan": GENE, "image_gan": IMAGE, "segmentation": SEGMENT}
+# the flow backend (nn.flow): its timesteps come from the global RNG, its gene dropout from
+# the batch RNG; the GAN-only terms of the preset off
+FLOW = ["image.backend=flow", "image.gene_aux_weight=0", "image.mask_consistency_weight=0",
+        "image.appearance_association_weight=0", "image.flow_channels=[8,8]",
+        "image.flow_steps=2", "image.channels=[8,4]", "image.critic_channels=[4,8]",
+        "image.n_noise=4", "image.n_code=4", "image.n_hidden=8", "image.gene_aux_components=4",
+        "train.steps=12", "train.batch_size=4", "train.n_critic=1", "train.eval_every=4",
+        "train.select_after=0", "train.checkpoint_every=4", "train.val_fraction=0.3",
+        "data.image_size=[16,16]"]  # fmt: skip
+IMAGE_FLOW = ["model=image_gan", *FLOW]
+JOINT_FLOW = ["model=joint_gan", *FLOW, "joint.use_latent=false", "joint.gene_steps=1",
+              "gene.n_hidden=16", "gene.n_noise=4"]  # fmt: skip
+MODELS = {"gene_gan": GENE, "image_gan": IMAGE, "segmentation": SEGMENT,
+          "image_flow": IMAGE_FLOW, "joint_flow": JOINT_FLOW}  # fmt: skip
 # kill after this checkpoint step: at the second held-out evaluation, so the resumed run must
 # also restore the best weights so far and the count of evaluations without improvement
-KILL_AFTER = {"gene_gan": 40, "image_gan": 8, "segmentation": 10}
-SCORE = {"gene_gan": "val_score", "image_gan": "val_score", "segmentation": "val_dice"}
+KILL_AFTER = {"gene_gan": 40, "image_gan": 8, "segmentation": 10, "image_flow": 8,
+              "joint_flow": 8}  # fmt: skip
+SCORE = {"gene_gan": "val_score", "image_gan": "val_score", "segmentation": "val_dice",
+         "image_flow": "val_score", "joint_flow": "val_score"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
