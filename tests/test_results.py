@@ -109,3 +109,22 @@ def test_side_by_side_table_and_a_real_cohort_run(tmp_path):
     assert "programs" not in lgg.splitlines()[0]  # no planted programs on a real cohort
     section = text[text.index("## lgg") :]
     assert "Planted programs" not in section and "| image |" in section
+
+
+def test_image_memorisation_is_shown_where_the_metrics_hold_it(tmp_path):
+    root = _copy(tmp_path)
+    path = root / "docs" / "results" / "demo" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics.update(
+        image_memorisation_ratio=0.12,
+        image_memorisation_ratio_reference=0.93,
+        image_near_copy_share=0.4,
+        image_near_copy_share_reference=0.0,
+        image_memorisation_flag=True,
+    )
+    path.write_text(json.dumps(metrics))
+    assert _run(root).returncode == 0
+    text = (root / "docs" / "results.md").read_text()
+    assert "| images: memorisation, median d_train / d_held | 0.12 | 0.93 |" in text
+    assert "| images: share of near-copies of training images | 0.40 | 0.00 |" in text
+    assert "near-copies 0.40; flagged: yes." in text
