@@ -150,10 +150,11 @@ def _say_privacy(path, args) -> None:
     if not _fresh(memo, args):
         return
     say("image memorisation", path.with_name("memorisation.csv"))
-    s = pd.read_csv(memo, index_col=0)["value"].rename(lambda k: k.split("memorisation_")[-1])
-    print(f"median d_train / d_held {float(s['ratio_median']):.3f} (held-out real "
-          f"{float(s['ratio_reference']):.3f}); near-copies {float(s['near_copy_share']):.3f}")  # fmt: skip
-    if str(s["flag"]) == "True":
+    s = pd.read_csv(memo, index_col=0)["value"]
+    print(f"median d_train / d_held {float(s['image_memorisation_ratio']):.3f} (held-out real "
+          f"{float(s['image_memorisation_ratio_reference']):.3f}); near-copies "
+          f"{float(s['image_near_copy_share']):.3f}")  # fmt: skip
+    if str(s["image_memorisation_flag"]) == "True":
         print("WARNING: privacy flag on the images: the synthetic images look like copies of "
               "training images (see memorisation.png)")  # fmt: skip
 

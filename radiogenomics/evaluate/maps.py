@@ -275,7 +275,7 @@ def privacy_and_maps(train, real, synthetic, out: Path, data_cfg, seed=0, progre
     metrics = privacy.privacy_metrics(table) | memo_metrics
     if memo_metrics:
         metrics["privacy_flag"] = bool(
-            metrics.get("privacy_flag", False) or memo_metrics["privacy_memorisation_flag"]
+            metrics.get("privacy_flag", False) or memo_metrics["image_memorisation_flag"]
         )
     private = (
         metrics,

@@ -19,7 +19,7 @@ A nearest neighbour among more images is nearer, so with more training than held
 the ratio sits below 1 even for new patients; the held-out reference has (almost) the same set
 sizes, and a synthetic set that does not copy has a median ratio near the reference's.
 
-- `ratio_median` (reference `ratio_reference`): the median ratio; copies bring it near 0.
+- `ratio` (reference `ratio_reference`): the median ratio; copies bring it near 0.
 - `near_copy_share`: the share of synthetic images that are near-copies: closer to their
   nearest training image than the 1st percentile (NEAR_COPY_QUANTILE) of the held-out images'
   nearest-training distances (`near_copy_threshold`; with under 100 held-out images, about
@@ -27,7 +27,11 @@ sizes, and a synthetic set that does not copy has a median ratio near the refere
   (NEAR_COPY_RATIO): an image close to every real image (a blurred mean lesion, say) sits near
   training and held-out images alike and is no copy of anyone. `near_copy_share_reference`
   is the held-out images' own share under the same rule (leave one out).
-- `flag`: near_copy_share > NEAR_COPY_MAX, or ratio_median < RATIO_MIN x ratio_reference.
+- `distance` (reference `distance_reference`): the median d_train.
+- `flag`: near_copy_share > NEAR_COPY_MAX, or ratio < RATIO_MIN x ratio_reference.
+
+In metrics.json (`memorisation_metrics`): `image_near_copy_*` and `image_memorisation_<the
+others>`, e.g. `image_memorisation_ratio`, `image_memorisation_flag`.
 """
 
 from __future__ import annotations
@@ -101,9 +105,9 @@ def memorisation_scores(train, heldout, synthetic, *, ids: dict | None = None) -
 
     Returns
     -------
-    A dict with the scalars `ratio_median`, `ratio_reference`, `near_copy_share`,
-    `near_copy_share_reference`, `near_copy_threshold`, `d_train_median`,
-    `d_train_median_reference`, `flag`, `n_train`, `n_heldout`, `n_synthetic`, and
+    A dict with the scalars `ratio`, `ratio_reference`, `near_copy_share`,
+    `near_copy_share_reference`, `near_copy_threshold`, `distance`, `distance_reference`,
+    `flag`, `n_train`, `n_heldout`, `n_synthetic`, and
     `images`: one row per synthetic image (index = its id; `d_train`, `nearest_train`,
     `d_held`, `nearest_heldout`, `ratio`, `near_copy`), `reference`: the same per held-out
     image (its `d_held` leave one out).
@@ -156,13 +160,13 @@ def memorisation_scores(train, heldout, synthetic, *, ids: dict | None = None) -
             share,
         )
     return {
-        "ratio_median": ratio,
+        "ratio": ratio,
         "ratio_reference": ratio_ref,
         "near_copy_share": share,
         "near_copy_share_reference": float(reference["near_copy"].mean()),
         "near_copy_threshold": threshold,
-        "d_train_median": float(np.median(d_train)),
-        "d_train_median_reference": float(np.median(ref_train)),
+        "distance": float(np.median(d_train)),
+        "distance_reference": float(np.median(ref_train)),
         "flag": flag,
         "n_train": len(z["train"]),
         "n_heldout": len(z["heldout"]),
@@ -178,9 +182,10 @@ def memorisation_scores(train, heldout, synthetic, *, ids: dict | None = None) -
 
 
 def memorisation_metrics(scores: dict) -> dict:
-    """{privacy_memorisation_<score>: value} for the scalars of `memorisation_scores`."""
+    """The scalars of `memorisation_scores` as metrics.json names them: `image_near_copy_*`
+    and `image_memorisation_<score>`."""
     return {
-        f"privacy_memorisation_{k}": v
+        f"image_{k}" if k.startswith("near_copy") else f"image_memorisation_{k}": v
         for k, v in scores.items()
         if isinstance(v, (bool, int, float, np.bool_, np.integer, np.floating))
     }
@@ -189,10 +194,10 @@ def memorisation_metrics(scores: dict) -> dict:
 def shown_table(scores: dict) -> pd.DataFrame:
     """The scores a reader looks at, synthetic beside held-out real images (the reference)."""
     rows = {
-        "median d_train / d_held": ("ratio_median", "ratio_reference"),
+        "median d_train / d_held": ("ratio", "ratio_reference"),
         "share of near-copies": ("near_copy_share", "near_copy_share_reference"),
         "median distance to the nearest training image": (
-            "d_train_median", "d_train_median_reference"),
+            "distance", "distance_reference"),
     }  # fmt: skip
     table = pd.DataFrame(
         {

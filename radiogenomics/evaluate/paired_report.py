@@ -87,11 +87,11 @@ def _headline_table(m: dict) -> pd.DataFrame:
          "image_frd_baseline", "lower; the reference is the floor"),
         ("images: detection AUC", "image_detection_auc", "image_detection_auc_reference",
          "image_detection_auc_baseline", "0.5 = indistinguishable"),
-        ("images: memorisation, median d_train / d_held", "privacy_memorisation_ratio_median",
-         "privacy_memorisation_ratio_reference", None,
+        ("images: memorisation, median d_train / d_held", "image_memorisation_ratio",
+         "image_memorisation_ratio_reference", None,
          "as the reference; copies near 0 (flagged below half of it)"),
         ("images: share of near-copies of training images",
-         "privacy_memorisation_near_copy_share", "privacy_memorisation_near_copy_share_reference",
+         "image_near_copy_share", "image_near_copy_share_reference",
          None, f"flagged above {NEAR_COPY_MAX:g}"),
         ("images: MS-SSIM diversity", "image_ms_ssim_diversity",
          "image_ms_ssim_diversity_reference", "image_ms_ssim_diversity_baseline",
@@ -162,7 +162,8 @@ def paired_report(
       expression, image-feature and joint records, each against held-out real patients, with
       a `flag` per record (metrics `privacy_<record>_*`, `privacy_flag`), and the images'
       memorisation (`evaluate.memorisation`: nearest training against nearest held-out image,
-      near-copies; metrics `privacy_memorisation_*`, also in the headline beside FRD);
+      near-copies; metrics `image_memorisation_*` and `image_near_copy_*`, also in the
+      headline beside FRD);
     - maps (`out_dir/maps/`, `evaluate.maps`): the synthetic conventional map against the real
       training map (rank correlation of effects), beside held-out real vs train and real half
       vs half at matched sizes (metrics `map_*`; on a phantom also the planted map's AUROC);

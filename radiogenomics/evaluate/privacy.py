@@ -228,7 +228,7 @@ def image_memorisation(cohorts: Mapping[str, ad.AnnData], loaded: Mapping, out: 
     """`evaluate.memorisation` of the 'synthetic' cohort's images against the 'train' and
     'heldout' ones (`loaded`: {name: (images, masks)} in `image_rows` order, as
     `loaded_images` gives them), its table and figure written into `out`. Returns (the
-    metrics `privacy_memorisation_*`, the part for `privacy_section`), or ({}, None) when a
+    metrics `image_memorisation_*`, `image_near_copy_*`, the part for `privacy_section`), or ({}, None) when a
     set has too few images (logged)."""
     from radiogenomics._display import channel_names
     from radiogenomics.data.dataset import image_rows

@@ -164,8 +164,8 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
         assert metrics[f"privacy_{kind}_mia_auc"] < 0.5  # the non-members are the synthetic set
     assert metrics["privacy_flag"] is False
     # the images are the held-out ones, no copies of training images
-    assert metrics["privacy_memorisation_flag"] is False
-    assert metrics["privacy_memorisation_near_copy_share"] == 0.0
+    assert metrics["image_memorisation_flag"] is False
+    assert metrics["image_near_copy_share"] == 0.0
     assert metrics["map_rank_correlation"] == pytest.approx(metrics["map_reference_heldout"])
     assert -1 <= metrics["map_reference_halves"] <= 1
     assert "map_metagenes_rank_correlation" in metrics and "map_auroc_real" in metrics

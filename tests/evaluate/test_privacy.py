@@ -167,9 +167,9 @@ def test_the_paired_reports_privacy_and_map_parts(on_disk):
         assert metrics[f"privacy_{kind}_flag"], kind
         assert metrics[f"privacy_{kind}_mia_auc"] > 0.95
     # the copies' images are the training images' files: every one a near-copy
-    assert metrics["privacy_memorisation_flag"] and metrics["privacy_flag"]
-    assert metrics["privacy_memorisation_near_copy_share"] == 1.0
-    assert metrics["privacy_memorisation_ratio_median"] < 0.01
+    assert metrics["image_memorisation_flag"] and metrics["privacy_flag"]
+    assert metrics["image_near_copy_share"] == 1.0
+    assert metrics["image_memorisation_ratio"] < 0.01
     assert out / "privacy" / "memorisation.png" in private.figures.values()
     for key in ("map_rank_correlation", "map_reference_heldout", "map_reference_halves",
                 "map_rank_correlation_halves", "map_metagenes_rank_correlation",
@@ -211,5 +211,5 @@ def test_the_image_report_flags_the_copy(on_disk):
     assert table.loc["image", "mia_auc"] == 1.0 and table.loc["image", "dcr_ratio"] == 0.0
     assert "dcr.png" in report.read_text() and "memorisation.png" in report.read_text()
     memo = pd.read_csv(root / "images" / "memorisation_scores.csv", index_col=0)["value"]
-    assert memo["privacy_memorisation_flag"] == "True"
-    assert float(memo["privacy_memorisation_near_copy_share"]) == 1.0
+    assert memo["image_memorisation_flag"] == "True"
+    assert float(memo["image_near_copy_share"]) == 1.0
