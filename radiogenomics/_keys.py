@@ -15,6 +15,8 @@ UNS = "rg"
 SPATIAL_DIMS = "spatial_dims"
 IMAGE_SIZE = "image_size"
 CHANNELS = "channels"
+# the image channels' names, in order (e.g. MRI sequences), where the manifest gives them
+CHANNEL_NAMES = "channel_names"
 INTENSITY = "intensity"
 COVARIATES = "covariates"
 CATEGORICAL = "categorical"

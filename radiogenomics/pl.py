@@ -13,25 +13,11 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from radiogenomics import _keys as K
+from radiogenomics._display import channel_names, display_slice, draw_channels, intensity_window
 from radiogenomics.data.cohort import covariate_keys, resolve
 from radiogenomics.data.io import load_image
 
 LEARNED_METHODS = ("finite-difference", "autograd", "gene-swap")  # radiomap.learned's
-
-
-def _display_slice(image: np.ndarray, mask: np.ndarray | None):
-    """A 2D view of a `(C, *spatial)` image: itself in 2D, the slice with most lesion in 3D."""
-    img = image[0] if image.shape[0] != 3 else np.moveaxis(image, 0, -1)
-    msk = None if mask is None else mask[0]
-    if image.ndim - 1 == 3:
-        k = (
-            int(np.argmax(msk.sum(axis=(0, 1))))
-            if msk is not None and msk.any()
-            else image.shape[-1] // 2
-        )
-        img = image[0, :, :, k]
-        msk = None if msk is None else msk[:, :, k]
-    return img, msk
 
 
 def patients(
@@ -42,10 +28,14 @@ def patients(
     masks: np.ndarray | None = None,
     color_by: str | None = None,
     ncols: int = 8,
+    window: np.ndarray | None = None,
     seed: int = 0,
     save: str | Path | None = None,
 ):
     """A grid of patients: image (middle lesion slice in 3D) with the mask outline.
+
+    A multi-channel image (MRI sequences, say) is shown as one grey panel per channel, never
+    as false colour; the channels' names come from uns['rg']['channel_names'].
 
     Parameters
     ----------
@@ -58,7 +48,11 @@ def patients(
     color_by
         An obs column shown in each title (default: the first covariate).
     ncols
-        Panels per row.
+        Panels per row (a patient of C channels takes C of them).
+    window
+        `(C, 2)`: each channel's grey levels (vmin, vmax), e.g. from a real set, to show
+        another set at the same window. None: a single-channel image is scaled to its own
+        range, several channels each to the percentiles (1, 99) of the patients shown.
     seed
         Seed of the draw.
     save
@@ -88,13 +82,8 @@ def patients(
     if color_by is not None and color_by not in adata.obs.columns:
         raise ValueError(f"color_by '{color_by}' is not an obs column")
     spatial_dims = int(adata.uns[K.UNS][K.SPATIAL_DIMS])
-    ncols = min(ncols, rows.size)
-    nrows = int(np.ceil(rows.size / ncols))
-    fig = Figure(figsize=(1.6 * ncols, 1.75 * nrows))
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, r in zip(axes.ravel(), rows, strict=False):
+    shown = []
+    for r in rows:
         if images is not None:
             image = images[r]
             mask = masks[r] if masks is not None else None
@@ -106,19 +95,31 @@ def patients(
                 if has_mask
                 else None
             )
-        img, msk = _display_slice(image, mask)
-        if img.ndim == 3:
-            img = (img - img.min()) / max(np.ptp(img), 1e-8)
-        ax.imshow(img, cmap="gray", interpolation="nearest")
-        if msk is not None and msk.any():
-            ax.contour(msk > 0, levels=[0.5], colors="tab:red", linewidths=0.7)
+        shown.append(display_slice(image, mask))
+    n_channels = shown[0][0].shape[0]
+    if window is not None and np.shape(window) != (n_channels, 2):
+        raise ValueError(
+            f"window must be (channels, 2) = ({n_channels}, 2); got {np.shape(window)}"
+        )
+    if window is None and n_channels > 1:
+        window = intensity_window(np.stack([img for img, _ in shown]))
+    names = channel_names(adata, n_channels)
+    per_row = max(1, min(ncols // n_channels, rows.size))
+    nrows = int(np.ceil(rows.size / per_row))
+    fig = Figure(figsize=(1.6 * per_row * n_channels, 1.75 * nrows))
+    axes = fig.subplots(nrows, per_row * n_channels, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, (r, (img, msk)) in enumerate(zip(rows, shown, strict=True)):
+        row, col = divmod(i, per_row)
         label = adata.obs_names[r]
         if color_by is not None:
             value = adata.obs[color_by].iat[r]
             label += (
                 f"\n{color_by}={value:.0f}" if isinstance(value, float) else f"\n{color_by}={value}"
             )
-        ax.set_title(label, fontsize=6)
+        panels = axes[row, col * n_channels : (col + 1) * n_channels]
+        draw_channels(panels, img, msk, window, names, title=label)
     fig.suptitle(
         f"{rows.size} of {int(has_image.sum())} imaged patients ({spatial_dims}D)", fontsize=9
     )

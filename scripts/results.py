@@ -62,6 +62,15 @@ HEADLINE = [
     ("pairs: consistency Spearman", "pair_spearman", "pair_spearman_reference",
      "pair_spearman_shuffled", ".2f", "as the reference; shuffled = floor"),
 ]  # fmt: skip
+# the images' memorisation (evaluate/memorisation.py) beside the realism numbers, where the
+# metrics hold it (reports from before it have none)
+MEMORISATION = [
+    ("images: memorisation, median d_train / d_held", "image_memorisation_ratio",
+     "image_memorisation_ratio_reference", None, ".2f",
+     "as the reference; copies near 0"),
+    ("images: share of near-copies of training images", "image_near_copy_share",
+     "image_near_copy_share_reference", None, ".2f", "flagged above 0.05"),
+]  # fmt: skip
 # rows of results.md's full table, shown where the metrics hold them
 MORE = [
     ("genes: dendrogram ratio", "gene_dendrogram_ratio", "gene_dendrogram_ratio_ceiling",
@@ -243,6 +252,14 @@ def score_rows(run: dict, specs, *, required: bool) -> list[list[str]]:
     return rows
 
 
+def headline_rows(run: dict, *, required: bool) -> list[list[str]]:
+    """HEADLINE's rows, the images' memorisation (where present) beside their realism."""
+    rows = score_rows(run, HEADLINE, required=required)
+    images = [i for i, r in enumerate(rows) if r[0].startswith("images:")]
+    at = 1 + max(images) if images else len(rows)
+    return rows[:at] + score_rows(run, MEMORISATION, required=False) + rows[at:]
+
+
 def describe(name: str, run: dict) -> list[str]:
     meta, m = run["run"], run["metrics"]
     lines = [f"## {meta.get('title', name)}", ""]
@@ -288,7 +305,7 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
         lines += ["### Headline", ""]
         lines += table(
             ["score", "synthetic", "real (reference / ceiling)", "baseline / floor", "good when"],
-            score_rows(run, HEADLINE, required=name == README_RUN)
+            headline_rows(run, required=name == README_RUN)
             + [copy_row(run), privacy_row(run)]
             + score_rows(run, MORE, required=False),
         )
@@ -340,6 +357,17 @@ def privacy_table(run: dict) -> list[str]:
             ]
         )
     lines += table(["record", "DCR ratio", "membership AUC", "AUC flagged above", "flagged"], rows)
+    m = run["metrics"]
+    if "image_memorisation_flag" in m:
+        lines += [
+            "",
+            "Image memorisation: each synthetic image's distance to its nearest training image",
+            "over its distance to the nearest held-out one (median "
+            f"{fmt(m.get('image_memorisation_ratio'))}; held-out real images "
+            f"{fmt(m.get('image_memorisation_ratio_reference'))}), near-copies "
+            f"{fmt(m.get('image_near_copy_share'))}; flagged: "
+            f"{fmt(m['image_memorisation_flag'])}.",
+        ]
     return lines + ["", f"Any record flagged: {fmt(need(run, 'privacy_flag'))}.", ""]
 
 

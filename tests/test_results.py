@@ -129,3 +129,22 @@ def test_gene_cohort_table(tmp_path):
     (folder / "metrics.json").write_text(json.dumps(metrics))
     result = _run(root)
     assert result.returncode == 2 and "gbm_mvn_mia_auc" in result.stderr
+
+
+def test_image_memorisation_is_shown_where_the_metrics_hold_it(tmp_path):
+    root = _copy(tmp_path)
+    path = root / "docs" / "results" / "demo" / "metrics.json"
+    metrics = json.loads(path.read_text())
+    metrics.update(
+        image_memorisation_ratio=0.12,
+        image_memorisation_ratio_reference=0.93,
+        image_near_copy_share=0.4,
+        image_near_copy_share_reference=0.0,
+        image_memorisation_flag=True,
+    )
+    path.write_text(json.dumps(metrics))
+    assert _run(root).returncode == 0
+    text = (root / "docs" / "results.md").read_text()
+    assert "| images: memorisation, median d_train / d_held | 0.12 | 0.93 |" in text
+    assert "| images: share of near-copies of training images | 0.40 | 0.00 |" in text
+    assert "near-copies 0.40; flagged: yes." in text

@@ -149,17 +149,28 @@ def _fresh(path, args) -> bool:
 
 
 def _say_privacy(path, args) -> None:
-    """Print where the privacy scores are, their headline and, loudly, a flagged record."""
+    """Print where the privacy scores are (`path`: privacy.csv; memorisation_scores.csv beside
+    it), their headline and, loudly, a flagged record or flagged images."""
     import pandas as pd
 
-    if not _fresh(path, args):
+    if _fresh(path, args):
+        say("privacy", path)
+        table = pd.read_csv(path, index_col=0)
+        print(table[["dcr_ratio", "mia_auc", "mia_threshold", "flag"]].round(3).to_string())
+        for kind in table.index[table["flag"].astype(bool)]:
+            print(f"WARNING: privacy flag on the {kind} records: the synthetic set looks like "
+                  "copies of training patients")  # fmt: skip
+    memo = path.with_name("memorisation_scores.csv")
+    if not _fresh(memo, args):
         return
-    say("privacy", path)
-    table = pd.read_csv(path, index_col=0)
-    print(table[["dcr_ratio", "mia_auc", "mia_threshold", "flag"]].round(3).to_string())
-    for kind in table.index[table["flag"].astype(bool)]:
-        print(f"WARNING: privacy flag on the {kind} records: the synthetic set looks like "
-              "copies of training patients")  # fmt: skip
+    say("image memorisation", path.with_name("memorisation.csv"))
+    s = pd.read_csv(memo, index_col=0)["value"]
+    print(f"median d_train / d_held {float(s['image_memorisation_ratio']):.3f} (held-out real "
+          f"{float(s['image_memorisation_ratio_reference']):.3f}); near-copies "
+          f"{float(s['image_near_copy_share']):.3f}")  # fmt: skip
+    if str(s["image_memorisation_flag"]) == "True":
+        print("WARNING: privacy flag on the images: the synthetic images look like copies of "
+              "training images (see memorisation.png)")  # fmt: skip
 
 
 def _evaluate_phantom(args) -> int:

@@ -321,7 +321,8 @@ def add_evaluate_parser(sub) -> None:
         "--train",
         type=Path,
         help="the real training cohort: the ceiling score and the baselines are fitted on it; "
-        "privacy (distance to closest record, membership inference) is measured against it",
+        "privacy (distance to closest record, membership inference, image memorisation) is "
+        "measured against it",
     )
     p.add_argument(
         "--segmenter",

@@ -456,6 +456,12 @@ def _check_files(adata, flags, root, progress, summary) -> list[str]:
             for pid, (c, file, _, _) in seen.items()
             if c != common
         ]
+        names = rg.get(K.CHANNEL_NAMES)
+        if names is not None and len(names) != common:
+            problems.append(
+                f"uns['rg']['{K.CHANNEL_NAMES}'] names {len(names)} channel(s) {list(names)} "
+                f"but the images have {common}"
+            )
         record_spacing(adata, seen, size)
     if labels:
         rg[K.MASK_LABELS] = sorted(labels)

@@ -80,6 +80,9 @@ class ImageSpec(IdRule):
     # Column name in `table`, or a path template with {id}, e.g. 'images/{id}.nii.gz'.
     image: str = "image"
     mask: str | None = None
+    # The channels' names in order (MRI sequences, say), shown on the figures; recorded in
+    # uns['rg']['channel_names'].
+    channel_names: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -421,6 +424,8 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
         provenance=provenance,
     )
     adata.uns[K.UNS][K.ROOT] = str(root)
+    if m.images is not None and m.images.channel_names:
+        adata.uns[K.UNS][K.CHANNEL_NAMES] = [str(n) for n in m.images.channel_names]
     log.info("manifest %s: %d patients, %d genes", source, adata.n_obs, adata.n_vars)
     return adata
 

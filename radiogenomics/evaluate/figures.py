@@ -18,6 +18,7 @@ from scipy.cluster.hierarchy import dendrogram, leaves_list, linkage
 from scipy.spatial.distance import squareform
 
 from radiogenomics._atomic import atomic_write, atomic_write_text
+from radiogenomics._display import display_slice, draw_channels, intensity_window
 from radiogenomics.evaluate.genes import _matrix, gene_distance
 
 log = logging.getLogger(__name__)
@@ -270,5 +271,72 @@ def effect_scatter(reference: pd.DataFrame, others: Mapping[str, pd.DataFrame], 
     ax.set_xlabel("effect in the real training map (Spearman)")
     ax.set_ylabel("effect in the other map")
     ax.legend(fontsize=7, frameon=False, markerscale=3)
+    fig.tight_layout()
+    return _save(fig, save)
+
+
+def sample_grids(real, real_images, real_masks, synthetic, synthetic_images, synthetic_masks,
+                 out: str | Path, *, seed: int = 0):  # fmt: skip
+    """`out/real_samples.png` and `out/synthetic_samples.png`: patients of each cohort (their
+    images and masks `(N, C, *spatial)`, in the cohort's imaged rows), one grey panel per
+    channel at the same window for both, each channel's (1, 99) percentiles over the real
+    images: a synthetic image too bright or too flat shows as such. Returns both Figures."""
+    from radiogenomics import pl
+
+    real_images, synthetic_images = np.asarray(real_images), np.asarray(synthetic_images)
+    window = intensity_window(real_images)
+    return tuple(
+        pl.patients(
+            cohort,
+            images=images,
+            masks=np.asarray(masks),
+            window=window,
+            seed=seed,
+            save=Path(out) / f"{name}_samples.png",
+        )
+        for name, cohort, images, masks in (
+            ("real", real, real_images, real_masks),
+            ("synthetic", synthetic, synthetic_images, synthetic_masks),
+        )
+    )
+
+
+def nearest_training_images(scores: Mapping, train_images, synthetic_images, *, masks=None,
+                            channel_names=None, n: int = 6, save=None):  # fmt: skip
+    """The `n` synthetic images nearest their training image relative to the held-out ones
+    (smallest d_train / d_held of `evaluate.memorisation.memorisation_scores`), each beside
+    that training image: one grey panel per channel at the training images' window (the
+    middle lesion slice in 3D), titles with the distances. `masks`: (training masks,
+    synthetic masks) for the outlines, or None."""
+
+    table = scores["images"]
+    train_images, synthetic_images = np.asarray(train_images), np.asarray(synthetic_images)
+    order = np.argsort(table["ratio"].to_numpy(), kind="stable")[:n]
+    window = intensity_window(train_images)
+    c = train_images.shape[1]
+    names = list(channel_names) if channel_names is not None and c > 1 else None
+    fig = Figure(figsize=(1.6 * 2 * c + 0.4, 1.9 * len(order)))
+    axes = fig.subplots(len(order), 2 * c, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for row, i in enumerate(order):
+        j = int(scores["nearest_train_rows"][i])
+        syn_mask = None if masks is None else np.asarray(masks[1][i])
+        train_mask = None if masks is None else np.asarray(masks[0][j])
+        rec = table.iloc[i]
+        draw_channels(
+            axes[row, :c], *display_slice(synthetic_images[i], syn_mask), window, names,
+            title=f"synthetic {table.index[i]}\nd_train {rec['d_train']:.3f}, "
+                  f"d_held {rec['d_held']:.3f}",
+        )  # fmt: skip
+        draw_channels(
+            axes[row, c:],
+            *display_slice(train_images[j], train_mask),
+            window,
+            names,
+            title=f"nearest training {rec['nearest_train']}\nratio {rec['ratio']:.2f}"
+            + (" NEAR-COPY" if rec["near_copy"] else ""),
+        )
+    fig.suptitle("synthetic images (left) nearest their training image (right)", fontsize=9)
     fig.tight_layout()
     return _save(fig, save)

@@ -260,18 +260,28 @@ def map_section(table: pd.DataFrame, maps: dict, out: str | Path):
 
 
 def privacy_and_maps(train, real, synthetic, out: Path, data_cfg, seed=0, progress=False):
-    """The paired report's privacy of every record (`evaluate.privacy`, into out/privacy) and
-    agreement of the synthetic map with the real one (into out/maps), on the same image
-    features; returns ((metrics, Section or None), (metrics, Section or None))."""
+    """The paired report's privacy of every record and of the images themselves (memorisation;
+    `evaluate.privacy`, into out/privacy) and agreement of the synthetic map with the real one
+    (into out/maps), on the same image features; returns ((metrics, Section or None),
+    (metrics, Section or None)). `privacy_flag` is set when a record or the images are."""
     from radiogenomics.evaluate import privacy
 
     out = Path(out)
     cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
-    feats, whole = privacy.feature_records(cohorts, data_cfg, progress=progress)
+    loaded = privacy.loaded_images(cohorts, data_cfg, progress=progress)
+    feats, whole = privacy.feature_records(cohorts, data_cfg, progress=progress, loaded=loaded)
     table, distances = privacy.cohort_privacy(train, real, synthetic, feats)
+    memo_metrics, memo = privacy.image_memorisation(cohorts, loaded, out / "privacy")
+    metrics = privacy.privacy_metrics(table) | memo_metrics
+    if memo_metrics:
+        metrics["privacy_flag"] = bool(
+            metrics.get("privacy_flag", False) or memo_metrics["image_memorisation_flag"]
+        )
     private = (
-        privacy.privacy_metrics(table),
-        privacy.privacy_section(table, distances, out / "privacy") if len(table) else None,
+        metrics,
+        privacy.privacy_section(table, distances, out / "privacy", memo)
+        if len(table) or memo is not None
+        else None,
     )
     if whole:
         log.warning("no map agreement: the synthetic masks are whole patches")

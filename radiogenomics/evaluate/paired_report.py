@@ -18,6 +18,7 @@ from radiogenomics.evaluate.genes import CEILING, versus_baseline
 from radiogenomics.evaluate.html import Section, write_html
 from radiogenomics.evaluate.images import BASELINE, REFERENCE
 from radiogenomics.evaluate.maps import privacy_and_maps
+from radiogenomics.evaluate.memorisation import NEAR_COPY_MAX
 from radiogenomics.evaluate.pairs import (
     SHUFFLED,
     SUMMARY,
@@ -95,6 +96,12 @@ def _headline_table(m: dict) -> pd.DataFrame:
          "image_frd_baseline", "lower; the reference is the floor"),
         ("images: detection AUC", "image_detection_auc", "image_detection_auc_reference",
          "image_detection_auc_baseline", "0.5 = indistinguishable"),
+        ("images: memorisation, median d_train / d_held", "image_memorisation_ratio",
+         "image_memorisation_ratio_reference", None,
+         "as the reference; copies near 0 (flagged below half of it)"),
+        ("images: share of near-copies of training images",
+         "image_near_copy_share", "image_near_copy_share_reference",
+         None, f"flagged above {NEAR_COPY_MAX:g}"),
         ("images: MS-SSIM diversity", "image_ms_ssim_diversity",
          "image_ms_ssim_diversity_reference", "image_ms_ssim_diversity_baseline",
          "as the reference (higher = more alike)"),
@@ -162,7 +169,10 @@ def paired_report(
       (phantom_associations.csv);
     - privacy (`out_dir/privacy/`, `evaluate.privacy`): DCR and membership-inference AUC of the
       expression, image-feature and joint records, each against held-out real patients, with
-      a `flag` per record (metrics `privacy_<record>_*`, `privacy_flag`);
+      a `flag` per record (metrics `privacy_<record>_*`, `privacy_flag`), and the images'
+      memorisation (`evaluate.memorisation`: nearest training against nearest held-out image,
+      near-copies; metrics `image_memorisation_*` and `image_near_copy_*`, also in the
+      headline beside FRD);
     - maps (`out_dir/maps/`, `evaluate.maps`): the synthetic conventional map against the real
       training map (rank correlation of effects), beside held-out real vs train and real half
       vs half at matched sizes (metrics `map_*`; on a phantom also the planted map's AUROC);
@@ -304,7 +314,11 @@ def _sections(metrics, headline, genes, images, pairs, phantom, private, mapped,
     sections.append(
         Section(
             "Patients",
-            ["Images with their lesion outlines (red), real held-out and synthetic."],
+            [
+                "Images with their lesion outlines (red), real held-out and synthetic; several "
+                "channels (MRI sequences) one grey panel each, real and synthetic at the same "
+                "window (each channel's 1st to 99th percentile over the real images)."
+            ],
             figures={
                 "real held-out patients": out / "images" / "real_samples.png",
                 "synthetic patients": out / "images" / "synthetic_samples.png",

@@ -195,18 +195,14 @@ def image_records(
 
 
 def feature_records(
-    cohorts: Mapping[str, ad.AnnData], data_cfg, *, progress: bool = False
+    cohorts: Mapping[str, ad.AnnData], data_cfg, *, progress: bool = False, loaded=None
 ) -> tuple[dict, bool]:
     """`image_records` of each cohort ({name: AnnData}); when the 'synthetic' cohort's masks
     are all whole patches (an unconditional model's: nothing shaped its lesions), every
-    cohort is measured over whole patches, as `image_report` compares them. Returns
-    ({name: features}, whether whole patches were measured)."""
-    from radiogenomics.data.dataset import image_rows, load_images
-
-    loaded = {
-        name: load_images(a, data_cfg, image_rows(a, need_mask=True), progress=progress)
-        for name, a in cohorts.items()
-    }
+    cohort is measured over whole patches, as `image_report` compares them. `loaded`: {name:
+    its images and masks as `loaded_images` gives them}, or None: read here. Returns ({name:
+    features}, whether whole patches were measured)."""
+    loaded = loaded or loaded_images(cohorts, data_cfg, progress=progress)
     whole = "synthetic" in loaded and bool(loaded["synthetic"][1].all())
     if whole:
         log.warning("synthetic masks are whole patches: image records measure whole patches")
@@ -215,6 +211,43 @@ def feature_records(
         for name, a in cohorts.items()
     }
     return feats, whole
+
+
+def loaded_images(cohorts: Mapping[str, ad.AnnData], data_cfg, *, progress: bool = False):
+    """{name: (images, masks)} of each cohort's patients with an image and a mask
+    (`data.dataset.load_images`, read with `data_cfg`), in `image_rows` order."""
+    from radiogenomics.data.dataset import image_rows, load_images
+
+    return {
+        name: load_images(a, data_cfg, image_rows(a, need_mask=True), progress=progress)
+        for name, a in cohorts.items()
+    }
+
+
+def image_memorisation(cohorts: Mapping[str, ad.AnnData], loaded: Mapping, out: str | Path):
+    """`evaluate.memorisation` of the 'synthetic' cohort's images against the 'train' and
+    'heldout' ones (`loaded`: {name: (images, masks)} in `image_rows` order, as
+    `loaded_images` gives them), its table and figure written into `out`. Returns (the
+    metrics `image_memorisation_*`, `image_near_copy_*`, the part for `privacy_section`), or ({}, None) when a
+    set has too few images (logged)."""
+    from radiogenomics._display import channel_names
+    from radiogenomics.data.dataset import image_rows
+    from radiogenomics.evaluate import memorisation as memo
+
+    names = ("train", "heldout", "synthetic")
+    ids = {k: cohorts[k].obs_names[image_rows(cohorts[k], need_mask=True)] for k in names}
+    images = {k: loaded[k][0] for k in names}
+    try:
+        scores = memo.memorisation_scores(*images.values(), ids=ids)
+    except ValueError as err:  # too few images: the rest of the report stands
+        log.warning("no image memorisation: %s", err)
+        return {}, None
+    channels = channel_names(cohorts["train"], int(images["train"].shape[1]))
+    part = memo.memorisation_part(
+        scores, images["train"], images["synthetic"], out,
+        masks=(loaded["train"][1], loaded["synthetic"][1]), channel_names=channels,
+    )  # fmt: skip
+    return memo.memorisation_metrics(scores), part
 
 
 def privacy_scores(blocks: Mapping[str, tuple], *, joint: bool = True) -> tuple[pd.DataFrame, dict]:
@@ -336,18 +369,19 @@ def shown_table(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def privacy_section(table: pd.DataFrame, distances: dict, out: str | Path):
-    """Write `out/privacy.csv` and `out/dcr.png`; return the report's Section."""
+def privacy_section(table: pd.DataFrame, distances: dict, out: str | Path, memorisation=None):
+    """Write `out/privacy.csv` and `out/dcr.png` (when `table` has a record); return the
+    report's Section, with the image `memorisation` part (`image_memorisation`'s) where given."""
     from radiogenomics._atomic import atomic_write
     from radiogenomics.evaluate import figures
     from radiogenomics.evaluate.html import Section
 
     out = Path(out)
-    atomic_write(out / "privacy.csv", lambda tmp: table.to_csv(tmp))
-    figures.dcr_histograms(distances, table["mia_auc"].to_dict(), save=out / "dcr.png")
-    return Section(
-        "Privacy: does the synthetic set give its training patients away?",
-        [
+    text, tables, figs = [], {}, {}
+    if len(table):
+        atomic_write(out / "privacy.csv", lambda tmp: table.to_csv(tmp))
+        figures.dcr_histograms(distances, table["mia_auc"].to_dict(), save=out / "dcr.png")
+        text = [
             "Distance to closest record (DCR): each synthetic patient's distance to its "
             "nearest training patient, beside the same for held-out real patients (new "
             "patients: the reference). Records are z-scored on the training patients: "
@@ -359,9 +393,18 @@ def privacy_section(table: pd.DataFrame, distances: dict, out: str | Path):
             f"flagged when the AUC exceeds 0.5 + max({MIA_MARGIN:g}, {NULL_SDS:g} chance sd) "
             f"or the DCR ratio is below {DCR_RATIO_MIN:g}: the synthetic set copies training "
             "patients.",
-        ],
-        {"privacy per record (privacy/privacy.csv)": shown_table(table)},
-        {"DCR: synthetic and held-out patients to their nearest training patient": out / "dcr.png"},
+        ]
+        tables["privacy per record (privacy/privacy.csv)"] = shown_table(table)
+        figs["DCR: synthetic and held-out patients to their nearest training patient"] = (
+            out / "dcr.png"
+        )
+    if memorisation is not None:
+        shown, figure, paragraph = memorisation
+        text.append(paragraph)
+        tables["image memorisation (per image: privacy/memorisation.csv)"] = shown
+        figs["synthetic images nearest their training image"] = figure
+    return Section(
+        "Privacy: does the synthetic set give its training patients away?", text, tables, figs
     )
 
 

@@ -239,9 +239,11 @@ def image_report(
 ) -> tuple[pd.DataFrame, Path]:
     """Score a synthetic cohort's images against real held-out ones (evaluate_images): the
     synthetic set next to the region-mean baseline and the real-vs-real reference. Writes
-    metrics.csv, report.md and sample grids of both sets to `out`. With the real `train`ing
-    cohort, also the privacy of the image-feature records (`evaluate.privacy`): privacy.csv,
-    dcr.png and a section of the report.
+    metrics.csv, report.md and sample grids of both sets to `out` (one grey panel per channel,
+    both sets at the real images' window). With the real `train`ing cohort, also the privacy
+    of the image-feature records (`evaluate.privacy`: privacy.csv, dcr.png) and the images'
+    memorisation (`evaluate.memorisation`: memorisation.csv, memorisation.png), each with a
+    table in the report.
 
     `data` is the DataConfig both cohorts are read with (same size and intensity scaling);
     `segmenter` (a trained Segmenter) adds the segmentation net's Dice and encoder distance.
@@ -250,7 +252,6 @@ def image_report(
     """
     import torch
 
-    from radiogenomics import pl
     from radiogenomics.data.dataset import image_rows, load_images
     from radiogenomics.evaluate.images import evaluate_images
 
@@ -285,32 +286,35 @@ def image_report(
     if whole and "dice" in table:
         table = table.drop(columns="dice")
     atomic_write(out / "metrics.csv", lambda tmp: table.to_csv(tmp))
-    for name, cohort in (("real", real), ("synthetic", synthetic)):
-        images, masks = loaded[name]
-        sub = cohort[image_rows(cohort, need_mask=True)]
-        pl.patients(
-            sub,
-            images=images.numpy(),
-            masks=masks.numpy(),
-            seed=seed,
-            save=out / f"{name}_samples.png",
-        )
+    figures.sample_grids(
+        real[image_rows(real, need_mask=True)], *loaded["real"],
+        synthetic[image_rows(synthetic, need_mask=True)], *loaded["synthetic"], out, seed=seed,
+    )  # fmt: skip
     paths = {
         "Real held-out patients": out / "real_samples.png",
         "Synthetic patients": out / "synthetic_samples.png",
     }
     extra = {}
     if train is not None:
-        from radiogenomics.evaluate.privacy import image_records
+        from radiogenomics.evaluate.privacy import image_memorisation, image_records
 
+        loaded["train"] = load_images(
+            train, data, image_rows(train, need_mask=True), progress=progress
+        )
         feats = {
-            "train": image_records(train, data, whole=whole, progress=progress),
+            "train": image_records(train, data, whole=whole, loaded=loaded["train"]),
             "heldout": image_records(real, data, whole=whole, loaded=loaded["real"]),
             "synthetic": image_records(synthetic, data, whole=whole, loaded=loaded["synthetic"]),
         }
         if (private := privacy_part(train, real, synthetic, out, features=feats)) is not None:
             extra["Privacy (image features: DCR, membership inference)"] = private[0]
             paths["Privacy: distance to the closest training record"] = private[1]
+        cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
+        named = {"train": "train", "heldout": "real", "synthetic": "synthetic"}
+        _, memo = image_memorisation(cohorts, {k: loaded[v] for k, v in named.items()}, out)
+        if memo is not None:
+            extra["Image memorisation (per image: memorisation.csv)"] = memo[0]
+            paths["Privacy: synthetic images nearest their training image"] = memo[1]
     n_real, n_synth = len(loaded["real"][0]), len(loaded["synthetic"][0])
     report = figures.write_report(
         table.round(4),

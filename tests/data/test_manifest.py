@@ -653,3 +653,16 @@ def test_non_numeric_numeric_covariate_names_patient_and_value(tmp_path):
         CohortError, match=r"numeric covariate 'age' has non-numeric values.*P-002.*'old'"
     ):
         build_cohort(manifest)
+
+
+def test_channel_names_are_recorded_and_checked_against_the_images(tmp_path):
+    manifest, _ = _tables_manifest(tmp_path, "npy", 2)
+    spec = yaml.safe_load(manifest.read_text())
+    spec["images"]["channel_names"] = ["FLAIR"]
+    adata = build_cohort(_write_yaml(manifest, spec))
+    assert adata.uns[K.UNS][K.CHANNEL_NAMES] == ["FLAIR"]
+    validate_cohort(adata, check_files=True, progress=False)  # one channel, one name
+    spec["images"]["channel_names"] = ["pre-contrast", "FLAIR"]
+    adata = build_cohort(_write_yaml(manifest, spec))
+    with pytest.raises(CohortError, match="channel_names'] names 2 channel"):
+        validate_cohort(adata, check_files=True, progress=False)

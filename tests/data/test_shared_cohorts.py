@@ -157,6 +157,8 @@ def test_tcga_lgg_paired(prepared, tmp_path):
     assert {"IDH1", "TP53", "ATRX", "EGFR"} <= set(adata.var_names)
     assert list(back.uns[K.UNS][K.IMAGE_SIZE]) == [256, 256]
     assert back.uns[K.UNS][K.CHANNELS] == 3
+    names = [str(n) for n in back.uns[K.UNS][K.CHANNEL_NAMES]]  # the figures' panel titles
+    assert names == ["pre-contrast", "FLAIR", "post-contrast"]
     assert vocab(adata, "sex") == ["female", "male"]
     assert vocab(adata, "grade") == ["G2", "G3"]
     assert vocab(adata, "coc_cluster") == ["coc1", "coc2", "coc3"]

@@ -167,6 +167,9 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
     for score in ("distance_ratio", "dendrogram_ratio", "std_ratio", "detection_auc"):
         assert isinstance(metrics[f"gene_{score}_beats_gaussian"], bool), score
     assert "the multivariate Gaussian" in printed
+    # the images are the held-out ones, no copies of training images
+    assert metrics["image_memorisation_flag"] is False
+    assert metrics["image_near_copy_share"] == 0.0
     assert metrics["map_rank_correlation"] == pytest.approx(metrics["map_reference_heldout"])
     assert -1 <= metrics["map_reference_halves"] <= 1
     assert "map_metagenes_rank_correlation" in metrics and "map_auroc_real" in metrics
@@ -178,12 +181,14 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
     assert "privacy (joint): membership AUC" in html and "maps: rank correlation" in html
     sources = re.findall(r'<img src="([^"]+)"', html)
     assert len(sources) >= 12 and "loss_curves.png" in " ".join(sources)
-    for fig in ("privacy/dcr.png", "maps/real_map.png", "maps/synthetic_map.png",
+    assert "images: share of near-copies of training images" in html
+    for fig in ("privacy/dcr.png", "privacy/memorisation.png", "maps/real_map.png", "maps/synthetic_map.png",
                 "maps/effects.png"):  # fmt: skip
         assert fig in sources, fig
     for src in sources:
         assert (out / src).is_file() and (out / src).stat().st_size > 1000, src
     assert str(out / "privacy" / "privacy.csv") in printed
+    assert str(out / "privacy" / "memorisation.csv") in printed
     assert (out / "pairs" / "consistency.csv").is_file()
     assert (out / "pairs" / "phantom_associations.csv").is_file()
 

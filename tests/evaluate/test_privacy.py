@@ -166,6 +166,11 @@ def test_the_paired_reports_privacy_and_map_parts(on_disk):
     for kind in ("expression", "image", "joint"):
         assert metrics[f"privacy_{kind}_flag"], kind
         assert metrics[f"privacy_{kind}_mia_auc"] > 0.95
+    # the copies' images are the training images' files: every one a near-copy
+    assert metrics["image_memorisation_flag"] and metrics["privacy_flag"]
+    assert metrics["image_near_copy_share"] == 1.0
+    assert metrics["image_memorisation_ratio"] < 0.01
+    assert out / "privacy" / "memorisation.png" in private.figures.values()
     for key in ("map_rank_correlation", "map_reference_heldout", "map_reference_halves",
                 "map_rank_correlation_halves", "map_metagenes_rank_correlation",
                 "map_auroc_real", "map_auroc_synthetic"):  # fmt: skip
@@ -204,4 +209,7 @@ def test_the_image_report_flags_the_copy(on_disk):
     table = pd.read_csv(root / "images" / "privacy.csv", index_col=0)
     assert list(table.index) == ["image"] and table.loc["image", "flag"]
     assert table.loc["image", "mia_auc"] == 1.0 and table.loc["image", "dcr_ratio"] == 0.0
-    assert "dcr.png" in report.read_text()
+    assert "dcr.png" in report.read_text() and "memorisation.png" in report.read_text()
+    memo = pd.read_csv(root / "images" / "memorisation_scores.csv", index_col=0)["value"]
+    assert memo["image_memorisation_flag"] == "True"
+    assert float(memo["image_near_copy_share"]) == 1.0
