@@ -379,7 +379,7 @@ def validate_cohort(
     }
     slice_axis = rg.get(K.SLICE_AXIS)
     if slice_axis is not None and (
-        summary["spatial_dims"] != 2 or int(slice_axis) not in (0, 1, 2)
+        summary["spatial_dims"] != 2 or str(slice_axis) not in ("0", "1", "2")
     ):
         problems.append(
             f"uns['rg']['slice_axis'] is {slice_axis!r}: a cohort of slice stacks has "

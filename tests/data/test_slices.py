@@ -173,3 +173,15 @@ def test_manifest_declares_the_slice_axis(cohort_dir):
     manifest.write_text("slice_axis: 3\n")
     with pytest.raises(ValueError, match="slice_axis"):
         build_cohort(manifest)
+
+
+def test_plots_show_each_patients_evaluation_slice(stacked_cohort):
+    from radiogenomics import pl
+    from radiogenomics.pl import _patient_files
+
+    image, mask = _patient_files(stacked_cohort, 7, 2)
+    k = evaluation_slice("P007", 5)
+    assert image.shape == (3, 16, 16) and mask.shape == (1, 16, 16)
+    assert round(float(image[0, 0, 0]) * 1000) == 70 + k
+    fig = pl.patients(stacked_cohort, 4, seed=0)
+    assert len([ax for ax in fig.axes if ax.images]) == 4
