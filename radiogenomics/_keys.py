@@ -9,6 +9,9 @@ HAS_MASK = "has_mask"
 # obs: voxel spacing of the patient's image on the cohort's grid (uns image_size), as text
 # "0.5,0.7,2" ("" when unknown); uns[UNS][SPACING]: the cohort default, a list of floats
 SPACING = "spacing"
+# obs: how many 2D slices the patient's image file stacks (a cohort with uns[UNS][SLICE_AXIS]);
+# recorded by validate_cohort
+N_SLICES = "n_slices"
 
 # uns: the setup dictionary, h5ad-writable
 UNS = "rg"
@@ -23,6 +26,9 @@ CATEGORICAL = "categorical"
 NUMERIC = "numeric"
 GENE_STATS = "gene_stats"
 MASK_LABELS = "mask_labels"
+# the spatial axis (0, 1 or 2, after the channel axis) along which every image and mask file of
+# a 2D cohort stacks its slices; absent or None: each file holds one image (docs/data.md)
+SLICE_AXIS = "slice_axis"
 PROVENANCE = "provenance"
 # Set by read_cohort from the h5ad's folder; never written, so a cohort stays relocatable.
 ROOT = "root"

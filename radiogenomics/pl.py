@@ -14,8 +14,8 @@ from matplotlib.figure import Figure
 
 from radiogenomics import _keys as K
 from radiogenomics._display import channel_names, display_slice, draw_channels, intensity_window
-from radiogenomics.data.cohort import covariate_keys, resolve
-from radiogenomics.data.io import load_image
+from radiogenomics.data.cohort import covariate_keys, resolve, slice_axis_of
+from radiogenomics.data.io import load_image, read_slices
 
 LEARNED_METHODS = ("finite-difference", "autograd", "gene-swap")  # radiomap.learned's
 
@@ -88,13 +88,7 @@ def patients(
             image = images[r]
             mask = masks[r] if masks is not None else None
         else:
-            image = load_image(resolve(adata, adata.obs[K.IMAGE].iat[r]), spatial_dims)
-            has_mask = adata.obs[K.HAS_MASK].iat[r]
-            mask = (
-                load_image(resolve(adata, adata.obs[K.MASK].iat[r]), spatial_dims)
-                if has_mask
-                else None
-            )
+            image, mask = _patient_files(adata, r, spatial_dims)
         shown.append(display_slice(image, mask))
     n_channels = shown[0][0].shape[0]
     if window is not None and np.shape(window) != (n_channels, 2):
@@ -125,6 +119,24 @@ def patients(
     )
     fig.tight_layout()
     return _finish(fig, save)
+
+
+def _patient_files(adata: ad.AnnData, r: int, spatial_dims: int):
+    """(image, mask or None) of cohort row `r` as files hold them; of a slice stack, the
+    patient's evaluation slice (`data.dataset.evaluation_slice`)."""
+    from radiogenomics.data.dataset import evaluation_slice  # MONAI: imported when needed
+
+    axis = slice_axis_of(adata)
+    paths = [adata.obs[K.IMAGE].iat[r]]
+    if adata.obs[K.HAS_MASK].iat[r]:
+        paths.append(adata.obs[K.MASK].iat[r])
+    if axis is None:
+        arrays = [load_image(resolve(adata, p), spatial_dims) for p in paths]
+    else:
+        stacks = [read_slices(resolve(adata, p), axis)[0] for p in paths]
+        k = evaluation_slice(adata.obs_names[r], len(stacks[0]))
+        arrays = [stack[k] for stack in stacks]
+    return arrays[0], (arrays[1] if len(arrays) > 1 else None)
 
 
 def truth_map(adata: ad.AnnData, *, save: str | Path | None = None):

@@ -79,3 +79,65 @@ def phantom_cohort(_phantom_cohort) -> ad.AnnData:
     """The same phantom written to disk (h5ad + NIfTI files) and read back, this module's own
     read-only copy."""
     return frozen(_phantom_cohort)
+
+
+# --------------------------------------------------------------------------------------------
+# a cohort of slice stacks (docs/data.md, "Slice stacks")
+
+STACK_SLICES = [1, 2, 3, 4, 3, 1, 2, 5, 3, 2, 4, 1]  # per patient: 31 slices of 12 patients
+
+
+def write_stacked_cohort(folder, slices=STACK_SLICES, *, size: int = 16, channels: int = 3,
+                         n_genes: int = 6, seed: int = 0):  # fmt: skip
+    """A small 2D cohort whose image and mask files are NIfTI stacks `(H, W, S, C)` (slice_axis
+    2), written into `folder`; returns the path of its validated `cohort.h5ad`.
+
+    Patient i is 'P00i'; its slice s has a disc lesion and the marker `(10 i + s) / 1000` in
+    pixel (0, 0) of every channel (read back in [-1, 1] with data.intensity=fixed), so a test
+    can tell which patient and slice an image came from. Expression: `n_genes` genes whose
+    first one is the patient's number, the rest noise; covariate `sex`."""
+    import pandas as pd
+
+    from radiogenomics.data.cohort import make_cohort, validate_cohort
+    from radiogenomics.data.h5ad import write_cohort
+    from radiogenomics.data.io import save_image
+
+    rng = np.random.default_rng(seed)
+    ids = [f"P{i:03d}" for i in range(len(slices))]
+    yy, xx = np.mgrid[:size, :size]
+    rows = {}
+    for i, (pid, n) in enumerate(zip(ids, slices, strict=True)):
+        image = rng.uniform(0.2, 0.6, (channels, size, size, n)).astype(np.float32)
+        mask = np.zeros((1, size, size, n), np.uint8)
+        for s in range(n):
+            r = 2 + (i + s) % 4
+            disc = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= r * r
+            mask[0, :, :, s] = disc
+            image[:, disc, s] += 0.3
+            image[:, 0, 0, s] = (10 * i + s) / 1000
+        save_image(image, folder / "images" / f"{pid}.nii.gz")
+        save_image(mask, folder / "masks" / f"{pid}.nii.gz")
+        rows[pid] = {"image": f"images/{pid}.nii.gz", "mask": f"masks/{pid}.nii.gz",
+                     "sex": "F" if i % 2 else "M"}  # fmt: skip
+    expression = pd.DataFrame(
+        rng.normal(size=(len(ids), n_genes)), index=ids, columns=[f"G{g}" for g in range(n_genes)]
+    )
+    expression["G0"] = np.arange(len(ids), dtype=float)
+    adata = make_cohort(
+        expression, pd.DataFrame.from_dict(rows, orient="index"), categorical=["sex"],
+        slice_axis=2,
+    )  # fmt: skip
+    adata.uns["rg"]["root"] = str(folder)
+    validate_cohort(adata, progress=False)
+    return write_cohort(adata, folder / "cohort.h5ad")
+
+
+@pytest.fixture(scope="session")
+def _stacked_cohort(tmp_path_factory) -> ad.AnnData:
+    return read_cohort(write_stacked_cohort(tmp_path_factory.mktemp("stacked")))
+
+
+@pytest.fixture(scope="module")
+def stacked_cohort(_stacked_cohort) -> ad.AnnData:
+    """A cohort of slice stacks (`write_stacked_cohort`), this module's own read-only copy."""
+    return frozen(_stacked_cohort)

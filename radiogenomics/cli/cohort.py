@@ -86,6 +86,7 @@ def _setup(args, progress: bool) -> int:
         numeric=names(args.numeric),
         image_key=args.image_key,
         mask_key=args.mask_key,
+        slice_axis=args.slice_axis,
         provenance={"setup_from": args.h5ad.resolve()},
     )
     return _validated_write(adata, args, progress)
@@ -153,6 +154,6 @@ def _merge(args, progress: bool) -> int:
 def _prepare_shared(args, progress: bool) -> int:
     from radiogenomics.data.shared import prepare_shared
 
-    out = prepare_shared(args.name, args.data_dir, args.out, progress=progress)
+    out = prepare_shared(args.name, args.data_dir, args.out, progress=progress, slices=args.slices)
     say(f"prepared {args.name}", out)
     return 0

@@ -164,6 +164,14 @@ def _add_setup(csub) -> None:
     p.add_argument("--mask-key", default=None, metavar="COL", help="obs column of mask paths")
     p.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None)
     p.add_argument(
+        "--slice-axis",
+        type=int,
+        choices=(0, 1, 2),
+        default=None,
+        help="the image and mask files stack 2D slices along this spatial axis (2: the axial "
+        "slices of a NIfTI volume); each slice is one image of its patient (docs/data.md)",
+    )
+    p.add_argument(
         "--no-check-files", action="store_true", help="skip reading every image and mask"
     )
 
@@ -232,6 +240,14 @@ def _add_prepare_shared(csub) -> None:
         type=Path,
         default=None,
         help="the shared data folder (default: ../shared/data)",
+    )
+    p.add_argument(
+        "--slices",
+        choices=("largest", "all"),
+        default="largest",
+        help="tcga-lgg: one slice per patient, the largest tumour area, as PNG (default; for "
+        "tcga_lgg_110/_paired.yaml), or every tumour slice, one NIfTI stack per patient (for "
+        "tcga_lgg_slices.yaml)",
     )
 
 

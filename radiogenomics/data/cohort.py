@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from radiogenomics import _keys as K
 from radiogenomics._version import __version__
-from radiogenomics.data.io import read_image
+from radiogenomics.data.io import read_image, read_slices
 from radiogenomics.data.spacing import record_spacing
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,14 @@ def make_cohort(
     categorical: list[str] | tuple = (),
     numeric: list[str] | tuple = (),
     provenance: dict | None = None,
+    slice_axis: int | None = None,
 ) -> ad.AnnData:
     """Assemble a cohort from an expression table (patients x genes) and a per-patient table.
 
     `obs` is indexed by patient id and may hold `image`/`mask` path columns and covariates.
     Patients in `obs` but not in `expression` get NaN rows and `has_expression=False`; patients
-    in `expression` but not in `obs` are added. The setup is written with `setup_cohort`.
+    in `expression` but not in `obs` are added. The setup is written with `setup_cohort`
+    (`slice_axis`: the image files stack 2D slices along this axis, see there).
     """
     obs = obs.copy()
     obs.index = obs.index.astype(str)
@@ -86,6 +88,7 @@ def make_cohort(
         categorical=categorical,
         numeric=numeric,
         provenance=provenance,
+        slice_axis=slice_axis,
     )
     return adata
 
@@ -105,6 +108,7 @@ def setup_cohort(
     image_key: str | None = None,
     mask_key: str | None = None,
     provenance: dict | None = None,
+    slice_axis: int | None = None,
 ) -> ad.AnnData:
     """Set an AnnData up as a cohort: write `uns["rg"]` (covariate vocabularies and statistics,
     spatial_dims, provenance) and the modality flags, in place.
@@ -131,6 +135,11 @@ def setup_cohort(
         (None: those columns, where present).
     provenance
         Entries added to `uns["rg"]["provenance"]` (values as strings).
+    slice_axis
+        0, 1 or 2: every image and mask file stacks 2D slices along this spatial axis of the
+        file (2: the axial slices of a NIfTI volume), each slice one training image of its
+        patient (`uns["rg"]["slice_axis"]`; needs spatial_dims 2). None: keep the stored
+        setting (absent: one image per file).
 
     Returns
     -------
@@ -214,6 +223,13 @@ def setup_cohort(
     for col in (K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK):
         obs[col] = obs[col].astype(bool)
     rg[K.SPATIAL_DIMS] = spatial_dims
+    if slice_axis is not None:
+        if slice_axis not in (0, 1, 2) or spatial_dims != 2:
+            raise CohortError(
+                f"slice_axis={slice_axis!r}: a cohort of slice stacks has spatial_dims 2 (got "
+                f"{spatial_dims}) and a slice_axis of 0, 1 or 2 (a spatial axis of its files)"
+            )
+        rg[K.SLICE_AXIS] = int(slice_axis)
     rg[K.COVARIATES] = {K.CATEGORICAL: cov_cat, K.NUMERIC: cov_num}
     prov = dict(rg.get(K.PROVENANCE, {}))
     prov.setdefault(
@@ -297,8 +313,10 @@ def validate_cohort(
     Checks: unique patient ids, numeric finite expression for patients flagged with expression,
     declared covariates present with their vocabularies, image/mask files present and readable
     with `spatial_dims` spatial axes, masks with the image's spatial shape and integer labels.
-    With `check_files`, also records `image_size`, `channels` and mask labels in `uns["rg"]`.
-    Returns a summary dict.
+    In a cohort of slice stacks (`uns["rg"]["slice_axis"]`), each mask stacks as many slices
+    as its image. With `check_files`, also records `image_size`, `channels` and mask labels in
+    `uns["rg"]` (and each patient's slice count in `obs["n_slices"]`). Returns a summary dict
+    (with `slices` and `slices_per_patient` for a cohort of slice stacks).
     """
     if K.UNS not in adata.uns:
         raise CohortError(
@@ -359,6 +377,15 @@ def validate_cohort(
         "paired": int((flags[K.HAS_EXPRESSION] & flags[K.HAS_IMAGE]).sum()),
         "spatial_dims": int(rg.get(K.SPATIAL_DIMS, 2)),
     }
+    slice_axis = rg.get(K.SLICE_AXIS)
+    if slice_axis is not None and (
+        summary["spatial_dims"] != 2 or str(slice_axis) not in ("0", "1", "2")
+    ):
+        problems.append(
+            f"uns['rg']['slice_axis'] is {slice_axis!r}: a cohort of slice stacks has "
+            f"spatial_dims 2 (it has {summary['spatial_dims']}) and a slice_axis of 0, 1 or 2"
+        )
+        check_files = False  # the files cannot be read as stacks of such a setup
     if check_files and summary["with_image"] + summary["with_mask"]:
         problems += _check_files(adata, flags, root, progress, summary)
     _fail(problems, "cohort validation failed")
@@ -376,9 +403,28 @@ def _missing_covariate(adata, key: str, flags: dict) -> list[str]:
     ]
 
 
+def slice_axis_of(adata_or_rg) -> int | None:
+    """The axis along which a cohort's files stack 2D slices (`uns["rg"]["slice_axis"]`), or
+    None for a cohort of one image per file."""
+    rg = adata_or_rg.uns.get(K.UNS, {}) if hasattr(adata_or_rg, "uns") else adata_or_rg
+    axis = rg.get(K.SLICE_AXIS)
+    return None if axis is None else int(axis)
+
+
+def _read(path, spatial_dims: int, slice_axis: int | None):
+    """A file as `(C, *spatial)`, or a stack as `(C, S, H, W)`, with its spacing."""
+    if slice_axis is None:
+        return read_image(path, spatial_dims)
+    stack, spacing = read_slices(path, slice_axis)
+    return np.moveaxis(stack, 0, 1), spacing
+
+
 def _check_files(adata, flags, root, progress, summary) -> list[str]:
     rg = adata.uns[K.UNS]
     spatial_dims = int(rg.get(K.SPATIAL_DIMS, 2))
+    slice_axis = slice_axis_of(rg)
+    first = 1 if slice_axis is None else 2  # where the spatial axes of what `_read` gives begin
+    n_slices: dict[str, int] = {}
     obs = adata.obs
     problems: list[str] = []
     shapes: Counter = Counter()
@@ -398,7 +444,7 @@ def _check_files(adata, flags, root, progress, summary) -> list[str]:
                 continue  # a flag without a path is reported above
             path = resolve(adata, row[col], root)
             try:
-                arr, spacing = read_image(path, spatial_dims)
+                arr, spacing = _read(path, spatial_dims, slice_axis)
             except (OSError, ValueError) as err:
                 problems.append(f"patient '{pid}', {col} {path}: {err}")
                 continue
@@ -410,21 +456,30 @@ def _check_files(adata, flags, root, progress, summary) -> list[str]:
                 continue
             if col == K.IMAGE:
                 image = arr
-                seen[pid] = (arr.shape[0], row[col], tuple(arr.shape[1:]), spacing)
+                seen[pid] = (arr.shape[0], row[col], tuple(arr.shape[first:]), spacing)
+                if slice_axis is not None:
+                    n_slices[pid] = int(arr.shape[1])
             else:
                 mask = arr
         if image is not None:
-            shapes[tuple(image.shape[1:])] += 1
+            shapes[tuple(image.shape[first:])] += 1
             channels[image.shape[0]] += 1
         if mask is not None:
             if mask.shape[0] != 1:
                 problems.append(
                     f"patient '{pid}': mask {row[K.MASK]} has {mask.shape[0]} channels; a mask has one"
                 )
-            if image is not None and mask.shape[1:] != image.shape[1:]:
+            if slice_axis is not None and image is not None and mask.shape[1] != image.shape[1]:
                 problems.append(
-                    f"patient '{pid}': image {row[K.IMAGE]} has spatial shape {tuple(image.shape[1:])} "
-                    f"but mask {row[K.MASK]} has {tuple(mask.shape[1:])}"
+                    f"patient '{pid}': image {row[K.IMAGE]} stacks {image.shape[1]} slices but "
+                    f"mask {row[K.MASK]} stacks {mask.shape[1]} (slice_axis {slice_axis}); "
+                    "every slice needs its mask"
+                )
+            elif image is not None and mask.shape[first:] != image.shape[first:]:
+                problems.append(
+                    f"patient '{pid}': image {row[K.IMAGE]} has spatial shape "
+                    f"{tuple(image.shape[first:])} but mask {row[K.MASK]} has "
+                    f"{tuple(mask.shape[first:])}"
                 )
             # The models read a mask as lesion (> 0.5) or not: 0.5 would vanish and labels
             # {1, 2} would merge into one lesion, so only binary masks pass (0/1, or 0/255 as
@@ -466,6 +521,15 @@ def _check_files(adata, flags, root, progress, summary) -> list[str]:
     if labels:
         rg[K.MASK_LABELS] = sorted(labels)
         summary["mask_labels"] = sorted(labels)
+    if slice_axis is not None:
+        adata.obs[K.N_SLICES] = [n_slices.get(pid, 0) for pid in obs.index]
+        counts = np.array(list(n_slices.values()) or [0])
+        summary["slices"] = int(counts.sum())
+        summary["slices_per_patient"] = {
+            "min": int(counts.min()),
+            "median": float(np.median(counts)),
+            "max": int(counts.max()),
+        }
     return problems
 
 

@@ -255,7 +255,7 @@ def setup_command(path: str | Path, obs: pd.DataFrame | None = None) -> str:
 
     path = Path(path)
     obs = pd.DataFrame() if obs is None else obs
-    own = {K.IMAGE, K.MASK, K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK, K.SPACING}
+    own = {K.IMAGE, K.MASK, K.HAS_EXPRESSION, K.HAS_IMAGE, K.HAS_MASK, K.SPACING, K.N_SLICES}
     cols = [c for c in obs.columns if c not in own]
     cat = [c for c in cols if isinstance(obs[c].dtype, pd.CategoricalDtype)]
     num = [
@@ -289,6 +289,8 @@ def _loaded(adata: ad.AnnData, path: Path) -> ad.AnnData:
             rg[key] = [int(v) for v in rg[key]]
     if rg.get(K.SPACING) is not None:
         rg[K.SPACING] = [float(v) for v in rg[K.SPACING]]
+    if rg.get(K.SLICE_AXIS) is not None:
+        rg[K.SLICE_AXIS] = int(rg[K.SLICE_AXIS])
     rg[K.ROOT] = str(path.parent.resolve())
     adata.uns[K.UNS] = rg
     # h5ad stores repeated strings as categoricals; paths and spacings are text

@@ -116,6 +116,30 @@ def read_image(
     return (arr[None] if axis is None else np.moveaxis(arr, axis, 0)), spacing
 
 
+def read_slices(path: str | Path, slice_axis: int) -> tuple[np.ndarray, tuple[float, ...] | None]:
+    """A file that stacks 2D slices (a cohort with `uns["rg"]["slice_axis"]`, docs/data.md)
+    as `(S, C, H, W)`, and the spacing of the slice plane (None where the format has none).
+
+    The file is read as a 3D array, `(C, X, Y, Z)` as `read_image` gives it (a NIfTI's
+    channels from its header, NPY channel-first); `slice_axis` (0, 1 or 2) is the spatial axis
+    that runs across the slices: 2 for the axial slices of a NIfTI volume `(X, Y, Z)`. PNG
+    and TIFF hold one 2D image: reading one as a stack would turn a colour image's 3
+    channels into 3 slices, so they are refused.
+    """
+    path = Path(path)
+    if slice_axis not in (0, 1, 2):
+        raise ValueError(f"slice_axis must be 0, 1 or 2 (a spatial axis); got {slice_axis!r}")
+    if suffix_of(path) in PIL_SUFFIXES:
+        raise ValueError(
+            f"{path}: a {suffix_of(path)} file holds one 2D image, not a stack of slices; "
+            "write slice stacks as NIfTI, a DICOM folder or NPY"
+        )
+    arr, spacing = read_image(path, 3)
+    if spacing is not None:
+        spacing = tuple(v for i, v in enumerate(spacing) if i != slice_axis)
+    return np.moveaxis(arr, 1 + slice_axis, 0), spacing
+
+
 def _load_npy(path: Path) -> np.ndarray:
     # Read here rather than by MONAI's NumpyReader, which loads pickles in some MONAI versions
     # this package admits: unpickling a file from an image folder can run code.

@@ -100,6 +100,10 @@ class Manifest:
     description: str = ""
     root: str = "."
     spatial_dims: Literal[2, 3] = 2
+    # Every image and mask file stacks 2D slices along this spatial axis of the file (2: the
+    # axial slices of a NIfTI volume), each slice one image of its patient; none: one image
+    # per file. Declared, never guessed from a file's shape (docs/data.md).
+    slice_axis: Literal[0, 1, 2] | None = None
     expression: ExpressionSpec | None = None
     clinical: ClinicalSpec | None = None
     images: ImageSpec | None = None
@@ -422,6 +426,7 @@ def _build(m: Manifest, root: Path, source: Path) -> ad.AnnData:
         categorical=m.covariates.categorical,
         numeric=m.covariates.numeric,
         provenance=provenance,
+        slice_axis=m.slice_axis,
     )
     adata.uns[K.UNS][K.ROOT] = str(root)
     if m.images is not None and m.images.channel_names:

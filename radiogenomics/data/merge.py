@@ -126,6 +126,12 @@ def merge_cohorts(
             )
     if len(set(spatial.values())) > 1:
         raise CohortError(f"the inputs' images differ in spatial_dims: {spatial}")
+    stacks = {names[i]: rgs[i].get(K.SLICE_AXIS) for i in imaged}
+    if len({None if v is None else int(v) for v in stacks.values()}) > 1:
+        raise CohortError(
+            f"the inputs' image files differ in slice_axis (None: one image per file): {stacks}; "
+            "merge cohorts whose files all hold one image or all stack slices the same way"
+        )
     dims = next(iter(spatial.values())) if spatial else int(rgs[0].get(K.SPATIAL_DIMS, 2))
     gene_dims = {n: int(r.get(K.SPATIAL_DIMS, 2)) for n, r in zip(names, rgs, strict=True)}
     if not spatial and len(set(gene_dims.values())) > 1:
@@ -191,7 +197,7 @@ def merge_cohorts(
     rg: dict = {K.SPATIAL_DIMS: dims}
     if imaged:
         first = rgs[imaged[0]]
-        for key in (K.IMAGE_SIZE, K.CHANNELS, K.SPACING):
+        for key in (K.IMAGE_SIZE, K.CHANNELS, K.SPACING, K.SLICE_AXIS):
             if first.get(key) is not None:
                 rg[key] = first[key]
         labels = sorted({int(v) for i in imaged for v in rgs[i].get(K.MASK_LABELS, [])})

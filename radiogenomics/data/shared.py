@@ -1,7 +1,9 @@
 """The shared real data (`../shared/data`, see its README): find it and prepare image cohorts.
 
 The image sets there are numpy arrays (`.npz`); `prepare_shared` writes them out as PNG files plus
-an image table, so that a manifest in `data_manifests/` can build a cohort from them. The prepared
+an image table, so that a manifest in `data_manifests/` can build a cohort from them; with
+`slices="all"`, TCGA-LGG's every tumour slice, as one NIfTI stack per patient (the cohort of
+`data_manifests/tcga_lgg_slices.yaml`, which declares `slice_axis: 2`). The prepared
 folder is self-contained: images, masks, `images.csv`, and copies of the small tables the manifest
 reads (with `SOURCE.txt`, which carries the licence terms). Expression-only sets (TCGA-GBM, NSCLC)
 need no preparation: their manifests read the shared files directly.
@@ -49,6 +51,8 @@ DATASETS = {
     # normal-tissue windows from the lesion-free films: the negatives of the lesion classifier
     "mini-mias-normal": ("mini-mias", "mias_full_256.npz", ["SOURCE.txt", "Licence.txt"]),
 }
+# name -> the npz with every tumour-bearing slice (prepare_shared's slices="all")
+SLICE_SETS = {"tcga-lgg": "lgg_tumour_slices_128.npz"}
 NORMAL_WINDOW = 64  # 64 px of the 256 film = the 51 mm field of a 128 px lesion crop
 NORMAL_PER_FILM = 2
 NORMAL_INSET = 10  # px; matches the lesion crops' share of air (see _normal_rows)
@@ -56,17 +60,36 @@ IMAGE_TABLE = "images.csv"
 
 
 def prepare_shared(
-    name: str, data_dir: str | Path | None, out_dir: str | Path, progress: bool = True
+    name: str,
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    progress: bool = True,
+    *,
+    slices: str = "largest",
 ) -> Path:
     """Write a shared image set as PNG images and masks plus `images.csv`; return `out_dir`.
 
     `data_dir` is the shared data folder (or the data set's own folder; None: `SHARED_DATA`).
     `images.csv` has columns id, image, mask (paths relative to `out_dir`) and, for mini-MIAS,
     the lesion annotations. Running it again overwrites the files; every write is atomic.
+    `slices` (TCGA-LGG): "largest", one slice per patient, the one with the largest tumour
+    area, at 256x256 (what the 110-patient manifests read); "all", every tumour-bearing slice
+    (128x128, 1373 of the 110 patients), one stack per patient as NIfTI `(H, W, S, C)` with a
+    mask stack `(H, W, S)` (slice_axis 2), and `images.csv` also has `n_slices` and
+    `slice_index` (the slices' positions in the patient's scan).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown shared data set {name!r}; choose one of {sorted(DATASETS)}")
+    if slices not in ("largest", "all"):
+        raise ValueError(f"slices must be 'largest' or 'all'; got {slices!r}")
+    if slices == "all" and name not in SLICE_SETS:
+        raise ValueError(
+            f"slices='all': only {sorted(SLICE_SETS)} has stacks of slices; {name} has one "
+            "image per row"
+        )
     folder, npz, tables = DATASETS[name]
+    if slices == "all":
+        npz = SLICE_SETS[name]
     data_dir = Path(SHARED_DATA if data_dir is None else data_dir)
     source = data_dir / folder if (data_dir / folder).is_dir() else data_dir
     for file in [npz, *tables]:
@@ -75,13 +98,19 @@ def prepare_shared(
     out_dir = Path(out_dir)
     with np.load(source / npz, allow_pickle=False) as arrays:
         data = {key: arrays[key] for key in arrays.files}
-    rows_of = {"tcga-lgg": _lgg_rows, "mini-mias": _mias_rows, "mini-mias-normal": _normal_rows}
-    rows, images, masks = rows_of[name](data)
-    # images (N, H, W[, C]) -> channel-first (C, H, W); masks (N, H, W) -> (1, H, W)
-    for i, row in enumerate(tqdm(rows, desc=f"writing {name}", disable=not progress)):
-        image = images[i][None] if images.ndim == 3 else np.moveaxis(images[i], -1, 0)
+    if slices == "all":
+        rows, images, masks = _lgg_stacks(data)
+    else:
+        rows_of = {"tcga-lgg": _lgg_rows, "mini-mias": _mias_rows, "mini-mias-normal": _normal_rows}
+        rows, images, masks = rows_of[name](data)
+        # images (N, H, W[, C]) -> channel-first (C, H, W); masks (N, H, W) -> (1, H, W)
+        images = [x[None] if x.ndim == 2 else np.moveaxis(x, -1, 0) for x in images]
+        masks = [m[None].astype(np.uint8) for m in masks]
+    for row, image, mask in zip(
+        tqdm(rows, desc=f"writing {name}", disable=not progress), images, masks, strict=True
+    ):
         save_image(image, out_dir / row["image"])
-        save_image(masks[i][None].astype(np.uint8), out_dir / row["mask"])
+        save_image(mask, out_dir / row["mask"])
     for file in tables:
         atomic_write(out_dir / file, lambda tmp, src=source / file: shutil.copyfile(src, tmp))
     atomic_write_text(out_dir / IMAGE_TABLE, pd.DataFrame(rows).to_csv(index=False))
@@ -96,6 +125,28 @@ def _lgg_rows(data: dict):
         for pid in map(str, data["patient"])
     ]
     return rows, data["images"], data["masks"]
+
+
+def _lgg_stacks(data: dict):
+    """One stack per patient of every tumour slice, in scan order: images (C, H, W, S) and
+    masks (1, H, W, S) uint8 (slice_axis 2), patients in the npz's order."""
+    patients = [str(p) for p in data["patient"]]
+    rows, images, masks = [], [], []
+    for pid in dict.fromkeys(patients):
+        at = np.flatnonzero(np.asarray(patients) == pid)
+        at = at[np.argsort(data["slice_index"][at], kind="stable")]
+        rows.append(
+            {
+                "id": pid,
+                "image": f"images/{pid}.nii.gz",
+                "mask": f"masks/{pid}.nii.gz",
+                "n_slices": len(at),
+                "slice_index": ",".join(str(int(k)) for k in data["slice_index"][at]),
+            }
+        )
+        images.append(np.moveaxis(data["images"][at], 0, -1).transpose(2, 0, 1, 3))
+        masks.append(np.moveaxis(data["masks"][at], 0, -1)[None].astype(np.uint8))
+    return rows, images, masks
 
 
 def _subject(refnum: str) -> str:

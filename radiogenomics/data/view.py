@@ -5,6 +5,7 @@
     view.has_expression  # (n,) bool, and has_image, has_mask
     codes, numeric = view.covariates(rows)             # embedded and standardised covariates
     images, masks = view.images(rows, data_cfg)        # MONAI-loaded, in memory
+    images, masks, owner = view.slices(rows, data_cfg) # every slice of slice stacks
 
 The scaler is the cohort's `uns["rg"]["gene_stats"]` (`pp.standardize`); for a cohort without
 one, the view fits its own on every patient with expression, and keeps it (`view.scaler`, which
@@ -166,6 +167,13 @@ class CohortView:
         from radiogenomics.data.dataset import load_images
 
         return load_images(self.adata, data_cfg, rows, progress=progress)
+
+    def slices(self, rows, data_cfg, *, progress: bool = False):
+        """Every slice of rows `rows` (`data.dataset.load_slices`): images `(M, C, *spatial)`,
+        masks `(M, 1, *spatial)` and each slice's position in `rows`."""
+        from radiogenomics.data.dataset import load_slices
+
+        return load_slices(self.adata, data_cfg, rows, progress=progress)
 
     def digest(self, rows) -> str:
         """A hash of the ids of rows `rows`: what a resumed run must train on again."""

@@ -316,11 +316,16 @@ def image_report(
             extra["Image memorisation (per image: memorisation.csv)"] = memo[0]
             paths["Privacy: synthetic images nearest their training image"] = memo[1]
     n_real, n_synth = len(loaded["real"][0]), len(loaded["synthetic"][0])
+    stacks = ""
+    if K.N_SLICES in real.obs and real.uns.get(K.UNS, {}).get(K.SLICE_AXIS) is not None:
+        # a cohort of slice stacks: one evaluation slice per patient (docs/data.md)
+        total = int(real.obs[K.N_SLICES].sum())
+        stacks = f", one slice of each of {n_real} patients (of their {total} slices)"
     report = figures.write_report(
         table.round(4),
         paths,
         out / "report.md",
-        title=f"Image realism: {n_synth} synthetic vs {n_real} held-out real images "
+        title=f"Image realism: {n_synth} synthetic vs {n_real} held-out real images{stacks} "
         "(rows: each set against one half of the real set; 'real (reference)' is the other half)",
         tables=extra,
     )

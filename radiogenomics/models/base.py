@@ -153,6 +153,9 @@ class CohortModel:
             "scaler": None if self.scaler is None else _digest(self.scaler.to_dict()),
             "seed": self.config.seed,
         }
+        slice_axis = view.adata.uns.get(K.UNS, {}).get(K.SLICE_AXIS)
+        if slice_axis is not None:  # the same patients with one image or every slice differ
+            out["slice_axis"] = int(slice_axis)
         for name, section in sections.items():
             if dataclasses.is_dataclass(section):
                 section = {k: v for k, v in dataclasses.asdict(section).items() if k not in IGNORED}

@@ -4,6 +4,14 @@ A model builds them once from its cohort (`CohortView`) and keeps them as `gene_
 `image_data`; evaluation and the learned map read them through the models' public methods.
 Both hold the cohort's one patient split (`data.split`): `train` and `held_out` index the
 same patients for every model of a cohort and seed.
+
+A cohort of slice stacks (`uns["rg"]["slice_axis"]`, docs/data.md) stays one entry per patient
+here: `images` is each patient's evaluation slice (what held-out scores, evaluation and
+sampling in real masks read: one per patient, so their counts are patients), while training
+draws from every slice (`ImageData.slices`): a batch picks patients uniformly, then one slice
+of each uniformly. Patients, not slices, weigh the same: as on the gene side, where each
+patient is one expression profile, and as in sampling, where a synthetic patient is one slice.
+Since the split is by patient, all of a patient's slices are on its side.
 """
 
 from __future__ import annotations
@@ -46,6 +54,37 @@ class GeneData:
 
 
 @dataclass
+class Slices:
+    """The training images of some patients: every slice of each, and how to draw one.
+
+    Attributes
+    ----------
+    images, masks : torch.Tensor
+        (M, C, *S) and (M, 1, *S): the patients' slices, each patient's together.
+    first, count : torch.Tensor
+        (P,) int64: where each patient's slices start among the M, and how many it has.
+    stacked : bool
+        False for a cohort of one image per patient (then M = P, slice i is patient i).
+    """
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    first: torch.Tensor
+    count: torch.Tensor
+    stacked: bool
+
+    def draw(self, idx: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        """Slice positions (B,) for the patient positions `idx` (B,): one of each patient's
+        slices, uniformly. Without stacks it is `idx`, drawing nothing, so a cohort of one
+        image per file trains on the random stream it always did."""
+        if not self.stacked:
+            return idx
+        u = torch.rand(len(idx), generator=rng)
+        count = self.count[idx]
+        return self.first[idx] + torch.minimum((u * count).long(), count - 1)
+
+
+@dataclass
 class ImageData:
     """The image patients of a cohort (those with an image, and a mask where the model needs
     one), in memory.
@@ -57,7 +96,7 @@ class ImageData:
     rows : np.ndarray
         Their cohort rows.
     images : torch.Tensor
-        (N, C, *S) in [-1, 1].
+        (N, C, *S) in [-1, 1]; for slice stacks each patient's evaluation slice.
     masks : torch.Tensor
         (N, 1, *S) binary.
     expression : torch.Tensor
@@ -67,6 +106,10 @@ class ImageData:
         (N,) bool: which of them have expression the model reads.
     train, held_out : np.ndarray
         Positions (among these N) of the training and held-out patients.
+    slice_images, slice_masks : torch.Tensor or None
+        (M, C, *S), (M, 1, *S): every slice of a cohort of slice stacks; None otherwise.
+    slice_owner : np.ndarray or None
+        (M,) int64: the patient position (among the N) of each slice, in patient order.
     """
 
     patients: list[str]
@@ -77,6 +120,42 @@ class ImageData:
     present: torch.Tensor
     train: np.ndarray
     held_out: np.ndarray
+    slice_images: torch.Tensor | None = None
+    slice_masks: torch.Tensor | None = None
+    slice_owner: np.ndarray | None = None
+
+    @property
+    def stacked(self) -> bool:
+        """Whether the patients' images are slice stacks."""
+        return self.slice_images is not None
+
+    @property
+    def n_slices(self) -> np.ndarray:
+        """(N,) how many slices each patient has (ones without stacks)."""
+        if not self.stacked:
+            return np.ones(len(self.patients), np.int64)
+        return np.bincount(self.slice_owner, minlength=len(self.patients))
+
+    def slices(self, positions) -> Slices:
+        """Every slice of the patients at `positions` (e.g. `train`), for drawing batches:
+        `Slices.draw` maps positions into `positions` (0..P-1) to rows of its tensors."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if not self.stacked:
+            idx = torch.as_tensor(positions)
+            ones = torch.ones(len(positions), dtype=torch.long)
+            first = torch.arange(len(positions))
+            return Slices(self.images[idx], self.masks[idx], first, ones, stacked=False)
+        own = [np.flatnonzero(self.slice_owner == p) for p in positions]
+        counts = np.array([len(o) for o in own], dtype=np.int64)
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        idx = torch.as_tensor(np.concatenate([np.zeros(0, np.int64), *own]))
+        return Slices(
+            self.slice_images[idx],
+            self.slice_masks[idx],
+            torch.as_tensor(first),
+            torch.as_tensor(counts),
+            stacked=True,
+        )
 
     @classmethod
     def load(
@@ -86,8 +165,21 @@ class ImageData:
         """The image patients at cohort `rows` of a `CohortView`, their images loaded with
         `data_cfg`; `train_rows` and `held_out_rows` (cohort rows) become positions among
         them. `genes` False: no expression (a model that reads none). `shape`: the
-        (C, *S) the images must load as (ValueError showing both otherwise)."""
-        images, masks = view.images(rows, data_cfg, progress=progress)
+        (C, *S) the images must load as (ValueError showing both otherwise). A cohort of
+        slice stacks loads every slice, and each patient's evaluation slice from them."""
+        from radiogenomics.data.cohort import slice_axis_of
+        from radiogenomics.data.dataset import evaluation_slice
+
+        stack = None
+        if slice_axis_of(view.adata) is None:
+            images, masks = view.images(rows, data_cfg, progress=progress)
+        else:
+            stack = view.slices(rows, data_cfg, progress=progress)
+            counts = np.bincount(stack[2], minlength=len(rows))
+            starts = np.cumsum(counts) - counts  # a patient's slices are together
+            ids = view.ids[rows]
+            pick = [s + evaluation_slice(p, n) for p, s, n in zip(ids, starts, counts, strict=True)]
+            images, masks = stack[0][pick], stack[1][pick]
         if shape is not None and tuple(images.shape[1:]) != tuple(shape):
             raise ValueError(
                 f"the cohort's images load as {tuple(images.shape[1:])}; the model was built "
@@ -107,6 +199,9 @@ class ImageData:
             present=present,
             train=np.flatnonzero(np.isin(rows, train_rows)),
             held_out=np.flatnonzero(np.isin(rows, held_out_rows)),
+            slice_images=None if stack is None else stack[0],
+            slice_masks=None if stack is None else stack[1],
+            slice_owner=None if stack is None else stack[2],
         )
 
     def positions(self, patients) -> torch.Tensor:

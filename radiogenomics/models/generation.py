@@ -151,11 +151,15 @@ class ImageSampler:
         in a generated mask takes the training cohort's default (`uns`)."""
         out = sub.copy()
         out.obs_names = [f"{p}-syn" for p in out.obs_names]
-        out.obs = out.obs.drop(columns=[c for c in (K.IMAGE, K.MASK) if c in out.obs])
+        # one 2D image per synthetic patient, also from a cohort of slice stacks
+        own = (K.IMAGE, K.MASK, K.N_SLICES)
+        out.obs = out.obs.drop(columns=[c for c in own if c in out.obs])
         out.obs[K.HAS_IMAGE] = True
         out.obs[K.HAS_MASK] = True
         out.uns[K.UNS] = {
-            k: v for k, v in out.uns.get(K.UNS, {}).items() if k not in (K.ROOT, K.PHANTOM)
+            k: v
+            for k, v in out.uns.get(K.UNS, {}).items()
+            if k not in (K.ROOT, K.PHANTOM, K.SLICE_AXIS)
         }
         regrid(out, self.meta["image_size"])  # image_size, and each patient's spacing
         if K.SPACING in out.obs:

@@ -43,13 +43,15 @@ def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 def batch_sampler(data: ImageData, img, batch_size: int, G, C, device):
     """`draw(rng) -> ImageBatch` over the training patients of `data`: a random batch with the same left-right flip of image and mask,
     the image side `G`'s noise (`Noise.draw`), and matching-aware partners. `C`: the critic
-    side (its gene regressor decides whether read-back targets are needed)."""
+    side (its gene regressor decides whether read-back targets are needed). Patients are
+    drawn uniformly; in a cohort of slice stacks, then one slice of each (`ImageData.slices`)."""
     positions = data.train
     to = lambda t: t[positions].to(device)  # noqa: E731
-    images = channels_last(to(data.images), device)
+    slices = data.slices(positions)
+    images = channels_last(slices.images.to(device), device)
     # mask and relative depth, once: the networks would otherwise recompute the depth
     # (a distance transform) at every call; a flip keeps the depth of the flipped mask
-    masks = data.masks[positions]
+    masks = slices.masks
     masks = channels_last((mask_features(masks) if img.use_mask else masks).to(device), device)
     Z, present = to(data.expression), to(data.present)
     present_cpu = data.present[positions]
@@ -66,7 +68,8 @@ def batch_sampler(data: ImageData, img, batch_size: int, G, C, device):
     def draw(rng) -> ImageBatch:
         idx = torch.randint(n_train, (B,), generator=rng)
         i = to_device(idx, device)
-        x, m = images[i], masks[i]
+        j = i if not slices.stacked else to_device(slices.draw(idx, rng), device)
+        x, m = images[j], masks[j]
         flip = torch.rand(B, generator=rng) < 0.5  # the same left-right flip of image and mask
         if flip.any():
             f = to_device(flip, device).view(B, *[1] * (x.ndim - 1))

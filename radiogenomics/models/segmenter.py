@@ -181,8 +181,8 @@ class Segmenter(CohortModel, kind="segmentation"):
             )
         cfg, s, device, net = self.config, self.config.segment, self.device, self.net
         data = self.image_data
-        images, masks = data.images.to(device), data.masks.to(device)
-        train_pos = torch.as_tensor(data.train, device=device)
+        slices = data.slices(data.train)  # every slice of the training patients
+        images, masks = slices.images.to(device), slices.masks.to(device)
         loss_fn = DiceCELoss(sigmoid=True)
         opt = torch.optim.Adam(net.parameters(), lr=s.lr)
         settings = LoopSettings(
@@ -207,7 +207,7 @@ class Segmenter(CohortModel, kind="segmentation"):
         )
 
         def loss_step(rng):
-            x, y = self._batch(images, masks, train_pos, rng)
+            x, y = self._batch(images, masks, slices, rng)
             logits = net(x)
             loss = loss_fn(logits.float(), y)  # the loss in fp32 under bf16 autocast
             return loss, {"loss": loss.detach()}
@@ -245,13 +245,13 @@ class Segmenter(CohortModel, kind="segmentation"):
         dice, iou = self._scores(probs, data.masks[data.held_out], self.config.segment.threshold)
         return float(dice.mean()), float(iou.mean())
 
-    def _batch(self, images, masks, train_pos, rng):
-        """A random batch of training patients with flips and intensity jitter, drawn with `rng`
-        (CPU) and applied on the device: (B, C, *spatial), (B, 1, *spatial)."""
+    def _batch(self, images, masks, slices, rng):
+        """A random batch of training patients (`slices`: theirs; one slice of each for slice
+        stacks) with flips and intensity jitter, drawn with `rng` (CPU) and applied on the
+        device: (B, C, *spatial), (B, 1, *spatial)."""
         s, dims = self.config.segment, self.spatial_dims
-        idx = train_pos[
-            to_device(torch.randint(len(train_pos), (s.batch_size,), generator=rng), self.device)
-        ]
+        patients = torch.randint(len(slices.count), (s.batch_size,), generator=rng)
+        idx = to_device(slices.draw(patients, rng), self.device)
         x, y = images[idx], masks[idx]
         B = x.shape[0]
         flips = to_device(torch.rand(dims, B, generator=rng), self.device) < 0.5
@@ -395,6 +395,11 @@ class Segmenter(CohortModel, kind="segmentation"):
         relative to the cohort's root (uns['rg']['root'], else the working folder) when
         `out_dir` lies inside it, absolute otherwise. NIfTI masks get an identity affine."""
         self.check_cohort(adata)
+        if adata.uns.get(K.UNS, {}).get(K.SLICE_AXIS) is not None:
+            raise ValueError(
+                "write_masks writes one 2D mask per patient; the cohort's files stack slices "
+                "(uns['rg']['slice_axis']): segment them slice by slice with predict_tensor"
+            )
         if format not in FORMATS or format == "dicom":
             raise ValueError(
                 f"format must be one of {sorted(set(FORMATS) - {'dicom'})}; got {format!r}"

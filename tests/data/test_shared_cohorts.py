@@ -11,7 +11,7 @@ import pytest
 from radiogenomics import _keys as K
 from radiogenomics.data.cohort import split_cohort, validate_cohort
 from radiogenomics.data.h5ad import read_cohort, write_cohort
-from radiogenomics.data.io import load_image
+from radiogenomics.data.io import load_image, read_slices
 from radiogenomics.data.manifest import build_cohort, load_manifest
 from radiogenomics.data.shared import (
     ENV_VAR,
@@ -133,6 +133,7 @@ def test_manifest_roots_follow_the_convention(tmp_path):
     images = [
         ("tcga_lgg_paired", "tcga-lgg"),
         ("tcga_lgg_110", "tcga-lgg"),
+        ("tcga_lgg_slices", "tcga-lgg-slices"),
         ("mini_mias", "mini-mias"),
         ("mini_mias_normal", "mini-mias-normal"),
     ]
@@ -183,6 +184,36 @@ def test_tcga_lgg_110(prepared, tmp_path):
     assert adata.obs.loc["TCGA-HT-A61B", "sex"] == "unknown"
     assert vocab(adata, "sex") == ["female", "male", "unknown"]
     assert adata.obs["coc_cluster"].value_counts().to_dict() == {"coc1": 56, "coc3": 30, "coc2": 24}
+
+
+def test_tcga_lgg_slices(tmp_path_factory):
+    # every tumour slice: one NIfTI stack per patient, still one obs row per patient
+    out = prepare_shared(
+        "tcga-lgg", SHARED_DATA, tmp_path_factory.mktemp("slices"), progress=False, slices="all"
+    )
+    table = pd.read_csv(out / IMAGE_TABLE)
+    assert list(table.columns) == ["id", "image", "mask", "n_slices", "slice_index"]
+    assert len(table) == 110 and table["n_slices"].sum() == 1373
+    adata, back, summary = build_and_check(
+        "tcga_lgg_slices.yaml", tmp_path_factory.mktemp("c"), out
+    )
+    assert (summary["patients"], summary["paired"], summary["slices"]) == (110, 59, 1373)
+    assert summary["slices_per_patient"] == {"min": 3, "median": 11.0, "max": 37}
+    assert list(back.uns[K.UNS][K.IMAGE_SIZE]) == [128, 128] and back.uns[K.UNS][K.CHANNELS] == 3
+    assert back.uns[K.UNS][K.SLICE_AXIS] == 2
+    assert (
+        back.obs[K.N_SLICES].tolist()
+        == table.set_index("id").loc[back.obs_names, "n_slices"].tolist()
+    )
+    # the stack is the npz's slices in scan order, channels and all
+    raw = np.load(SHARED_DATA / "tcga-lgg" / "lgg_tumour_slices_128.npz")
+    at = np.flatnonzero(raw["patient"] == "TCGA-CS-4941")
+    stack, _ = read_slices(out / "images" / "TCGA-CS-4941.nii.gz", 2)
+    masks, _ = read_slices(out / "masks" / "TCGA-CS-4941.nii.gz", 2)
+    np.testing.assert_array_equal(stack, np.moveaxis(raw["images"][at], -1, 1))
+    np.testing.assert_array_equal(masks[:, 0], raw["masks"][at])
+    with pytest.raises(ValueError, match="only \\['tcga-lgg'\\] has stacks"):
+        prepare_shared("mini-mias", SHARED_DATA, out / "no", progress=False, slices="all")
 
 
 CLUSTERS = [
