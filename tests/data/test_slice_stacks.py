@@ -184,4 +184,4 @@ def test_plots_show_each_patients_evaluation_slice(stacked_cohort):
     assert image.shape == (3, 16, 16) and mask.shape == (1, 16, 16)
     assert round(float(image[0, 0, 0]) * 1000) == 70 + k
     fig = pl.patients(stacked_cohort, 4, seed=0)
-    assert len([ax for ax in fig.axes if ax.images]) == 4
+    assert len([ax for ax in fig.axes if ax.images]) == 4 * 3  # a grey panel per channel
