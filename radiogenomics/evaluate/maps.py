@@ -271,7 +271,9 @@ def privacy_and_maps(train, real, synthetic, out: Path, data_cfg, seed=0, progre
     loaded = privacy.loaded_images(cohorts, data_cfg, progress=progress)
     feats, whole = privacy.feature_records(cohorts, data_cfg, progress=progress, loaded=loaded)
     table, distances = privacy.cohort_privacy(train, real, synthetic, feats)
-    memo_metrics, memo = privacy.image_memorisation(cohorts, loaded, out / "privacy")
+    memo_metrics, memo = privacy.image_memorisation(
+        cohorts, loaded, out / "privacy", data_cfg=data_cfg
+    )
     metrics = privacy.privacy_metrics(table) | memo_metrics
     if memo_metrics:
         metrics["privacy_flag"] = bool(

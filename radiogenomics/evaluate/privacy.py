@@ -224,18 +224,30 @@ def loaded_images(cohorts: Mapping[str, ad.AnnData], data_cfg, *, progress: bool
     }
 
 
-def image_memorisation(cohorts: Mapping[str, ad.AnnData], loaded: Mapping, out: str | Path):
+def image_memorisation(
+    cohorts: Mapping[str, ad.AnnData], loaded: Mapping, out: str | Path, data_cfg=None
+):
     """`evaluate.memorisation` of the 'synthetic' cohort's images against the 'train' and
     'heldout' ones (`loaded`: {name: (images, masks)} in `image_rows` order, as
-    `loaded_images` gives them), its table and figure written into `out`. Returns (the
-    metrics `image_memorisation_*`, `image_near_copy_*`, the part for `privacy_section`), or ({}, None) when a
-    set has too few images (logged)."""
+    `loaded_images` gives them), its table and figure written into `out`. A training cohort
+    of slice stacks is compared slice by slice (read with `data_cfg`): the models learnt from
+    every slice, so a copy of any of them counts. Returns (the metrics
+    `image_memorisation_*`, `image_near_copy_*`, the part for `privacy_section`), or
+    ({}, None) when a set has too few images (logged)."""
     from radiogenomics._display import channel_names
-    from radiogenomics.data.dataset import image_rows
+    from radiogenomics.data.cohort import slice_axis_of
+    from radiogenomics.data.dataset import image_rows, load_slices
     from radiogenomics.evaluate import memorisation as memo
 
     names = ("train", "heldout", "synthetic")
-    ids = {k: cohorts[k].obs_names[image_rows(cohorts[k], need_mask=True)] for k in names}
+    rows = {k: image_rows(cohorts[k], need_mask=True) for k in names}
+    ids = {k: cohorts[k].obs_names[rows[k]] for k in names}
+    loaded = dict(loaded)
+    if data_cfg is not None and slice_axis_of(cohorts["train"]) is not None:
+        images, masks, owner = load_slices(cohorts["train"], data_cfg, rows["train"])
+        loaded["train"] = (images, masks)
+        slot = np.concatenate([np.arange((owner == i).sum()) for i in np.unique(owner)])
+        ids["train"] = [f"{ids['train'][o]}#{k}" for o, k in zip(owner, slot, strict=True)]
     images = {k: loaded[k][0] for k in names}
     try:
         scores = memo.memorisation_scores(*images.values(), ids=ids)

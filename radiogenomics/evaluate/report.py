@@ -311,7 +311,9 @@ def image_report(
             paths["Privacy: distance to the closest training record"] = private[1]
         cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
         named = {"train": "train", "heldout": "real", "synthetic": "synthetic"}
-        _, memo = image_memorisation(cohorts, {k: loaded[v] for k, v in named.items()}, out)
+        _, memo = image_memorisation(
+            cohorts, {k: loaded[v] for k, v in named.items()}, out, data_cfg=data
+        )
         if memo is not None:
             extra["Image memorisation (per image: memorisation.csv)"] = memo[0]
             paths["Privacy: synthetic images nearest their training image"] = memo[1]

@@ -164,3 +164,35 @@ def test_channel_names_of_another_length_are_refused(mri_like):
     bad.uns["rg"]["channel_names"] = ["FLAIR"]
     with pytest.raises(ValueError, match="channel_names"):
         pl.patients(bad, 2, images=images, masks=masks)
+
+
+def test_a_copy_of_any_training_slice_is_caught(stacked_cohort, tmp_path):
+    """A model learns from every slice of a stacked training cohort, so synthetic copies of
+    slices other than the patients' evaluation slices must be caught too."""
+    from radiogenomics.config import DataConfig
+    from radiogenomics.data.dataset import load_images, load_slices
+    from radiogenomics.evaluate.privacy import image_memorisation
+
+    cfg = DataConfig(intensity="fixed", a_min=0.0, a_max=1.0)
+    train, heldout = stacked_cohort[:7].copy(), stacked_cohort[7:].copy()
+    images, masks, owner = load_slices(train, cfg)
+    evaluation = load_images(train, cfg)[0]
+    # per training patient with several slices, one slice that is not its evaluation slice
+    copies = [
+        next(k for k in np.flatnonzero(owner == i) if not np.array_equal(images[k], evaluation[i]))
+        for i in np.unique(owner)
+        if (owner == i).sum() > 1
+    ]
+    synthetic = stacked_cohort[: len(copies)].copy()  # its ids only
+    loaded = {
+        "train": (evaluation, load_images(train, cfg)[1]),
+        "heldout": load_images(heldout, cfg),
+        "synthetic": (images[copies], masks[copies]),
+    }
+    cohorts = {"train": train, "heldout": heldout, "synthetic": synthetic}
+    blind, _ = image_memorisation(cohorts, loaded, tmp_path / "blind")  # evaluation slices
+    seen, _ = image_memorisation(cohorts, loaded, tmp_path / "all", data_cfg=cfg)
+    assert blind["image_near_copy_share"] == 0.0 and not blind["image_memorisation_flag"]
+    assert seen["image_near_copy_share"] == 1.0 and seen["image_memorisation_flag"]
+    table = pd.read_csv(tmp_path / "all" / "memorisation.csv", index_col=0)
+    assert table["nearest_train"].str.contains("#").all()  # a slice of a patient, named
