@@ -232,6 +232,8 @@ def _metrics(train, real, synthetic, genes, images, pairs) -> dict:
     metrics.update(
         _flat(images, "image", {"synthetic": "", BASELINE: "baseline", REFERENCE: "reference"})
     )
+    for key, value in images.attrs.get("augmentation_leak", {}).items():
+        metrics[f"image_augmentation_leak_{key}"] = value
     summary = pairs.xs(SUMMARY, level="component")[["spearman", "pearson", "r2"]]
     metrics.update(
         _flat(summary, "pair", {"synthetic": "", "real (reference)": "reference",

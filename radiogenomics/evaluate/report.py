@@ -226,6 +226,18 @@ __all__ = [
 ]
 
 
+def _augmentation_leak(loaded: dict, seed: int) -> pd.DataFrame | None:
+    """`evaluate.leak.augmentation_leak` of the loaded real and synthetic images, or None
+    where the real set is too small for it (logged)."""
+    from radiogenomics.evaluate.leak import augmentation_leak
+
+    try:
+        return augmentation_leak(*loaded["real"], *loaded["synthetic"], seed=seed)
+    except ValueError as err:
+        log.warning("no augmentation leak check: %s", err)
+        return None
+
+
 def image_report(
     real: ad.AnnData,
     synthetic: ad.AnnData,
@@ -240,7 +252,9 @@ def image_report(
     """Score a synthetic cohort's images against real held-out ones (evaluate_images): the
     synthetic set next to the region-mean baseline and the real-vs-real reference. Writes
     metrics.csv, report.md and sample grids of both sets to `out` (one grey panel per channel,
-    both sets at the real images' window). With the real `train`ing cohort, also the privacy
+    both sets at the real images' window), and the augmentation leak check
+    (`evaluate.leak`: augmentation_leak.csv; do the synthetic images show a translation,
+    brightness or contrast change that training's differentiable augmentation applied?). With the real `train`ing cohort, also the privacy
     of the image-feature records (`evaluate.privacy`: privacy.csv, dcr.png) and the images'
     memorisation (`evaluate.memorisation`: memorisation.csv, memorisation.png), each with a
     table in the report.
@@ -295,6 +309,17 @@ def image_report(
         "Synthetic patients": out / "synthetic_samples.png",
     }
     extra = {}
+    leak = _augmentation_leak(loaded, seed)
+    if leak is not None:
+        atomic_write(out / "augmentation_leak.csv", lambda tmp: leak.to_csv(tmp))
+        extra["Augmentation leak (do the synthetic images show a training augmentation?)"] = (
+            leak.round(4)
+        )
+        # the paired report's metrics read it from here
+        table.attrs["augmentation_leak"] = {
+            "max_ratio": float(leak["ratio"].max()),
+            "flag": bool(leak["flagged"].any()),
+        }
     if train is not None:
         from radiogenomics.evaluate.privacy import image_memorisation, image_records
 

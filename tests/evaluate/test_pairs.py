@@ -169,6 +169,7 @@ def test_cli_routes_paired_cohorts_to_one_report(written, tmp_path, capsys):
     assert "the multivariate Gaussian" in printed
     # the images are the held-out ones, no copies of training images
     assert metrics["image_memorisation_flag"] is False
+    assert metrics["image_augmentation_leak_flag"] is False  # real images show no augmentation
     assert metrics["image_near_copy_share"] == 0.0
     assert metrics["map_rank_correlation"] == pytest.approx(metrics["map_reference_heldout"])
     assert -1 <= metrics["map_reference_halves"] <= 1

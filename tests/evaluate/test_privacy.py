@@ -205,7 +205,11 @@ def test_the_image_report_flags_the_copy(on_disk):
 
     train, heldout, copy, root = on_disk
     data = DataConfig(spatial_dims=2, image_size=[32, 32])
-    _, report = image_report(heldout, copy, root / "images", data, train=train, progress=False)
+    scores, report = image_report(heldout, copy, root / "images", data, train=train, progress=False)
+    # copies of real images show no augmentation: the leak check runs and passes them
+    leak = pd.read_csv(root / "images" / "augmentation_leak.csv", index_col=0)
+    assert not leak["flagged"].any() and "Augmentation leak" in report.read_text()
+    assert scores.attrs["augmentation_leak"]["flag"] is False
     table = pd.read_csv(root / "images" / "privacy.csv", index_col=0)
     assert list(table.index) == ["image"] and table.loc["image", "flag"]
     assert table.loc["image", "mia_auc"] == 1.0 and table.loc["image", "dcr_ratio"] == 0.0
