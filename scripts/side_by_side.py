@@ -91,6 +91,10 @@ def main(argv=None) -> int:
     parser.add_argument("--label", required=True, help="the row's label")
     parser.add_argument("--order", type=int, default=0)
     parser.add_argument("--judge-steps", type=int, default=1000, help="the judge's U-Net steps")
+    parser.add_argument(
+        "--evaluate-only", action="store_true",
+        help="judge a finished row's synthetic patients again (keeps its run.json budget)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("side_by_side"))
     args = parser.parse_args(argv)
     if (args.train is None) != (args.test is None):
@@ -107,17 +111,24 @@ def main(argv=None) -> int:
     train, test, cohort_key = cohort_split(cfg, args.work, args)
     seg = judge(train, cfg, args.work, cohort_key, args.judge_steps)
     out = args.work / "runs" / args.name
-    model = CohortModel.registry[cfg.model](train, cfg, progress=False)
-    wall, cpu = time.perf_counter(), time.process_time()
-    model.train(run_dir=out / "run", progress=True)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    path = model.sample(args.n, seed=cfg.seed).write(out / "synthetic", overwrite=True)
-    data_cfg = dataclasses.replace(cfg.data, image_size=list(model.meta["image_size"]))
+    dest = ROOT / "docs" / "results" / args.name
+    if args.evaluate_only:  # a finished row judged again by today's evaluation
+        earlier = json.loads((dest / "run.json").read_text())
+        wall, cpu = earlier["wall_s"], earlier["cpu_s"]
+        path = out / "synthetic" / "cohort.h5ad"
+        size = read_cohort(path).uns["rg"]["image_size"]
+    else:
+        model = CohortModel.registry[cfg.model](train, cfg, progress=False)
+        wall, cpu = time.perf_counter(), time.process_time()
+        model.train(run_dir=out / "run", progress=True)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        path = model.sample(args.n, seed=cfg.seed).write(out / "synthetic", overwrite=True)
+        size = model.meta["image_size"]
+    data_cfg = dataclasses.replace(cfg.data, image_size=[int(s) for s in size])
     metrics, _ = paired_report(
         train, test, read_cohort(path), out / "report", data_cfg, covariate=args.covariate,
         log_csv=out / "run" / "log.csv", segmenter=seg, seed=cfg.seed, progress=True,
     )  # fmt: skip
-    dest = ROOT / "docs" / "results" / args.name
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text((out / "report" / "metrics.json").read_text())
     overrides = "".join(f" --set {o}" for o in args.overrides)
@@ -138,7 +149,8 @@ def main(argv=None) -> int:
         "machine": "a 2-core CPU, shared",
         "cpu_s": round(cpu),
         "wall_s": round(wall),
-        "commit": commit(),
+        "commit": earlier["commit"] if args.evaluate_only else commit(),
+        **({"evaluated_with": commit()} if args.evaluate_only else {}),
         "date": datetime.date.today().isoformat(),
         "compare": args.compare,
         "label": args.label,
