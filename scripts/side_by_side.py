@@ -91,6 +91,8 @@ def main(argv=None) -> int:
     parser.add_argument("--label", required=True, help="the row's label")
     parser.add_argument("--order", type=int, default=0)
     parser.add_argument("--judge-steps", type=int, default=1000, help="the judge's U-Net steps")
+    parser.add_argument("--from-run", help="sample another row's trained model (no training)")
+    parser.add_argument("--guidance", type=float, help="with --from-run: the flow's guidance")
     parser.add_argument(
         "--evaluate-only", action="store_true",
         help="judge a finished row's synthetic patients again (keeps its run.json budget)",
@@ -117,6 +119,19 @@ def main(argv=None) -> int:
         wall, cpu = earlier["wall_s"], earlier["cpu_s"]
         path = out / "synthetic" / "cohort.h5ad"
         size = read_cohort(path).uns["rg"]["image_size"]
+    elif args.from_run:  # another row's trained model, sampled with another guidance
+        from radiogenomics.models.base import model_class
+
+        run = args.work / "runs" / args.from_run / "run"
+        model = model_class(run).load(run, train)
+        if args.guidance is not None:
+            if not hasattr(model.image_side, "guidance"):
+                parser.error(f"--guidance: {run} has no flow image side")
+            model.image_side.guidance = args.guidance
+        earlier = json.loads((ROOT / "docs" / "results" / args.from_run / "run.json").read_text())
+        wall, cpu = earlier["wall_s"], earlier["cpu_s"]
+        path = model.sample(args.n, seed=cfg.seed).write(out / "synthetic", overwrite=True)
+        size = model.meta["image_size"]
     else:
         model = CohortModel.registry[cfg.model](train, cfg, progress=False)
         wall, cpu = time.perf_counter(), time.process_time()
@@ -132,6 +147,10 @@ def main(argv=None) -> int:
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text((out / "report" / "metrics.json").read_text())
     overrides = "".join(f" --set {o}" for o in args.overrides)
+    if args.from_run:
+        overrides += f" --from-run {args.from_run}" + (
+            f" --guidance {args.guidance:g}" if args.guidance is not None else ""
+        )
     cohort = f" --train {args.train} --test {args.test}" if args.train else ""
     meta = {
         "title": f"{args.compare}: {args.label}",
