@@ -377,6 +377,11 @@ class ImageConfig:
     # learned "no genes" code, as image-only patients do), which trains the unconditional
     # velocity that guidance needs.
     flow_gene_dropout: float = 0.1
+    # flow: the gene code also added to the U-Net's time embedding (through a linear map, as
+    # a class embedding), so it reaches every residual block at every level; the single
+    # cross-attention token alone reaches the coarsest level only, as a constant bias there
+    # (attention over one token is that token's value).
+    flow_code_embedding: bool = False
 
     # keys of one backend only, and why they make no sense with the other
     _GAN_ONLY = {

@@ -215,7 +215,7 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
             FlowImage(
                 dims, meta["channels"], size, img.flow_channels, n_code=n_code,
                 use_mask=img.use_mask, mask_depth=img.mask_depth,
-                num_res_blocks=img.flow_res_blocks,
+                num_res_blocks=img.flow_res_blocks, code_embedding=img.flow_code_embedding,
             ),
             MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
             if img.train_masks

@@ -46,7 +46,8 @@ class FlowImage(nn.Module):
     `channels` are the U-Net's widths, fine to coarse, one level each (every level but the
     last halves the resolution); `num_res_blocks` residual blocks per level. `use_mask`: the
     mask (and with `mask_depth` its relative depth) as input channels. `n_code` > 0: the gene
-    code as a cross-attention token.
+    code as a cross-attention token and, with `code_embedding`, added to the time embedding
+    through a linear map (every residual block reads it).
     """
 
     background_channels = 0  # the flow fuses no background (ImageGenerator's attribute)
@@ -62,6 +63,7 @@ class FlowImage(nn.Module):
         use_mask: bool = True,
         mask_depth: bool = True,
         num_res_blocks: int = 1,
+        code_embedding: bool = False,
     ):
         super().__init__()
         if spatial_dims not in (2, 3):
@@ -90,7 +92,14 @@ class FlowImage(nn.Module):
             num_head_channels=math.gcd(32, channels[-1]),
             with_conditioning=n_code > 0,
             cross_attention_dim=n_code or None,
+            num_class_embeds=1 if code_embedding and n_code else None,
         )
+        self.code_embedding = bool(code_embedding and n_code)
+        if self.code_embedding:
+            # MONAI's class embedding is a lookup of integer labels; a linear map of the gene
+            # code in its place adds the code to the time embedding that every block reads
+            width = self.unet.class_embedding.embedding_dim
+            self.unet.class_embedding = nn.Linear(n_code, width)
 
     def forward(self, x, timesteps, conditions=None, code=None) -> torch.Tensor:
         check_image(x, self.spatial_dims, self.out_channels, "noisy image", self.image_size)
@@ -105,7 +114,8 @@ class FlowImage(nn.Module):
                 got = None if code is None else tuple(code.shape)
                 raise ValueError(f"gene code has shape {got}; expected ({len(x)}, {self.n_code})")
             context = code[:, None, :]  # (B, 1 token, n_code)
-        return self.unet(x, timesteps, context)
+        labels = code if self.code_embedding else None
+        return self.unet(x, timesteps, context, class_labels=labels)
 
 
 class FlowSide(ImageSide):

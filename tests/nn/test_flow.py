@@ -204,3 +204,29 @@ def test_a_flow_side_needs_its_starting_noise_and_fuses_no_background():
         side(code, noise, masks, torch.zeros(2, 1, *SIZE))
     with pytest.raises(ValueError, match="flow_channels"):
         FlowImage(2, 1, (10, 10), (8, 8, 8))
+
+
+def test_the_code_embedding_reaches_the_time_embedding():
+    """image.flow_code_embedding: the gene code enters the U-Net's time embedding through a
+    linear map (read by every residual block), beside the cross-attention token."""
+    from radiogenomics.nn.flow import FlowImage
+
+    torch.manual_seed(0)
+    plain = FlowImage(2, 1, (8, 8), (8, 8), n_code=4)
+    net = FlowImage(2, 1, (8, 8), (8, 8), n_code=4, code_embedding=True)
+    assert getattr(plain.unet, "class_embedding", None) is None
+    linear = net.unet.class_embedding
+    assert isinstance(linear, torch.nn.Linear) and linear.in_features == 4
+    with torch.no_grad():  # MONAI zero-initialises the output convolution: wake it
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0, 0.1)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    masks, code = torch.ones(2, 1, 8, 8), torch.randn(2, 4)
+    before = net(x, t, masks, code)
+    with torch.no_grad():
+        linear.weight.add_(1.0)  # the embedding path alone changes
+    after = net(x, t, masks, code)
+    assert not torch.allclose(before, after)
+    after.square().mean().backward()
+    assert linear.weight.grad is not None and linear.weight.grad.abs().sum() > 0
