@@ -114,6 +114,7 @@ def main(argv=None) -> int:
     seg = judge(train, cfg, args.work, cohort_key, args.judge_steps)
     out = args.work / "runs" / args.name
     dest = ROOT / "docs" / "results" / args.name
+    run = args.work / "runs" / (args.from_run or args.name) / "run"  # the trained model
     if args.evaluate_only:  # a finished row judged again by today's evaluation
         earlier = json.loads((dest / "run.json").read_text())
         wall, cpu = earlier["wall_s"], earlier["cpu_s"]
@@ -122,7 +123,6 @@ def main(argv=None) -> int:
     elif args.from_run:  # another row's trained model, sampled with another guidance
         from radiogenomics.models.base import model_class
 
-        run = args.work / "runs" / args.from_run / "run"
         model = model_class(run).load(run, train)
         if args.guidance is not None:
             if not hasattr(model.image_side, "guidance"):
@@ -135,14 +135,14 @@ def main(argv=None) -> int:
     else:
         model = CohortModel.registry[cfg.model](train, cfg, progress=False)
         wall, cpu = time.perf_counter(), time.process_time()
-        model.train(run_dir=out / "run", progress=True)
+        model.train(run_dir=run, progress=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         path = model.sample(args.n, seed=cfg.seed).write(out / "synthetic", overwrite=True)
         size = model.meta["image_size"]
     data_cfg = dataclasses.replace(cfg.data, image_size=[int(s) for s in size])
     metrics, _ = paired_report(
         train, test, read_cohort(path), out / "report", data_cfg, covariate=args.covariate,
-        log_csv=out / "run" / "log.csv", segmenter=seg, seed=cfg.seed, progress=True,
+        log_csv=run / "log.csv", segmenter=seg, seed=cfg.seed, progress=True,
     )  # fmt: skip
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text((out / "report" / "metrics.json").read_text())
