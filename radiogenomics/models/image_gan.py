@@ -217,7 +217,9 @@ class ImageGAN(ImageSampler, CohortModel, kind="image_gan"):
                 use_mask=img.use_mask, mask_depth=img.mask_depth,
                 num_res_blocks=img.flow_res_blocks, code_embedding=img.flow_code_embedding,
             ),
-            MaskGenerator(dims, size, img.channels, n_noise=img.n_noise, n_code=n_code)
+            MaskGenerator(
+                dims, size, img.channels, n_noise=img.n_noise, n_code=n_code, padding=img.padding
+            )
             if img.train_masks
             else None,
             steps=img.flow_steps,

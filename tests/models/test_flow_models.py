@@ -159,3 +159,23 @@ def test_learned_map_of_a_flow_model(which, image_flow, joint_flow, cohort):
     table = learned.learned_map(model, base, n_patients=4, variables=genes)
     assert len(table) == 2 * len(IMAGE_FEATURES)
     assert np.isfinite(table["effect"]).any()
+
+
+def test_the_flow_mask_generator_pads_as_configured():
+    """image.padding reaches the flow backend's mask generator, as the GAN's."""
+    from torch import nn
+
+    from radiogenomics.config import load_config
+    from radiogenomics.models.image_gan import ImageGAN
+
+    cfg = load_config(
+        None,
+        ["image.backend=flow", "image.gene_aux_weight=0", "image.padding=reflect",
+         "image.channels=[8,4]", "image.flow_channels=[8,8]"],
+    )  # fmt: skip
+    meta = {"spatial_dims": 2, "image_size": [16, 16], "channels": 1, "genes": ["a", "b"]}
+    G, _ = ImageGAN._make_networks(cfg, meta)
+    convs = [
+        m for m in G.mask.modules() if isinstance(m, nn.modules.conv._ConvNd) and max(m.padding)
+    ]
+    assert convs and all(m.padding_mode == "reflect" for m in convs)
