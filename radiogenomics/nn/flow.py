@@ -26,7 +26,13 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import RFlowScheduler
 from torch import nn
 
-from radiogenomics.nn.image import MASK_FEATURES, ImageSide, _mask_input, check_image
+from radiogenomics.nn.image import (
+    MASK_FEATURES,
+    ImageSide,
+    _mask_input,
+    check_geometry,
+    check_image,
+)
 
 TIMESTEPS = 1000  # the scheduler's num_train_timesteps
 
@@ -66,18 +72,8 @@ class FlowImage(nn.Module):
         code_embedding: bool = False,
     ):
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
         self.spatial_dims, self.out_channels = spatial_dims, out_channels
-        self.image_size = [int(s) for s in image_size]
-        if len(self.image_size) != spatial_dims:
-            raise ValueError(f"image_size {self.image_size} does not have {spatial_dims} entries")
-        factor = 2 ** (len(channels) - 1)
-        if any(s % factor for s in self.image_size):
-            raise ValueError(
-                f"image_size {self.image_size} must be divisible by 2**(len(flow_channels) - 1) "
-                f"= {factor} (image.flow_channels={list(channels)})"
-            )
+        self.image_size = check_geometry(spatial_dims, image_size, channels, "image.flow_channels")
         self.n_code, self.use_mask, self.mask_depth = n_code, use_mask, mask_depth
         mask_channels = (MASK_FEATURES if mask_depth else 1) if use_mask else 0
         self.start_shape = (out_channels, *self.image_size)  # what `Noise.draw` draws

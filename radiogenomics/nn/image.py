@@ -47,6 +47,24 @@ def check_image(x: torch.Tensor, spatial_dims: int, channels: int, what: str, si
         )
 
 
+def check_geometry(spatial_dims: int, image_size, channels, key: str) -> list[int]:
+    """`image_size` as ints, after checking it against `spatial_dims` and a decoder or U-Net of
+    `len(channels)` levels (each but the last halving it); `key` names the widths' config key
+    in the error."""
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
+    size = [int(s) for s in image_size]
+    if len(size) != spatial_dims:
+        raise ValueError(f"image_size {size} does not have {spatial_dims} entries")
+    factor = 2 ** (len(channels) - 1)
+    if any(s % factor for s in size):
+        raise ValueError(
+            f"image_size {size} must be divisible by 2**(len({key}) - 1) = {factor} "
+            f"({key}={list(channels)})"
+        )
+    return size
+
+
 def _conv(
     spatial_dims, in_channels, out_channels, *, kernel_size=3, strides=1, norm=None, act=None
 ):
@@ -290,18 +308,9 @@ class ImageGenerator(nn.Module):
         output_noise: bool = False,
     ):
         super().__init__()
-        if spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims must be 2 or 3; got {spatial_dims}")
         self.spatial_dims, self.out_channels = spatial_dims, out_channels
-        self.image_size = [int(s) for s in image_size]
-        if len(self.image_size) != spatial_dims:
-            raise ValueError(f"image_size {self.image_size} does not have {spatial_dims} entries")
+        self.image_size = check_geometry(spatial_dims, image_size, channels, "image.channels")
         factor = 2 ** (len(channels) - 1)
-        if any(s % factor for s in self.image_size):
-            raise ValueError(
-                f"image_size {self.image_size} must be divisible by 2**(len(channels) - 1) = "
-                f"{factor} (image.channels={list(channels)})"
-            )
         self.base = [s // factor for s in self.image_size]
         if padding == "reflect" and min(self.base) < 2:
             raise ValueError(

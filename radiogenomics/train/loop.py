@@ -562,23 +562,11 @@ def train_gan(
     generator on held-out patients. Returns (summary, the weights to sample with)."""
     opt_g = adam(groups_g or [(generator, lr or train.lr)], train.betas)
     opt_c = adam(groups_c or [(critic, lr or train.lr_critic or train.lr)], train.betas)
-    ema = ema_of(generator, train.ema_decay)
-    selected = generator if ema is None else ema.module
-    modules = {"generator": generator, "critic": critic}
-    if ema is not None:
-        modules["ema"] = ema
-    modules.update(state or {})
-    trainer = Trainer(
-        modules,
-        {"generator": opt_g, "critic": opt_c},
-        LoopSettings.of(train),
-        device=device,
-        seed=seed,
-        run_dir=run_dir,
-        progress=progress,
+    trainer, ema, selected = _engine(
+        generator, {"critic": critic, **(state or {})}, {"generator": opt_g, "critic": opt_c},
+        train, device=device, seed=seed, run_dir=run_dir, progress=progress,
         fingerprint=fingerprint,
-        selected=selected,
-    )
+    )  # fmt: skip
     step = adversarial_step(
         trainer, critic_step, generator_step, generator=generator, critic=critic,
         opt_g=opt_g, opt_c=opt_c, n_critic=train.n_critic, ema=ema, extra=extra,
@@ -586,6 +574,22 @@ def train_gan(
     evaluate = None if score is None else (lambda: score(selected))
     summary = trainer.fit(decayed(step, trainer, [opt_g, opt_c], train), evaluate)
     return summary, trainer.selected_state()
+
+
+def _engine(generator, others: dict, optimisers: dict, train, **run):
+    """(the Trainer of `generator`, its EMA (or None) and `others` (more modules its
+    checkpoints keep), the module that samples: the EMA's copy, else the generator)."""
+    ema = ema_of(generator, train.ema_decay)
+    selected = generator if ema is None else ema.module
+    # the checkpoint's module order: generator, critic, EMA, then state
+    modules = {"generator": generator}
+    if "critic" in others:
+        modules["critic"] = others["critic"]
+    if ema is not None:
+        modules["ema"] = ema
+    modules.update({k: v for k, v in others.items() if k != "critic"})
+    trainer = Trainer(modules, optimisers, LoopSettings.of(train), selected=selected, **run)
+    return trainer, ema, selected
 
 
 def train_generator(
@@ -606,12 +610,9 @@ def train_generator(
     learning-rate decay, selection, checkpoints and resume. Returns (summary, the weights to
     sample with)."""
     opt = adam([(generator, lr or train.lr)], train.betas)
-    ema = ema_of(generator, train.ema_decay)
-    selected = generator if ema is None else ema.module
-    modules = {"generator": generator} | ({} if ema is None else {"ema": ema})
-    trainer = Trainer(
-        modules, {"generator": opt}, LoopSettings.of(train), device=device, seed=seed,
-        run_dir=run_dir, progress=progress, fingerprint=fingerprint, selected=selected,
+    trainer, ema, selected = _engine(
+        generator, {}, {"generator": opt}, train, device=device, seed=seed, run_dir=run_dir,
+        progress=progress, fingerprint=fingerprint,
     )  # fmt: skip
     step = supervised_step(trainer, generator_step, net=generator, opt=opt, ema=ema)
     evaluate = None if score is None else (lambda: score(selected))
