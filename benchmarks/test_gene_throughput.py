@@ -1,9 +1,10 @@
-"""Throughput of the gene WGAN-GP: training steps and sampling (pytest-benchmark).
+"""Throughput of the gene WGAN-GP (pytest-benchmark): the training step (n_critic critic
+updates with the gradient penalty, one generator update), its critic and generator updates
+apart, and sampling. Harness and recorded numbers: `_bench.py`.
 
-One benchmark call is a block of generator steps (each after n_critic critic steps with the
-gradient penalty), so the number is the cost of training. On CUDA the block ends with a
-synchronisation: kernels run asynchronously and a timer would otherwise stop early.
-Run with `pytest benchmarks --benchmark-only`.
+A step's samples are its generator batch (the critic's n_critic batches are not counted).
+Full size adds batch 4096, the batch a GPU needs to be busy (issue 28's target: >= 1 million
+samples/s at 1000 genes).
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
 
-from radiogenomics.config import Config
 from radiogenomics.data.cohort import make_cohort
 from radiogenomics.models.gene_gan import GeneGAN
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+PRESET = "configs/gene_wgan.yaml"  # its networks and loop (the gGAN-style preset)
 
 
 def _cohort(n_genes: int, n: int = 512):
@@ -37,42 +37,50 @@ def _cohort(n_genes: int, n: int = 512):
     return make_cohort(expr, obs, categorical=["subtype", "sex"], numeric=["age"])
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+def _model(n_genes, batch, variant, device):
+    cfg = config([f"train.batch_size={batch}", "train.val_fraction=0"], path=PRESET,
+                 variant=variant, device=device)  # fmt: skip
+    return GeneGAN(_cohort(n_genes), cfg), cfg
 
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("n_genes", [1000, 5000], ids=["1k-genes", "5k-genes"])
-def test_gene_gan_training_steps(benchmark, tmp_path, device, n_genes):
-    """20 generator steps (100 critic steps) at batch 32, as the gene_wgan preset trains."""
-    cfg = Config(device=device)
-    cfg.train.steps, cfg.train.val_fraction = 20, 0.0
-    cohort = _cohort(n_genes)
-
-    def fresh():  # built outside the timed block: only the training steps are timed
-        return (GeneGAN(cohort, cfg),), {}
-
-    def block(model):
-        model.train(progress=False)
-        _sync(device)
-        return model
-
-    model = benchmark.pedantic(block, setup=fresh, rounds=3, warmup_rounds=1)
-    assert model.trained
+@pytest.mark.parametrize("part", ["step", "critic", "generator"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gene_gan(benchmark, size, device, n_genes, part, variant):
+    """The library's training step (`part="step"`), or one critic or generator update; batch
+    4096 at full size, the preset's 32 at smoke size."""
+    skip_without_cuda(device)
+    batch = 4096 if size == "full" else 32
+    model, cfg = _model(n_genes, batch, variant, device)
+    engine = engine_of(model)
+    fn = engine if part == "step" else engine.update(part)
+    measure(
+        benchmark, fn, device=device, dtype=dtype_of(cfg), batch=batch, shape=[n_genes],
+        size=size, group=f"gene-{part}-{n_genes}-b{batch}-{device}", variant=variant,
+        n_critic=cfg.train.n_critic if part == "step" else None,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_gene_gan_sampling(benchmark, device):
-    """10,000 synthetic patients of 1000 genes, on the cohort's scale, as an AnnData."""
-    cfg = Config(device=device)
-    cfg.train.steps, cfg.train.val_fraction = 1, 0.0
-    model = GeneGAN(_cohort(1000), cfg)
-    model.train(progress=False)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gene_gan_preset_batch(benchmark, size, device, variant):
+    """Full size only: the step at the preset's batch (32), 1000 genes, launch-bound on a GPU."""
+    skip_without_cuda(device)
+    if size != "full":
+        pytest.skip("full size only (smoke runs batch 32 in test_gene_gan)")
+    model, cfg = _model(1000, 32, variant, device)
+    measure(benchmark, engine_of(model), device=device, dtype=dtype_of(cfg), batch=32,
+            shape=[1000], size=size, group=f"gene-step-1000-b32-{device}", variant=variant,
+            n_critic=cfg.train.n_critic)  # fmt: skip
 
-    def sample():
-        adata = model.sample(10_000, seed=0)
-        _sync(device)
-        return adata
 
-    assert benchmark(sample).shape == (10_000, 1000)
+@pytest.mark.parametrize("device", DEVICES)
+def test_gene_gan_sampling(benchmark, size, device):
+    """Synthetic patients of 1000 genes as an AnnData on the cohort's scale (`sample`)."""
+    skip_without_cuda(device)
+    n = 10_000 if size == "full" else 2_000
+    model, cfg = _model(1000, 32, "library", device)
+    engine_of(model)  # what training sets up (the sampler on the device), without training
+    measure(benchmark, lambda: model.sample(n, seed=0), device=device, dtype=dtype_of(cfg),
+            batch=n, shape=[1000], size=size, flops=False)  # fmt: skip

@@ -1,69 +1,68 @@
-"""Throughput of the image GAN and the segmentation net on the engine (pytest-benchmark).
-
-One call is a block of training steps on a 2D phantom (64 x 64); the model is built outside the
-timed block. On CUDA the block ends with a synchronisation (bf16 autocast and channels-last
-are on there), so the timer does not stop before the kernels do.
-Run with `pytest benchmarks --benchmark-only`.
+"""Throughput of the image GAN (pytest-benchmark): one update (a critic update and a
+generator update, the library's step with train.n_critic=1) at the xu_nodule preset's widths,
+2D 128^2 and 256^2 and 3D 64^3 (smoke size: 32^2, 64^2, 16^3), and sampling at batch 64.
+Harness and recorded numbers: `_bench.py`.
 """
 
 from __future__ import annotations
 
 import pytest
-import torch
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
 
-from radiogenomics.config import load_config
-from radiogenomics.data.h5ad import read_cohort
-from radiogenomics.data.phantom import make_phantom, write_phantom
-from radiogenomics.models import ImageGAN, Segmenter
+from radiogenomics.models import ImageGAN
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench_phantom")
-    return read_cohort(
-        write_phantom(make_phantom(64, 2, size=64, progress=False), out, progress=False)
-    )
+PRESET = "configs/xu_nodule.yaml"  # widths, conditioning (mask, genes, background), objective
+# case -> (spatial_dims, full: (image size, batch, patients), smoke: the same)
+CASES = {
+    "2d-128": (2, (128, 16, 64), (32, 4, 16)),
+    "2d-256": (2, (256, 16, 32), (64, 4, 16)),
+    "3d-64": (3, (64, 4, 16), (16, 2, 16)),
+}
+# in 3D at smoke size the preset's 128 channels would dominate the suite's minute
+SMOKE_3D = ["image.channels=[32,16,8,4]", "image.critic_channels=[8,16,32]"]
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_image_gan_training_steps(benchmark, cohort, device):
-    """10 generator steps (30 critic steps) at batch 16, the CPU widths of the phantom runs."""
-    cfg = load_config(
-        None,
-        [f"device={device}", "train.steps=10", "train.val_fraction=0", "train.batch_size=16",
-         "train.n_critic=3", "image.channels=[64,32,16,8]", "image.critic_channels=[16,32,64]",
-         "image.n_noise=32", "image.n_code=32", "image.n_hidden=128"],
-    )  # fmt: skip
-
-    def fresh():
-        return (ImageGAN(cohort, cfg),), {}
-
-    def block(model):
-        model.train(progress=False)
-        _sync(device)
-        return model
-
-    assert benchmark.pedantic(block, setup=fresh, rounds=3, warmup_rounds=1).trained
+def _model(phantom_cohort, case, size, variant, device, batch=None):
+    dims, full, smoke = CASES[case]
+    side, b, _ = full if size == "full" else smoke
+    overrides = [
+        f"data.spatial_dims={dims}", f"data.image_size={[side] * dims}",
+        f"train.batch_size={batch or b}", "train.n_critic=1", "train.val_fraction=0",
+    ]  # fmt: skip
+    if dims == 3 and size == "smoke":
+        overrides += SMOKE_3D
+    cfg = config(overrides, path=PRESET, variant=variant, device=device)
+    cohort = phantom_cohort(*_cohort_key(case, size))
+    return ImageGAN(cohort, cfg, progress=False), cfg, [side] * dims
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_segmenter_training_steps(benchmark, cohort, device):
-    """20 U-Net steps at batch 16 (segment defaults)."""
-    cfg = load_config(None, [f"device={device}", "segment.steps=20", "train.val_fraction=0"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_image_gan_update(benchmark, phantom_cohort, size, device, case, variant):
+    skip_without_cuda(device)
+    model, cfg, shape = _model(phantom_cohort, case, size, variant, device)
+    measure(benchmark, engine_of(model), device=device, dtype=dtype_of(cfg),
+            batch=cfg.train.batch_size, shape=shape, size=size,
+            group=f"image-update-{case}-{device}", variant=variant, n_critic=1)  # fmt: skip
 
-    def fresh():
-        return (Segmenter(cohort, cfg, progress=False),), {}
 
-    def block(model):
-        model.train(progress=False)
-        _sync(device)
-        return model
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", ["2d-128"])
+def test_image_gan_sampling(benchmark, phantom_cohort, size, device, case):
+    """Images for 64 given patients (their masks, genes and backgrounds: the preset fuses the
+    patient's own background, so it samples with `generate_for`), in one batch."""
+    skip_without_cuda(device)
+    model, cfg, shape = _model(phantom_cohort, case, size, "library", device)
+    model_cohort = phantom_cohort(*_cohort_key(case, size))
+    n = min(64 if size == "full" else 16, model_cohort.n_obs)
+    adata = model_cohort[:n].copy()
+    engine_of(model)  # the sampler on the device, as after training
+    measure(benchmark, lambda: model.generate_for(adata, seed=0), device=device,
+            dtype=dtype_of(cfg), batch=n, shape=shape, size=size)  # fmt: skip
 
-    assert benchmark.pedantic(block, setup=fresh, rounds=3, warmup_rounds=1).trained
+
+def _cohort_key(case, size):
+    dims, full, smoke = CASES[case]
+    side, _, n = full if size == "full" else smoke
+    return n, dims, side

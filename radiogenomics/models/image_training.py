@@ -32,27 +32,30 @@ log = logging.getLogger(__name__)
 MIN_JOINT = 16
 
 
-def channels_last(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """On CUDA, images in channels-last memory (faster convolutions under bf16)."""
-    if device.type != "cuda":
+def to_channels_last(x: torch.Tensor, device: torch.device, on: bool = True) -> torch.Tensor:
+    """On CUDA with `on` (train.channels_last), images in channels-last memory (faster
+    convolutions under bf16)."""
+    if device.type != "cuda" or not on:
         return x
     fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
     return x.contiguous(memory_format=fmt)
 
 
-def batch_sampler(data: ImageData, img, batch_size: int, G, C, device):
+def batch_sampler(data: ImageData, img, batch_size: int, G, C, device, *, channels_last=True):
     """`draw(rng) -> ImageBatch` over the training patients of `data`: a random batch with the same left-right flip of image and mask,
     the image side `G`'s noise (`Noise.draw`), and matching-aware partners. `C`: the critic
     side (its gene regressor decides whether read-back targets are needed). Patients are
-    drawn uniformly; in a cohort of slice stacks, then one slice of each (`ImageData.slices`)."""
+    drawn uniformly; in a cohort of slice stacks, then one slice of each (`ImageData.slices`).
+    `channels_last`: train.channels_last (CUDA only)."""
     positions = data.train
     to = lambda t: t[positions].to(device)  # noqa: E731
     slices = data.slices(positions)
-    images = channels_last(slices.images.to(device), device)
+    images = to_channels_last(slices.images.to(device), device, channels_last)
     # mask and relative depth, once: the networks would otherwise recompute the depth
     # (a distance transform) at every call; a flip keeps the depth of the flipped mask
     masks = slices.masks
-    masks = channels_last((mask_features(masks) if img.use_mask else masks).to(device), device)
+    masks = (mask_features(masks) if img.use_mask else masks).to(device)
+    masks = to_channels_last(masks, device, channels_last)
     Z, present = to(data.expression), to(data.present)
     present_cpu = data.present[positions]
     k = img.gene_aux_components
@@ -100,11 +103,11 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
     data = model.image_data
     G, C = model.generator.to(device), model.critic.to(device)
-    if device.type == "cuda":
+    if device.type == "cuda" and t.channels_last:
         fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
         G.to(memory_format=fmt)
         C.to(memory_format=fmt)
-    draw = batch_sampler(data, img, t.batch_size, G, C, device)
+    draw = batch_sampler(data, img, t.batch_size, G, C, device, channels_last=t.channels_last)
     shape, appearance = association_references(data, img, device)
     aug = A.from_config(img).to(device)
 

@@ -67,11 +67,13 @@ def make_steps(model, aug=None):
         return PairBatch(b.codes, b.numeric, b.noise)
 
     data = model.image_data
-    if device.type == "cuda":
+    if device.type == "cuda" and t.channels_last:
         fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
         G.side.to(memory_format=fmt)
         C.side.to(memory_format=fmt)
-    draw = batch_sampler(data, img, t.batch_size, G.side, C.side, device)
+    draw = batch_sampler(
+        data, img, t.batch_size, G.side, C.side, device, channels_last=t.channels_last
+    )
     shape, appearance = association_references(data, img, device)
     joint = model.mode == "joint" and pair_weight > 0
     project = None

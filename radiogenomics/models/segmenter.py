@@ -110,7 +110,7 @@ class Segmenter(CohortModel, kind="segmentation"):
             dropout=s.dropout,
         )
         self.net.to(self.device).eval()
-        if self._cuda:
+        if self._channels_last:
             self.net.to(memory_format=self._memory_format)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
@@ -157,6 +157,11 @@ class Segmenter(CohortModel, kind="segmentation"):
         return self.device.type == "cuda"
 
     @property
+    def _channels_last(self) -> bool:
+        """Channels-last memory for the net and its batches (CUDA, train.channels_last)."""
+        return self._cuda and self.config.train.channels_last
+
+    @property
     def _memory_format(self):
         return torch.channels_last if self.spatial_dims == 2 else torch.channels_last_3d
 
@@ -165,7 +170,7 @@ class Segmenter(CohortModel, kind="segmentation"):
 
     def _to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
-        return x.contiguous(memory_format=self._memory_format) if self._cuda else x
+        return x.contiguous(memory_format=self._memory_format) if self._channels_last else x
 
     # ---------------------------------------------------------------------------------------
     def train(self, run_dir: str | Path | None = None, *, progress: bool = True) -> dict:
