@@ -31,8 +31,15 @@ lint: $(STAMP)
 results:
 	$(PYTHON) scripts/results.py
 
+# The benchmark suite (docs/benchmarks.md) into $(BENCH_JSON): smoke size without a GPU, full
+# with one; BENCH_SIZE=smoke|full chooses. scripts/throughput.py turns the JSON into
+# docs/results/throughput/ for `make results`.
+BENCH_JSON ?= .benchmarks/throughput.json
+BENCH_SIZE ?=
 bench: $(STAMP)
-	$(BIN)/python -m pytest benchmarks --benchmark-only
+	mkdir -p $(dir $(BENCH_JSON))
+	$(BIN)/python -m pytest benchmarks --benchmark-only $(if $(BENCH_SIZE),--bench-size $(BENCH_SIZE)) \
+		--benchmark-json=$(BENCH_JSON)
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache .benchmarks

@@ -36,7 +36,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def size(request) -> str:
-    """"smoke" or "full" (`_bench.bench_size`)."""
+    """ "smoke" or "full" (`_bench.bench_size`)."""
     return bench_size(request.config)
 
 

@@ -6,7 +6,7 @@ are the runs' own files, copied unchanged into `docs/results/<name>/`:
 - `metrics.json`: the paired report's flat numbers (`radiogenomics evaluate --train --real
   --synthetic`, or `radiogenomics demo`'s `report/metrics.json`);
 - `run.json` (optional, written by hand when the run is copied in): how the run was made:
-  `title`, `command`, `config`, `seed`, `threads`, `environment`, `machine`, `commit`,
+  `title`, `command`, `config`, `seed`, `device`, `threads`, `environment`, `machine`, `commit`,
   `wall_s`, `cpu_s`, `steps`, `date`; and, for a run that belongs in a side-by-side table,
   `compare` (the table's title: runs with the same title share it), `label` (its row) and
   `order` (the row's place, lowest first).
@@ -15,6 +15,8 @@ The run named `demo` (README_RUN) gives README's headline block, between
 `<!-- results:start -->` and `<!-- results:end -->`, and must hold every headline key; other
 runs (real cohorts, image-only models) show the rows their metrics hold. `docs/results/earlier.md`, where present,
 is appended verbatim under "Earlier measurements (hand-recorded, before generated results)".
+A run whose metrics.json says `"table": "throughput"` (scripts/throughput.py, from the
+benchmark suite's pytest-benchmark JSON) is rendered as the throughput table.
 
     python scripts/results.py            # rewrite docs/results.md and README's block
     python scripts/results.py --check    # exit 1 if either differs from what it would write
@@ -100,6 +102,14 @@ PROGRAM_SHARE = 0.7  # a planted program holds when its synthetic Spearman >= th
 PRIVACY = ["expression", "image", "joint"]
 # the README's block: these HEADLINE rows
 README_ROWS = [row[0] for row in HEADLINE]
+# the benchmark suite's numbers (scripts/throughput.py): metrics.json has "table":
+# "throughput" and its "cases", each with name, mean_s, samples_per_s and what else it measured
+THROUGHPUT_TABLE = "throughput"
+THROUGHPUT = [  # (header, case key, format)
+    ("device", "device", ""), ("dtype", "dtype", ""), ("batch", "batch", "d"),
+    ("shape", "shape", ""), ("ms / call", "mean_s", "ms"), ("samples/s", "samples_per_s", ",.0f"),
+    ("vs eager fp32", "speedup_vs_eager_fp32", ".2fx"), ("MFU", "mfu", ".1%"),
+]  # fmt: skip
 # a gene-only run over several cohorts (scripts/gene_cohorts.py): metrics.json has
 # "table": "gene_cohorts", its "cohorts" and "sets", and <cohort>_<set>_<score> per score
 GENE_TABLE = "gene_cohorts"
@@ -168,6 +178,53 @@ def gene_table_md(run: dict) -> list[str]:
     return lines + table(["cohort", "set", *(label for label, _ in GENE_SCORES)], rows) + [""]
 
 
+def is_throughput(run: dict) -> bool:
+    return run["metrics"].get("table") == THROUGHPUT_TABLE
+
+
+def check_throughput(run: dict) -> None:
+    """Refuse a throughput metrics.json whose cases lack what the table shows."""
+    cases = need(run, "cases")
+    if not isinstance(cases, list) or not cases:
+        raise ResultsError(f"{run['path']}: 'cases' must be a non-empty list")
+    for i, case in enumerate(cases):
+        for key in ("name", "mean_s", "samples_per_s"):
+            if key not in case:
+                raise ResultsError(f"{run['path']}: case {i} has no {key!r}")
+
+
+def cell(value, spec: str) -> str:
+    """A throughput cell: ms from seconds, a ratio with its x, a shape as AxB."""
+    if value is None:
+        return ""
+    if spec == "ms":
+        return fmt(1e3 * value, ".1f")
+    if spec.endswith("x"):
+        return fmt(value, spec[:-1]) + "x"
+    if isinstance(value, list):
+        return "x".join(str(v) for v in value)
+    return fmt(value, spec) if spec else str(value)
+
+
+def throughput_md(run: dict) -> list[str]:
+    """One row per benchmark case, by group (a step's eager fp32 reference beside it)."""
+    m = run["metrics"]
+    cases = sorted(m["cases"], key=lambda c: (c.get("group") or c["name"], c["name"]))
+    rows = [[c["name"]] + [cell(c.get(key), spec) for _, key, spec in THROUGHPUT] for c in cases]
+    lines = [
+        f"Size: {m.get('size', 'n/a')}. One call is one unit of work: a training step (the",
+        "library's own, captured from `train()`), a sampling pass, a `sample` command; samples",
+        "are a step's generator batch, a pass's patients, a map's (gene, feature) pairs.",
+        "`eager-fp32` is the same step with autocast, channels-last and compilation off;",
+        "`vs eager fp32` is its time over the library case's, measured in the same run. MFU:",
+        "FLOPs a call over its time and the device's dense bf16 peak (CUDA only). On a CPU",
+        "both variants run the same code (autocast and channels-last are CUDA only): there the",
+        "ratio only shows how much the run's timings vary.",
+        "",
+    ]
+    return lines + table(["case", *(h for h, _, _ in THROUGHPUT)], rows) + [""]
+
+
 def is_phantom(run: dict) -> bool:
     """A run on the phantom, whose planted programs the report measures."""
     return any(k.startswith("phantom_") for k in run["metrics"])
@@ -178,6 +235,9 @@ def check(run: dict, *, headline: bool) -> None:
     README's run, the programs for a phantom run, the privacy keys for all."""
     if is_gene_table(run):
         check_gene_table(run)
+        return
+    if is_throughput(run):
+        check_throughput(run)
         return
     if headline:
         for row in HEADLINE:
@@ -266,7 +326,8 @@ def describe(name: str, run: dict) -> list[str]:
     facts = []
     if "command" in meta:
         facts.append(f"command: `{meta['command']}`")
-    for key, label in (("config", "config"), ("seed", "seed"), ("threads", "CPU threads"),
+    for key, label in (("config", "config"), ("seed", "seed"), ("device", "device"),
+                       ("threads", "CPU threads"),
                        ("environment", "environment"), ("machine", "machine"),
                        ("commit", "commit"), ("date", "date")):  # fmt: skip
         if key in meta:
@@ -301,6 +362,9 @@ def results_md(runs: dict[str, dict], earlier: str | None) -> str:
         lines += describe(name, run)
         if is_gene_table(run):
             lines += gene_table_md(run)
+            continue
+        if is_throughput(run):
+            lines += throughput_md(run)
             continue
         lines += ["### Headline", ""]
         lines += table(

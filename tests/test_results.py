@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "results.py"
 
@@ -149,3 +151,68 @@ def test_image_memorisation_is_shown_where_the_metrics_hold_it(tmp_path):
     assert "| images: memorisation, median d_train / d_held | 0.12 | 0.93 |" in text
     assert "| images: share of near-copies of training images | 0.40 | 0.00 |" in text
     assert "near-copies 0.40; flagged: yes." in text
+
+
+def _benchmark(name, group, variant, mean, **extra):
+    """A pytest-benchmark JSON entry as the benchmark suite writes it."""
+    info = {"device": "cpu (1 thread)", "dtype": "fp32", "batch": 16, "shape": [32, 32],
+            "size": "smoke", "samples_per_s": 16 / mean, **extra}  # fmt: skip
+    if variant:
+        info["variant"] = variant
+    return {"name": name, "group": group, "extra_info": info,
+            "stats": {"mean": mean, "stddev": 0.01, "rounds": 3}}  # fmt: skip
+
+
+def test_throughput_table(tmp_path):
+    """scripts/throughput.py turns a pytest-benchmark JSON into a results folder, with the
+    library case's speed-up over its group's eager fp32 reference; results.py renders it,
+    and refuses a case without its samples/s."""
+    root = _copy(tmp_path)
+    bench = {
+        "datetime": "2026-12-08T10:00:00",
+        "commit_info": {"id": "0123456789abcdef", "dirty": False},
+        "benchmarks": [
+            _benchmark("test_joint_step[eager-fp32-cpu]", "joint", "eager-fp32", 0.5),
+            _benchmark("test_joint_step[library-cpu]", "joint", "library", 0.25, mfu=0.3),
+            _benchmark("test_phantom_render[2d]", None, None, 0.1),
+        ],
+    }
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    out = root / "docs" / "results" / "throughput"
+    convert = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "throughput.py"), str(tmp_path / "bench.json"),
+         "--out", str(out), "--machine", "a test"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert convert.returncode == 0, convert.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    assert metrics["table"] == "throughput" and metrics["size"] == "smoke"
+    library = [c for c in metrics["cases"] if c.get("variant") == "library"][0]
+    assert library["speedup_vs_eager_fp32"] == pytest.approx(2.0)
+    assert run["commit"] == "0123456" and run["date"] == "2026-12-08"
+    assert run["machine"] == "a test" and run["device"] == "cpu (1 thread)"
+    assert _run(root).returncode == 0
+    text = (root / "docs" / "results.md").read_text()
+    row = "| joint_step[library-cpu] | cpu (1 thread) | fp32 | 16 | 32x32 | 250.0 | 64 | 2.00x | 30.0% |"
+    assert row in text
+    assert "| phantom_render[2d] | cpu (1 thread) | fp32 | 16 | 32x32 | 100.0 | 160 |  |  |" in text
+    del metrics["cases"][0]["samples_per_s"]
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    result = _run(root)
+    assert result.returncode == 2 and "'samples_per_s'" in result.stderr
+
+
+def test_throughput_refuses_a_foreign_json(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"benchmarks": [{"name": "test_x", "extra_info": {},
+                                                "stats": {"mean": 1.0}}]}))  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "throughput.py"), str(path), "--out",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (
+        result.returncode == 2 and "'test_x'" in result.stderr and "samples_per_s" in result.stderr
+    )
+    assert not (tmp_path / "out").exists()
