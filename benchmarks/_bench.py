@@ -35,7 +35,9 @@ SIZES = ("smoke", "full")
 SIZE_ENV = "RADIOGENOMICS_BENCH_SIZE"
 VARIANTS = ("eager-fp32", "library")
 CUDA = torch.cuda.is_available()
-DEVICES = ["cpu", "cuda"] if CUDA else ["cpu"]
+DEVICES = ["cpu", "cuda"]  # every model case's devices; `use_device` skips the unselected
+DEVICE_ENV = "RADIOGENOMICS_BENCH_DEVICE"
+selected = {"cpu"}  # the devices this session runs (`bench_devices`, set by conftest)
 
 # Dense (no 2:4 sparsity) bf16 tensor-core peaks in FLOP/s from the vendors' data sheets, by
 # a substring of torch.cuda.get_device_name(); the first match wins, so the specific names
@@ -65,11 +67,27 @@ def bench_size(config) -> str:
     return size
 
 
-def skip_without_cuda(device: str) -> None:
-    if device == "cuda" and not CUDA:
-        import pytest
+def bench_devices(config) -> set[str]:
+    """`--bench-device cpu|cuda|all`, else the environment variable `DEVICE_ENV`, else
+    "cuda" on a CUDA machine (its CPU at full size would take long and tell little) and
+    "cpu" elsewhere."""
+    choice = config.getoption("--bench-device") or os.environ.get(DEVICE_ENV, "").strip()
+    choice = choice or ("cuda" if CUDA else "cpu")
+    if choice not in ("cpu", "cuda", "all"):
+        raise ValueError(
+            f"--bench-device (or {DEVICE_ENV}) must be cpu, cuda or all; got {choice!r}"
+        )
+    return {"cpu", "cuda"} if choice == "all" else {choice}
 
+
+def use_device(device: str) -> None:
+    """Skip a case on a device this machine lacks or this session did not select."""
+    import pytest
+
+    if device == "cuda" and not CUDA:
         pytest.skip("needs a CUDA GPU")
+    if device not in selected:
+        pytest.skip(f"{device} not selected (--bench-device)")
 
 
 def sync(device) -> None:

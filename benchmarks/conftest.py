@@ -4,16 +4,17 @@
 runs every case at tiny shapes in about two minutes on one CPU thread (CI runs it); full, the
 default with one, at the shapes of issue 28 (gene GAN at 1000 and 5000 genes, image GAN 2D
 128^2 and 256^2 at the xu_nodule widths and 3D 64^3, the joint step at the demo's size and at
-128^2). The harness: `_bench.py`.
+128^2). `--bench-device cpu|cuda|all` (or RADIOGENOMICS_BENCH_DEVICE): where the model cases
+run; cuda alone by default on a GPU machine. The harness: `_bench.py`.
 """
 
 from __future__ import annotations
 
 import os
 
+import _bench
 import pytest
 import torch
-from _bench import bench_size
 
 from radiogenomics.data.h5ad import read_cohort
 from radiogenomics.data.phantom import make_phantom, write_phantom
@@ -32,12 +33,23 @@ def pytest_addoption(parser):
         help="benchmark shapes: smoke (tiny; the default without a GPU) or full (issue 28's; "
         "the default with one); also RADIOGENOMICS_BENCH_SIZE",
     )
+    parser.addoption(
+        "--bench-device",
+        choices=["cpu", "cuda", "all"],
+        default=None,
+        help="devices of the model cases: cuda (the default with a GPU), cpu (without) or all; "
+        "also RADIOGENOMICS_BENCH_DEVICE",
+    )
+
+
+def pytest_configure(config):
+    _bench.selected = _bench.bench_devices(config)
 
 
 @pytest.fixture(scope="session")
 def size(request) -> str:
     """ "smoke" or "full" (`_bench.bench_size`)."""
-    return bench_size(request.config)
+    return _bench.bench_size(request.config)
 
 
 @pytest.fixture(scope="session")

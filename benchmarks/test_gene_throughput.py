@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, use_device
 
 from radiogenomics.data.cohort import make_cohort
 from radiogenomics.models.gene_gan import GeneGAN
@@ -50,7 +50,7 @@ def _model(n_genes, batch, variant, device):
 def test_gene_gan(benchmark, size, device, n_genes, part, variant):
     """The library's training step (`part="step"`), or one critic or generator update; batch
     4096 at full size, the preset's 32 at smoke size."""
-    skip_without_cuda(device)
+    use_device(device)
     batch = 4096 if size == "full" else 32
     model, cfg = _model(n_genes, batch, variant, device)
     engine = engine_of(model)
@@ -66,7 +66,7 @@ def test_gene_gan(benchmark, size, device, n_genes, part, variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gene_gan_preset_batch(benchmark, size, device, variant):
     """Full size only: the step at the preset's batch (32), 1000 genes, launch-bound on a GPU."""
-    skip_without_cuda(device)
+    use_device(device)
     if size != "full":
         pytest.skip("full size only (smoke runs batch 32 in test_gene_gan)")
     model, cfg = _model(1000, 32, variant, device)
@@ -78,7 +78,7 @@ def test_gene_gan_preset_batch(benchmark, size, device, variant):
 @pytest.mark.parametrize("device", DEVICES)
 def test_gene_gan_sampling(benchmark, size, device):
     """Synthetic patients of 1000 genes as an AnnData on the cohort's scale (`sample`)."""
-    skip_without_cuda(device)
+    use_device(device)
     n = 10_000 if size == "full" else 2_000
     model, cfg = _model(1000, 32, "library", device)
     engine_of(model)  # what training sets up (the sampler on the device), without training

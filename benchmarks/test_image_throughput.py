@@ -7,7 +7,7 @@ Harness and recorded numbers: `_bench.py`.
 from __future__ import annotations
 
 import pytest
-from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, use_device
 
 from radiogenomics.models import ImageGAN
 
@@ -40,7 +40,7 @@ def _model(phantom_cohort, case, size, variant, device, batch=None):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_image_gan_update(benchmark, phantom_cohort, size, device, case, variant):
-    skip_without_cuda(device)
+    use_device(device)
     model, cfg, shape = _model(phantom_cohort, case, size, variant, device)
     measure(benchmark, engine_of(model), device=device, dtype=dtype_of(cfg),
             batch=cfg.train.batch_size, shape=shape, size=size,
@@ -52,7 +52,7 @@ def test_image_gan_update(benchmark, phantom_cohort, size, device, case, variant
 def test_image_gan_sampling(benchmark, phantom_cohort, size, device, case):
     """Images for 64 given patients (their masks, genes and backgrounds: the preset fuses the
     patient's own background, so it samples with `generate_for`), in one batch."""
-    skip_without_cuda(device)
+    use_device(device)
     model, cfg, shape = _model(phantom_cohort, case, size, "library", device)
     model_cohort = phantom_cohort(*_cohort_key(case, size))
     n = min(64 if size == "full" else 16, model_cohort.n_obs)

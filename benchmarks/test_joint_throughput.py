@@ -9,7 +9,7 @@ learned map: test_sample_throughput.py. Harness and recorded numbers: `_bench.py
 from __future__ import annotations
 
 import pytest
-from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, use_device
 
 from radiogenomics.models import JointGAN
 
@@ -36,7 +36,7 @@ def joint_model(phantom_cohort, backend, case, size, variant, device, overrides=
 @pytest.mark.parametrize("backend", list(PRESETS))
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_joint_step(benchmark, phantom_cohort, size, device, backend, case, variant):
-    skip_without_cuda(device)
+    use_device(device)
     if CASES[case][size == "smoke"] is None:
         pytest.skip(f"{case}: full size only")
     model, cfg, shape = joint_model(phantom_cohort, backend, case, size, variant, device)
@@ -53,7 +53,7 @@ def test_joint_step(benchmark, phantom_cohort, size, device, backend, case, vari
 def test_joint_sampling(benchmark, phantom_cohort, size, device, backend):
     """Fully synthetic patients (expression, mask, image) in one batch, at the demo's size;
     the flow runs its preset's Euler steps with classifier-free guidance."""
-    skip_without_cuda(device)
+    use_device(device)
     model, cfg, shape = joint_model(phantom_cohort, backend, "demo", size, "library", device)
     engine_of(model)  # the sampler on the device, as after training
     n = N_SAMPLED[size]

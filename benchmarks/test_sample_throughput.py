@@ -8,7 +8,7 @@ trained ones do). Harness and recorded numbers: `_bench.py`.
 from __future__ import annotations
 
 import pytest
-from _bench import DEVICES, config, dtype_of, engine_of, measure, skip_without_cuda
+from _bench import DEVICES, config, dtype_of, engine_of, measure, use_device
 
 from radiogenomics import tl
 from radiogenomics.cli import main as cli
@@ -20,21 +20,27 @@ MAP = {"full": (64, None), "smoke": (4, 4)}  # base patients, genes mapped (None
 
 
 @pytest.fixture(scope="module")
-def joint(phantom_cohort, size):
-    """{device: (cohort, model, config)}: the demo preset's model of a 64-patient phantom."""
-    cohort, out = phantom_cohort(64, 2, 32), {}
-    for device in DEVICES:
-        cfg = config(["train.val_fraction=0"], path=PRESET, device=device)
-        model = JointGAN(cohort, cfg, progress=False)
-        engine_of(model)  # set up as training leaves it (the sampler on the device)
-        out[device] = (cohort, model, cfg)
-    return out
+def joint(phantom_cohort):
+    """`get(device) -> (cohort, model, config)`: the demo preset's model of a 64-patient
+    phantom, built once per device."""
+    cache = {}
+
+    def get(device):
+        if device not in cache:
+            cohort = phantom_cohort(64, 2, 32)
+            cfg = config(["train.val_fraction=0"], path=PRESET, device=device)
+            model = JointGAN(cohort, cfg, progress=False)
+            engine_of(model)  # set up as training leaves it (the sampler on the device)
+            cache[device] = (cohort, model, cfg)
+        return cache[device]
+
+    return get
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_sample_to_disk(benchmark, joint, tmp_path, size, device):
-    skip_without_cuda(device)
-    _, model, cfg = joint[device]
+    use_device(device)
+    _, model, cfg = joint(device)
     model.trained = True  # untrained weights sample as fast; this keeps the warning quiet
     run = model.save(tmp_path / "run")
     n = N_WRITTEN[size]
@@ -58,8 +64,8 @@ def test_sample_to_disk(benchmark, joint, tmp_path, size, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_learned_map(benchmark, joint, size, device):
-    skip_without_cuda(device)
-    cohort, model, cfg = joint[device]
+    use_device(device)
+    cohort, model, cfg = joint(device)
     n_patients, n_genes = MAP[size]
     genes = None if n_genes is None else list(model.genes[:n_genes])
     table = {}

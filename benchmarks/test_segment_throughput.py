@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, skip_without_cuda
+from _bench import DEVICES, VARIANTS, config, dtype_of, engine_of, measure, use_device
 
 from radiogenomics.models import Segmenter
 from radiogenomics.train.loop import autocast
@@ -26,7 +26,7 @@ def _model(phantom_cohort, size, variant, device):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_segmenter_step(benchmark, phantom_cohort, size, device, variant):
-    skip_without_cuda(device)
+    use_device(device)
     model, cfg, shape = _model(phantom_cohort, size, variant, device)
     measure(benchmark, engine_of(model), device=device, dtype=dtype_of(cfg),
             batch=cfg.segment.batch_size, shape=shape, size=size,
@@ -36,7 +36,7 @@ def test_segmenter_step(benchmark, phantom_cohort, size, device, variant):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_segmenter_forward(benchmark, phantom_cohort, size, device, variant):
-    skip_without_cuda(device)
+    use_device(device)
     model, cfg, shape = _model(phantom_cohort, size, variant, device)
     net, B = model.net.eval(), cfg.segment.batch_size
     x = torch.randn(B, model.channels, *shape, device=device)

@@ -106,3 +106,15 @@ def test_bench_size_from_option_or_environment(monkeypatch):
     config.getoption.return_value = "huge"
     with pytest.raises(ValueError, match="huge"):
         _bench.bench_size(config)
+
+
+def test_bench_devices_default_to_the_gpu_where_there_is_one(monkeypatch):
+    config = mock.Mock()
+    config.getoption.return_value = None
+    monkeypatch.delenv(_bench.DEVICE_ENV, raising=False)
+    assert _bench.bench_devices(config) == ({"cuda"} if _bench.CUDA else {"cpu"})
+    monkeypatch.setenv(_bench.DEVICE_ENV, "all")
+    assert _bench.bench_devices(config) == {"cpu", "cuda"}
+    config.getoption.return_value = "tpu"
+    with pytest.raises(ValueError, match="tpu"):
+        _bench.bench_devices(config)
