@@ -23,6 +23,7 @@ ran first in the session (it is parametrised first).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 from unittest import mock
 
@@ -170,9 +171,11 @@ def engine_of(model) -> Engine:
         seen["trainer"], seen["step"] = trainer, step
         return trainer.summary()
 
-    def adversarial_step(trainer, critic_step, generator_step, **kwargs):
-        seen["parts"] = {"critic_step": critic_step, "generator_step": generator_step, **kwargs}
-        return adversarial(trainer, critic_step, generator_step, **kwargs)
+    def adversarial_step(*args, **kwargs):
+        bound = inspect.signature(adversarial).bind(*args, **kwargs)
+        bound.apply_defaults()
+        seen["parts"] = dict(bound.arguments)
+        return adversarial(*args, **kwargs)
 
     with (
         mock.patch.object(loop.Trainer, "fit", fit),
