@@ -20,10 +20,11 @@ EPOCH = {"full": 128, "smoke": 32}
 
 @pytest.mark.parametrize("spatial_dims", [2, 3], ids=["2d", "3d"])
 def test_phantom_render(benchmark, size, spatial_dims):
-    n = RENDERED[spatial_dims][size]
+    n = RENDERED[spatial_dims][size]  # seconds a call at full size: few rounds
     phantom = measure(benchmark, lambda: make_phantom(n, spatial_dims, progress=False),
                       device="cpu", dtype="fp32", batch=n,
-                      shape=[64] * 2 if spatial_dims == 2 else [32] * 3, size=size)  # fmt: skip
+                      shape=[64] * 2 if spatial_dims == 2 else [32] * 3, size=size,
+                      rounds=(2, 3), warmup=(1, 1))  # fmt: skip
     assert phantom.images.shape[0] == n
 
 
