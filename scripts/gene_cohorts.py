@@ -63,6 +63,10 @@ def cohorts(shared: Path) -> dict:
         pp.pathway_genes(adata, gmt, cfg.select.pathways)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         out[name] = (pp.select_genes(adata, genes), covariate)
+    lgg = build_cohort(
+        ROOT / "data_manifests" / "tcga_lgg_expression.yaml", root=shared / "tcga-lgg"
+    )
+    out["tcga_lgg"] = (lgg, "coc_cluster")  # all 24 genes
     demo = load_config(ROOT / "configs" / "joint_phantom_2d.yaml").phantom
     phantom = make_phantom(
         demo.n, 2, size=demo.size, n_genes=demo.n_genes, noise=demo.noise, seed=0,
