@@ -137,6 +137,10 @@ class GeneConfig:
     # std ratio| (synthetic patients with the training patients' covariates against those
     # patients), so shrunken weights stop winning; 0 scores correlations alone.
     select_dispersion: float = 1.0
+    # Synthetic patients the selection score draws at least (the held-out and the training
+    # patients' covariate rows repeated): the few held-out patients' worth is a noisy score, and
+    # the best of many noisy scores is mostly luck; 0 draws each row once.
+    select_samples: int = 0
     # What the generator starts from: "noise" (gGAN's MLP of noise) or "gaussian" (the
     # multivariate Gaussian fitted to the training patients, a linear regression on the
     # covariates plus Ledoit-Wolf shrunk residual covariance, plus a learned correction that
@@ -163,6 +167,11 @@ class GeneConfig:
                 raise ValueError(
                     f"key 'gene.{key}' must be >= 0 (0 turns it off); got {getattr(self, key)}"
                 )
+        if self.select_samples < 0:
+            raise ValueError(
+                f"key 'gene.select_samples' must be >= 0 (0 draws each row once); got "
+                f"{self.select_samples}"
+            )
         for key in ("n_noise", "n_hidden", "n_layers"):
             if getattr(self, key) < 1:
                 raise ValueError(f"key 'gene.{key}' must be >= 1; got {getattr(self, key)}")
@@ -200,6 +209,10 @@ class TrainConfig:
     # Keep the best weights only among evaluations from this step on: early weights can score
     # well on gene-gene correlations before they have learned the covariates.
     select_after: int = 500
+    # Score the untrained weights (step 0) too, before the first step, as a candidate whatever
+    # select_after says: selection keeps them when no later weights score better on the
+    # held-out patients (with gene.start: gaussian, the Gaussian itself).
+    select_start: bool = False
     # Stop after this many evaluations without improvement; 0 never stops early.
     patience: int = 0
     # Write a resumable checkpoint every this many steps.

@@ -1,15 +1,18 @@
 """The gene generator against the Gaussian baselines on several cohorts (issue 27's table).
 
-For each cohort (TCGA-GBM and NSCLC from the shared data, genes of the preset's pathway; the
-2D demo phantom's 128 genes), a quarter of the patients is held out (`data.split.held_out`),
-`GeneGAN` is trained on the rest with `configs/gene_wgan.yaml` and with each variant's
-overrides, and each trained set, the multivariate and the independent Gaussian (fitted on the
-same training patients, sampled with the synthetic patients' covariates) are scored against
-the held-out patients (`evaluate_genes`, `cohort_privacy`). Writes `OUT/metrics.json`, flat:
-`<cohort>_<set>_<score>`, and `OUT/run.json` (how it was made).
+For each cohort (TCGA-GBM and NSCLC from the shared data, genes of the preset's pathway;
+TCGA-LGG's 63 expression patients, all 24 genes; the 2D demo phantom's 128 genes), the
+patients are split into `--folds` folds (stratified on the cohort's covariate where every
+class has a patient per fold). On each fold's training patients `GeneGAN` is trained with
+`configs/gene_wgan.yaml` and each variant's overrides, and each trained set, the multivariate
+and the independent Gaussian (fitted on the same training patients, sampled with the
+synthetic patients' covariates, `--n-synthetic` patients each) are scored against the fold's
+held-out patients (`evaluate_genes`, `cohort_privacy`). Writes `OUT/metrics.json`, flat:
+`<cohort>_<set>_<score>` (the mean over folds) and `..._sd` (their standard deviation), and
+`OUT/run.json` (how it was made).
 
     OMP_NUM_THREADS=1 python scripts/gene_cohorts.py --shared ../shared/data \\
-        --out docs/results/gene_cohorts --steps 1000
+        --out docs/results/gene_cohorts --steps 600 --folds 3
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+from sklearn.model_selection import KFold, StratifiedKFold
 
 from radiogenomics import _keys as K
 from radiogenomics import pp
 from radiogenomics.config import load_config
 from radiogenomics.data.manifest import build_cohort
 from radiogenomics.data.phantom import make_phantom
-from radiogenomics.data.split import held_out
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes
 from radiogenomics.evaluate.privacy import cohort_privacy
 from radiogenomics.evaluate.report import with_baselines
@@ -37,11 +41,15 @@ from radiogenomics.models.gene_gan import GeneGAN
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "gene_wgan.yaml"
 # name -> overrides of the preset
+# name -> overrides of the preset; each spells out its start so that the rows do not move
+# with the preset's default
 VARIANTS = {
-    "preset": [],
-    "gaussian_start": ["gene.start=gaussian"],
-    "gaussian_start_projections": ["gene.start=gaussian", "gene.projection_std=16"],
-}
+    "gaussian_start": [
+        "gene.start=gaussian", "train.select_start=true", "gene.select_samples=1000",
+        "gene.lr=0.0001",
+    ],
+    "plain_ggan": ["gene.start=noise", "train.select_start=false", "gene.select_samples=0"],
+}  # fmt: skip
 SCORES = ["distance_ratio", "dendrogram_ratio", "std_ratio", "detection_auc", "covariate_gap"]
 SETS = {
     "independent Gaussian": "independent_gaussian",
@@ -63,6 +71,10 @@ def cohorts(shared: Path) -> dict:
         pp.pathway_genes(adata, gmt, cfg.select.pathways)
         genes = adata.var_names[adata.var[f"{K.PATHWAYS}_selected"]].tolist()
         out[name] = (pp.select_genes(adata, genes), covariate)
+    lgg = build_cohort(
+        ROOT / "data_manifests" / "tcga_lgg_expression.yaml", root=shared / "tcga-lgg"
+    )
+    out["tcga_lgg"] = (lgg, "coc_cluster")  # all 24 genes
     demo = load_config(ROOT / "configs" / "joint_phantom_2d.yaml").phantom
     phantom = make_phantom(
         demo.n, 2, size=demo.size, n_genes=demo.n_genes, noise=demo.noise, seed=0,
@@ -72,12 +84,19 @@ def cohorts(shared: Path) -> dict:
     return out
 
 
-def split(adata, seed: int):
-    test = held_out(adata.obs, 0.25, seed)
-    train, heldout = adata[~test].copy(), adata[test].copy()
-    # the training side's own scaler: the cohort's statistics would carry the test patients
-    train.uns.get(K.UNS, {}).pop(K.GENE_STATS, None)
-    return train, heldout
+def folds(adata, covariate: str, k: int, seed: int):
+    """[(train, held-out)] AnnData pairs of a k-fold split, stratified on `covariate` where
+    each of its classes has k patients or more (else plain), each side with its own scaler."""
+    labels = adata.obs[covariate].astype(str).to_numpy()
+    stratified = np.unique(labels, return_counts=True)[1].min() >= k
+    splitter = (StratifiedKFold if stratified else KFold)(k, shuffle=True, random_state=seed)
+    out = []
+    for tr, te in splitter.split(np.zeros(adata.n_obs), labels):
+        train, heldout = adata[tr].copy(), adata[te].copy()
+        # the training side's own scaler: the cohort's statistics would carry the test patients
+        train.uns.get(K.UNS, {}).pop(K.GENE_STATS, None)
+        out.append((train, heldout))
+    return out, stratified
 
 
 def score(train, test, synthetic: dict, covariate: str, seed: int) -> dict:
@@ -100,7 +119,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--n-synthetic", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cohorts", nargs="*", default=None)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
@@ -108,40 +129,56 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     started = time.time()
-    metrics = {"table": "gene_cohorts", "cohorts": [], "sets": []}
-    facts = {}
+    metrics = {"table": "gene_cohorts", "folds": args.folds, "cohorts": [], "sets": []}
+    facts, train_s = {}, 0.0
     for name, (adata, covariate) in cohorts(args.shared).items():
         if args.cohorts and name not in args.cohorts:
             continue
-        train, test = split(adata, args.seed)
-        synthetic = {}
-        for variant in args.variants:
-            overrides = [*VARIANTS[variant], f"train.steps={args.steps}", f"seed={args.seed}"]
-            t0 = time.time()
-            model = GeneGAN(train, load_config(PRESET, overrides))
-            model.train(progress=False)
-            synthetic[variant] = model.sample(model.n_patients, seed=args.seed).adata
-            facts[f"{name}_{variant}_train_s"] = round(time.time() - t0, 1)
-            print(f"{name} {variant}: {facts[f'{name}_{variant}_train_s']} s", flush=True)
+        rows, kept = {}, []  # {set: {score: [one value per fold]}}
+        splits, stratified = folds(adata, covariate, args.folds, args.seed)
+        for fold, (train, test) in enumerate(splits):
+            synthetic = {}
+            for variant in args.variants:
+                overrides = [*VARIANTS[variant], f"train.steps={args.steps}", f"seed={args.seed}"]
+                t0 = time.time()
+                model = GeneGAN(train, load_config(PRESET, overrides))
+                summary = model.train(progress=False)
+                synthetic[variant] = model.sample(args.n_synthetic, seed=args.seed).adata
+                train_s += time.time() - t0
+                if variant == "gaussian_start":
+                    kept.append(summary["best_step"] == 0)
+                print(f"{name} fold {fold} {variant}: {time.time() - t0:.1f} s, best step "
+                      f"{summary['best_step']}", flush=True)  # fmt: skip
+            for key, row in score(train, test, synthetic, covariate, args.seed).items():
+                for s, v in row.items():
+                    rows.setdefault(key, {}).setdefault(s, []).append(v)
         metrics["cohorts"].append(name)
-        for key, row in score(train, test, synthetic, covariate, args.seed).items():
+        for key, row in rows.items():
             if key not in metrics["sets"] and key != "ceiling":
                 metrics["sets"].append(key)
-            metrics.update({f"{name}_{key}_{s}": v for s, v in row.items()})
-            print(name, key, {s: round(v, 3) for s, v in row.items()}, flush=True)
+            for s, values in row.items():
+                metrics[f"{name}_{key}_{s}"] = float(np.mean(values))
+                metrics[f"{name}_{key}_{s}_sd"] = float(np.std(values, ddof=1))
+            print(name, key, {s: round(float(np.mean(v)), 3) for s, v in row.items()}, flush=True)
         metrics[f"{name}_n_genes"] = int(adata.n_vars)
-        metrics[f"{name}_n_train"], metrics[f"{name}_n_test"] = int(train.n_obs), int(test.n_obs)
+        metrics[f"{name}_n_patients"] = int(adata.n_obs)
+        if kept:
+            metrics[f"{name}_gaussian_start_kept_start"] = float(np.mean(kept))
+        facts[f"{name}_stratified_on"] = covariate if stratified else None
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     run = {
-        "title": "Gene generator against the Gaussian baselines, per cohort (held-out 25%)",
+        "title": f"Gene generator against the Gaussian baselines, per cohort ({args.folds}-fold)",
         "command": f"OMP_NUM_THREADS=1 python scripts/gene_cohorts.py --steps {args.steps} "
-        f"--seed {args.seed}",
+        f"--folds {args.folds} --n-synthetic {args.n_synthetic} --seed {args.seed}",
         "config": "configs/gene_wgan.yaml",
         "seed": args.seed,
         "threads": int(os.environ.get("OMP_NUM_THREADS", "0") or 0),
         "steps": args.steps,
+        "folds": args.folds,
+        "n_synthetic": args.n_synthetic,
         "variants": {v: VARIANTS[v] for v in args.variants},
+        "train_s": round(train_s, 1),
         "wall_s": round(time.time() - started, 1),
         **facts,
     }

@@ -162,17 +162,24 @@ def check_gene_table(run: dict) -> None:
 
 
 def gene_table_md(run: dict) -> list[str]:
-    """One row per cohort and set: the gene scores against the held-out patients."""
+    """One row per cohort and set: the gene scores against the held-out patients; a k-fold
+    run's cells are "mean ± sd" over its folds (the `_sd` keys)."""
     m, rows = run["metrics"], []
+
+    def cell(key: str) -> str:
+        sd = m.get(f"{key}_sd")
+        return fmt(m.get(key), ".3f") + ("" if sd is None else f" ± {fmt(sd, '.3f')}")
+
     for cohort in m["cohorts"]:
         for name in m["sets"]:
-            cells = [fmt(m.get(f"{cohort}_{name}_{score}"), ".3f") for _, score in GENE_SCORES]
+            cells = [cell(f"{cohort}_{name}_{score}") for _, score in GENE_SCORES]
             rows.append([cohort, name.replace("_", " "), *cells])
+    held_out = f"{m['folds']}-fold, mean ± sd over the folds" if "folds" in m else "one split"
     lines = [
-        "Each set against the cohort's held-out patients: ratios to the real ceiling (higher,",
-        "1 = as the real training set), std ratio (1 = same spread), detection AUC (0.5 =",
-        "indistinguishable), covariate gap (0 = the covariate as legible as in real data) and",
-        "the membership-inference AUC of the expression records (0.5 = nothing leaks).",
+        f"Each set against the cohort's held-out patients ({held_out}): ratios to the real",
+        "ceiling (higher, 1 = as the real training set), std ratio (1 = same spread), detection",
+        "AUC (0.5 = indistinguishable), covariate gap (0 = the covariate as legible as in real",
+        "data) and the membership-inference AUC of the expression records (0.5 = nothing leaks).",
         "",
     ]
     return lines + table(["cohort", "set", *(label for label, _ in GENE_SCORES)], rows) + [""]

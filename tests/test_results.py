@@ -128,6 +128,13 @@ def test_gene_cohort_table(tmp_path):
     assert _run(root).returncode == 0
     text = (root / "docs" / "results.md").read_text()
     assert "| gbm | preset | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 | 0.500 |" in text
+    # a k-fold run: mean ± sd
+    metrics |= {"folds": 3, "gbm_preset_distance_ratio_sd": 0.0123}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert _run(root).returncode == 0
+    text = (root / "docs" / "results.md").read_text()
+    assert "(3-fold, mean ± sd over the folds)" in text
+    assert "| gbm | preset | 0.500 ± 0.012 | 0.500 | 0.500 |" in text
     del metrics["gbm_mvn_mia_auc"]
     (folder / "metrics.json").write_text(json.dumps(metrics))
     result = _run(root)

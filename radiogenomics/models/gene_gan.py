@@ -164,6 +164,11 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             fingerprint=self._fingerprint,
         )  # fmt: skip
         self.sampler.load_state_dict(weights)
+        if cfg.gene.start == "gaussian" and summary.get("best_step") == 0:
+            # selection kept the start (train.select_start): the held-out patients chose it
+            # and have nothing else to teach it, so the Gaussian is fitted on all the model's
+            # patients, as evaluate's multivariate Gaussian baseline is
+            fit_gaussian_start(data, self.sampler, rows=np.r_[data.train, data.held_out])
         self.sampler.to(device).eval()
         self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(data.held_out)}
@@ -265,12 +270,13 @@ def gene_batches(data: GeneData, cfg, device, noise_features: int):
 
 def gene_realism_score(data: GeneData, cfg, device):
     """The gene side's held-out score for model selection, `score(sampler)`: the mean of the
-    gGAN distance and dendrogram correlations between the held-out patients and as many
-    synthetic ones with their covariates, minus `gene.select_dispersion` times |log std
-    ratio| of synthetic patients with the training patients' covariates against those
-    patients (their many rows give a steadier std than the few held-out ones; the
-    correlations do not see a shrunken sample). The same noise (seed `cfg.seed + 1`) at
-    every evaluation, so scores differ by the weights alone."""
+    gGAN distance and dendrogram correlations between the held-out patients and synthetic
+    ones with their covariates, minus `gene.select_dispersion` times |log std ratio| of
+    synthetic patients with the training patients' covariates against those patients (their
+    many rows give a steadier std than the few held-out ones; the correlations do not see a
+    shrunken sample). Each side's covariate rows are repeated to at least
+    `gene.select_samples` synthetic patients (0: once). The same noise (seed `cfg.seed + 1`)
+    at every evaluation, so scores differ by the weights alone."""
     from radiogenomics.evaluate.genes import (
         dendrogram_correlation,
         distance_correlation,
@@ -280,6 +286,7 @@ def gene_realism_score(data: GeneData, cfg, device):
     g, seed = cfg.gene, cfg.seed + 1
 
     def generate(sampler, rows) -> np.ndarray:
+        rows = repeated(rows, g.select_samples)
         rng = torch.Generator().manual_seed(seed)
         noise = torch.randn(len(rows), sampler.noise_features, generator=rng)
         _, codes, numeric = data.tensors(rows, device)
@@ -298,24 +305,34 @@ def gene_realism_score(data: GeneData, cfg, device):
     return score
 
 
-def fit_gaussian_start(data: GeneData, *generators) -> None:
+def repeated(rows: np.ndarray, n: int) -> np.ndarray:
+    """`rows` repeated whole as often as it takes to reach `n` or more (once for n <= len):
+    a score's synthetic side with many patients varies little with the noise drawn, so
+    selection compares weights rather than draws, and keeps each covariate row's share."""
+    rows = np.asarray(rows)
+    return np.tile(rows, max(1, -(-n // max(len(rows), 1))))
+
+
+def fit_gaussian_start(data: GeneData, *generators, rows: np.ndarray | None = None) -> None:
     """Fit the Gaussian that `generators` (`GeneGenerator`s with `start="gaussian"`) start
-    from on the training patients of `data`: a linear regression of the standardised
-    expression on the covariates and the Ledoit-Wolf shrunk covariance of its residuals
-    (`evaluate.baselines.fit_gaussian`, as the `MultivariateGaussian` baseline)."""
+    from on the patients `rows` of `data` (positions in `data.expression`; default its
+    training patients): a linear regression of the standardised expression on the covariates
+    and the Ledoit-Wolf shrunk covariance of its residuals (`evaluate.baselines.fit_gaussian`,
+    as the `MultivariateGaussian` baseline)."""
     from radiogenomics.evaluate.baselines import fit_gaussian
 
-    if len(data.train) < 2:
+    rows = data.train if rows is None else np.asarray(rows)
+    if len(rows) < 2:
         raise ValueError(
-            f"gene.start=gaussian: {len(data.train)} training patients with expression; "
+            f"gene.start=gaussian: {len(rows)} training patients with expression; "
             "fitting the Gaussian needs >= 2"
         )
-    Z, codes, numeric = data.tensors(data.train, "cpu")
+    Z, codes, numeric = data.tensors(rows, "cpu")
     design = generators[0].gaussian.design(codes, numeric).numpy()
     coef, factor, shrinkage = fit_gaussian(Z.numpy(), design)
     for generator in generators:
         generator.gaussian.set(coef, factor)
     log.info(
         "gene.start=gaussian: fitted on %d training patients x %d genes (Ledoit-Wolf "
-        "shrinkage %.3f)", len(data.train), Z.shape[1], shrinkage,
+        "shrinkage %.3f)", len(rows), Z.shape[1], shrinkage,
     )  # fmt: skip

@@ -97,6 +97,7 @@ class LoopSettings:
     checkpoint_every: int
     log_every: int = 10
     select_after: int = 0
+    select_start: bool = False
     patience: int = 0
     amp: bool = True
 
@@ -109,6 +110,7 @@ class LoopSettings:
             checkpoint_every=train.checkpoint_every,
             log_every=train.log_every,
             select_after=train.select_after,
+            select_start=train.select_start,
             patience=train.patience,
             amp=train.amp,
         )
@@ -211,6 +213,10 @@ class Trainer:
 
     def _loop(self, step: StepFn, evaluate, bar, board) -> None:
         s = self.settings
+        if s.select_start and evaluate is not None and self.step == 0:
+            # the untrained weights are a candidate: selection keeps them if nothing beats them
+            score, extra = self._evaluate(evaluate)
+            self.history.append({"step": 0.0, self.score_name: score, **extra})
         while self.step < s.steps:
             logs = step(self.rng)
             self.step += 1
@@ -290,7 +296,8 @@ class Trainer:
         result = D.broadcast_object(result)  # every rank takes rank 0's decision
         score, extra = result if isinstance(result, tuple) else (result, {})
         score, extra = float(score), {k: float(v) for k, v in extra.items()}
-        if self.step < self.settings.select_after:
+        start = self.step == 0 and self.settings.select_start
+        if self.step < self.settings.select_after and not start:
             return score, extra
         if score > self.best["score"]:
             self.best = {"score": score, "step": self.step}

@@ -12,6 +12,7 @@ from test_gene_gan import _config, _toy_cohort
 
 from radiogenomics.evaluate.baselines import MultivariateGaussian, fit_gaussian
 from radiogenomics.models.gene_gan import GeneGAN
+from radiogenomics.models.gene_gan import repeated as gene_gan_repeated
 
 
 def _gaussian_config(steps=60):
@@ -100,3 +101,65 @@ def test_projection_critic_trains(adata):
     assert model.critic.directions.shape == (len(model.genes), 8)
     model.train(progress=False)
     assert np.isfinite(model.sample(20).adata.X).all()
+
+
+def test_selection_that_keeps_the_start_refits_it_on_all_the_models_patients(adata, monkeypatch):
+    """train.select_start with a score only step 0 wins: the sampler is the Gaussian, fitted
+    by hand on the training and held-out patients together, and no correction."""
+    from radiogenomics.models import gene_gan
+
+    calls = []
+
+    def score(sampler):  # step 0 scores 1, every later evaluation 0
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else 0.0
+
+    monkeypatch.setattr(gene_gan, "gene_realism_score", lambda *args: score)
+    cfg = _gaussian_config(steps=100)
+    cfg.train.select_start = True
+    model = GeneGAN(adata, cfg)
+    summary = model.train(progress=False)
+    assert summary["best_step"] == 0 and summary["best_score"] == 1.0 and len(calls) == 3
+    data = model.gene_data
+    rows = np.r_[data.train, data.held_out]
+    assert len(data.held_out) > 0
+    design = np.column_stack(
+        [np.ones(len(rows)), data.codes[rows, 0] == 1, data.numeric[rows, 0]]
+    ).astype(float)
+    coef, factor, _ = fit_gaussian(data.expression[rows], design)
+    np.testing.assert_allclose(model.sampler.gaussian.coef.numpy(), coef, atol=1e-5)
+    np.testing.assert_allclose(model.sampler.gaussian.factor.numpy(), factor, atol=1e-5)
+    assert model.sampler.out.weight.abs().sum() == 0  # the untrained correction
+    # the generator that trained on keeps its own fit, on the training patients alone
+    assert not torch.allclose(model.generator.gaussian.coef, model.sampler.gaussian.coef)
+
+
+def test_repeated_rows_reach_n_whole():
+    rows = np.array([3, 5, 7])
+    np.testing.assert_array_equal(gene_gan_repeated(rows, 7), np.tile(rows, 3))
+    np.testing.assert_array_equal(gene_gan_repeated(rows, 6), np.tile(rows, 2))
+    np.testing.assert_array_equal(gene_gan_repeated(rows, 0), rows)
+    np.testing.assert_array_equal(gene_gan_repeated(rows, 2), rows)
+
+
+def test_selection_score_draws_select_samples_patients(adata):
+    """gene.select_samples: the score is the hand computation on the held-out patients' rows
+    repeated (tiled) to at least that many synthetic patients, noise seeded with seed + 1."""
+    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+    from radiogenomics.models.gene_gan import gene_realism_score
+
+    cfg = _gaussian_config()
+    cfg.gene.select_samples, cfg.gene.select_dispersion = 100, 0.0
+    model = GeneGAN(adata, cfg)
+    data, sampler = model.gene_data, model.generator.eval()
+    rows = np.tile(data.held_out, -(-100 // len(data.held_out)))
+    assert len(rows) >= 100
+    noise = torch.randn(
+        len(rows), sampler.noise_features, generator=torch.Generator().manual_seed(cfg.seed + 1)
+    )
+    with torch.no_grad():
+        fake = sampler(noise, *data.tensors(rows, "cpu")[1:])[0].numpy()
+        got = gene_realism_score(data, cfg, "cpu")(sampler)
+    real = data.expression[data.held_out]
+    expected = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+    assert got == pytest.approx(expected, abs=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import types
 
 import numpy as np
@@ -308,6 +309,28 @@ def test_no_selection_before_select_after():
     scores = iter([0.9, 0.1, 0.3, 0.2])  # the best score comes too early to count
     summary = trainer.fit(step, lambda: next(scores))
     assert summary["best_score"] == 0.3 and summary["best_step"] == 15
+
+
+def test_select_start_keeps_the_untrained_weights_when_nothing_beats_them():
+    trainer, step, _, _, _ = _toy_trainer(None, steps=20, select_after=10, select_start=True)
+    start = copy.deepcopy(trainer.selected.state_dict())
+    scores = iter([0.8, 0.9, 0.1, 0.3, 0.2])  # step 0 first; step 5 is before select_after
+    summary = trainer.fit(step, lambda: next(scores))
+    assert summary["best_score"] == 0.8 and summary["best_step"] == 0
+    _identical(trainer.selected_state(), start)
+    assert trainer.history[0] == {"step": 0.0, "val_score": 0.8}
+
+
+def test_select_start_loses_to_a_better_later_score():
+    trainer, step, _, _, _ = _toy_trainer(None, steps=20, select_start=True)
+    scores = iter([0.4, 0.1, 0.5, 0.3, 0.2])
+    summary = trainer.fit(step, lambda: next(scores))
+    assert summary["best_score"] == 0.5 and summary["best_step"] == 10
+    # off (the default): step 0 is never scored
+    trainer, step, _, _, _ = _toy_trainer(None, steps=20)
+    calls = []
+    trainer.fit(step, lambda: calls.append(trainer.step) or 0.0)
+    assert calls == [5, 10, 15, 20]
 
 
 def test_divergence_is_reported_at_the_first_recorded_step():
