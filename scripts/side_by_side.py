@@ -9,7 +9,8 @@ the run's `metrics.json` (with a `run.json` saying how it was made) into
 
 On the phantom (a config with a `phantom` section and no `--train`) the cohort and its split
 are the demo's (same seed, stratified by subtype). A real cohort passes `--train` and `--test`
-(the `cohort split` files). Every row of one table shares the cohort, the split and one
+(the `cohort split` files); an image-only cohort (mini-MIAS) gets the image report, with
+its privacy and memorisation, instead of the paired one. Every row of one table shares the cohort, the split and one
 segmentation judge (a MONAI U-Net trained once on the training split, kept in
 `--work/judges/`), so rows differ only in the model. The budget is the training's CPU seconds
 (`time.process_time`, all threads) beside its wall seconds: the machine here is shared, and
@@ -39,7 +40,10 @@ def cohort_split(cfg, work: Path, args):
     from radiogenomics.data.phantom import write_phantom
 
     if args.train is not None:
-        return read_cohort(args.train), read_cohort(args.test), args.train.stem
+        # `cohort split` names every training file train.h5ad: the key tells cohorts apart
+        where = hashlib.sha1(str(args.train.resolve()).encode()).hexdigest()[:10]
+        key = f"{args.train.resolve().parent.parent.name}-{where}"
+        return read_cohort(args.train), read_cohort(args.test), key
     key = hashlib.sha1(f"{cfg.phantom}|{cfg.seed}|{args.test_fraction}".encode()).hexdigest()[:10]
     folder = work / "cohorts" / f"phantom-{key}"
     train_path, test_path = folder / "split" / "train.h5ad", folder / "split" / "test.h5ad"
@@ -107,6 +111,8 @@ def main(argv=None) -> int:
     from radiogenomics.config import load_config
     from radiogenomics.data.h5ad import read_cohort
     from radiogenomics.evaluate.paired_report import paired_report
+    from radiogenomics.evaluate.pairs import paired_rows
+    from radiogenomics.evaluate.report import image_report
     from radiogenomics.models.base import CohortModel
 
     cfg = load_config(args.config, args.overrides)
@@ -140,10 +146,16 @@ def main(argv=None) -> int:
         path = model.sample(args.n, seed=cfg.seed).write(out / "synthetic", overwrite=True)
         size = model.meta["image_size"]
     data_cfg = dataclasses.replace(cfg.data, image_size=[int(s) for s in size])
-    metrics, _ = paired_report(
-        train, test, read_cohort(path), out / "report", data_cfg, covariate=args.covariate,
-        log_csv=run / "log.csv", segmenter=seg, seed=cfg.seed, progress=True,
-    )  # fmt: skip
+    if len(paired_rows(train)):
+        paired_report(
+            train, test, read_cohort(path), out / "report", data_cfg, covariate=args.covariate,
+            log_csv=run / "log.csv", segmenter=seg, seed=cfg.seed, progress=True,
+        )  # fmt: skip
+    else:  # an image-only cohort (mini-MIAS): the image report, privacy and memorisation
+        image_report(
+            test, read_cohort(path), out / "report", data_cfg, segmenter=seg, seed=cfg.seed,
+            progress=True, train=train,
+        )  # fmt: skip
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "metrics.json").write_text((out / "report" / "metrics.json").read_text())
     overrides = "".join(f" --set {o}" for o in args.overrides)

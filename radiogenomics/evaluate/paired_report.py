@@ -16,7 +16,6 @@ from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.genes import CEILING, versus_baseline
 from radiogenomics.evaluate.html import Section, write_html
-from radiogenomics.evaluate.images import BASELINE, REFERENCE
 from radiogenomics.evaluate.maps import privacy_and_maps
 from radiogenomics.evaluate.memorisation import NEAR_COPY_MAX
 from radiogenomics.evaluate.pairs import (
@@ -35,7 +34,9 @@ from radiogenomics.evaluate.report import (
     gaussian_verdict,
     gene_headline,
     gene_report,
+    image_metrics,
     image_report,
+    json_value,
     z_scorer,
 )
 
@@ -48,16 +49,6 @@ _GENE_SETS = {
 }
 
 
-def _json_float(value):
-    """A JSON-safe number: ints stay ints, NaN and inf become None."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    value = float(value)
-    return value if np.isfinite(value) else None
-
-
 def _flat(table: pd.DataFrame, prefix: str, suffixes: dict) -> dict:
     """{prefix_metric[_suffix]: value} for the rows of `table` named in `suffixes`."""
     out = {}
@@ -65,7 +56,7 @@ def _flat(table: pd.DataFrame, prefix: str, suffixes: dict) -> dict:
         if row not in table.index:
             continue
         for col, value in table.loc[row].items():
-            out[f"{prefix}_{col}{'_' + suffix if suffix else ''}"] = _json_float(value)
+            out[f"{prefix}_{col}{'_' + suffix if suffix else ''}"] = json_value(value)
     return out
 
 
@@ -196,8 +187,8 @@ def paired_report(
     )  # fmt: skip
     private, mapped = privacy_and_maps(train, real, synthetic, out, data_cfg, seed, progress)
     metrics = _metrics(train, real, synthetic, genes, images, pairs)
-    metrics.update({k: _json_float(v) for k, v in private[0].items()})
-    metrics.update({k: _json_float(v) for k, v in mapped[0].items()})
+    metrics.update({k: json_value(v) for k, v in private[0].items()})
+    metrics.update({k: json_value(v) for k, v in mapped[0].items()})
     phantom = _phantom_part(train, real, synthetic, out, data_cfg, metrics, progress)
     _figures(pairs, out, log_csv)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
@@ -229,11 +220,7 @@ def _metrics(train, real, synthetic, genes, images, pairs) -> dict:
     # per gene score, whether the synthetic set beats the multivariate Gaussian
     for score, beats in versus_baseline(genes, "synthetic", GAUSSIAN)["beats"].items():
         metrics[f"gene_{score}_beats_gaussian"] = bool(beats)
-    metrics.update(
-        _flat(images, "image", {"synthetic": "", BASELINE: "baseline", REFERENCE: "reference"})
-    )
-    for key, value in images.attrs.get("augmentation_leak", {}).items():
-        metrics[f"image_augmentation_leak_{key}"] = value
+    metrics.update(image_metrics(images))
     summary = pairs.xs(SUMMARY, level="component")[["spearman", "pearson", "r2"]]
     metrics.update(
         _flat(summary, "pair", {"synthetic": "", "real (reference)": "reference",
@@ -241,7 +228,7 @@ def _metrics(train, real, synthetic, genes, images, pairs) -> dict:
     )  # fmt: skip
     ref = metrics.get("pair_spearman_reference")
     metrics["pair_spearman_ratio"] = (
-        _json_float(metrics["pair_spearman"] / ref) if ref and metrics["pair_spearman"] else None
+        json_value(metrics["pair_spearman"] / ref) if ref and metrics["pair_spearman"] else None
     )
     return metrics
 
@@ -266,8 +253,8 @@ def _phantom_part(train, real, synthetic, out, data_cfg, metrics, progress):
     atomic_write(out / "pairs" / "phantom_associations.csv", lambda tmp: phantom.to_csv(tmp))
     for name in phantom.columns:
         for feature, value in phantom[name].items():
-            metrics[f"phantom_{feature}_{name}"] = _json_float(value)
-        metrics[f"phantom_mean_{name}"] = _json_float(phantom[name].mean())
+            metrics[f"phantom_{feature}_{name}"] = json_value(value)
+        metrics[f"phantom_mean_{name}"] = json_value(phantom[name].mean())
     figures.grouped_bars(
         phantom,
         title="planted gene-image associations: Spearman(program read from genes, feature)",

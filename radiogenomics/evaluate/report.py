@@ -3,6 +3,7 @@ figures, as `radiogenomics evaluate` writes them; and the k-fold version that tr
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -336,9 +337,10 @@ def image_report(
             paths["Privacy: distance to the closest training record"] = private[1]
         cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
         named = {"train": "train", "heldout": "real", "synthetic": "synthetic"}
-        _, memo = image_memorisation(
+        memo_metrics, memo = image_memorisation(
             cohorts, {k: loaded[v] for k, v in named.items()}, out, data_cfg=data
         )
+        table.attrs["memorisation"] = memo_metrics
         if memo is not None:
             extra["Image memorisation (per image: memorisation.csv)"] = memo[0]
             paths["Privacy: synthetic images nearest their training image"] = memo[1]
@@ -356,5 +358,34 @@ def image_report(
         "(rows: each set against one half of the real set; 'real (reference)' is the other half)",
         tables=extra,
     )
+    atomic_write_text(out / "metrics.json", json.dumps(image_metrics(table), indent=2) + "\n")
     log.info("image report written to %s", report)
     return table, report
+
+
+def image_metrics(table: pd.DataFrame) -> dict:
+    """The flat headline numbers of an `image_report` table, as in metrics.json:
+    `image_<score>` (synthetic), `image_<score>_baseline`, `image_<score>_reference`, the
+    augmentation leak (`image_augmentation_leak_*`) and, where the report had the training
+    cohort, the images' memorisation (`image_memorisation_*`, `image_near_copy_*`)."""
+    from radiogenomics.evaluate.images import BASELINE, REFERENCE
+
+    out = {}
+    for row, suffix in (("synthetic", ""), (BASELINE, "_baseline"), (REFERENCE, "_reference")):
+        if row in table.index:
+            for col, value in table.loc[row].items():
+                out[f"image_{col}{suffix}"] = json_value(value)
+    for key, value in table.attrs.get("augmentation_leak", {}).items():
+        out[f"image_augmentation_leak_{key}"] = json_value(value)
+    out.update({k: json_value(v) for k, v in table.attrs.get("memorisation", {}).items()})
+    return out
+
+
+def json_value(value):
+    """A JSON-safe number: bools and ints stay so, NaN and inf become None."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if np.isfinite(value) else None

@@ -217,3 +217,9 @@ def test_the_image_report_flags_the_copy(on_disk):
     memo = pd.read_csv(root / "images" / "memorisation_scores.csv", index_col=0)["value"]
     assert memo["image_memorisation_flag"] == "True"
     assert float(memo["image_near_copy_share"]) == 1.0
+    # the flat metrics.json holds the same numbers, read back as JSON
+    metrics = json.loads((root / "images" / "metrics.json").read_text())
+    assert metrics["image_memorisation_flag"] is True and metrics["image_near_copy_share"] == 1.0
+    assert metrics["image_frd"] == pytest.approx(scores.loc["synthetic", "frd"])
+    assert metrics["image_frd_reference"] == pytest.approx(scores.loc["real (reference)", "frd"])
+    assert metrics["image_augmentation_leak_flag"] is False
