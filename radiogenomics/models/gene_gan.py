@@ -66,7 +66,7 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         self._setup(cfg, meta)
         self._set_data(adata)
         if cfg.gene.start == "gaussian":
-            fit_gaussian_start(self.gene_data, self.generator, self.sampler)
+            fit_gaussian_start(self.gene_data, self.generator, self.sampler, scale=self.scaler.std)
 
     def _set_data(self, adata: ad.AnnData) -> None:
         """The training data (`gene_data`): this model's genes and covariates of `adata`'s
@@ -168,7 +168,8 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             # selection kept the start (train.select_start): the held-out patients chose it
             # and have nothing else to teach it, so the Gaussian is fitted on all the model's
             # patients, as evaluate's multivariate Gaussian baseline is
-            fit_gaussian_start(data, self.sampler, rows=np.r_[data.train, data.held_out])
+            rows = np.r_[data.train, data.held_out]
+            fit_gaussian_start(data, self.sampler, scale=self.scaler.std, rows=rows)
         self.sampler.to(device).eval()
         self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(data.held_out)}
@@ -313,12 +314,17 @@ def repeated(rows: np.ndarray, n: int) -> np.ndarray:
     return np.tile(rows, max(1, -(-n // max(len(rows), 1))))
 
 
-def fit_gaussian_start(data: GeneData, *generators, rows: np.ndarray | None = None) -> None:
+def fit_gaussian_start(
+    data: GeneData, *generators, scale: np.ndarray, rows: np.ndarray | None = None
+) -> None:
     """Fit the Gaussian that `generators` (`GeneGenerator`s with `start="gaussian"`) start
     from on the patients `rows` of `data` (positions in `data.expression`; default its
     training patients): a linear regression of the standardised expression on the covariates
-    and the Ledoit-Wolf shrunk covariance of its residuals (`evaluate.baselines.fit_gaussian`,
-    as the `MultivariateGaussian` baseline)."""
+    and the Ledoit-Wolf shrunk covariance of its residuals, shrunk on the cohort's scale
+    (`scale`: the gene scaler's per-gene std), so that the untrained generator samples
+    exactly the `MultivariateGaussian` baseline fitted on the same patients
+    (`evaluate.baselines.fit_gaussian`). With `gene.log1p` the baseline is a Gaussian of the
+    counts, the start one of their log1p: the same only in kind."""
     from radiogenomics.evaluate.baselines import fit_gaussian
 
     rows = data.train if rows is None else np.asarray(rows)
@@ -329,7 +335,7 @@ def fit_gaussian_start(data: GeneData, *generators, rows: np.ndarray | None = No
         )
     Z, codes, numeric = data.tensors(rows, "cpu")
     design = generators[0].gaussian.design(codes, numeric).numpy()
-    coef, factor, shrinkage = fit_gaussian(Z.numpy(), design)
+    coef, factor, shrinkage = fit_gaussian(Z.numpy(), design, scale=scale)
     for generator in generators:
         generator.gaussian.set(coef, factor)
     log.info(
