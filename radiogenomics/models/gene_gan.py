@@ -277,14 +277,18 @@ def gene_realism_score(data: GeneData, cfg, device):
     many rows give a steadier std than the few held-out ones; the correlations do not see a
     shrunken sample). Each side's covariate rows are repeated to at least
     `gene.select_samples` synthetic patients (0: once). The same noise (seed `cfg.seed + 1`)
-    at every evaluation, so scores differ by the weights alone."""
-    from radiogenomics.evaluate.genes import (
-        dendrogram_correlation,
-        distance_correlation,
-        std_ratio,
-    )
+    at every evaluation, so scores differ by the weights alone.
+
+    With `train.select_margin` > 0 it returns `(score, {"score_sd": sd})`: `sd` is the
+    standard deviation (ddof 1) of the correlations' mean over `SELECT_BOOTSTRAP` resamples
+    (with replacement, seeded by `cfg.seed + 1`) of the held-out patients against the same
+    synthetic ones: the noise of a few held-out patients, which no number of synthetic draws
+    removes, and the spread the margin is counted in (`train.loop.Trainer`)."""
+    from radiogenomics.evaluate.genes import std_ratio
+    from radiogenomics.train.loop import SCORE_SD
 
     g, seed = cfg.gene, cfg.seed + 1
+    spread = cfg.train.select_margin > 0
 
     def generate(sampler, rows) -> np.ndarray:
         rows = repeated(rows, g.select_samples)
@@ -295,15 +299,31 @@ def gene_realism_score(data: GeneData, cfg, device):
 
     real = data.expression[data.held_out]
 
-    def score(sampler) -> float:
+    def score(sampler):
         fake = generate(sampler, data.held_out)
-        value = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+        value = correlations(real, fake)
         if g.select_dispersion > 0 and len(data.train) >= 2:
             ratio = std_ratio(data.expression[data.train], generate(sampler, data.train))
             value -= g.select_dispersion * abs(float(np.log(max(ratio, 1e-12))))
-        return value
+        if not spread:
+            return value
+        rng = np.random.default_rng(seed)
+        n = len(real)
+        boot = [correlations(real[rng.integers(0, n, n)], fake) for _ in range(SELECT_BOOTSTRAP)]
+        return value, {SCORE_SD: float(np.std(boot, ddof=1))}
 
     return score
+
+
+# held-out resamples behind the selection score's spread (`gene_realism_score`)
+SELECT_BOOTSTRAP = 25
+
+
+def correlations(real: np.ndarray, fake: np.ndarray) -> float:
+    """The mean of the gGAN distance-matrix and dendrogram correlations of two sets."""
+    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+
+    return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
 
 
 def repeated(rows: np.ndarray, n: int) -> np.ndarray:

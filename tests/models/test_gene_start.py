@@ -241,3 +241,37 @@ def test_selection_score_draws_select_samples_patients(adata):
     real = data.expression[data.held_out]
     expected = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_selection_score_reports_its_spread_over_held_out_resamples(adata):
+    """train.select_margin > 0: the score also reports `score_sd`, by hand the sd (ddof 1) of
+    the correlations' mean over 25 resamples with replacement of the held-out patients
+    (numpy's generator seeded with seed + 1) against the same synthetic patients; the score
+    itself is unchanged, and without the margin no spread is computed."""
+    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+    from radiogenomics.models.gene_gan import gene_realism_score
+
+    cfg = _gaussian_config()
+    cfg.gene.select_samples, cfg.gene.select_dispersion = 100, 0.0
+    cfg.train.select_margin = 1.0
+    model = GeneGAN(adata, cfg)
+    data, sampler = model.gene_data, model.generator.eval()
+    with torch.no_grad():
+        value, extra = gene_realism_score(data, cfg, "cpu")(sampler)
+        rows = np.tile(data.held_out, -(-100 // len(data.held_out)))
+        noise = torch.randn(
+            len(rows), sampler.noise_features, generator=torch.Generator().manual_seed(cfg.seed + 1)
+        )
+        fake = sampler(noise, *data.tensors(rows, "cpu")[1:])[0].numpy()
+    real = data.expression[data.held_out]
+    rng, n, boot = np.random.default_rng(cfg.seed + 1), len(real), []
+    for _ in range(25):
+        r = real[rng.integers(0, n, n)]
+        boot.append(0.5 * (distance_correlation(r, fake) + dendrogram_correlation(r, fake)))
+    assert set(extra) == {"score_sd"}
+    assert extra["score_sd"] == pytest.approx(np.std(boot, ddof=1), abs=1e-9)
+    assert extra["score_sd"] > 0
+    cfg.train.select_margin = 0.0
+    with torch.no_grad():
+        plain = gene_realism_score(data, cfg, "cpu")(sampler)
+    assert plain == pytest.approx(value, abs=1e-9)
