@@ -213,6 +213,12 @@ class TrainConfig:
     # select_after says: selection keeps them when no later weights score better on the
     # held-out patients (with gene.start: gaussian, the Gaussian itself).
     select_start: bool = False
+    # With select_start: later weights replace the untrained ones only when their held-out
+    # score beats the start's by this many times the start score's spread (`score_sd`, its
+    # sd over bootstrap resamples of the held-out patients, which the gene score reports),
+    # so that a few held-out patients' noise does not pick a worse correction; among the
+    # weights that clear it, the best score wins. 0 compares the scores as they are.
+    select_margin: float = 0.0
     # Stop after this many evaluations without improvement; 0 never stops early.
     patience: int = 0
     # Write a resumable checkpoint every this many steps.
@@ -241,6 +247,10 @@ class TrainConfig:
             raise ValueError(f"key 'train.select_after' must be >= 0; got {self.select_after}")
         if self.patience < 0:
             raise ValueError(f"key 'train.patience' must be >= 0; got {self.patience}")
+        if not self.select_margin >= 0:
+            raise ValueError(
+                f"key 'train.select_margin' must be >= 0 (0 turns it off); got {self.select_margin}"
+            )
         if self.lr <= 0 or (self.lr_critic is not None and self.lr_critic <= 0):
             raise ValueError("keys 'train.lr' and 'train.lr_critic' must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

@@ -212,20 +212,36 @@ def covariance_factor(residuals: np.ndarray, dof: int) -> tuple[np.ndarray, floa
     return factor, float(lw.shrinkage_)
 
 
-def fit_gaussian(X: np.ndarray, design: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def fit_gaussian(
+    X: np.ndarray, design: np.ndarray, scale: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """(coef, L, shrinkage) of the conditional multivariate Gaussian of `X` (n, genes) given
     the covariate `design` (n, d): least-squares coefficients (d, genes), and the
-    `covariance_factor` of the residuals, as `MultivariateGaussian.fit` computes them."""
+    `covariance_factor` of the residuals, as `MultivariateGaussian.fit` computes them.
+
+    `scale` (genes,): `X` is the data divided per gene by `scale` (e.g. standardised), and the
+    covariance is shrunk on the data's own scale, `X * scale`, then divided back. Ledoit-Wolf
+    shrinks towards the mean variance times the identity, so it is not scale-equivariant: on
+    standardised genes it keeps each gene's variance, on the data's scale it pulls them
+    towards their mean. With `scale` the fit is the `MultivariateGaussian` of `X * scale`,
+    divided by `scale`; the least-squares coefficients do not depend on it."""
     X, design = np.asarray(X, dtype=np.float64), np.asarray(design, dtype=np.float64)
     if X.shape[0] < 2 or X.shape[0] != design.shape[0]:
         raise ValueError(
             f"fit_gaussian needs >= 2 patients and one design row per patient; got X "
             f"{X.shape}, design {design.shape}"
         )
+    scale = np.ones(X.shape[1]) if scale is None else np.asarray(scale, dtype=np.float64)
+    if scale.shape != (X.shape[1],) or not np.all(scale > 0):
+        raise ValueError(
+            f"fit_gaussian: scale must be one positive number per gene ({X.shape[1]}); got "
+            f"shape {scale.shape}, min {scale.min() if scale.size else None}"
+        )
     coef, _, rank, _ = np.linalg.lstsq(design, X, rcond=None)
     dof = X.shape[0] - rank if X.shape[0] > rank else X.shape[0]
-    factor, shrinkage = covariance_factor(X - design @ coef, dof)
-    return coef, factor, shrinkage
+    factor, shrinkage = covariance_factor((X - design @ coef) * scale, dof)
+    # diag(1/scale) @ L is the (Cholesky) square root of diag(1/scale) C diag(1/scale)
+    return coef, factor / scale[:, None], shrinkage
 
 
 class IndependentGaussian(_ConditionalGaussian):

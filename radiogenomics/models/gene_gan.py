@@ -66,7 +66,7 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
         self._setup(cfg, meta)
         self._set_data(adata)
         if cfg.gene.start == "gaussian":
-            fit_gaussian_start(self.gene_data, self.generator, self.sampler)
+            fit_gaussian_start(self.gene_data, self.generator, self.sampler, scale=self.scaler.std)
 
     def _set_data(self, adata: ad.AnnData) -> None:
         """The training data (`gene_data`): this model's genes and covariates of `adata`'s
@@ -168,7 +168,8 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             # selection kept the start (train.select_start): the held-out patients chose it
             # and have nothing else to teach it, so the Gaussian is fitted on all the model's
             # patients, as evaluate's multivariate Gaussian baseline is
-            fit_gaussian_start(data, self.sampler, rows=np.r_[data.train, data.held_out])
+            rows = np.r_[data.train, data.held_out]
+            fit_gaussian_start(data, self.sampler, scale=self.scaler.std, rows=rows)
         self.sampler.to(device).eval()
         self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(data.held_out)}
@@ -276,14 +277,18 @@ def gene_realism_score(data: GeneData, cfg, device):
     many rows give a steadier std than the few held-out ones; the correlations do not see a
     shrunken sample). Each side's covariate rows are repeated to at least
     `gene.select_samples` synthetic patients (0: once). The same noise (seed `cfg.seed + 1`)
-    at every evaluation, so scores differ by the weights alone."""
-    from radiogenomics.evaluate.genes import (
-        dendrogram_correlation,
-        distance_correlation,
-        std_ratio,
-    )
+    at every evaluation, so scores differ by the weights alone.
+
+    With `train.select_margin` > 0 it returns `(score, {"score_sd": sd})`: `sd` is the
+    standard deviation (ddof 1) of the correlations' mean over `SELECT_BOOTSTRAP` resamples
+    (with replacement, seeded by `cfg.seed + 1`) of the held-out patients against the same
+    synthetic ones: the noise of a few held-out patients, which no number of synthetic draws
+    removes, and the spread the margin is counted in (`train.loop.Trainer`)."""
+    from radiogenomics.evaluate.genes import std_ratio
+    from radiogenomics.train.loop import SCORE_SD
 
     g, seed = cfg.gene, cfg.seed + 1
+    spread = cfg.train.select_margin > 0
 
     def generate(sampler, rows) -> np.ndarray:
         rows = repeated(rows, g.select_samples)
@@ -294,15 +299,31 @@ def gene_realism_score(data: GeneData, cfg, device):
 
     real = data.expression[data.held_out]
 
-    def score(sampler) -> float:
+    def score(sampler):
         fake = generate(sampler, data.held_out)
-        value = 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
+        value = correlations(real, fake)
         if g.select_dispersion > 0 and len(data.train) >= 2:
             ratio = std_ratio(data.expression[data.train], generate(sampler, data.train))
             value -= g.select_dispersion * abs(float(np.log(max(ratio, 1e-12))))
-        return value
+        if not spread:
+            return value
+        rng = np.random.default_rng(seed)
+        n = len(real)
+        boot = [correlations(real[rng.integers(0, n, n)], fake) for _ in range(SELECT_BOOTSTRAP)]
+        return value, {SCORE_SD: float(np.std(boot, ddof=1))}
 
     return score
+
+
+# held-out resamples behind the selection score's spread (`gene_realism_score`)
+SELECT_BOOTSTRAP = 25
+
+
+def correlations(real: np.ndarray, fake: np.ndarray) -> float:
+    """The mean of the gGAN distance-matrix and dendrogram correlations of two sets."""
+    from radiogenomics.evaluate.genes import dendrogram_correlation, distance_correlation
+
+    return 0.5 * (distance_correlation(real, fake) + dendrogram_correlation(real, fake))
 
 
 def repeated(rows: np.ndarray, n: int) -> np.ndarray:
@@ -313,12 +334,17 @@ def repeated(rows: np.ndarray, n: int) -> np.ndarray:
     return np.tile(rows, max(1, -(-n // max(len(rows), 1))))
 
 
-def fit_gaussian_start(data: GeneData, *generators, rows: np.ndarray | None = None) -> None:
+def fit_gaussian_start(
+    data: GeneData, *generators, scale: np.ndarray, rows: np.ndarray | None = None
+) -> None:
     """Fit the Gaussian that `generators` (`GeneGenerator`s with `start="gaussian"`) start
     from on the patients `rows` of `data` (positions in `data.expression`; default its
     training patients): a linear regression of the standardised expression on the covariates
-    and the Ledoit-Wolf shrunk covariance of its residuals (`evaluate.baselines.fit_gaussian`,
-    as the `MultivariateGaussian` baseline)."""
+    and the Ledoit-Wolf shrunk covariance of its residuals, shrunk on the cohort's scale
+    (`scale`: the gene scaler's per-gene std), so that the untrained generator samples
+    exactly the `MultivariateGaussian` baseline fitted on the same patients
+    (`evaluate.baselines.fit_gaussian`). With `gene.log1p` the baseline is a Gaussian of the
+    counts, the start one of their log1p: the same only in kind."""
     from radiogenomics.evaluate.baselines import fit_gaussian
 
     rows = data.train if rows is None else np.asarray(rows)
@@ -329,7 +355,7 @@ def fit_gaussian_start(data: GeneData, *generators, rows: np.ndarray | None = No
         )
     Z, codes, numeric = data.tensors(rows, "cpu")
     design = generators[0].gaussian.design(codes, numeric).numpy()
-    coef, factor, shrinkage = fit_gaussian(Z.numpy(), design)
+    coef, factor, shrinkage = fit_gaussian(Z.numpy(), design, scale=scale)
     for generator in generators:
         generator.gaussian.set(coef, factor)
     log.info(

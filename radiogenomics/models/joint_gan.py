@@ -120,7 +120,9 @@ class JointGAN(ImageSampler, CovariateSampler, CohortModel, kind="joint_gan"):
         self._setup(cfg, meta)
         self._set_data(adata, progress=progress)
         if cfg.gene.start == "gaussian":
-            fit_gaussian_start(self.gene_data, self.generator.gene, self.sampler.gene)
+            fit_gaussian_start(
+                self.gene_data, self.generator.gene, self.sampler.gene, scale=self.scaler.std
+            )
 
     # ---------------------------------------------------------------------------------------
     @property

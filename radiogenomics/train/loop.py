@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 StepFn = Callable[[torch.Generator], dict]
 ENGINE = 2  # checkpoint layout; older ones are refused with a message
 KILL_AFTER_CHECKPOINT = "RADIOGENOMICS_KILL_AFTER_CHECKPOINT"  # test-only: see the docstring
+# the key of `evaluate()`'s extra numbers under which a score reports its own spread (an sd),
+# which train.select_margin multiplies
+SCORE_SD = "score_sd"
 
 
 def kill_after_checkpoint() -> int | None:
@@ -98,6 +101,7 @@ class LoopSettings:
     log_every: int = 10
     select_after: int = 0
     select_start: bool = False
+    select_margin: float = 0.0
     patience: int = 0
     amp: bool = True
 
@@ -111,6 +115,7 @@ class LoopSettings:
             log_every=train.log_every,
             select_after=train.select_after,
             select_start=train.select_start,
+            select_margin=train.select_margin,
             patience=train.patience,
             amp=train.amp,
         )
@@ -169,6 +174,7 @@ class Trainer:
         self.history: list[dict] = []
         self.best = {"score": -math.inf, "step": 0}
         self.best_state: dict | None = None
+        self.start: dict | None = None  # the untrained weights' score and spread (select_start)
         self.bad_evals = 0
         self.stopped = False
         self.kill_after = kill_after_checkpoint()  # test-only, None unless set
@@ -297,9 +303,11 @@ class Trainer:
         score, extra = result if isinstance(result, tuple) else (result, {})
         score, extra = float(score), {k: float(v) for k, v in extra.items()}
         start = self.step == 0 and self.settings.select_start
+        if start:
+            self._set_start(score, extra)
         if self.step < self.settings.select_after and not start:
             return score, extra
-        if score > self.best["score"]:
+        if score > self.best["score"] and (start or self._clears_start(score)):
             self.best = {"score": score, "step": self.step}
             if self.selected is not None:
                 self.best_state = copy.deepcopy(self.selected.state_dict())
@@ -309,6 +317,24 @@ class Trainer:
             if self.settings.patience and self.bad_evals >= self.settings.patience:
                 self.stopped = True
         return score, extra
+
+    def _set_start(self, score: float, extra: dict) -> None:
+        margin = self.settings.select_margin
+        if margin > 0 and SCORE_SD not in extra:
+            log.warning(
+                "train.select_margin=%g: the held-out score reports no spread ('%s'), so "
+                "the start is compared without a margin",
+                margin,
+                SCORE_SD,
+            )
+        self.start = {"score": score, "sd": float(extra.get(SCORE_SD, 0.0))}
+
+    def _clears_start(self, score: float) -> bool:
+        """Whether trained weights scoring `score` may replace the untrained ones: by more
+        than `select_margin` times the start score's spread (always, without select_start)."""
+        if self.start is None:
+            return True
+        return score > self.start["score"] + self.settings.select_margin * self.start["sd"]
 
     def selected_state(self) -> dict | None:
         """Weights of `selected` to keep: the best held-out ones when scored, else the last."""
@@ -351,6 +377,7 @@ class Trainer:
             "rngs": rngs,
             "history": self.history,
             "best": self.best,
+            "start": self.start,
             "bad_evals": self.bad_evals,
             "stopped": self.stopped,
             "fingerprint": json.dumps(self.fingerprint, sort_keys=True),
@@ -428,6 +455,7 @@ class Trainer:
         self.step = self.resumed_from = int(state["step"])
         self.history = list(state["history"])
         self.best = dict(state["best"])
+        self.start = state.get("start")
         self.bad_evals = int(state["bad_evals"])
         self.stopped = bool(state["stopped"])
         log.warning("resuming %s at step %d", self.run_dir, self.step)

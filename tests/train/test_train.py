@@ -333,6 +333,48 @@ def test_select_start_loses_to_a_better_later_score():
     assert calls == [5, 10, 15, 20]
 
 
+def test_select_margin_keeps_the_start_unless_beaten_by_margin_times_its_spread():
+    """train.select_margin 2 with the start scoring 0.5 +- sd 0.05: the bar is 0.6 (by hand);
+    0.58 and 0.59 (better than the start, not by the margin) do not replace it, 0.62 does, and
+    later scores compete with the best as usual; without the margin 0.59 would have won."""
+
+    def run(margin, scores):
+        trainer, step, _, _, _ = _toy_trainer(
+            None, steps=20, select_start=True, select_margin=margin
+        )
+        it = iter(scores)
+        summary = trainer.fit(step, lambda: next(it))
+        return trainer, summary
+
+    kept = [(0.5, {"score_sd": 0.05}), 0.58, 0.55, 0.59, 0.3]
+    trainer, summary = run(2.0, kept)
+    assert summary["best_step"] == 0 and summary["best_score"] == 0.5
+    assert trainer.start == {"score": 0.5, "sd": 0.05}
+    assert trainer.history[0] == {"step": 0.0, "val_score": 0.5, "score_sd": 0.05}
+    _, summary = run(0.0, kept)
+    assert summary["best_step"] == 15 and summary["best_score"] == 0.59
+    _, summary = run(2.0, [(0.5, {"score_sd": 0.05}), 0.58, 0.62, 0.61, 0.7])
+    assert summary["best_step"] == 20 and summary["best_score"] == 0.7
+    # a score that reports no spread: no margin (0.58 wins)
+    _, summary = run(2.0, [0.5, 0.58, 0.55, 0.59, 0.3])
+    assert summary["best_step"] == 15 and summary["best_score"] == 0.59
+
+
+def test_select_margin_is_checkpointed(tmp_path):
+    """A resumed run keeps the start's bar: killed after step 10, it still refuses 0.58."""
+    scores = {0: (0.5, {"score_sd": 0.05}), 5: 0.3, 10: 0.3, 15: 0.58, 20: 0.4}
+    trainer, step, _, _, _ = _toy_trainer(
+        tmp_path / "run", steps=10, select_start=True, select_margin=2.0
+    )
+    trainer.fit(step, lambda: scores[trainer.step])
+    again, step, _, _, _ = _toy_trainer(
+        tmp_path / "run", steps=20, select_start=True, select_margin=2.0
+    )
+    summary = again.fit(step, lambda: scores[again.step])
+    assert again.resumed_from == 10 and again.start == {"score": 0.5, "sd": 0.05}
+    assert summary["best_step"] == 0
+
+
 def test_divergence_is_reported_at_the_first_recorded_step():
     trainer, _, evaluate, (_, g), make_step = _toy_trainer(None, steps=20, log_every=4)
 
