@@ -69,7 +69,7 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = str(func)
         self.ops[name] += 1
-        if name in COUNTED["host_reads"]:
+        if name in COUNTED["host_reads"] or _bool_index(func, args):
             stack = traceback.extract_stack()
             frames = [f for f in stack if "radiogenomics/" in f.filename]
             where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else "?"
@@ -77,6 +77,17 @@ class OpCounter(TorchDispatchMode):
                 where = "optimiser step counts (CPU tensors unless fused: no device wait)"
             self.reads[f"{name.split('.')[1]} {where}"] += 1
         return func(*args, **(kwargs or {}))
+
+
+def _bool_index(func, args) -> bool:
+    """Indexing with a boolean mask (`x[mask]`, `x[mask] = v`): the mask's nonzero count sets
+    the result's size, a wait for the device on CUDA where the mask lives there."""
+    if func not in (torch.ops.aten.index.Tensor, torch.ops.aten.index_put_.default,
+                    torch.ops.aten.index_put.default):  # fmt: skip
+        return False
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
+    )
 
 
 def _swap_in(src: Path | None):
@@ -168,8 +179,12 @@ def count(engine, model, steps: int = 1) -> dict:
             forward[n] += flops.get_total_flops() - start
 
     forward = collections.Counter()
-    hooks = []
+    hooks, wrapped = [], []
     for n, m in networks(model).items():
+        if hasattr(m, "trunk"):  # an ImageCritic: its forward runs trunk, which also runs alone
+            wrapped.append(m)
+            m.trunk = _counted(m.trunk, n, enter, leave)
+            continue
         hooks.append(m.register_forward_pre_hook(lambda *_, n=n: enter(n)))
         hooks.append(m.register_forward_hook(lambda *_, n=n: leave(n)))
     try:
@@ -179,6 +194,8 @@ def count(engine, model, steps: int = 1) -> dict:
     finally:
         for h in hooks:
             h.remove()
+        for m in wrapped:
+            del m.trunk
     per = lambda v: v / steps  # noqa: E731
     out = {"flops": per(flops.get_total_flops())}
     for key, names in COUNTED.items():
@@ -188,6 +205,17 @@ def count(engine, model, steps: int = 1) -> dict:
     out["forward"] = {k: per(v) for k, v in forward.most_common()}
     out["reads"] = {k: per(v) for k, v in ops.reads.most_common()}
     return out
+
+
+def _counted(fn, name, enter, leave):
+    def run(*args, **kwargs):
+        enter(name)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            leave(name)
+
+    return run
 
 
 def profile(engine, steps: int = 5, rows: int = 15) -> list[tuple[str, float, int]]:
@@ -217,6 +245,55 @@ def compare(a: dict, b: dict) -> tuple[bool, float]:
     same = all(torch.equal(a[k], b[k]) for k in a)
     diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel())
     return same, diff
+
+
+def gradients(engine, model) -> dict:
+    """(loss, gradients) of the main critic update and then of the generator update, from
+    the engine's first batches, without an optimiser step: where two versions differ in the
+    order of floating-point operations, these agree to rounding while a few Adam steps
+    amplify it (a near-zero gradient's sign sets a whole lr-sized step)."""
+    p, rng, out = engine.parts, engine.trainer.rng, {}
+    torch.manual_seed(0)  # the global RNG (dropout), as for the parameter check
+    for name, fn, frozen in (("critic", p["critic_step"], None),
+                             ("generator", p["generator_step"], p["critic"])):  # fmt: skip
+        for opt in (p["opt_c"], p["opt_g"]):
+            opt.zero_grad(set_to_none=True)
+        if frozen is not None:
+            frozen.requires_grad_(False)
+        loss = fn(rng)[0]
+        loss.backward()
+        if frozen is not None:
+            frozen.requires_grad_(True)
+        net = p["generator"] if frozen is not None else p["critic"]
+        out[name] = (loss.detach(), {k: v.grad.clone() for k, v in net.named_parameters()
+                                     if v.grad is not None})  # fmt: skip
+    return out
+
+
+def compare_gradients(a: dict, b: dict) -> None:
+    for name in a:
+        (la, ga), (lb, gb) = a[name], b[name]
+        if ga.keys() != gb.keys():
+            print(f"  {name}: different parameters get gradients")
+            continue
+        # relative to the largest gradient of the tensor's network: a tensor whose gradient is
+        # 0 in exact arithmetic (a bias before a norm) holds rounding noise alone
+        scale = {}
+        for k, g in ga.items():
+            top = k.split(".")[1] if k.startswith("side.") else k.split(".")[0]
+            scale[top] = max(scale.get(top, 0.0), float(g.abs().max()))
+        worst = max(
+            ga,
+            key=lambda k: (
+                float((ga[k] - gb[k]).abs().max())
+                / max(scale[k.split(".")[1] if k.startswith("side.") else k.split(".")[0]], 1e-30)
+            ),
+        )
+        top = worst.split(".")[1] if worst.startswith("side.") else worst.split(".")[0]
+        rel = float((ga[worst] - gb[worst]).abs().max()) / max(scale[top], 1e-30)
+        print(f"  {name} update: loss {float(la):.9g} vs {float(lb):.9g}; largest gradient "
+              f"difference over {len(ga)} tensors {rel:.2e} of its network's largest "
+              f"gradient ({worst})")  # fmt: skip
 
 
 def ab(engines: dict, steps: int, rounds: int) -> dict:
@@ -273,6 +350,9 @@ def main(argv=None) -> None:
             states[k] = params(model)
         same, diff = compare(*states.values())
         print(f"\nparameters after {args.check} steps: bit-identical {same}, max |diff| {diff:.3g}")
+        if not same:
+            built = {k: build(args.case, adata, s, args.set) for k, s in sources.items()}
+            compare_gradients(*[gradients(e, m) for e, m in built.values()])
         built = {k: build(args.case, adata, s, args.set) for k, s in sources.items()}
     for k, (engine, model) in built.items():
         report(k, count(engine, model))
