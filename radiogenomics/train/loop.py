@@ -48,9 +48,6 @@ log = logging.getLogger(__name__)
 StepFn = Callable[[torch.Generator], dict]
 ENGINE = 2  # checkpoint layout; older ones are refused with a message
 KILL_AFTER_CHECKPOINT = "RADIOGENOMICS_KILL_AFTER_CHECKPOINT"  # test-only: see the docstring
-# optimiser settings of the code, not of the config: a checkpoint written before they were
-# set takes them silently (their numbers are the same)
-QUIET_OPTIMISER_KEYS = ("foreach",)
 
 
 def kill_after_checkpoint() -> int | None:
@@ -442,7 +439,7 @@ class Trainer:
             opt.load_state_dict(state["optimizers"][name])
             for group, settings in zip(opt.param_groups, wanted, strict=True):
                 for key, value in settings.items():
-                    if group.get(key) != value and key not in QUIET_OPTIMISER_KEYS:
+                    if group.get(key) != value:
                         # the config is what config.yaml records: the resumed run follows it
                         log.warning(
                             "%s: %s %s in the checkpoint, %s in the config: resuming with %s",
@@ -452,7 +449,7 @@ class Trainer:
                             value,
                             value,
                         )
-                    group[key] = value
+                        group[key] = value
         mine = state["rngs"][D.rank()]
         self.rng.set_state(mine["rng"])
         torch.set_rng_state(mine["global_rng"])
@@ -573,9 +570,7 @@ def adam(groups: list[tuple[nn.Module | None, float]], betas) -> torch.optim.Ada
         for m, lr in groups
         if m is not None and any(True for _ in m.parameters())
     ]
-    # foreach: one call per operation for all the parameters (CUDA's default; on the CPU it
-    # gives the same numbers as the per-parameter loop with a third of its overhead)
-    return torch.optim.Adam(params, betas=tuple(betas), foreach=True)
+    return torch.optim.Adam(params, betas=tuple(betas))
 
 
 def train_gan(

@@ -389,20 +389,3 @@ def test_ema_is_averaged_models_ramp_bit_for_bit_and_across_a_load():
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert int(ours.n_averaged) == 6
-
-
-def test_adam_steps_as_the_per_parameter_loop():
-    # adam() runs torch's foreach implementation, also on the CPU: the same numbers
-    torch.manual_seed(0)
-    nets = [torch.nn.Linear(5, 3) for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
-    opts = [adam([(nets[0], 1e-2)], (0.5, 0.9)),
-            torch.optim.Adam(nets[1].parameters(), lr=1e-2, betas=(0.5, 0.9), foreach=False)]  # fmt: skip
-    for _ in range(5):
-        x = torch.randn(4, 5)
-        for net, opt in zip(nets, opts, strict=True):
-            opt.zero_grad()
-            net(x).square().sum().backward()
-            opt.step()
-    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
-        assert torch.equal(a, b)
