@@ -270,29 +270,28 @@ def gradients(engine, model) -> dict:
     return out
 
 
+def _network(name: str) -> str:
+    """The network a parameter belongs to: `side.image.x.y` -> `side.image`, `gene.x` -> `gene`."""
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] == "side" else parts[0]
+
+
 def compare_gradients(a: dict, b: dict) -> None:
+    """Print the losses and the largest gradient difference of `gradients`' two results,
+    relative to the largest gradient of the same network: a tensor whose gradient is 0 in
+    exact arithmetic (a bias before an instance norm) holds rounding noise alone."""
     for name in a:
         (la, ga), (lb, gb) = a[name], b[name]
         if ga.keys() != gb.keys():
             print(f"  {name}: different parameters get gradients")
             continue
-        # relative to the largest gradient of the tensor's network: a tensor whose gradient is
-        # 0 in exact arithmetic (a bias before a norm) holds rounding noise alone
-        scale = {}
+        scale: dict = {}
         for k, g in ga.items():
-            top = k.split(".")[1] if k.startswith("side.") else k.split(".")[0]
-            scale[top] = max(scale.get(top, 0.0), float(g.abs().max()))
-        worst = max(
-            ga,
-            key=lambda k: (
-                float((ga[k] - gb[k]).abs().max())
-                / max(scale[k.split(".")[1] if k.startswith("side.") else k.split(".")[0]], 1e-30)
-            ),
-        )
-        top = worst.split(".")[1] if worst.startswith("side.") else worst.split(".")[0]
-        rel = float((ga[worst] - gb[worst]).abs().max()) / max(scale[top], 1e-30)
+            scale[_network(k)] = max(scale.get(_network(k), 0.0), float(g.abs().max()))
+        rel = {k: float((ga[k] - gb[k]).abs().max()) / max(scale[_network(k)], 1e-30) for k in ga}
+        worst = max(rel, key=rel.get)
         print(f"  {name} update: loss {float(la):.9g} vs {float(lb):.9g}; largest gradient "
-              f"difference over {len(ga)} tensors {rel:.2e} of its network's largest "
+              f"difference over {len(ga)} tensors {rel[worst]:.2e} of its network's largest "
               f"gradient ({worst})")  # fmt: skip
 
 
