@@ -131,11 +131,10 @@ class EMA(AveragedModel):
         super().__init__(module)
         self.decay = decay
         self._count: int | None = None  # host copy of n_averaged; None: read it
-        self.register_load_state_dict_post_hook(EMA._forget_count)
+        self.register_load_state_dict_post_hook(self._forget_count)
 
-    @staticmethod
-    def _forget_count(module, incompatible_keys) -> None:
-        module._count = None
+    def _forget_count(self, module, incompatible_keys) -> None:
+        self._count = None  # a loaded n_averaged: read it again at the next update
 
     @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:

@@ -389,3 +389,14 @@ def test_ema_is_averaged_models_ramp_bit_for_bit_and_across_a_load():
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert int(ours.n_averaged) == 6
+    # a load into an EMA that has counted already takes the loaded count
+    ours = ema_of(net, 0.999)
+    ours.update_parameters(net)
+    ours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ours.update_parameters(net)
+    theirs.update_parameters(net)
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
