@@ -199,12 +199,33 @@ def peak_bf16(device) -> tuple[float | None, str | None]:
     return None, f"no dense bf16 peak known for {name!r} (benchmarks/_bench.py PEAK_BF16)"
 
 
-def count_flops(fn) -> int:
-    """FLOPs of one call of `fn` (matrix products and convolutions, forward and backward, as
-    `torch.utils.flop_counter.FlopCounterMode` counts them)."""
+class _NoModules:
+    """Stands in for `FlopCounterMode`'s module tracker, whose backward hooks raise inside
+    `torch.autograd.grad` (every gradient penalty): the totals need no per-module split."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def flop_counter():
+    """A `torch.utils.flop_counter.FlopCounterMode` that counts totals only (`_NoModules`),
+    so steps with a gradient penalty can be counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _NoModules()
+    return counter
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of `fn` (matrix products and convolutions, forward and backward, as
+    `torch.utils.flop_counter.FlopCounterMode` counts them; `flop_counter`)."""
+    counter = flop_counter()
     with counter:
         fn()
     return int(counter.get_total_flops())

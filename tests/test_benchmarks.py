@@ -81,6 +81,20 @@ def test_flops_of_a_linear_layer():
     assert _bench.count_flops(lambda: layer(x)) == 2 * 2 * 8 * 4  # multiply-adds x 2
 
 
+def test_flops_of_a_gradient_penalty_step(gene_gan):
+    # torch's FlopCounterMode tracks modules with hooks that raise inside autograd.grad:
+    # a critic step (with its penalty) must still be counted
+    layer = torch.nn.Linear(8, 1)
+    x = torch.randn(2, 8, requires_grad=True)
+
+    def penalty():
+        (g,) = torch.autograd.grad(layer(x).sum(), x, create_graph=True)
+        g.square().sum().backward()
+
+    assert _bench.count_flops(penalty) > 2 * 2 * 8  # the forward's and more
+    assert _bench.count_flops(_bench.engine_of(gene_gan).update("critic")) > 0
+
+
 @pytest.mark.parametrize(
     "name,peak",
     [("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H200", 989e12),

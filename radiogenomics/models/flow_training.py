@@ -38,13 +38,14 @@ def joint_flow_losses(G, C, img, train, *, project=None, shape=None):
     pair_generator(b, p, rng))`, each `(loss, logs)`: the flow side's (`flow_critic_loss`,
     `flow_generator_loss`) on real patients, and the mask critic's on fully synthetic ones."""
 
-    def image_critic(b, rng):
+    # `real` (objectives.RealScores) is the GAN's shared real scores: the flow has none
+    def image_critic(b, rng, real=None):
         return flow_critic_loss(G.side, C.side, b, img, gp_weight=train.gp_weight, rng=rng)
 
     def image_generator(b, rng):
         return flow_generator_loss(G.side, C.side, b, img, rng=rng, shape=shape)
 
-    def pair_critic(b, p, rng):
+    def pair_critic(b, p, rng, real=None):
         return pair_mask_critic_loss(G, C.side, b, p, img, gp_weight=train.gp_weight, rng=rng)
 
     def pair_generator(b, p, rng):

@@ -23,6 +23,7 @@ from radiogenomics.train import distributed as D
 from radiogenomics.train.loop import train_gan
 from radiogenomics.train.objectives import (
     PairBatch,
+    RealScores,
     gene_critic_loss,
     gene_generator_loss,
     image_critic_loss,
@@ -89,19 +90,20 @@ def make_steps(model, aug=None):
         )
     else:
 
-        def image_critic(b, rng):
+        def image_critic(b, rng, real=None):
             return image_critic_loss(
-                G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng, augment=aug
-            )
+                G.side, C.side, b, img, gp_weight=t.gp_weight, rng=rng, augment=aug,
+                real_out=real,
+            )  # fmt: skip
 
         def image_generator(b, rng):
             return image_generator_loss(
                 G.side, C.side, b, img, shape=shape, appearance=appearance, augment=aug, rng=rng
             )
 
-        def pair_critic(b, p, rng):
+        def pair_critic(b, p, rng, real=None):
             return pair_critic_loss(
-                G, C.side, b, p, img, gp_weight=t.gp_weight, rng=rng, augment=aug
+                G, C.side, b, p, img, gp_weight=t.gp_weight, rng=rng, augment=aug, real=real
             )
 
         def pair_generator(b, p, rng):
@@ -113,9 +115,11 @@ def make_steps(model, aug=None):
     def critic_step(rng):
         gene, pair = gene_critic(rng), None
         b = draw(rng)
-        image = image_critic(b, rng)
+        real = RealScores()  # the image and pair terms score the real batch once
+
+        image = image_critic(b, rng, real)
         if joint:
-            loss, logs = pair_critic(b, pair_batch(rng), rng)
+            loss, logs = pair_critic(b, pair_batch(rng), rng, real)
             pair = (pair_weight * loss, logs)
         loss, logs = _sum(gene, image, pair)
         logs["critic"] = loss.detach()

@@ -3,7 +3,7 @@
 
 Written by hand for the same reason as `nn.shape`: `radiomap.features` measures these with
 NumPy, without gradients, and training needs them as functions of the generated image.
-Gaussian smoothing is MONAI's (`GaussianFilter`).
+Gaussian smoothing is MONAI's (`GaussianFilter`'s kernels through `separable_filtering`).
 
 `appearance_descriptors`: (B, 3)
 - contrast: mean grey level in the lesion minus that in the ring `RING` voxels around it
@@ -29,11 +29,23 @@ RING = 3  # voxels around the lesion
 SOFTNESS = 0.05  # grey levels (images in [-1, 1]): the dark fraction's sigmoid width
 
 
-@functools.lru_cache(maxsize=8)
-def _gaussian(spatial_dims: int, sigma: float):
+@functools.lru_cache(maxsize=16)
+def _kernels(spatial_dims: int, sigma: float, device: torch.device) -> tuple:
+    """MONAI's `GaussianFilter(spatial_dims, sigma)` kernels, built once per device: the
+    filter rebuilds them at every call, reading sigma into Python (a wait for the device on
+    CUDA)."""
     from monai.networks.layers import GaussianFilter
+    from monai.networks.layers.convutils import gaussian_1d
 
-    return GaussianFilter(spatial_dims, sigma)
+    f = GaussianFilter(spatial_dims, sigma)
+    return tuple(gaussian_1d(s, truncated=f.truncated, approx=f.approx).to(device) for s in f.sigma)
+
+
+def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`x` (B, C, *S) smoothed as MONAI's `GaussianFilter(spatial_dims, sigma)(x)` does."""
+    from monai.networks.layers import separable_filtering
+
+    return separable_filtering(x, list(_kernels(x.ndim - 2, sigma, x.device)))
 
 
 def appearance_descriptors(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -58,12 +70,12 @@ def _descriptors(grey: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     n, n_ring, n_in = (t.flatten(1).sum(1) for t in (m, ring, interior))
     ring_mean = _mean(grey, ring, n_ring)
     contrast = _mean(grey, m, n) - ring_mean
-    residual = grey - _gaussian(d, 1.0).to(grey.device)(grey)
+    residual = grey - _gaussian(grey, 1.0)
     res_mean = _mean(residual, interior, n_in)
     log_texture = (
         0.5 * (_mean((residual - res_mean.view(view)).square(), interior, n_in) + 1e-8).log()
     )
-    smooth = _gaussian(d, 0.7).to(grey.device)(grey)
+    smooth = _gaussian(grey, 0.7)
     inside = torch.where(m > 0, smooth, torch.full_like(smooth, float("nan"))).flatten(1)
     # a lesion-free row's quantile is NaN (its descriptors are NaN anyway): zeroed, so no
     # NaN reaches the other rows' gradients through the backward pass

@@ -526,6 +526,12 @@ class ImageCritic(nn.Module):
         self.embed = nn.Linear(n_code, prev, bias=False) if n_code else None
 
     def forward(self, image, mask=None, code=None) -> torch.Tensor:
+        return self.head(self.trunk(image, mask), code)
+
+    def trunk(self, image, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part of the score that the gene code does not enter: the patch features h
+        (B, F, *s) and psi(h) (B, 1, *s). `head` finishes the score for a code, so scores
+        of one image and mask under other codes (matching-aware negatives) reuse them."""
         check_image(image, self.spatial_dims, self.in_channels, "image")
         x = image
         if self.use_mask:
@@ -536,7 +542,11 @@ class ImageCritic(nn.Module):
             )
             x = torch.cat([image, mask], dim=1)
         h = self.features(x)  # (B, F, *s)
-        score = self.psi(h)
+        return h, self.psi(h)
+
+    def head(self, trunk: tuple[torch.Tensor, torch.Tensor], code=None) -> torch.Tensor:
+        """The patch scores (B, 1, *s) from `trunk`'s (h, psi(h)) and the gene code."""
+        h, score = trunk
         if self.embed is not None:
             if code is None:
                 raise ValueError("this ImageCritic has a gene projection: pass a gene code")

@@ -97,18 +97,23 @@ def matching_loss(right_score, wrong_score, margin: float = 1.0):
 
 
 def mismatched_scores(
-    critic, images, masks, code, present, perm, use_mask: bool, distinct=None
+    critic, images, masks, code, present, perm, use_mask: bool, distinct=None, trunk=None
 ) -> list:
     """Critic scores of matching-aware negatives (Reed et al. 2016; Xu et al. 2019): real
     images with the gene code of their partner `perm[i]` (only where both have expression) and,
     for mask-conditioned critics, with the partner's mask. Training scores them as fake, so
     the critic, and through it the generator, must use the genes and the mask. `distinct`
-    (B,) bool leaves out rows whose partner is the same patient."""
+    (B,) bool leaves out rows whose partner is the same patient. `trunk`: the critic's
+    `ImageCritic.trunk` of these images and masks, which the wrong-genes negatives share
+    (only the code differs), so they cost the projection alone."""
     scores = []
     distinct = torch.ones_like(present) if distinct is None else distinct
     pair = present & present[perm] & distinct
     if code is not None and pair.any():
-        scores.append(critic(images[pair], masks[pair], code[perm][pair]))
+        if trunk is not None:
+            scores.append(critic.head(tuple(t[pair] for t in trunk), code[perm][pair]))
+        else:
+            scores.append(critic(images[pair], masks[pair], code[perm][pair]))
     if use_mask and distinct.any():
         c = None if code is None else code[distinct]
         scores.append(critic(images[distinct], masks[perm][distinct], c))

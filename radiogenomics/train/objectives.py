@@ -287,9 +287,23 @@ def augmented(augment, images, masks, rng):
     return augment(images, masks, rng)
 
 
+@dataclass
+class RealScores:
+    """What the critic side makes of a batch's real patients as they are (no augmentation):
+    its gene code (B, n_code) or None, the image critic's scores and the mask critic's (None
+    without one). `image_critic_loss` fills one (`real_out`) and `pair_critic_loss` reads it
+    (`real`), so the joint critic step runs these networks once on the real batch, not once
+    per term; the scores stay in the graph, so both terms' gradients reach the critics."""
+
+    code: torch.Tensor | None = None
+    image: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
 def image_critic_loss(
-    G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None, augment=None
-):
+    G, C, b: ImageBatch, img, *, gp_weight: float, rng=None, code=None, augment=None,
+    real_out: RealScores | None = None,
+):  # fmt: skip
     """The image side's critic loss: real vs generated images of the same masks and genes
     (with the gradient penalty and drift term for wgan-gp), matching-aware negatives, the mask
     critic when there is a mask generator, and the gene read-back head on real images.
@@ -298,7 +312,10 @@ def image_critic_loss(
     `augment` (`train.augment.Augmenter`): what the image and mask critics see is augmented,
     a real image and the image generated in its mask with one draw (they share the mask),
     the gradient penalty and the negatives on the augmented images; the read-back heads
-    learn from the real images as they are. Its adaptive p observes this critic."""
+    learn from the real images as they are. Its adaptive p observes this critic.
+
+    `real_out` (`RealScores`): filled with the critic side's code and its scores of the real
+    batch, where no augmentation is active (else left empty: each term draws its own)."""
     crit_loss = OBJECTIVES[img.objective][0]
     code_c = C.code(b.expression, b.present)
     with torch.no_grad():
@@ -312,9 +329,12 @@ def image_critic_loss(
         draw = aug.draw(len(x), x.shape[2:], rng, x.device)
         x, m = aug.apply(draw, x, m)
         fake = aug.apply(draw, fake, None)[0]
-    real_s = C.image(x, m, code_c)
+    trunk = C.image.trunk(x, m)  # shared with the wrong-genes negatives
+    real_s = C.image.head(trunk, code_c)
     fake_s = C.image(fake, m, code_c)
     loss = crit_loss(real_s, fake_s)
+    if real_out is not None and aug is None:
+        real_out.code, real_out.image = code_c, real_s
     logs = {}
     if aug is not None:
         aug.observe(real_s, fake_s)
@@ -326,14 +346,16 @@ def image_critic_loss(
         logs["gp"] = gp.detach()
     if img.mismatch_weight > 0:
         negatives = mismatched_scores(
-            C.image, x, m, code_c, b.present_cpu, b.perm, img.use_mask, distinct=b.distinct
-        )
+            C.image, x, m, code_c, b.present_cpu, b.perm, img.use_mask, distinct=b.distinct,
+            trunk=trunk,
+        )  # fmt: skip
         for s in negatives:
             loss = loss + img.mismatch_weight * matching_loss(real_s, s)
     if G.mask is not None:
         loss_m, logs_m = mask_critic_loss(
-            G, C, b, img, code_g, code_c, gp_weight=gp_weight, rng=rng, augment=augment
-        )
+            G, C, b, img, code_g, code_c, gp_weight=gp_weight, rng=rng, augment=augment,
+            real_out=real_out if aug is None else None,
+        )  # fmt: skip
         loss = loss + loss_m
         logs.update(logs_m)
     aux = read_back(C, b.images, b)  # the regressor learns from real images only
@@ -349,22 +371,27 @@ def image_critic_loss(
 
 
 def mask_critic_loss(
-    G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: float, rng=None, augment=None
-):
+    G, C, b: ImageBatch, img, code_g, code_c, *, gp_weight: float, rng=None, augment=None,
+    real_out: RealScores | None = None,
+):  # fmt: skip
     """The mask critic on real (blurred) masks vs the mask generator's, for the same genes;
-    each side with its own `augment` draw (geometric transforms only reach masks)."""
+    each side with its own `augment` draw (geometric transforms only reach masks).
+    `real_out`: its scores of the real masks go into `real_out.mask`."""
     crit_loss = OBJECTIVES[img.objective][0]
     real_m = augmented(augment, None, soft(b.masks[:, :1]), rng)[1]
     with torch.no_grad():
         fake_m = augmented(augment, None, soft(G.soft_masks(code_g, b.noise)), rng)[1]
-    real_ms = C.mask(real_m, None, code_c)
+    trunk = C.mask.trunk(real_m)  # shared with the wrong-genes negatives
+    real_ms = C.mask.head(trunk, code_c)
+    if real_out is not None:
+        real_out.mask = real_ms
     loss = crit_loss(real_ms, C.mask(fake_m, None, code_c))
     if img.mismatch_weight > 0 and code_c is not None:
         # matching-aware negatives for the mask critic too: a real mask with another
         # patient's genes is fake, so the mask generator must follow the genes (lesion size)
         pair = b.present_cpu & b.present_cpu[b.perm] & b.distinct
         if pair.any():
-            wrong = C.mask(real_m[pair], None, code_c[b.perm][pair])
+            wrong = C.mask.head(tuple(t[pair] for t in trunk), code_c[b.perm][pair])
             loss = loss + img.mismatch_weight * matching_loss(real_ms[pair], wrong)
     if img.objective == "wgan-gp":
         loss = loss + img.drift_weight * real_ms.float().square().mean()
@@ -404,7 +431,8 @@ def image_generator_loss(
     if seg is not None:
         loss = loss + img.mask_consistency_weight * seg
         logs["mask_read"] = seg.detach()
-    rows, any_rows = b.present_cpu.to(fake.device), bool(b.present_cpu.any())
+    # rows picked by the CPU copy of `present`: a mask on the device would wait for it
+    rows, any_rows = b.present_cpu, bool(b.present_cpu.any())
     if appearance is not None and any_rows:
         term = appearance_association_loss(
             appearance, fake[rows], b.masks[rows, :1], b.targets[rows]
@@ -431,7 +459,7 @@ def mask_generator_terms(
     loss = loss + loss_m
     logs["generator_mask"] = loss_m.detach()
     if shape is not None and bool(b.present_cpu.any()):
-        rows = b.present_cpu.to(soft_masks.device)
+        rows = b.present_cpu  # on the CPU: a mask on the device would wait for it
         term = shape_association_loss(
             shape, binarize(soft_masks[rows], straight_through=True), b.targets[rows]
         )
@@ -465,24 +493,27 @@ def synthesize(J, b: ImageBatch, p: PairBatch, *, images: bool = True) -> Genera
 
 
 def pair_critic_loss(J, C, b: ImageBatch, p: PairBatch, img, *, gp_weight, rng=None,
-                     augment=None):  # fmt: skip
+                     augment=None, real: RealScores | None = None):  # fmt: skip
     """The image and mask critics on real patients (image, mask, expression) against fully
     synthetic ones (generated expression, mask and image together). The gradient penalty runs
     on interpolates of image and mask channels together, conditioned on the real genes.
     `augment`: every input of the critics augmented, each side with its own draw (from
-    `rng`), an image with its mask; the penalty on the augmented inputs."""
+    `rng`), an image with its mask; the penalty on the augmented inputs. `real`
+    (`RealScores` of the same batch, from `image_critic_loss`): the critic side's code and
+    scores of the real patients, reused where no augmentation is active."""
     crit_loss = OBJECTIVES[img.objective][0]
+    reuse = real is not None and real.image is not None and _active(augment) is None
     with torch.no_grad():
         s = synthesize(J, b, p)
-    code_real = C.code(b.expression, b.present)
+    code_real = real.code if reuse else C.code(b.expression, b.present)
     code_fake = C.code(s.expression, s.present)
     real_x, real_c = augmented(augment, b.images, b.masks, rng)
     fake_x, fake_c = augmented(augment, s.images, s.critic_masks, rng)
-    real_s = C.image(real_x, real_c, code_real)
+    real_s = real.image if reuse else C.image(real_x, real_c, code_real)
     loss = crit_loss(real_s, C.image(fake_x, fake_c, code_fake))
     real_m = augmented(augment, None, soft(b.masks[:, :1]), rng)[1]
     fake_m = augmented(augment, None, soft(s.soft_masks), rng)[1]
-    real_ms = C.mask(real_m, None, code_real)
+    real_ms = real.mask if reuse and real.mask is not None else C.mask(real_m, None, code_real)
     loss_m = crit_loss(real_ms, C.mask(fake_m, None, code_fake))
     if img.objective == "wgan-gp":
         c = b.images.shape[1]

@@ -67,6 +67,12 @@ class _Silent(nn.Module):
     def forward(self, *args):
         return self.critic(*args) * 0
 
+    def trunk(self, *args):  # an ImageCritic's two halves, silenced as its forward
+        return tuple(t * 0 for t in self.critic.trunk(*args))
+
+    def head(self, trunk, code=None):
+        return self.critic.head(trunk, code) * 0
+
 
 # ------------------------------------------------------------------------------------------
 # 1. gradients
@@ -421,3 +427,40 @@ def test_augmented_training_logs_p_and_resumes_bit_identically(cohort, tmp_path)
     assert summary["resumed_from"] == 2
     assert _equal_weights(straight.sampler, fresh.sampler)
     assert pd.read_csv(tmp_path / "resumed" / "log.csv")["augment_p"].tolist() == p
+
+
+def test_the_critic_step_scores_the_real_batch_once(cohort, monkeypatch):
+    """The image and pair terms of the joint critic step share the critic side's code and
+    scores of the real batch (`objectives.RealScores`): one image and one mask critic pass
+    fewer than scoring it in each term, with the same loss and gradients to rounding."""
+    from radiogenomics.models import joint_training
+
+    model = JointGAN(cohort, config(), progress=False)
+    C = model.critic.side
+    critic_step = make_steps(model)[0]
+    passes = []
+    for name in ("image", "mask"):
+        trunk = getattr(C, name).trunk
+        monkeypatch.setattr(getattr(C, name), "trunk",
+                            lambda *a, _t=trunk, _n=name: passes.append(_n) or _t(*a))  # fmt: skip
+
+    def run():
+        model.critic.zero_grad(set_to_none=True)
+        passes.clear()
+        torch.manual_seed(0)  # the regressor's dropout
+        loss = critic_step(torch.Generator().manual_seed(0))[0]
+        loss.backward()
+        grads = [p.grad.clone() for p in model.critic.parameters() if p.grad is not None]
+        return loss.detach(), grads, passes.count("image"), passes.count("mask")
+
+    shared = run()
+    monkeypatch.setattr(joint_training, "RealScores", lambda: None)  # each term scores anew
+    apart = run()
+    assert (shared[2], shared[3]) == (apart[2] - 1, apart[3] - 1)
+    torch.testing.assert_close(shared[0], apart[0], rtol=1e-6, atol=0)
+    assert len(shared[1]) == len(apart[1])
+    # to rounding, against the largest gradient: a bias before an instance norm has gradient
+    # 0 in exact arithmetic, rounding noise alone in either order
+    top = max(float(g.abs().max()) for g in apart[1])
+    for a, b in zip(shared[1], apart[1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6 * top)

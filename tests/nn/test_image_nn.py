@@ -269,6 +269,24 @@ def test_matching_aware_negatives_pair_right_partners():
     assert mismatched_scores(critic, images, masks, None, present, perm, use_mask=False) == []
 
 
+def test_wrong_genes_negatives_from_the_real_trunk_match_a_new_pass(dims):
+    # the critic's trunk (features and psi) does not see the code: the wrong-genes
+    # negatives reuse the real batch's, the same scores as a pass of their own
+    torch.manual_seed(0)
+    C = ImageCritic(dims, 2, [8, 16], use_mask=True, n_code=8)
+    x = _inputs(dims, B=4)
+    image, mask, code = x["background"], x["mask"], torch.randn(4, 8)
+    trunk = C.trunk(image, mask)
+    assert torch.equal(C.head(trunk, code), C(image, mask, code))
+    present = torch.tensor([True, True, False, True])
+    perm = torch.roll(torch.arange(4), 1)
+    args = (C, image, mask, code, present, perm, True)
+    fresh, shared = mismatched_scores(*args), mismatched_scores(*args, trunk=trunk)
+    assert len(fresh) == len(shared) == 2
+    for a, b in zip(fresh, shared, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("objective", sorted(OBJECTIVES))
 def test_objectives_prefer_real_scores(objective):
     critic_loss, generator_loss = OBJECTIVES[objective]

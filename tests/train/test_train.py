@@ -399,3 +399,46 @@ def test_checkpoint_survives_a_kill_between_renames(tmp_path):
     modules, state = load_checkpoint(folder)
     assert state["step"] == 2 and np.allclose(modules["g"]["w"].numpy(), 2.0)
     assert load_checkpoint(tmp_path / "nothing") is None
+
+
+def _ramp_average(decay):
+    """The EMA as `torch.optim.swa_utils.AveragedModel` computes it with the ramp."""
+
+    @torch.no_grad()
+    def update(ema_params, params, num_averaged):
+        n = float(num_averaged)
+        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
+
+
+def test_ema_is_averaged_models_ramp_bit_for_bit_and_across_a_load():
+    from torch.optim.swa_utils import AveragedModel
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ours, theirs = ema_of(net, 0.999), AveragedModel(net, multi_avg_fn=_ramp_average(0.999))
+    for step in range(6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        net(torch.randn(5, 3))  # the running statistics (buffers) move too
+        ours.update_parameters(net)
+        theirs.update_parameters(net)
+        if step == 2:  # a resumed run: the count comes from the loaded buffer
+            ours = ema_of(net, 0.999)
+            ours.load_state_dict(theirs.state_dict())
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert int(ours.n_averaged) == 6
+    # a load into an EMA that has counted already takes the loaded count
+    ours = ema_of(net, 0.999)
+    ours.update_parameters(net)
+    ours.load_state_dict(theirs.state_dict())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ours.update_parameters(net)
+    theirs.update_parameters(net)
+    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
