@@ -1,5 +1,5 @@
 """The benchmark suite's harness (imported by the test files of `benchmarks/` and by
-`tests/test_bench_harness.py`): sizes, the engine's own step, timing with warm-up, and the
+`tests/test_benchmarks.py`): sizes, the engine's own step, timing with warm-up, and the
 numbers each case records in `benchmark.extra_info`.
 
 One measured function per case: the model, its data and its step are built outside it, the

@@ -113,7 +113,10 @@ def extract(ref: str) -> Path:
     tar = out / "src.tar"
     tar.write_bytes(data)
     with tarfile.open(tar) as t:
-        t.extractall(out, filter="data")
+        try:
+            t.extractall(out, filter="data")
+        except TypeError:  # Python before 3.10.12 / 3.11.4: no extraction filters
+            t.extractall(out)  # our own `git archive`, nothing to filter
     _SOURCES.append(out)
     return out
 

@@ -251,6 +251,11 @@ class TrainConfig:
             raise ValueError(
                 f"key 'train.select_margin' must be >= 0 (0 turns it off); got {self.select_margin}"
             )
+        if self.select_margin > 0 and not self.select_start:
+            raise ValueError(
+                f"key 'train.select_margin' ({self.select_margin}) is the bar trained weights "
+                "must clear over the untrained ones: it needs train.select_start=true"
+            )
         if self.lr <= 0 or (self.lr_critic is not None and self.lr_critic <= 0):
             raise ValueError("keys 'train.lr' and 'train.lr_critic' must be > 0")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

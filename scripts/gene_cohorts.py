@@ -42,7 +42,6 @@ from radiogenomics.models.gene_gan import GeneGAN
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "configs" / "gene_wgan.yaml"
-# name -> overrides of the preset
 # name -> overrides of the preset; each spells out its start so that the rows do not move
 # with the preset's default
 VARIANTS = {

@@ -317,6 +317,7 @@ def _evaluate_images(args, synth) -> int:
         train=None if args.train is None else _read(args.train),  # --train: privacy too
     )
     say("metrics", args.out / "metrics.csv")
+    say("headline numbers", args.out / "metrics.json")
     say("report", report)
     print(table.round(3).to_string())
     _say_privacy(args.out / "privacy.csv", args)

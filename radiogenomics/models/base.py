@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 
 # config keys that may change between a run and its resume: learning rates are applied to the
 # resumed optimisers; the steps are how a finished run is extended; the CohortDataset settings
-# (augment, cache_rate) do not reach the models
-IGNORED = {"lr", "steps", "augment", "cache_rate"}
+# (augment, cache_rate) do not reach the models; gene.select_samples only sizes the
+# selection score's synthetic side
+IGNORED = {"lr", "steps", "augment", "cache_rate", "select_samples"}
 
 META = "model.json"
 WEIGHTS = "model.safetensors"

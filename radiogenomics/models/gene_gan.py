@@ -170,6 +170,7 @@ class GeneGAN(CovariateSampler, CohortModel, kind="gene_gan"):
             # patients, as evaluate's multivariate Gaussian baseline is
             rows = np.r_[data.train, data.held_out]
             fit_gaussian_start(data, self.sampler, scale=self.scaler.std, rows=rows)
+            summary = {**summary, "refit_on_all": True}  # best_score was the training fit's
         self.sampler.to(device).eval()
         self.trained = True
         self.meta["summary"] = {**summary, "n_val": len(data.held_out)}
@@ -359,6 +360,6 @@ def fit_gaussian_start(
     for generator in generators:
         generator.gaussian.set(coef, factor)
     log.info(
-        "gene.start=gaussian: fitted on %d training patients x %d genes (Ledoit-Wolf "
+        "gene.start=gaussian: fitted on %d patients x %d genes (Ledoit-Wolf "
         "shrinkage %.3f)", len(rows), Z.shape[1], shrinkage,
     )  # fmt: skip

@@ -362,7 +362,7 @@ class Trainer:
     def _clears_start(self, score: float) -> bool:
         """Whether trained weights scoring `score` may replace the untrained ones: by more
         than `select_margin` times the start score's spread (always, without select_start)."""
-        if self.start is None:
+        if self.start is None or not self.settings.select_start:
             return True
         return score > self.start["score"] + self.settings.select_margin * self.start["sd"]
 

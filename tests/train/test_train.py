@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import types
 
 import numpy as np
@@ -367,12 +368,17 @@ def test_select_margin_is_checkpointed(tmp_path):
         tmp_path / "run", steps=10, select_start=True, select_margin=2.0
     )
     trainer.fit(step, lambda: scores[trainer.step])
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
     again, step, _, _, _ = _toy_trainer(
         tmp_path / "run", steps=20, select_start=True, select_margin=2.0
     )
     summary = again.fit(step, lambda: scores[again.step])
     assert again.resumed_from == 10 and again.start == {"score": 0.5, "sd": 0.05}
     assert summary["best_step"] == 0
+    # resumed with the setting off, the checkpoint's bar no longer applies: 0.58 wins
+    off, step, _, _, _ = _toy_trainer(tmp_path / "copy", steps=20)
+    summary = off.fit(step, lambda: scores[off.step])
+    assert off.resumed_from == 10 and summary["best_step"] == 15
 
 
 def test_divergence_is_reported_at_the_first_recorded_step():
@@ -442,3 +448,10 @@ def test_ema_is_averaged_models_ramp_bit_for_bit_and_across_a_load():
     theirs.update_parameters(net)
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_select_margin_needs_select_start():
+    """A margin over the untrained weights means nothing unless they are a candidate."""
+    with pytest.raises(ValueError, match="select_margin.*needs train.select_start=true"):
+        TrainConfig(select_margin=2.0)
+    assert TrainConfig(select_margin=2.0, select_start=True).select_margin == 2.0
