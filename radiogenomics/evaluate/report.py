@@ -16,7 +16,7 @@ from radiogenomics._atomic import atomic_write, atomic_write_text
 from radiogenomics.evaluate import figures
 from radiogenomics.evaluate.baselines import IndependentGaussian, MultivariateGaussian
 from radiogenomics.evaluate.genes import CEILING, evaluate_genes, summarise, versus_baseline
-from radiogenomics.evaluate.privacy import privacy_part
+from radiogenomics.evaluate.privacy import privacy_metrics, privacy_part
 
 log = logging.getLogger(__name__)
 
@@ -335,12 +335,19 @@ def image_report(
         if (private := privacy_part(train, real, synthetic, out, features=feats)) is not None:
             extra["Privacy (image features: DCR, membership inference)"] = private[0]
             paths["Privacy: distance to the closest training record"] = private[1]
+            written = pd.read_csv(out / "privacy.csv", index_col=0)
+            table.attrs["privacy"] = privacy_metrics(written)
         cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
         named = {"train": "train", "heldout": "real", "synthetic": "synthetic"}
         memo_metrics, memo = image_memorisation(
             cohorts, {k: loaded[v] for k, v in named.items()}, out, data_cfg=data
         )
         table.attrs["memorisation"] = memo_metrics
+        if memo_metrics:  # as the paired report: flagged when a record or the images are
+            private = table.attrs.setdefault("privacy", {})
+            private["privacy_flag"] = bool(
+                private.get("privacy_flag", False) or memo_metrics["image_memorisation_flag"]
+            )
         if memo is not None:
             extra["Image memorisation (per image: memorisation.csv)"] = memo[0]
             paths["Privacy: synthetic images nearest their training image"] = memo[1]
@@ -367,7 +374,8 @@ def image_metrics(table: pd.DataFrame) -> dict:
     """The flat headline numbers of an `image_report` table, as in metrics.json:
     `image_<score>` (synthetic), `image_<score>_baseline`, `image_<score>_reference`, the
     augmentation leak (`image_augmentation_leak_*`) and, where the report had the training
-    cohort, the images' memorisation (`image_memorisation_*`, `image_near_copy_*`)."""
+    cohort, the images' memorisation (`image_memorisation_*`, `image_near_copy_*`) and the
+    image records' privacy (`privacy_image_*`, `privacy_flag`)."""
     from radiogenomics.evaluate.images import BASELINE, REFERENCE
 
     out = {}
@@ -378,6 +386,7 @@ def image_metrics(table: pd.DataFrame) -> dict:
     for key, value in table.attrs.get("augmentation_leak", {}).items():
         out[f"image_augmentation_leak_{key}"] = json_value(value)
     out.update({k: json_value(v) for k, v in table.attrs.get("memorisation", {}).items()})
+    out.update({k: json_value(v) for k, v in table.attrs.get("privacy", {}).items()})
     return out
 
 

@@ -223,3 +223,4 @@ def test_the_image_report_flags_the_copy(on_disk):
     assert metrics["image_frd"] == pytest.approx(scores.loc["synthetic", "frd"])
     assert metrics["image_frd_reference"] == pytest.approx(scores.loc["real (reference)", "frd"])
     assert metrics["image_augmentation_leak_flag"] is False
+    assert metrics["privacy_image_mia_auc"] == 1.0 and metrics["privacy_flag"] is True
