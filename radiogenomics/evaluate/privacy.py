@@ -423,12 +423,12 @@ def privacy_section(table: pd.DataFrame, distances: dict, out: str | Path, memor
 def privacy_part(train, heldout, synthetic, out, features=None):
     """The privacy part of a gene-only report (expression records) or, with the image
     `features` ({'train', 'heldout', 'synthetic'}), of an image-only one: writes privacy.csv
-    and dcr.png into `out`; returns (the shown table, the figure's path), or None when no
-    modality has enough records."""
+    and dcr.png into `out`; returns (the shown table, the figure's path, the scores as
+    `privacy_metrics` reads them), or None when no modality has enough records."""
     table, distances = cohort_privacy(
         train, heldout, synthetic, features, expression=features is None
     )
     if not len(table):
         return None
     privacy_section(table, distances, out)
-    return shown_table(table), Path(out) / "dcr.png"
+    return shown_table(table), Path(out) / "dcr.png", table

@@ -335,8 +335,7 @@ def image_report(
         if (private := privacy_part(train, real, synthetic, out, features=feats)) is not None:
             extra["Privacy (image features: DCR, membership inference)"] = private[0]
             paths["Privacy: distance to the closest training record"] = private[1]
-            written = pd.read_csv(out / "privacy.csv", index_col=0)
-            table.attrs["privacy"] = privacy_metrics(written)
+            table.attrs["privacy"] = privacy_metrics(private[2])
         cohorts = {"train": train, "heldout": real, "synthetic": synthetic}
         named = {"train": "train", "heldout": "real", "synthetic": "synthetic"}
         memo_metrics, memo = image_memorisation(

@@ -41,6 +41,15 @@ def to_channels_last(x: torch.Tensor, device: torch.device, on: bool = True) -> 
     return x.contiguous(memory_format=fmt)
 
 
+def nets_channels_last(device: torch.device, on: bool, ndim: int, *nets) -> None:
+    """On CUDA with `on` (train.channels_last), `nets` in channels-last memory for images of
+    `ndim` dimensions (batch and channel included), as `to_channels_last` puts the batches."""
+    if device.type == "cuda" and on:
+        fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
+        for net in nets:
+            net.to(memory_format=fmt)
+
+
 def batch_sampler(data: ImageData, img, batch_size: int, G, C, device, *, channels_last=True):
     """`draw(rng) -> ImageBatch` over the training patients of `data`: a random batch with the same left-right flip of image and mask,
     the image side `G`'s noise (`Noise.draw`), and matching-aware partners. `C`: the critic
@@ -103,10 +112,7 @@ def fit_image_gan(model, run_dir, progress: bool) -> dict:
     cfg, img, t, device = model.config, model.config.image, model.config.train, model.device
     data = model.image_data
     G, C = model.generator.to(device), model.critic.to(device)
-    if device.type == "cuda" and t.channels_last:
-        fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
-        G.to(memory_format=fmt)
-        C.to(memory_format=fmt)
+    nets_channels_last(device, t.channels_last, data.images.ndim, G, C)
     draw = batch_sampler(data, img, t.batch_size, G, C, device, channels_last=t.channels_last)
     shape, appearance = association_references(data, img, device)
     aug = A.from_config(img).to(device)

@@ -16,6 +16,7 @@ from radiogenomics.models.image_training import (
     association_references,
     aux_projection,
     batch_sampler,
+    nets_channels_last,
     realism_score,
 )
 from radiogenomics.train import augment as A
@@ -68,10 +69,7 @@ def make_steps(model, aug=None):
         return PairBatch(b.codes, b.numeric, b.noise)
 
     data = model.image_data
-    if device.type == "cuda" and t.channels_last:
-        fmt = torch.channels_last if data.images.ndim == 4 else torch.channels_last_3d
-        G.side.to(memory_format=fmt)
-        C.side.to(memory_format=fmt)
+    nets_channels_last(device, t.channels_last, data.images.ndim, G.side, C.side)
     draw = batch_sampler(
         data, img, t.batch_size, G.side, C.side, device, channels_last=t.channels_last
     )
